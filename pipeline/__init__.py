@@ -1,0 +1,1 @@
+"""shardmeans jobs end to end: options, CLI, the fit graph, readers and writers."""

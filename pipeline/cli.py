@@ -1,0 +1,117 @@
+"""The `shardmeans` command: `fit` and `generate` (also `python -m pipeline ...`).
+
+Flags the job does not define go to Beam as pipeline options (`--runner`,
+`--direct_num_workers`, `--temp_location`, ...). A user error prints one
+readable line and exits with status 2; no traceback.
+"""
+import argparse
+import json
+import logging
+import re
+import sys
+from typing import List, Optional
+
+_USAGE = "usage: shardmeans {fit,generate} [FLAGS] (shardmeans COMMAND --help for the flags)"
+
+
+def _help_parser(prog: str, option_classes, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        epilog="Any other flag is passed to Beam as a pipeline option, e.g. --runner, "
+               "--direct_running_mode=multi_processing --direct_num_workers=2, "
+               "--temp_location, --project, --region.")
+    for cls in option_classes:
+        cls._add_argparse_args(parser.add_argument_group(cls.__doc__.strip().rstrip(".")))
+    return parser
+
+
+def _user_message(error: BaseException) -> Optional[str]:
+    """The UserInputError message inside `error`, also when a runner wrapped it in its own."""
+    from transforms.errors import UserInputError
+
+    if isinstance(error, UserInputError):
+        return str(error)
+    match = re.search(r"UserInputError: (.+)", str(error))
+    return match.group(1).strip() if match else None
+
+
+def _fit(argv: List[str]) -> int:
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from pipeline.options import InputOptions, KMeansOptions, OutputOptions
+
+    classes = (InputOptions, KMeansOptions, OutputOptions)
+    if "-h" in argv or "--help" in argv:
+        _help_parser("shardmeans fit", classes,
+                     "Fit K-Means on sharded CSV, Parquet or TFRecord input.").print_help()
+        return 0
+    import apache_beam as beam
+
+    from pipeline import fit, workdir
+
+    options = PipelineOptions(argv)
+    if options.view_as(StandardOptions).runner is None:
+        # Beam's default first tries to fetch the Prism runner binary.
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    out = options.view_as(OutputOptions)
+    if out.output:
+        workdir.prepare_output(out.output, out.overwrite)
+    spec = fit.fit_spec(options)
+    pipeline = beam.Pipeline(options=options)
+    fit.build_fit_pipeline(pipeline, spec)
+    result = pipeline.run()
+    result.wait_until_finish()
+    if workdir.is_template_run(options):
+        print(f"wrote a job template; nothing was run")
+        return 0
+    _print_summary(spec.output)
+    return 0
+
+
+def _print_summary(output: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(FileSystems.join(output, "metrics.json")) as f:
+        m = json.load(f)
+    print(f"rows: {m['rows_read']} read, {m['rows_valid']} valid, {m['rows_rejected']} rejected")
+    print(f"rounds: {m['rounds']} ({'converged' if m['converged'] else 'not converged'}), "
+          f"inertia: {m['inertia']:.6g}")
+    print(f"cluster sizes: {m['cluster_sizes']}")
+    print(f"outputs: {output}/ (model inputs transform_fn/, centroids.csv, centroids.npy, "
+          f"metrics.json, assignments/, rejected/)")
+
+
+def _generate(argv: List[str]) -> int:
+    from pipeline import generate
+
+    parser = generate.arg_parser()
+    args = parser.parse_args(argv)
+    paths = generate.generate(args.output, rows=args.rows, features=args.features,
+                              clusters=args.clusters, fmt=args.format, shards=args.shards,
+                              seed=args.seed)
+    print(f"wrote {args.rows} rows x {args.features} features ({args.clusters} blobs) "
+          f"in {len(paths)} {args.format} files under {args.output}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("fit", "generate"):
+        print(_USAGE, file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("tensorflow", "absl", "apache_beam.runners", "apache_beam.io"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    command, rest = argv[0], argv[1:]
+    try:
+        return {"fit": _fit, "generate": _generate}[command](rest)
+    except Exception as e:  # noqa: BLE001 -- only user errors are turned into a message
+        message = _user_message(e)
+        if message is None:
+            raise
+        print(f"shardmeans {command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

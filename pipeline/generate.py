@@ -1,0 +1,85 @@
+"""`shardmeans generate`: labelled Gaussian blobs whose features have very different scales.
+
+The demo's data and the benchmarks'. Shards are generated one at a time from
+their own seed, so memory stays at one shard whatever --rows is.
+"""
+import argparse
+import os
+from typing import List
+
+import numpy as np
+import pyarrow as pa
+
+
+def arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shardmeans generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True, help="directory for the shards")
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--features", type=int, default=8)
+    parser.add_argument("--clusters", type=int, default=6)
+    parser.add_argument("--format", choices=["parquet", "csv", "tfrecord"], default="parquet")
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def blobs(rows: int, features: int, clusters: int, seed: int, shard: int = 0,
+          first_id: int = 0) -> pa.Table:
+    """A table: id (int64), f0..f{D-1} (float64), blob (string, the true cluster)."""
+    layout = np.random.default_rng(seed)
+    centers = layout.uniform(-10, 10, size=(clusters, features))
+    scales = 10.0 ** layout.uniform(-2, 3, size=features)
+    offsets = layout.uniform(-100, 100, size=features) * scales
+    rng = np.random.default_rng([seed, shard + 1])
+    labels = rng.integers(0, clusters, size=rows)
+    x = (centers[labels] + rng.normal(size=(rows, features))) * scales + offsets
+    columns = {"id": pa.array(np.arange(first_id, first_id + rows, dtype=np.int64))}
+    columns.update({f"f{j}": pa.array(x[:, j]) for j in range(features)})
+    columns["blob"] = pa.array([f"blob-{c}" for c in labels])
+    return pa.table(columns)
+
+
+def write_table(table: pa.Table, path: str, fmt: str) -> None:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, path)
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, path)
+    else:
+        import tensorflow as tf
+
+        with tf.io.TFRecordWriter(path) as writer:
+            for row in table.to_pylist():
+                writer.write(_example(row).SerializeToString())
+
+
+def _example(row: dict):
+    import tensorflow as tf
+
+    feature = {}
+    for name, value in row.items():
+        if isinstance(value, str):
+            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+        elif isinstance(value, int):
+            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        else:
+            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def generate(output: str, rows: int, features: int, clusters: int, fmt: str = "parquet",
+             shards: int = 4, seed: int = 0) -> List[str]:
+    """Write `rows` rows in `shards` files under `output`; return their paths."""
+    os.makedirs(output, exist_ok=True)
+    suffix = {"parquet": "parquet", "csv": "csv", "tfrecord": "tfrecord"}[fmt]
+    paths, first = [], 0
+    for shard in range(shards):
+        n = rows // shards + (1 if shard < rows % shards else 0)
+        path = os.path.join(output, f"blobs-{shard:05d}-of-{shards:05d}.{suffix}")
+        write_table(blobs(n, features, clusters, seed, shard, first), path, fmt)
+        paths.append(path)
+        first += n
+    return paths

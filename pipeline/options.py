@@ -1,0 +1,72 @@
+"""Pipeline options of the shardmeans jobs: one PipelineOptions subclass per concern.
+
+Read them with `options.view_as(InputOptions)` and so on. Every flag not
+defined here is a Beam pipeline option (`--runner`, `--direct_num_workers`, ...).
+"""
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class InputOptions(PipelineOptions):
+    """What to read and which rows count."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--input", help="file pattern of the input shards (local, gs://, ...)")
+        parser.add_argument("--format", choices=["csv", "parquet", "tfrecord"], default=None,
+                            help="input format (default: from the file suffix)")
+        parser.add_argument("--features", default=None,
+                            help="comma-separated feature columns (default: every numeric "
+                                 "column but the id column)")
+        parser.add_argument("--id_column", default=None,
+                            help="column copied to the assignments to identify each row "
+                                 "(default: all input columns are copied)")
+        parser.add_argument("--on_invalid", choices=["reject", "fail"], default="reject",
+                            help="a row with a missing, empty, non-numeric, NaN or infinite "
+                                 "feature: 'reject' writes it with its file, row and reason "
+                                 "under OUTPUT/rejected/; 'fail' stops the job naming it")
+
+
+class KMeansOptions(PipelineOptions):
+    """The K-Means fit."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--k", type=int, default=None, help="number of clusters K")
+        parser.add_argument("--seed", type=int, default=0,
+                            help="seed of the init sample's hash and of the initialisation")
+        parser.add_argument("--max_rounds", type=int, default=100,
+                            help="at most this many Lloyd rounds (passes over the data)")
+        parser.add_argument("--tol", type=float, default=1e-4,
+                            help="stop after the first round whose centroids moved by a total "
+                                 "squared Euclidean shift, summed over all K centroids in "
+                                 "standardized space, <= tol (scikit-learn's rule: with "
+                                 "unit-variance features its relative tol is this absolute one); "
+                                 "0 runs until the centroids stop moving or max_rounds")
+        parser.add_argument("--init", default="k-means++",
+                            help="'k-means++' (default) or 'random' on the init sample, or a "
+                                 "PATH.npy of float32 [K, D] centroids in standardized space")
+        parser.add_argument("--init_sample_size", type=int, default=100_000,
+                            help="rows in the init sample (the rows with the smallest hash of "
+                                 "their values and the seed)")
+        parser.add_argument("--batch_size", type=int, default=65536,
+                            help="rows per TensorFlow step call")
+        parser.add_argument("--cache_mb", type=int, default=None,
+                            help="per-process cache of standardized shards, in MiB (default: a "
+                                 "quarter of RAM; 0 reads the shards again every round)")
+        parser.add_argument("--devices", default="auto",
+                            help="devices of the MirroredStrategy on each worker: 'auto' (all "
+                                 "GPUs, else the CPU), 'cpu', 'cpu:N' (CPU split into N "
+                                 "logical devices), 'gpu:0,1'")
+
+
+class OutputOptions(PipelineOptions):
+    """Where the results go."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--output", help="output directory (local, gs://, ...)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace the contents of a non-empty output directory")
+        parser.add_argument("--keep_standardized", action="store_true",
+                            help="keep the standardized shards (OUTPUT/_work/standardized/), "
+                                 "a checkpoint of the transformed data")

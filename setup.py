@@ -1,0 +1,30 @@
+"""The shardmeans distribution: packages `pipeline` and `transforms`.
+
+This file is also what Dataflow's `--setup_file` ships to the workers, so the
+pins below are the versions every worker runs.
+"""
+import setuptools
+
+# One place for the versions the workers must agree on (launch/ and the
+# Dockerfile read them from here).
+BEAM_VERSION = "2.77.0"
+TENSORFLOW_VERSION = "2.21.0"
+TFT_VERSION = "1.21.0"
+
+setuptools.setup(
+    name="shardmeans",
+    version="0.1.0",
+    description="K-Means for data too large for one machine: Apache Beam, tf.Transform, TensorFlow.",
+    packages=["pipeline", "transforms"],
+    python_requires=">=3.10",
+    install_requires=[
+        f"apache-beam[gcp]=={BEAM_VERSION}",
+        f"tensorflow=={TENSORFLOW_VERSION}",
+        f"tensorflow-transform=={TFT_VERSION}",
+        "numpy>=1.26",
+        "pyarrow>=14",
+        "scikit-learn>=1.5",
+    ],
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2"]},
+    entry_points={"console_scripts": ["shardmeans=pipeline.cli:main"]},
+)

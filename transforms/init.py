@@ -1,0 +1,91 @@
+"""Initial centroids from a bounded sample that no sharding or ordering can change.
+
+The sample is the m rows with the smallest 64-bit hash of (row content, seed):
+a bottom-m sample. Every runner computes the same one, whatever the shards,
+bundles or worker count, because a row's hash depends on nothing but its values
+and the seed. k-means++ (scikit-learn's `kmeans_plusplus`) then runs on the
+sample in hash order.
+"""
+from typing import Iterable, NamedTuple, Optional
+
+import apache_beam as beam
+import numpy as np
+
+INIT_METHODS = ("k-means++", "random")
+
+
+def _splitmix64(z: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser, vectorised over uint64 (wrapping arithmetic)."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def row_hashes(x: np.ndarray, seed: int) -> np.ndarray:
+    """uint64 [n]: a hash of each row of float64 `x` [n, D] (its exact bits) and `seed`."""
+    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
+    h = _splitmix64(np.full(len(x), seed & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64))
+    for j in range(bits.shape[1]):
+        h = _splitmix64(h ^ bits[:, j])
+    return h
+
+
+class Sample(NamedTuple):
+    """A bottom-m sample: hashes uint64 [m'] ascending, rows float64 [m', D]."""
+
+    hashes: np.ndarray
+    rows: np.ndarray
+
+
+def _bottom(hashes: np.ndarray, rows: np.ndarray, m: int) -> Sample:
+    """The m smallest (hash, row) pairs in ascending order; equal hashes by row values."""
+    if len(hashes) > m:
+        cut = np.partition(hashes, m - 1)[m - 1]
+        keep = hashes <= cut
+        hashes, rows = hashes[keep], rows[keep]
+    order = np.lexsort(tuple(rows.T[::-1]) + (hashes,))[:m]
+    return Sample(hashes[order], rows[order])
+
+
+class BottomSampleFn(beam.CombineFn):
+    """Combines (hashes uint64 [n], rows float64 [n, D]) batches into the bottom-m Sample."""
+
+    def __init__(self, m: int, n_features: int):
+        self._m, self._d = m, n_features
+
+    def create_accumulator(self) -> Sample:
+        return Sample(np.zeros(0, np.uint64), np.zeros((0, self._d)))
+
+    def add_input(self, accumulator: Sample, element) -> Sample:
+        hashes, rows = element
+        return _bottom(np.concatenate([accumulator.hashes, hashes]),
+                       np.concatenate([accumulator.rows, rows]), self._m)
+
+    def merge_accumulators(self, accumulators: Iterable[Sample]) -> Sample:
+        accumulators = list(accumulators)
+        return _bottom(np.concatenate([a.hashes for a in accumulators]),
+                       np.concatenate([a.rows for a in accumulators]), self._m)
+
+    def extract_output(self, accumulator: Sample) -> Sample:
+        return accumulator
+
+
+def initial_centroids(sample: np.ndarray, n_clusters: int, init: str,
+                      seed: int, given: Optional[np.ndarray] = None) -> np.ndarray:
+    """float64 [K, D] initial centroids from `sample` float64 [m, D] (standardized, hash order).
+
+    init: "k-means++" (scikit-learn's kmeans_plusplus with `seed`), "random"
+    (K distinct sample rows drawn with `seed`), or "given" (`given` [K, D]).
+    """
+    if init == "given":
+        return np.asarray(given, dtype=np.float64)
+    if init == "k-means++":
+        from sklearn.cluster import kmeans_plusplus
+
+        centers, _ = kmeans_plusplus(sample, n_clusters, random_state=seed)
+        return centers.astype(np.float64)
+    if init == "random":
+        rows = np.random.RandomState(seed).choice(len(sample), n_clusters, replace=False)
+        return sample[rows].astype(np.float64)
+    raise ValueError(f"init={init!r} is not one of {INIT_METHODS} or a centroids file")

@@ -1,0 +1,78 @@
+"""The Lloyd update: merged partial sums -> next centroids, with empty-cluster re-seeding.
+
+Pure NumPy on O(K x D) state; it runs once per round, on one worker, after the
+combine. It follows scikit-learn's `_kmeans_single_lloyd` exactly: new
+centroids are sums / counts; an empty cluster takes the row farthest from its
+centroid (that row leaves its old cluster's sums); the run stops when the total
+squared centroid shift is <= tol.
+"""
+import logging
+from typing import NamedTuple, Tuple
+
+import numpy as np
+
+from transforms.partials import Partials
+
+
+class RoundState(NamedTuple):
+    """The state carried from one round to the next (a side input, tiny).
+
+    centroids: float64 [K, D], standardized space.
+    rounds: number of Lloyd updates done so far.
+    converged: the last update moved the centroids by a total squared shift <= tol.
+    inertia_history: inertia of each round against its starting centroids.
+    reseeded: total number of empty clusters re-seeded so far.
+    """
+
+    centroids: np.ndarray
+    rounds: int = 0
+    converged: bool = False
+    inertia_history: Tuple[float, ...] = ()
+    reseeded: int = 0
+
+
+def relocate_empty_clusters(partials: Partials) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Give every empty cluster one of the rows farthest from their centroids.
+
+    Returns (sums float64 [K, D], counts int64 [K], number re-seeded). As in
+    scikit-learn, the i-th empty cluster (by index) takes the i-th farthest row,
+    whose old cluster loses it.
+    """
+    sums, counts = partials.sums.copy(), partials.counts.copy()
+    empty = np.flatnonzero(counts == 0)
+    if empty.size == 0:
+        return sums, counts, 0
+    n = min(empty.size, partials.far_dist.size)
+    if n < empty.size:
+        logging.warning("%d empty clusters but only %d re-seeding candidates; "
+                        "raise n_far", empty.size, n)
+    for cluster, row, old in zip(empty[:n], partials.far_rows[:n], partials.far_labels[:n]):
+        sums[old] -= row
+        counts[old] -= 1
+        sums[cluster] = row
+        counts[cluster] = 1
+    logging.warning("re-seeded %d empty cluster(s) %s with the farthest rows",
+                    n, empty[:n].tolist())
+    return sums, counts, n
+
+
+def lloyd_update(state: RoundState, partials: Partials, tol: float) -> RoundState:
+    """One Lloyd update of `state` from the round's merged `partials`."""
+    if state.converged:
+        return state
+    sums, counts, reseeded = relocate_empty_clusters(partials)
+    centroids = state.centroids.copy()
+    nonempty = counts > 0
+    centroids[nonempty] = sums[nonempty] / counts[nonempty, None]
+    shift = np.sum((centroids - state.centroids) ** 2, axis=1)
+    new = RoundState(
+        centroids=centroids,
+        rounds=state.rounds + 1,
+        converged=bool(shift.sum() <= tol),
+        inertia_history=state.inertia_history + (partials.inertia,),
+        reseeded=state.reseeded + reseeded,
+    )
+    logging.info("round %d: inertia %.6g, largest shift %.3g, total squared shift %.3g%s",
+                 new.rounds, partials.inertia, float(np.sqrt(shift.max())), shift.sum(),
+                 " (converged)" if new.converged else "")
+    return new

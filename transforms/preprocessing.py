@@ -1,0 +1,73 @@
+"""tf.Transform: the pure `preprocessing_fn`, and applying its saved output to NumPy rows.
+
+The raw input is one dense float64 feature `features` [batch, D]; the output is
+its z-score per column, float32 [batch, D]. One vector feature with
+`elementwise=True` is one analyzer pass for all D columns instead of D.
+"""
+import numpy as np
+
+FEATURES = "features"
+MEAN, STD = "feature_mean", "feature_std"
+
+
+def preprocessing_fn(inputs):
+    """{'features': float64 [batch, D]} -> z-scores and the statistics behind them.
+
+    features:     float32 [batch, D], (x - mean) / std; a column with zero
+                  variance becomes x - mean (zeros), as in StandardScaler.
+    feature_mean: float32 [batch, D], the global mean, repeated on every row.
+    feature_std:  float32 [batch, D], the global standard deviation (ddof=0).
+    Mean and variance are analysed in float64: a float32 analysis loses the
+    digits of columns with a large offset. The statistics are outputs so that
+    centroids can be mapped back to the original units (tf.Transform has no
+    inverse transform); their analyzers share the data pass.
+    """
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    x = inputs[FEATURES]
+    z = tft.scale_to_z_score(x, elementwise=True)
+    ones = tf.ones_like(x, dtype=tf.float32)
+    mean = tf.cast(tft.mean(x, reduce_instance_dims=False), tf.float32)
+    std = tf.cast(tf.sqrt(tft.var(x, reduce_instance_dims=False)), tf.float32)
+    return {FEATURES: tf.cast(z, tf.float32), MEAN: ones * mean, STD: ones * std}
+
+
+def tensor_adapter_config(arrow_schema, column: str, n_features: int):
+    """The TFXIO config that shows tf.Transform the list<float64> `column` as `features` [batch, D]."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx_bsl.tfxio import tensor_adapter
+
+    rep = schema_pb2.TensorRepresentation()
+    rep.dense_tensor.column_name = column
+    rep.dense_tensor.shape.dim.add().size = n_features
+    return tensor_adapter.TensorAdapterConfig(arrow_schema, {FEATURES: rep})
+
+
+class Standardizer:
+    """Applies a saved tf.Transform output to raw rows: float64 [n, D] -> float32 [n, D].
+
+    `transform_output_dir` is what `tft_beam.WriteTransformFn` wrote (readable
+    with `tft.TFTransformOutput`). Build it once per worker (DoFn.setup or the
+    first element); a call is one graph execution.
+    """
+
+    def __init__(self, transform_output_dir: str, n_features: int):
+        import tensorflow as tf
+        import tensorflow_transform as tft
+
+        # The saved transform_fn itself, not transform_features_layer(): the
+        # layer casts inputs to the raw metadata's dtypes, and tf.Metadata has
+        # no float64, so it would feed float32 to a graph traced for float64.
+        path = tft.TFTransformOutput(transform_output_dir).transform_savedmodel_dir
+        self._model = tf.saved_model.load(path)
+        self._fn = lambda x: self._model.transform_fn({FEATURES: tf.constant(x)})
+        self.n_features = n_features
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self._fn(np.asarray(x, dtype=np.float64))[FEATURES].numpy()
+
+    def mean_and_std(self):
+        """(mean float64 [D], std float64 [D]) as analysed: raw = z * std + mean (std 0: raw = z + mean)."""
+        out = self._fn(np.zeros((1, self.n_features)))
+        return (out[MEAN].numpy()[0].astype(np.float64), out[STD].numpy()[0].astype(np.float64))
