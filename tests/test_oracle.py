@@ -1,0 +1,56 @@
+"""The fit job against scikit-learn and NumPy on the same data."""
+import os
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.preprocessing import StandardScaler
+
+from conftest import assignments, centroids, features_of, fit, metrics
+
+
+def test_standardization_equals_standard_scaler(blob_table, blob_parquet, tmp_path):
+    out = tmp_path / "out"
+    assert fit(out, "--input", blob_parquet, "--k", 3, "--id_column", "id", "--max_rounds", 1,
+               "--keep_standardized") == 0
+    import pyarrow.parquet as pq
+
+    shards = pq.read_table(os.path.join(out, "_work", "standardized")).sort_by("id")
+    ours = np.stack(shards.column("__features__").to_pylist())
+    expected = StandardScaler().fit_transform(features_of(blob_table))
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+    # the columns really differed in scale, or this proves little
+    assert np.ptp(np.log10(features_of(blob_table).std(axis=0))) > 2
+
+
+@pytest.mark.parametrize("max_rounds", [1, 4, 50])
+def test_same_init_gives_sklearn_lloyd(blob_table, blob_parquet, tmp_path, max_rounds):
+    z = StandardScaler().fit_transform(features_of(blob_table))
+    init = z[np.random.default_rng(1).choice(len(z), 4, replace=False)].astype(np.float32)
+    np.save(tmp_path / "init.npy", init)
+    out = tmp_path / "out"
+    assert fit(out, "--input", blob_parquet, "--k", 4, "--id_column", "id", "--tol", 0,
+               "--max_rounds", max_rounds, "--init", tmp_path / "init.npy") == 0
+
+    km = KMeans(4, init=init.astype(np.float64), n_init=1, max_iter=max_rounds, tol=0,
+                algorithm="lloyd").fit(z)
+    np.testing.assert_allclose(centroids(out), km.cluster_centers_, rtol=1e-5, atol=1e-6)
+    m = metrics(out)
+    assert m["inertia"] == pytest.approx(km.inertia_, rel=1e-6)
+    assert m["rounds"] == km.n_iter_
+    assert m["converged"] == (km.n_iter_ < max_rounds)
+    labels = assignments(out).column("cluster_id").to_numpy()
+    np.testing.assert_array_equal(labels, km.labels_)
+    assert m["cluster_sizes"] == np.bincount(km.labels_, minlength=4).tolist()
+
+
+def test_distances_are_numpy_nearest_centroid(blob_table, blob_parquet, tmp_path):
+    out = tmp_path / "out"
+    assert fit(out, "--input", blob_parquet, "--k", 5, "--id_column", "id", "--seed", 7) == 0
+    z = StandardScaler().fit_transform(features_of(blob_table))
+    c = centroids(out).astype(np.float64)
+    d = np.sqrt(((z[:, None, :] - c[None]) ** 2).sum(-1))
+    table = assignments(out)
+    np.testing.assert_array_equal(table.column("cluster_id").to_numpy(), d.argmin(1))
+    np.testing.assert_allclose(table.column("distance").to_numpy(), d.min(1), rtol=1e-4, atol=1e-5)
+    assert metrics(out)["inertia"] == pytest.approx((d.min(1) ** 2).sum(), rel=1e-5)
