@@ -7,6 +7,7 @@ readable line and exits with status 2; no traceback.
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from typing import List, Optional
@@ -32,7 +33,9 @@ def _user_message(error: BaseException) -> Optional[str]:
     if isinstance(error, UserInputError):
         return str(error)
     match = re.search(r"UserInputError: (.+)", str(error))
-    return match.group(1).strip() if match else None
+    if match is None:
+        return None
+    return re.sub(r" \[while running .*\]$", "", match.group(1).strip())
 
 
 def _fit(argv: List[str]) -> int:
@@ -99,9 +102,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] not in ("fit", "generate"):
         print(_USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    # TensorFlow's C++ start-up chatter (no GPU found, oneDNN) is not for users.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("tensorflow", "absl", "apache_beam.runners", "apache_beam.io"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Beam logs a failing DoFn's traceback before re-raising; the error reaches
+    # main() either way, which prints a user error as one line and re-raises the rest.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     command, rest = argv[0], argv[1:]
     try:
         return {"fit": _fit, "generate": _generate}[command](rest)
