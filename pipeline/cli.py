@@ -56,6 +56,10 @@ def _fit(argv: List[str]) -> int:
     if options.view_as(StandardOptions).runner is None:
         # Beam's default first tries to fetch the Prism runner binary.
         options.view_as(StandardOptions).runner = "DirectRunner"
+    # Split the CPU (--devices cpu:N) before anything starts TensorFlow here.
+    from transforms.kmeans_step import resolve_devices
+
+    resolve_devices(options.view_as(KMeansOptions).devices)
     out = options.view_as(OutputOptions)
     if out.output:
         workdir.prepare_output(out.output, out.overwrite)

@@ -75,7 +75,13 @@ def resolve_devices(spec: Optional[str]) -> Optional[list]:
         # Asking for the logical devices would initialise the runtime; the
         # configuration does not.
         if len(tf.config.get_logical_device_configuration(cpu) or []) < n:
-            split_cpu(n)
+            try:
+                split_cpu(n)
+            except RuntimeError:
+                raise ValueError(
+                    f"--devices={spec}: TensorFlow had started in this process before the CPU "
+                    f"could be split into {n} devices; call resolve_devices() at process "
+                    f"start (the shardmeans CLI does)") from None
         return [f"/cpu:{i}" for i in range(n)]
     if kind == "gpu" and rest:
         return [f"/gpu:{int(i)}" for i in rest.split(",")]

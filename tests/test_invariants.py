@@ -1,0 +1,68 @@
+"""Results do not depend on sharding, batching, workers, replicas, format or cache."""
+import os
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import centroids, fit, fit_subprocess, metrics, scaled_blobs, write_shards
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def float32_exact_table():
+    """Values exactly representable in float32, so CSV, Parquet and TFRecord (float_list)
+    carry the same numbers and the init sample (a hash of the values) is the same."""
+    table = scaled_blobs(4000, 4, K, seed=11, cluster_std=2.0)
+    return pa.table({n: (c if n == "id" else pa.array(c.to_numpy().astype(np.float32).astype(np.float64)))
+                      for n, c in zip(table.schema.names, table.columns)})
+
+
+@pytest.fixture(scope="module")
+def reference(float32_exact_table, tmp_path_factory):
+    """The default run: Parquet in 3 shards, one worker, one replica, default batch size."""
+    base = tmp_path_factory.mktemp("reference")
+    pattern = write_shards(float32_exact_table, base / "in", "parquet", shards=3)
+    assert fit(base / "out", "--input", pattern, "--k", K, "--id_column", "id", "--seed", 5) == 0
+    return pattern, centroids(base / "out"), metrics(base / "out")
+
+
+def _same(out, reference):
+    np.testing.assert_allclose(centroids(out), reference[1], rtol=1e-5, atol=1e-6)
+    assert metrics(out)["inertia"] == pytest.approx(reference[2]["inertia"], rel=1e-6)
+
+
+@pytest.mark.parametrize("extra", [
+    ["--batch_size", 500],
+    ["--batch_size", 65536, "--cache_mb", 0],
+    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+], ids=["batch500", "no-cache", "2-workers"])
+def test_same_centroids(reference, tmp_path, extra):
+    out = tmp_path / "out"
+    assert fit(out, "--input", reference[0], "--k", K, "--id_column", "id", "--seed", 5, *extra) == 0
+    _same(out, reference)
+
+
+def test_same_centroids_with_other_sharding(float32_exact_table, reference, tmp_path):
+    pattern = write_shards(float32_exact_table.take(np.random.default_rng(0).permutation(4000)),
+                           tmp_path / "in", "parquet", shards=7)
+    assert fit(tmp_path / "out", "--input", pattern, "--k", K, "--id_column", "id", "--seed", 5) == 0
+    _same(tmp_path / "out", reference)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tfrecord"])
+def test_same_centroids_from_every_format(float32_exact_table, reference, tmp_path, fmt):
+    pattern = write_shards(float32_exact_table, tmp_path / "in", fmt, shards=2)
+    assert fit(tmp_path / "out", "--input", pattern, "--k", K, "--id_column", "id", "--seed", 5) == 0
+    _same(tmp_path / "out", reference)
+
+
+def test_same_centroids_with_two_replicas(reference, tmp_path):
+    """The CPU split into 2 logical devices: a MirroredStrategy with 2 replicas (own process,
+    since TensorFlow's devices are fixed once it starts)."""
+    proc = fit_subprocess(tmp_path / "out", "--input", reference[0], "--k", K, "--id_column",
+                          "id", "--seed", 5, "--devices", "cpu:2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 replica(s)" in proc.stderr
+    _same(tmp_path / "out", reference)
