@@ -1,0 +1,101 @@
+"""The pieces of transforms/ on their own: step, partials, sample, update."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from transforms.init import BottomSampleFn, row_hashes
+from transforms.kmeans_step import get_step
+from transforms.lloyd import RoundState, lloyd_update
+from transforms.partials import Partials, PartialsCombineFn, merge
+
+
+def _data(n=5000, d=6, k=7, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype(dtype), rng.normal(size=(k, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [1, 255, 256, 1000, 4099])
+def test_step_equals_numpy(n):
+    x, c = _data(n)
+    r = get_step()(x, c)
+    d = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+    labels = d.argmin(1)
+    np.testing.assert_array_equal(r.labels, labels)
+    np.testing.assert_allclose(r.sq_dist, d.min(1), rtol=1e-5, atol=1e-6)
+    sums = np.zeros((len(c), x.shape[1]))
+    np.add.at(sums, labels, x.astype(np.float64))
+    np.testing.assert_allclose(r.sums, sums, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(r.counts, np.bincount(labels, minlength=len(c)))
+    assert r.inertia == pytest.approx(d.min(1).sum(), rel=1e-6)
+    far = np.argsort(-d.min(1), kind="stable")[: len(r.far_rows)]
+    np.testing.assert_array_equal(np.sort(r.far_rows), np.sort(far))
+
+
+def test_two_replicas_give_the_same_sums():
+    """MirroredStrategy over 2 logical CPU devices vs 1 device, in a fresh process."""
+    code = (
+        "import numpy as np\n"
+        "from transforms.kmeans_step import KMeansStep\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.normal(size=(10001, 5)).astype(np.float32)\n"
+        "c = rng.normal(size=(6, 5)).astype(np.float32)\n"
+        "two = KMeansStep('cpu:2'); one = KMeansStep('cpu')\n"
+        "assert two.n_replicas == 2 and one.n_replicas == 1\n"
+        "a, b = two(x, c), one(x, c)\n"
+        "np.testing.assert_array_equal(a.labels, b.labels)\n"
+        "np.testing.assert_array_equal(a.counts, b.counts)\n"
+        "np.testing.assert_allclose(a.sums, b.sums, rtol=1e-12)\n"
+        "assert abs(a.inertia - b.inertia) <= 1e-9 * b.inertia\n"
+        "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def _partials(seed):
+    x, c = _data(700, 3, 4, seed=seed)
+    return Partials.from_batch(x, get_step()(x, c))
+
+
+def test_partials_merge_is_order_free():
+    parts = [_partials(s) for s in range(5)]
+    fn = PartialsCombineFn(4, 3, n_far=16)
+    a = fn.merge_accumulators([fn.add_input(fn.add_input(fn.create_accumulator(), parts[0]), parts[1]),
+                               merge(parts[2:], 16)])
+    b = merge(parts[::-1], 16)
+    np.testing.assert_allclose(a.sums, b.sums, rtol=1e-12)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_array_equal(a.far_rows, b.far_rows)
+    np.testing.assert_array_equal(a.far_labels, b.far_labels)
+    assert a.counts.sum() == 5 * 700
+
+
+def test_bottom_sample_does_not_depend_on_chunking():
+    x = np.random.default_rng(3).normal(size=(2000, 4))
+    x[1000:1010] = x[0]  # duplicate rows share a hash; still deterministic
+    fn = BottomSampleFn(300, 4)
+
+    def sample(chunks):
+        accs = [fn.add_input(fn.create_accumulator(), (row_hashes(c, 9), c)) for c in chunks]
+        return fn.extract_output(fn.merge_accumulators(accs))
+
+    a = sample([x])
+    b = sample(np.array_split(x[::-1], 7))
+    np.testing.assert_array_equal(a.hashes, b.hashes)
+    np.testing.assert_array_equal(a.rows, b.rows)
+    assert len(a.rows) == 300 and np.all(np.diff(a.hashes.astype(np.float64)) >= 0)
+    assert not np.array_equal(row_hashes(x, 9), row_hashes(x, 10))
+
+
+def test_update_stops_at_tolerance():
+    c = np.array([[0.0, 0.0], [1.0, 1.0]])
+    p = Partials(sums=np.array([[0.01, 0.0], [2.0, 2.0]]), counts=np.array([1, 2]), inertia=3.0,
+                 far_dist=np.zeros(0), far_rows=np.zeros((0, 2), np.float32),
+                 far_labels=np.zeros(0, np.int64))
+    s = lloyd_update(RoundState(c), p, tol=1e-4)
+    assert s.converged and s.rounds == 1 and s.inertia_history == (3.0,)
+    assert not lloyd_update(RoundState(c), p, tol=1e-5).converged
+    assert lloyd_update(s, p, tol=0) is s  # converged state passes through
