@@ -1,4 +1,4 @@
-"""The `shardmeans` command: `fit` and `generate` (also `python -m pipeline ...`).
+"""The `shardmeans` command: `fit`, `score` and `generate` (also `python -m pipeline ...`).
 
 Flags the job does not define go to Beam as pipeline options (`--runner`,
 `--direct_num_workers`, `--temp_location`, ...). A user error prints one
@@ -12,7 +12,8 @@ import re
 import sys
 from typing import List, Optional
 
-_USAGE = "usage: shardmeans {fit,generate} [FLAGS] (shardmeans COMMAND --help for the flags)"
+_USAGE = ("usage: shardmeans {fit,score,generate} [FLAGS] "
+          "(shardmeans COMMAND --help for the flags)")
 
 
 def _help_parser(prog: str, option_classes, description: str) -> argparse.ArgumentParser:
@@ -38,38 +39,45 @@ def _user_message(error: BaseException) -> Optional[str]:
     return re.sub(r" \[while running .*\]$", "", match.group(1).strip())
 
 
-def _fit(argv: List[str]) -> int:
+def _run_job(command: str, argv: List[str]) -> int:
+    """Parse `argv` as pipeline options, build the job's graph, run it, report."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-    from pipeline.options import InputOptions, KMeansOptions, OutputOptions
+    from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
 
-    classes = (InputOptions, KMeansOptions, OutputOptions)
+    if command == "fit":
+        classes = (InputOptions, KMeansOptions, OutputOptions)
+        description = "Fit K-Means on sharded CSV, Parquet or TFRecord input."
+    else:
+        classes = (ScoreOptions, InputOptions, OutputOptions)
+        description = "Assign the rows of new data to the clusters of a fitted model."
     if "-h" in argv or "--help" in argv:
-        _help_parser("shardmeans fit", classes,
-                     "Fit K-Means on sharded CSV, Parquet or TFRecord input.").print_help()
+        _help_parser(f"shardmeans {command}", classes, description).print_help()
         return 0
     import apache_beam as beam
 
-    from pipeline import fit, workdir
+    from pipeline import fit, score, workdir
+    from transforms.kmeans_step import resolve_devices
 
     options = PipelineOptions(argv)
     if options.view_as(StandardOptions).runner is None:
         # Beam's default first tries to fetch the Prism runner binary.
         options.view_as(StandardOptions).runner = "DirectRunner"
     # Split the CPU (--devices cpu:N) before anything starts TensorFlow here.
-    from transforms.kmeans_step import resolve_devices
-
     resolve_devices(options.view_as(KMeansOptions).devices)
     out = options.view_as(OutputOptions)
     if out.output:
         workdir.prepare_output(out.output, out.overwrite)
-    spec = fit.fit_spec(options)
     pipeline = beam.Pipeline(options=options)
-    fit.build_fit_pipeline(pipeline, spec)
-    result = pipeline.run()
-    result.wait_until_finish()
+    if command == "fit":
+        spec = fit.fit_spec(options)
+        fit.build_fit_pipeline(pipeline, spec)
+    else:
+        spec = score.score_spec(options)
+        score.build_score_pipeline(pipeline, spec)
+    pipeline.run().wait_until_finish()
     if workdir.is_template_run(options):
-        print(f"wrote a job template; nothing was run")
+        print("wrote a job template; nothing was run")
         return 0
     _print_summary(spec.output)
     return 0
@@ -81,10 +89,13 @@ def _print_summary(output: str) -> None:
     with FileSystems.open(FileSystems.join(output, "metrics.json")) as f:
         m = json.load(f)
     print(f"rows: {m['rows_read']} read, {m['rows_valid']} valid, {m['rows_rejected']} rejected")
+    if "rounds" not in m:  # a score job
+        print(f"outputs: {output}/ (assignments/, rejected/, metrics.json)")
+        return
     print(f"rounds: {m['rounds']} ({'converged' if m['converged'] else 'not converged'}), "
           f"inertia: {m['inertia']:.6g}")
     print(f"cluster sizes: {m['cluster_sizes']}")
-    print(f"outputs: {output}/ (model inputs transform_fn/, centroids.csv, centroids.npy, "
+    print(f"outputs: {output}/ (model/, transform_fn/, centroids.csv, centroids.npy, "
           f"metrics.json, assignments/, rejected/)")
 
 
@@ -103,11 +114,11 @@ def _generate(argv: List[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("fit", "generate"):
+    if not argv or argv[0] not in ("fit", "score", "generate"):
         print(_USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     # TensorFlow's C++ start-up chatter (no GPU found, oneDNN) is not for users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("tensorflow", "absl", "apache_beam.runners", "apache_beam.io"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -116,7 +127,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     command, rest = argv[0], argv[1:]
     try:
-        return {"fit": _fit, "generate": _generate}[command](rest)
+        if command == "generate":
+            return _generate(rest)
+        return _run_job(command, rest)
     except Exception as e:  # noqa: BLE001 -- only user errors are turned into a message
         message = _user_message(e)
         if message is None:

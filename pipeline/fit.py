@@ -1,25 +1,22 @@
 """The `fit` job: its validated specification, and the function that builds (not runs) its graph."""
-import os
 import uuid
 from typing import List, NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from pipeline import outputs
 from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions
-from pipeline.readers import FORMATS, format_from_path, match_input, probe_columns
+from pipeline.readers import format_from_path, match_input, probe_columns
 from transforms.errors import UserInputError
-from transforms.init import INIT_METHODS, BottomSampleFn, initial_centroids, row_hashes
-from transforms.lloyd import RoundState
-from transforms.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
-from transforms.rounds import AssignShards, LloydRounds, StepConfig
-from transforms.shards import FEATURES_COLUMN, default_cache_mb, features_to_matrix, matrix_to_features
+from transforms.init import INIT_METHODS
+from transforms.kmeans import KMeans
+from transforms.rounds import StepConfig
+from transforms.shards import default_cache_mb
 
 
 class FitSpec(NamedTuple):
@@ -126,90 +123,21 @@ def _init(init: str, k: int, d: int):
 
 
 def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec) -> None:
-    """Add the fit job to `pipeline` (runs nothing): read, transform, materialize, init, rounds, outputs."""
-    d = len(spec.features)
-    transform_dir = FileSystems.join(spec.output, "transform_fn")
+    """Add the fit job to `pipeline` (runs nothing): read and validate, KMeans, write the outputs."""
     rows = pipeline | "Read" >> ReadValidRows(spec.input, spec.format, spec.features,
                                               spec.passthrough, spec.on_invalid,
                                               spec.step.batch_size)
-    rejected_files = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(spec.output)
-
-    with tft_beam.Context(temp_dir=FileSystems.join(spec.work_dir, "tft")):
-        features_only = rows["valid"] | "FeaturesOnly" >> beam.Map(
-            lambda batch: batch.select([FEATURES_COLUMN]))
-        adapter = tensor_adapter_config(
-            pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))]), FEATURES_COLUMN, d)
-        transform_fn = (features_only, adapter) | "Analyze" >> tft_beam.AnalyzeDataset(
-            preprocessing_fn)
-        transform_written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
-            transform_dir)
-    transform_ready = beam.pvalue.AsIter(transform_written)
-
-    shard_paths = (
-        rows["valid"]
-        | "Standardize" >> beam.ParDo(_StandardizeFn(transform_dir, d), ready=transform_ready)
-        | "Materialize" >> beam.io.WriteToParquetBatched(
-            FileSystems.join(spec.work_dir, "standardized", "part"),
-            schema=_shard_schema(spec.passthrough), file_name_suffix=".parquet")
-        | "SpreadShards" >> beam.Reshuffle())
-
-    initial_state = (
-        rows["valid"]
-        | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=spec.seed)
-        | "BottomSample" >> beam.CombineGlobally(BottomSampleFn(spec.init_sample_size, d))
-        | "InitCentroids" >> beam.Map(_initial_state, spec=spec, transform_dir=transform_dir,
-                                      ready=transform_ready))
-    final_state = shard_paths | "Lloyd" >> LloydRounds(initial_state, spec.step,
-                                                       spec.max_rounds, spec.tol)
-    assigned = shard_paths | "FinalAssign" >> AssignShards(final_state, spec.step)
-    assignment_files = assigned["assignments"] | "WriteAssignments" >> outputs.WriteAssignments(
+    _ = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(spec.output)
+    fitted = rows["valid"] | "KMeans" >> KMeans(
+        spec.k, spec.features, spec.output, max_iter=spec.max_rounds, tol=spec.tol,
+        init=spec.init if spec.init_centroids is None else spec.init_centroids,
+        random_state=spec.seed, init_sample_size=spec.init_sample_size,
+        batch_size=spec.step.batch_size, cache_mb=spec.step.cache_mb, devices=spec.step.devices,
+        passthrough=spec.passthrough, work_dir=spec.work_dir,
+        keep_standardized=spec.keep_standardized)
+    _ = fitted["assignments"] | "WriteAssignments" >> outputs.WriteAssignments(
         spec.output, spec.format, spec.passthrough)
-    results = final_state | "WriteResults" >> beam.Map(
-        outputs.write_results, partials=beam.pvalue.AsSingleton(assigned["partials"]),
-        counts=beam.pvalue.AsSingleton(rows["counts"]), spec=spec, transform_dir=transform_dir)
-    if not spec.keep_standardized:
-        _ = results | "RemoveWorkDir" >> beam.Map(
-            outputs.remove_dir, path=spec.work_dir,
-            after=(beam.pvalue.AsList(assignment_files), beam.pvalue.AsList(rejected_files)))
-
-
-def _shard_schema(passthrough: pa.Schema) -> pa.Schema:
-    return pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float32()))] + list(passthrough))
-
-
-class _StandardizeFn(beam.DoFn):
-    """Valid record batch -> Table of standardized float32 features + passthrough columns."""
-
-    def __init__(self, transform_dir: str, n_features: int):
-        self._transform_dir, self._d = transform_dir, n_features
-        self._standardize = None
-
-    def process(self, batch: pa.RecordBatch, ready):
-        del ready  # only orders this step after the transform is written
-        if self._standardize is None:
-            self._standardize = Standardizer(self._transform_dir, self._d)
-        x = features_to_matrix(batch.column(FEATURES_COLUMN), self._d, np.float64)
-        z = self._standardize(x)
-        yield pa.Table.from_batches([pa.RecordBatch.from_arrays(
-            [matrix_to_features(z)] + batch.columns[1:],
-            schema=_shard_schema(pa.schema(list(batch.schema)[1:])))])
-
-
-def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int):
-    x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
-    return row_hashes(x, seed), x
-
-
-def _initial_state(sample, spec: FitSpec, transform_dir: str, ready) -> RoundState:
-    """The bottom-m sample -> RoundState with the initial centroids (standardized space)."""
-    del ready
-    n = len(sample.rows)
-    if n == 0:
-        raise UserInputError(f"no valid rows in {spec.input}: every row was rejected "
-                             f"(see {FileSystems.join(spec.output, 'rejected')})")
-    if n < spec.k:
-        raise UserInputError(f"--k {spec.k} is larger than the number of valid rows ({n})")
-    # float32 like the shards, so the init sees the rows as the rounds do.
-    standardized = Standardizer(transform_dir, len(spec.features))(sample.rows).astype(np.float64)
-    centroids = initial_centroids(standardized, spec.k, spec.init, spec.seed, spec.init_centroids)
-    return RoundState(centroids=centroids)
+    _ = fitted["state"] | "WriteResults" >> beam.Map(
+        outputs.write_results, partials=beam.pvalue.AsSingleton(fitted["final"]),
+        counts=beam.pvalue.AsSingleton(rows["counts"]), spec=spec,
+        transform_dir=FileSystems.join(spec.output, "transform_fn"))

@@ -70,3 +70,11 @@ class OutputOptions(PipelineOptions):
         parser.add_argument("--keep_standardized", action="store_true",
                             help="keep the standardized shards (OUTPUT/_work/standardized/), "
                                  "a checkpoint of the transformed data")
+
+
+class ScoreOptions(PipelineOptions):
+    """Which fitted model scores the input."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--model", help="a fit output directory, or its model/ directory")

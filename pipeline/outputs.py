@@ -6,7 +6,6 @@ the step: the same bytes land at the same paths.
 """
 import io
 import json
-import logging
 
 import apache_beam as beam
 import numpy as np
@@ -108,11 +107,3 @@ def write_results(state: RoundState, partials: Partials, counts: np.ndarray, spe
     _write_bytes(FileSystems.join(spec.output, "metrics.json"),
                  json.dumps(metrics, indent=2).encode("utf-8"))
     return metrics
-
-
-def remove_dir(unused_element, path: str, after) -> None:
-    """Delete the work directory once everything that reads it has finished (`after`)."""
-    del after
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-        logging.info("removed work directory %s", path)

@@ -1,5 +1,4 @@
 """A corpus of bad input through both --on_invalid modes, and every clear error."""
-import os
 import subprocess
 import sys
 

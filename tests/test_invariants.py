@@ -1,5 +1,4 @@
 """Results do not depend on sharding, batching, workers, replicas, format or cache."""
-import os
 
 import numpy as np
 import pyarrow as pa

@@ -1,6 +1,13 @@
-"""Reusable shardmeans pieces for your own Beam pipeline (never imports `pipeline`)."""
+"""Reusable shardmeans pieces for your own Beam pipeline (never imports `pipeline`).
+
+    fitted = rows | KMeans(n_clusters=8, features=["a", "b"], output_dir=OUT)
+    scored = rows | AssignClusters(OUT + "/model")
+"""
+from transforms.assign import AssignClusters
 from transforms.errors import UserInputError
+from transforms.export import export_model
 from transforms.init import BottomSampleFn, initial_centroids, row_hashes
+from transforms.kmeans import KMeans
 from transforms.kmeans_step import KMeansStep, get_step
 from transforms.lloyd import RoundState, lloyd_update
 from transforms.partials import Partials, PartialsCombineFn
@@ -8,7 +15,8 @@ from transforms.preprocessing import Standardizer, preprocessing_fn
 from transforms.rounds import AssignShards, LloydRound, LloydRounds, StepConfig
 
 __all__ = [
-    "AssignShards", "BottomSampleFn", "KMeansStep", "LloydRound", "LloydRounds", "Partials",
-    "PartialsCombineFn", "RoundState", "Standardizer", "StepConfig", "UserInputError",
-    "get_step", "initial_centroids", "lloyd_update", "preprocessing_fn", "row_hashes",
+    "AssignClusters", "AssignShards", "BottomSampleFn", "KMeans", "KMeansStep", "LloydRound",
+    "LloydRounds", "Partials", "PartialsCombineFn", "RoundState", "Standardizer", "StepConfig",
+    "UserInputError", "export_model", "get_step", "initial_centroids", "lloyd_update",
+    "preprocessing_fn", "row_hashes",
 ]

@@ -12,7 +12,7 @@ process, so every round's DoFn shares the strategy and the compiled function
 """
 import functools
 import logging
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional
 
 import numpy as np
 

@@ -1,0 +1,77 @@
+"""The fitted model as a TensorFlow SavedModel: raw features in, cluster id and distance out.
+
+The tf.Transform graph is inside it, so it takes raw values; loading it needs
+TensorFlow alone (no shardmeans, no tf.Transform), so TF Serving and other
+languages can use it. Signatures:
+
+  serving_default: examples, string [n] serialized tf.Example (one float_list value
+                   per feature) -> cluster_id int64 [n], distance float32 [n]
+  predict_raw:     one float32 [n] tensor per feature, by name -> the same outputs
+
+distance is Euclidean, in standardized space. A missing feature or a NaN or
+infinite value is an error (InvalidArgumentError), never a silent cluster.
+
+Besides the signatures, the loaded object has `assign_batch(x)` (float64 [n, D],
+columns in `feature_names` order), which keeps raw values in float64 as the fit
+did (tf.Example carries float32), and `feature_names` (string [D]).
+"""
+from typing import List
+
+import numpy as np
+
+CLUSTER_ID, DISTANCE = "cluster_id", "distance"
+
+
+def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, features: List[str]):
+    """A tf.Module with the two signatures' functions (see the module docstring)."""
+    import tensorflow as tf
+
+    from transforms.preprocessing import FEATURES
+
+    class KMeansModel(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.transform = tf.saved_model.load(transform_savedmodel_dir)
+            self.centroids = tf.Variable(np.asarray(centroids, np.float32), trainable=False,
+                                         name="centroids")
+            self.feature_names = tf.Variable(features, trainable=False, name="feature_names")
+
+        def assign(self, columns):
+            """columns: float [n] per feature, in `features` order -> outputs dict."""
+            x = tf.cast(tf.stack(columns, axis=1), tf.float64)
+            x = tf.debugging.assert_all_finite(x, "shardmeans model: a feature is NaN or infinite")
+            z = self.transform.transform_fn({FEATURES: tf.cast(x, tf.float64)})[FEATURES]
+            c = self.centroids
+            scores = tf.reduce_sum(c * c, axis=1)[tf.newaxis, :] - 2.0 * tf.matmul(z, c, transpose_b=True)
+            labels = tf.argmin(scores, axis=1, output_type=tf.int64)
+            diff = z - tf.gather(c, labels)
+            return {CLUSTER_ID: labels, DISTANCE: tf.sqrt(tf.reduce_sum(diff * diff, axis=1))}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, len(features)], tf.float64)])
+        def assign_batch(self, x):
+            return self.assign(tf.unstack(x, num=len(features), axis=1))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve_examples(self, examples):
+            spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features}
+            parsed = tf.io.parse_example(examples, spec)  # a missing feature raises
+            return self.assign([parsed[name] for name in features])
+
+        @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.float32, name=name)
+                                       for name in features}])
+        def predict_raw(self, inputs):
+            return self.assign([inputs[name] for name in features])
+
+    return KMeansModel()
+
+
+def export_model(model_dir: str, transform_savedmodel_dir: str, centroids: np.ndarray,
+                 features: List[str]) -> None:
+    """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`."""
+    import tensorflow as tf
+
+    module = build_model_module(transform_savedmodel_dir, centroids, features)
+    tf.saved_model.save(module, model_dir, signatures={
+        "serving_default": module.serve_examples.get_concrete_function(),
+        "predict_raw": module.predict_raw.get_concrete_function(),
+    })

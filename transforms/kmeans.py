@@ -1,0 +1,234 @@
+"""The `KMeans` PTransform: rows in, a fitted model out (tf.Transform + Lloyd rounds + SavedModel).
+
+    fitted = rows | KMeans(n_clusters=8, features=["a", "b"], output_dir="gs://b/model")
+
+Steps: tf.Transform analyses the global mean and variance and writes
+OUTPUT_DIR/transform_fn/; every row is standardized once and written to
+Parquet shards in a work directory; a bottom-m hash sample gives the initial
+centroids; up to `max_iter` Lloyd rounds run over the shards; a final pass
+assigns every row; the SavedModel is written to OUTPUT_DIR/model/.
+"""
+from typing import List, Optional
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import tensorflow_transform.beam as tft_beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.errors import UserInputError
+from transforms.export import export_model
+from transforms.init import BottomSampleFn, initial_centroids, row_hashes
+from transforms.lloyd import RoundState
+from transforms.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
+from transforms.rounds import AssignShards, LloydRounds, StepConfig
+from transforms.shards import (FEATURES_COLUMN, default_cache_mb, features_to_matrix,
+                               matrix_to_features)
+
+
+class KMeans(beam.PTransform):
+    """Fit K-Means on a PCollection of rows; returns a dict of PCollections.
+
+    Input elements, any mix of:
+      - dict rows {feature: number, ...} (other keys named in `passthrough` are kept);
+      - NumPy float arrays [n, D], columns in `features` order;
+      - Arrow record batches with `FEATURES_COLUMN` (list<float64>, D values a
+        row) and the `passthrough` columns (what pipeline's readers produce).
+    Values must be finite numbers: validate first (a NaN raises).
+
+    Output:
+      state:       one RoundState (centroids float64 [K, D] standardized, rounds,
+                   converged, inertia_history).
+      final:       one Partials of the final pass against the final centroids
+                   (counts = cluster sizes, inertia).
+      assignments: record batches: passthrough columns + cluster_id (int64) +
+                   distance (float32, Euclidean, standardized space).
+      model:       one element, the model directory, once the SavedModel is written.
+    OUTPUT_DIR/transform_fn/ and OUTPUT_DIR/model/ are written.
+
+    Arguments follow scikit-learn's KMeans where they can: n_clusters, max_iter,
+    tol (total squared centroid shift in standardized space), init ("k-means++",
+    "random" or an array [K, D] in standardized space), random_state.
+    """
+
+    def __init__(self, n_clusters: int, features: List[str], output_dir: str, *,
+                 max_iter: int = 100, tol: float = 1e-4, init="k-means++", random_state: int = 0,
+                 init_sample_size: int = 100_000, batch_size: int = 65536,
+                 cache_mb: Optional[int] = None, devices: Optional[str] = None,
+                 passthrough: Optional[pa.Schema] = None, work_dir: Optional[str] = None,
+                 keep_standardized: bool = False):
+        super().__init__()
+        if n_clusters < 1:
+            raise UserInputError(f"n_clusters must be at least 1, got {n_clusters}")
+        if isinstance(init, str):
+            self._init, self._given = init, None
+        else:
+            self._init, self._given = "given", np.asarray(init, np.float64)
+            if self._given.shape != (n_clusters, len(features)):
+                raise UserInputError(f"init has shape {self._given.shape}, expected "
+                                     f"{(n_clusters, len(features))}")
+        self.n_clusters, self.features, self.output_dir = n_clusters, list(features), output_dir
+        self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
+        self.init_sample_size = max(init_sample_size, n_clusters)
+        self.passthrough = passthrough if passthrough is not None else pa.schema([])
+        self.work_dir = work_dir or FileSystems.join(output_dir, "_work")
+        self.keep_standardized = keep_standardized
+        self.step = StepConfig(n_clusters=n_clusters, n_features=len(features),
+                               batch_size=batch_size,
+                               cache_mb=default_cache_mb() if cache_mb is None else cache_mb,
+                               devices=devices)
+
+    @property
+    def transform_dir(self) -> str:
+        return FileSystems.join(self.output_dir, "transform_fn")
+
+    @property
+    def model_dir(self) -> str:
+        return FileSystems.join(self.output_dir, "model")
+
+    def expand(self, rows):
+        d = len(self.features)
+        batches = rows | "ToRecordBatches" >> beam.ParDo(
+            _ToRecordBatchFn(self.features, self.passthrough, self.step.batch_size))
+
+        with tft_beam.Context(temp_dir=FileSystems.join(self.work_dir, "tft")):
+            transform_fn = (
+                batches | "FeaturesOnly" >> beam.Map(lambda b: b.select([FEATURES_COLUMN])),
+                tensor_adapter_config(pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))]),
+                                      FEATURES_COLUMN, d),
+            ) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+            written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self.transform_dir)
+        transform_ready = beam.pvalue.AsIter(written)
+
+        shard_paths = (
+            batches
+            | "Standardize" >> beam.ParDo(_StandardizeFn(self.transform_dir, d), ready=transform_ready)
+            | "Materialize" >> beam.io.WriteToParquetBatched(
+                FileSystems.join(self.work_dir, "standardized", "part"),
+                schema=shard_schema(self.passthrough), file_name_suffix=".parquet")
+            | "SpreadShards" >> beam.Reshuffle())
+
+        initial_state = (
+            batches
+            | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=self.random_state)
+            | "BottomSample" >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d))
+            | "InitCentroids" >> beam.Map(
+                _initial_state, transform_dir=self.transform_dir, n_clusters=self.n_clusters,
+                init=self._init, seed=self.random_state, given=self._given,
+                ready=transform_ready))
+        state = shard_paths | "Lloyd" >> LloydRounds(initial_state, self.step, self.max_iter, self.tol)
+        assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step)
+        model = state | "ExportModel" >> beam.Map(
+            _export, model_dir=self.model_dir, transform_dir=self.transform_dir,
+            features=self.features, ready=transform_ready)
+        if not self.keep_standardized:
+            # After the final pass has read every shard (its partials are complete).
+            _ = model | "RemoveWorkDir" >> beam.Map(
+                _remove_dir, path=self.work_dir, after=beam.pvalue.AsList(assigned["partials"]))
+        return {"state": state, "final": assigned["partials"],
+                "assignments": assigned["assignments"], "model": model}
+
+
+def shard_schema(passthrough: pa.Schema) -> pa.Schema:
+    """Columns of a standardized shard: float32 features + the passthrough columns."""
+    return pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float32()))] + list(passthrough))
+
+
+class _ToRecordBatchFn(beam.DoFn):
+    """dict rows (buffered per bundle), NumPy [n, D] arrays or record batches -> record batches."""
+
+    def __init__(self, features: List[str], passthrough: pa.Schema, batch_size: int):
+        self._features, self._passthrough, self._batch_size = features, passthrough, batch_size
+
+    def start_bundle(self):
+        self._rows = []
+
+    def process(self, element):
+        if isinstance(element, pa.RecordBatch):
+            yield element
+        elif isinstance(element, np.ndarray):
+            yield self._batch(np.asarray(element, np.float64), [])
+        else:
+            self._rows.append(element)
+            if len(self._rows) >= self._batch_size:
+                yield self._flush()
+
+    def finish_bundle(self):
+        if self._rows:
+            yield WindowedValue(self._flush(), MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _flush(self) -> pa.RecordBatch:
+        rows, self._rows = self._rows, []
+        x = np.array([[row[name] for name in self._features] for row in rows], np.float64)
+        return self._batch(x, rows)
+
+    def _batch(self, x: np.ndarray, rows: list) -> pa.RecordBatch:
+        if x.ndim != 2 or x.shape[1] != len(self._features):
+            raise ValueError(f"rows of shape {x.shape}; expected [n, {len(self._features)}]")
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        if bad.size:
+            raise ValueError(f"row {rows[bad[0]] if rows else bad[0]} has a NaN or infinite "
+                             f"feature; validate rows before KMeans")
+        columns = [matrix_to_features(x)] + [
+            pa.array([row.get(field.name) for row in rows], field.type) if rows
+            else pa.nulls(len(x), field.type) for field in self._passthrough]
+        return pa.RecordBatch.from_arrays(columns, names=[FEATURES_COLUMN] + self._passthrough.names)
+
+
+class _StandardizeFn(beam.DoFn):
+    """Record batch of raw rows -> Table of standardized float32 features + passthrough columns."""
+
+    def __init__(self, transform_dir: str, n_features: int):
+        self._transform_dir, self._d = transform_dir, n_features
+        self._standardize = None
+
+    def process(self, batch: pa.RecordBatch, ready):
+        del ready  # orders this step after the transform is written
+        if self._standardize is None:  # not in setup(): the transform may not exist yet then
+            self._standardize = Standardizer(self._transform_dir, self._d)
+        z = self._standardize(features_to_matrix(batch.column(FEATURES_COLUMN), self._d, np.float64))
+        passthrough = pa.schema(list(batch.schema)[1:])
+        yield pa.Table.from_batches([pa.RecordBatch.from_arrays(
+            [matrix_to_features(z)] + batch.columns[1:], schema=shard_schema(passthrough))])
+
+
+def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int):
+    x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
+    return row_hashes(x, seed), x
+
+
+def _initial_state(sample, transform_dir: str, n_clusters: int, init: str, seed: int,
+                   given: Optional[np.ndarray], ready) -> RoundState:
+    """The bottom-m sample -> RoundState holding the initial centroids (standardized space)."""
+    del ready
+    n = len(sample.rows)
+    if n == 0:
+        raise UserInputError("no valid rows to cluster: every row was rejected")
+    if n < n_clusters:
+        raise UserInputError(f"--k {n_clusters} is larger than the number of valid rows ({n})")
+    # float32 like the shards, so the init sees the rows as the rounds do.
+    standardized = Standardizer(transform_dir, sample.rows.shape[1])(sample.rows).astype(np.float64)
+    return RoundState(centroids=initial_centroids(standardized, n_clusters, init, seed, given))
+
+
+def _export(state: RoundState, model_dir: str, transform_dir: str, features: List[str],
+            ready) -> str:
+    """Write the SavedModel of the final centroids; return its directory."""
+    del ready
+    import tensorflow_transform as tft
+
+    export_model(model_dir, tft.TFTransformOutput(transform_dir).transform_savedmodel_dir,
+                 state.centroids.astype(np.float32), features)
+    return model_dir
+
+
+def _remove_dir(unused_element, path: str, after) -> None:
+    import logging
+
+    del after
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+        logging.info("removed work directory %s", path)
