@@ -36,7 +36,8 @@ def corpus(tmp_path):
 
 def test_reject_mode_counts_and_reasons(corpus, tmp_path):
     out = tmp_path / "out"
-    assert fit(out, "--input", corpus, "--k", 2, "--features", "x,y", "--id_column", "id") == 0
+    assert fit(out, "--input", corpus, "--k", 2, "--features", "x,y", "--id_column", "id",
+               "--max_rounds", 10) == 0
     m = metrics(out)
     assert (m["rows_read"], m["rows_valid"], m["rows_rejected"]) == (14, 5, 9)
     rows = rejected(out)
@@ -132,5 +133,5 @@ def test_existing_output_needs_overwrite(tmp_path, small_parquet):
     args = ["fit", "--input", small_parquet / "*.parquet", "--output", out, "--k", 2,
             "--features", "x,y"]
     _assert_clear_error(_cli(*args), "exists and is not empty", "--overwrite")
-    assert fit(out, *args[1:3], "--k", 2, "--features", "x,y", "--overwrite") == 0
+    assert fit(out, *args[1:3], "--k", 2, "--features", "x,y", "--overwrite", "--max_rounds", 5) == 0
     assert not (out / "keep.txt").exists() and metrics(out)["rows_valid"] == 6

@@ -11,7 +11,7 @@ from conftest import assignments, centroids, features_of, fit, metrics, scaled_b
 def _fit_table(table, tmp_path, *args):
     pattern = write_shards(table, tmp_path / "in", "parquet", shards=2)
     out = tmp_path / "out"
-    assert fit(out, "--input", pattern, "--id_column", "id", *args) == 0
+    assert fit(out, "--input", pattern, "--id_column", "id", "--max_rounds", 30, *args) == 0
     return out
 
 
@@ -20,8 +20,7 @@ def test_empty_cluster_is_reseeded_as_sklearn_does(tmp_path, caplog):
     z = StandardScaler().fit_transform(features_of(table))
     init = np.vstack([z[:2], [[50.0, 50.0, 50.0]]]).astype(np.float32)  # the third is far from all rows
     np.save(tmp_path / "init.npy", init)
-    out = _fit_table(table, tmp_path, "--k", 3, "--init", tmp_path / "init.npy", "--tol", 0,
-                     "--max_rounds", 30)
+    out = _fit_table(table, tmp_path, "--k", 3, "--init", tmp_path / "init.npy", "--tol", 0)
     km = KMeans(3, init=init.astype(np.float64), n_init=1, max_iter=30, tol=0,
                 algorithm="lloyd").fit(z)
     np.testing.assert_allclose(centroids(out), km.cluster_centers_, rtol=1e-5, atol=1e-6)
@@ -58,7 +57,7 @@ def test_constant_column_matches_sklearn(tmp_path):
     init = z[[0, 1, 2]].astype(np.float32)
     np.save(tmp_path / "init.npy", init)
     out = _fit_table(table, tmp_path, "--k", 3, "--init", tmp_path / "init.npy", "--tol", 0)
-    km = KMeans(3, init=init.astype(np.float64), n_init=1, max_iter=100, tol=0,
+    km = KMeans(3, init=init.astype(np.float64), n_init=1, max_iter=30, tol=0,
                 algorithm="lloyd").fit(z)
     np.testing.assert_allclose(centroids(out), km.cluster_centers_, rtol=1e-5, atol=1e-6)
     csv = np.genfromtxt(out / "centroids.csv", delimiter=",", names=True)

@@ -21,7 +21,8 @@ def fitted(tmp_path_factory):
     table = scaled_blobs(2500, 4, 3, seed=8, cluster_std=2.0)
     train, held_out = table.slice(0, 2000), table.slice(2000)
     pattern = write_shards(train, base / "in", "parquet", shards=2)
-    assert fit(base / "out", "--input", pattern, "--k", 3, "--id_column", "id") == 0
+    assert fit(base / "out", "--input", pattern, "--k", 3, "--id_column", "id",
+               "--max_rounds", 30) == 0
     return base, pattern, features_of(train), features_of(held_out)
 
 

@@ -46,7 +46,8 @@ def test_same_init_gives_sklearn_lloyd(blob_table, blob_parquet, tmp_path, max_r
 
 def test_distances_are_numpy_nearest_centroid(blob_table, blob_parquet, tmp_path):
     out = tmp_path / "out"
-    assert fit(out, "--input", blob_parquet, "--k", 5, "--id_column", "id", "--seed", 7) == 0
+    assert fit(out, "--input", blob_parquet, "--k", 5, "--id_column", "id", "--seed", 7,
+               "--max_rounds", 30) == 0
     z = StandardScaler().fit_transform(features_of(blob_table))
     c = centroids(out).astype(np.float64)
     d = np.sqrt(((z[:, None, :] - c[None]) ** 2).sum(-1))

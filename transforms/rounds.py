@@ -3,7 +3,7 @@
 Both take a PCollection of shard paths (what the Parquet sink returned) and a
 single-element PCollection of `RoundState` as a side input. A round is three
 labelled steps: per-shard partial sums (TensorFlow, under the strategy), one
-global combine, and the NumPy update. Rounds are unrolled: a Beam graph has no
+global combine, and the NumPy update (fused with the combine). Rounds are unrolled: a Beam graph has no
 loops, and the state the next round needs is tiny (K x D).
 """
 from typing import NamedTuple, Optional
@@ -67,13 +67,19 @@ class LloydRound(beam.PTransform):
 
     def expand(self, shard_paths):
         cfg = self._config
-        partials = (
+        state = beam.pvalue.AsSingleton(self._state)
+        # The update reads the merged partials as its main input, so the runner
+        # fuses it with the combine's last step: two stages a round, not three.
+        return (
             shard_paths
-            | "PartialSums" >> beam.ParDo(_PartialSumsFn(cfg), state=beam.pvalue.AsSingleton(self._state))
+            | "PartialSums" >> beam.ParDo(_PartialSumsFn(cfg), state=state)
             | "MergePartials" >> beam.CombineGlobally(
-                PartialsCombineFn(cfg.n_clusters, cfg.n_features, cfg.n_far)))
-        return self._state | "Update" >> beam.Map(
-            lloyd_update, partials=beam.pvalue.AsSingleton(partials), tol=self._tol)
+                PartialsCombineFn(cfg.n_clusters, cfg.n_features, cfg.n_far))
+            | "Update" >> beam.Map(_update, state=state, tol=self._tol))
+
+
+def _update(partials: Partials, state: RoundState, tol: float) -> RoundState:
+    return lloyd_update(state, partials, tol)
 
 
 class LloydRounds(beam.PTransform):
