@@ -1,0 +1,60 @@
+"""The TensorFlow step alone against scikit-learn's Lloyd iteration, on the same in-memory array.
+
+Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/kernel.py [--rows 1000000]
+       [--features 32] [--k 64] [--batch_size 65536] [--repeats 5]
+
+The step: transforms.kmeans_step.KMeansStep over the array in batches
+(nearest centroid, float64 sums, counts, inertia). scikit-learn: the cost of
+one Lloyd iteration, (fit with max_iter=11 - fit with max_iter=1) / 10 (a fit
+also does a final assignment pass). Alternated; medians and the ratio.
+"""
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--batch_size", type=int, default=65536)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import threadpoolctl
+    from sklearn.cluster import KMeans
+
+    from transforms.kmeans_step import KMeansStep
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.rows, args.features)).astype(np.float32)
+    c = x[rng.choice(args.rows, args.k, replace=False)].copy()
+    step = KMeansStep()
+    print("BLAS:", [(i["internal_api"], i.get("architecture")) for i in threadpoolctl.threadpool_info()])
+
+    def tf_pass():
+        start = time.perf_counter()
+        for i in range(0, args.rows, args.batch_size):
+            step(x[i:i + args.batch_size], c)
+        return time.perf_counter() - start
+
+    def sk_fit(iters):
+        start = time.perf_counter()
+        KMeans(args.k, init=c, n_init=1, max_iter=iters, tol=0, algorithm="lloyd").fit(x)
+        return time.perf_counter() - start
+
+    tf_pass()  # compile
+    tf_times, sk_times = [], []
+    for _ in range(args.repeats):
+        tf_times.append(tf_pass())
+        sk_times.append((sk_fit(11) - sk_fit(1)) / 10)
+    a, b = statistics.median(tf_times), statistics.median(sk_times)
+    print(f"{args.rows} x {args.features}, K={args.k}: TF step {a * 1e3:.1f} ms, "
+          f"scikit-learn Lloyd iteration {b * 1e3:.1f} ms, ratio {a / b:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""shardmeans fit vs scikit-learn doing the same job in memory, alternated A B A B in one run.
+
+Usage: python bench/side_by_side.py [--rows 1000000] [--features 32] [--k 64] [--repeats 3]
+       [--workdir /tmp/shardmeans-bench]
+
+Both sides run as subprocesses (imports, reading and writing count), with
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for both (they slow current
+numpy's GEMM about 2x on this machine). Prints medians and ratios:
+  - end to end with 20 rounds (same initial centroids, tol 0);
+  - the marginal cost of a round, (t20 - t5) / 15;
+  - time to quality: each tool with its defaults; wall time and final inertia
+    relative to scikit-learn's default fit.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+
+
+def run(cmd):
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout
+
+
+def shardmeans(data, out, k, *extra):
+    seconds, _ = run([sys.executable, "-m", "pipeline", "fit", "--input", data, "--output", out,
+                      "--k", str(k), "--id_column", "id", "--overwrite", *extra])
+    with open(os.path.join(out, "metrics.json")) as f:
+        return seconds, json.load(f)["inertia"]
+
+
+def sklearn(data, out, k, *extra):
+    seconds, stdout = run([sys.executable, "bench/sklearn_job.py", "--input", data, "--output", out,
+                           "--k", str(k), *extra])
+    return seconds, json.loads(stdout.strip().splitlines()[-1])["inertia"]
+
+
+def blas_info():
+    code = ("import numpy, threadpoolctl, json; "
+            "print(json.dumps([{k: i.get(k) for k in ('internal_api', 'architecture', 'num_threads')}"
+            " for i in threadpoolctl.threadpool_info()]))")
+    return subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", default="/tmp/shardmeans-bench")
+    args = parser.parse_args()
+    data_dir = os.path.join(args.workdir, f"data-{args.rows}x{args.features}")
+    data = os.path.join(data_dir, "*.parquet")
+    if not os.path.isdir(data_dir):
+        run([sys.executable, "-m", "pipeline", "generate", "--output", data_dir, "--rows",
+             str(args.rows), "--features", str(args.features), "--clusters", str(args.k),
+             "--shards", "8"])
+    init = os.path.join(args.workdir, f"init-{args.k}x{args.features}.npy")
+    rng = np.random.default_rng(0)
+    np.save(init, rng.normal(size=(args.k, args.features)).astype(np.float32))
+    print(f"BLAS (both sides): {blas_info()}")
+    print(f"data: {args.rows} rows x {args.features} features, K={args.k}, {args.repeats} repeats")
+
+    times = {key: [] for key in ("sm5", "sm20", "sk5", "sk20", "sm_default", "sk_default")}
+    inertia = {}
+    out = lambda name: os.path.join(args.workdir, name)
+    for _ in range(args.repeats):
+        for rounds in (5, 20):
+            t, _ = shardmeans(data, out("sm"), args.k, "--init", init, "--max_rounds", str(rounds), "--tol", "0")
+            times[f"sm{rounds}"].append(t)
+            t, _ = sklearn(data, out("sk"), args.k, "--init", init, "--max_iter", str(rounds), "--tol", "0")
+            times[f"sk{rounds}"].append(t)
+        t, inertia["sm"] = shardmeans(data, out("sm"), args.k)
+        times["sm_default"].append(t)
+        t, inertia["sk"] = sklearn(data, out("sk"), args.k)
+        times["sk_default"].append(t)
+
+    med = {key: statistics.median(v) for key, v in times.items()}
+    sm_round = (med["sm20"] - med["sm5"]) / 15
+    sk_round = (med["sk20"] - med["sk5"]) / 15
+    print(f"{'measure':<34}{'shardmeans':>12}{'scikit-learn':>14}{'ratio':>8}")
+    for name, a, b in (("end to end, 20 rounds (s)", med["sm20"], med["sk20"]),
+                       ("marginal cost per round (s)", sm_round, sk_round),
+                       ("time to quality, defaults (s)", med["sm_default"], med["sk_default"])):
+        print(f"{name:<34}{a:>12.3f}{b:>14.3f}{a / b:>8.2f}")
+    print(f"final inertia with defaults, relative to scikit-learn's: {inertia['sm'] / inertia['sk']:.4f}")
+    print("raw:", json.dumps(times))
+
+
+if __name__ == "__main__":
+    main()
