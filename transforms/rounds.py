@@ -37,7 +37,7 @@ class StepConfig(NamedTuple):
 
 
 class _PartialSumsFn(beam.DoFn):
-    """shard path -> Partials of its rows against the round's centroids (nothing once converged)."""
+    """shard path -> Partials of its rows against the round's centroids (zeros once converged)."""
 
     def __init__(self, config: StepConfig):
         self._config = config
@@ -48,9 +48,12 @@ class _PartialSumsFn(beam.DoFn):
         self._cache = get_shard_cache(self._config.cache_mb)
 
     def process(self, path: str, state: RoundState):
-        if state.converged:
-            return
         cfg = self._config
+        if state.converged:
+            # Nothing to compute; one empty partial keeps the round's combine
+            # non-empty, so it needs no default-value step.
+            yield Partials.zeros(cfg.n_clusters, cfg.n_features)
+            return
         centroids = state.centroids.astype(np.float32)
         parts = [Partials.from_batch(x, self._step(x, centroids))
                  for x in self._cache.batches(path, cfg.n_features, cfg.batch_size)]
@@ -74,7 +77,7 @@ class LloydRound(beam.PTransform):
             shard_paths
             | "PartialSums" >> beam.ParDo(_PartialSumsFn(cfg), state=state)
             | "MergePartials" >> beam.CombineGlobally(
-                PartialsCombineFn(cfg.n_clusters, cfg.n_features, cfg.n_far))
+                PartialsCombineFn(cfg.n_clusters, cfg.n_features, cfg.n_far)).without_defaults()
             | "Update" >> beam.Map(_update, state=state, tol=self._tol))
 
 
