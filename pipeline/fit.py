@@ -38,6 +38,7 @@ class FitSpec(NamedTuple):
     init: str  # "k-means++", "random" or "given"
     init_centroids: Optional[np.ndarray]  # float64 [K, D] when init == "given"
     init_sample_size: int
+    init_refine_rounds: int
     step: StepConfig
 
 
@@ -50,6 +51,7 @@ def fit_spec(options) -> FitSpec:
     if km.k < 1:
         raise UserInputError(f"--k must be at least 1, got {km.k}")
     for flag, value, low in (("--max_rounds", km.max_rounds, 1), ("--batch_size", km.batch_size, 1),
+                             ("--init_refine_rounds", km.init_refine_rounds, 0),
                              ("--init_sample_size", km.init_sample_size, km.k)):
         if value < low:
             raise UserInputError(f"{flag} must be at least {low}, got {value}")
@@ -77,7 +79,7 @@ def fit_spec(options) -> FitSpec:
         id_column=inp.id_column, on_invalid=inp.on_invalid, output=out.output,
         work_dir=work_dir, keep_standardized=out.keep_standardized, k=km.k, seed=km.seed,
         max_rounds=km.max_rounds, tol=km.tol, init=init, init_centroids=given,
-        init_sample_size=km.init_sample_size,
+        init_sample_size=km.init_sample_size, init_refine_rounds=km.init_refine_rounds,
         step=StepConfig(n_clusters=km.k, n_features=len(features), batch_size=km.batch_size,
                         cache_mb=default_cache_mb() if km.cache_mb is None else km.cache_mb,
                         devices=km.devices))
@@ -132,6 +134,7 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec) -> None:
         spec.k, spec.features, spec.output, max_iter=spec.max_rounds, tol=spec.tol,
         init=spec.init if spec.init_centroids is None else spec.init_centroids,
         random_state=spec.seed, init_sample_size=spec.init_sample_size,
+        init_refine_rounds=spec.init_refine_rounds,
         batch_size=spec.step.batch_size, cache_mb=spec.step.cache_mb, devices=spec.step.devices,
         passthrough=spec.passthrough, work_dir=spec.work_dir,
         keep_standardized=spec.keep_standardized)

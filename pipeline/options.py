@@ -48,6 +48,10 @@ class KMeansOptions(PipelineOptions):
         parser.add_argument("--init_sample_size", type=int, default=100_000,
                             help="rows in the init sample (the rows with the smallest hash of "
                                  "their values and the seed)")
+        parser.add_argument("--init_refine_rounds", type=int, default=100,
+                            help="Lloyd rounds on the init sample, in memory, before the first "
+                                 "pass over all rows (k-means++ and random starts; 0: none): a "
+                                 "better start, fewer full passes, still exact Lloyd after it")
         parser.add_argument("--batch_size", type=int, default=65536,
                             help="rows per TensorFlow step call")
         parser.add_argument("--cache_mb", type=int, default=None,

@@ -99,3 +99,20 @@ def test_update_stops_at_tolerance():
     assert s.converged and s.rounds == 1 and s.inertia_history == (3.0,)
     assert not lloyd_update(RoundState(c), p, tol=1e-5).converged
     assert lloyd_update(s, p, tol=0) is s  # converged state passes through
+
+
+def test_refined_start_is_better_on_the_sample():
+    from sklearn.datasets import make_blobs
+
+    from transforms.init import initial_centroids
+
+    x, _ = make_blobs(3000, 4, centers=6, cluster_std=2.0, random_state=1)
+
+    def inertia(c):
+        return ((x[:, None, :] - c[None]) ** 2).sum(-1).min(1).sum()
+
+    plain = initial_centroids(x, 6, "k-means++", seed=0)
+    refined = initial_centroids(x, 6, "k-means++", seed=0, refine_rounds=50)
+    assert inertia(refined) < 0.9 * inertia(plain)
+    np.testing.assert_array_equal(initial_centroids(x, 6, "given", 0, given=plain, refine_rounds=50),
+                                  plain)  # given centroids are used as they are

@@ -72,11 +72,16 @@ class BottomSampleFn(beam.CombineFn):
 
 
 def initial_centroids(sample: np.ndarray, n_clusters: int, init: str,
-                      seed: int, given: Optional[np.ndarray] = None) -> np.ndarray:
+                      seed: int, given: Optional[np.ndarray] = None,
+                      refine_rounds: int = 0, tol: float = 0.0) -> np.ndarray:
     """float64 [K, D] initial centroids from `sample` float64 [m, D] (standardized, hash order).
 
     init: "k-means++" (scikit-learn's kmeans_plusplus with `seed`), "random"
-    (K distinct sample rows drawn with `seed`), or "given" (`given` [K, D]).
+    (K distinct sample rows drawn with `seed`), or "given" (`given` [K, D], used
+    as they are). k-means++ and random starts are then refined by up to
+    `refine_rounds` Lloyd rounds on the sample, in memory (scikit-learn, same
+    `tol`): a better start costs the full passes nothing, and the passes that
+    follow are still exact Lloyd over all rows.
     """
     if init == "given":
         return np.asarray(given, dtype=np.float64)
@@ -84,8 +89,20 @@ def initial_centroids(sample: np.ndarray, n_clusters: int, init: str,
         from sklearn.cluster import kmeans_plusplus
 
         centers, _ = kmeans_plusplus(sample, n_clusters, random_state=seed)
-        return centers.astype(np.float64)
-    if init == "random":
+    elif init == "random":
         rows = np.random.RandomState(seed).choice(len(sample), n_clusters, replace=False)
-        return sample[rows].astype(np.float64)
-    raise ValueError(f"init={init!r} is not one of {INIT_METHODS} or a centroids file")
+        centers = sample[rows]
+    else:
+        raise ValueError(f"init={init!r} is not one of {INIT_METHODS} or a centroids file")
+    if refine_rounds > 0:
+        import warnings
+
+        from sklearn.cluster import KMeans
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            # fewer distinct rows than K: the full passes re-seed the empty clusters
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            centers = KMeans(n_clusters, init=centers, n_init=1, max_iter=refine_rounds,
+                             tol=tol, algorithm="lloyd").fit(sample).cluster_centers_
+    return np.asarray(centers, dtype=np.float64)

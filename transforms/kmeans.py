@@ -52,11 +52,14 @@ class KMeans(beam.PTransform):
     Arguments follow scikit-learn's KMeans where they can: n_clusters, max_iter,
     tol (total squared centroid shift in standardized space), init ("k-means++",
     "random" or an array [K, D] in standardized space), random_state.
+    init_refine_rounds: Lloyd rounds on the init sample, in memory, before the
+    first pass over all rows (k-means++ and random starts only; 0: none).
     """
 
     def __init__(self, n_clusters: int, features: List[str], output_dir: str, *,
                  max_iter: int = 100, tol: float = 1e-4, init="k-means++", random_state: int = 0,
-                 init_sample_size: int = 100_000, batch_size: int = 65536,
+                 init_sample_size: int = 100_000, init_refine_rounds: int = 100,
+                 batch_size: int = 65536,
                  cache_mb: Optional[int] = None, devices: Optional[str] = None,
                  passthrough: Optional[pa.Schema] = None, work_dir: Optional[str] = None,
                  keep_standardized: bool = False):
@@ -73,6 +76,7 @@ class KMeans(beam.PTransform):
         self.n_clusters, self.features, self.output_dir = n_clusters, list(features), output_dir
         self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
         self.init_sample_size = max(init_sample_size, n_clusters)
+        self.init_refine_rounds = init_refine_rounds
         self.passthrough = passthrough if passthrough is not None else pa.schema([])
         self.work_dir = work_dir or FileSystems.join(output_dir, "_work")
         self.keep_standardized = keep_standardized
@@ -118,7 +122,7 @@ class KMeans(beam.PTransform):
             | "InitCentroids" >> beam.Map(
                 _initial_state, transform_dir=self.transform_dir, n_clusters=self.n_clusters,
                 init=self._init, seed=self.random_state, given=self._given,
-                ready=transform_ready))
+                refine_rounds=self.init_refine_rounds, tol=self.tol, ready=transform_ready))
         state = shard_paths | "Lloyd" >> LloydRounds(initial_state, self.step, self.max_iter, self.tol)
         assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step)
         model = state | "ExportModel" >> beam.Map(
@@ -201,7 +205,8 @@ def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int):
 
 
 def _initial_state(sample, transform_dir: str, n_clusters: int, init: str, seed: int,
-                   given: Optional[np.ndarray], ready) -> RoundState:
+                   given: Optional[np.ndarray], refine_rounds: int, tol: float,
+                   ready) -> RoundState:
     """The bottom-m sample -> RoundState holding the initial centroids (standardized space)."""
     del ready
     n = len(sample.rows)
@@ -211,7 +216,8 @@ def _initial_state(sample, transform_dir: str, n_clusters: int, init: str, seed:
         raise UserInputError(f"--k {n_clusters} is larger than the number of valid rows ({n})")
     # float32 like the shards, so the init sees the rows as the rounds do.
     standardized = Standardizer(transform_dir, sample.rows.shape[1])(sample.rows).astype(np.float64)
-    return RoundState(centroids=initial_centroids(standardized, n_clusters, init, seed, given))
+    return RoundState(centroids=initial_centroids(standardized, n_clusters, init, seed, given,
+                                                  refine_rounds, tol))
 
 
 def _export(state: RoundState, model_dir: str, transform_dir: str, features: List[str],
