@@ -6,6 +6,7 @@
 # The same Fn API protocol as Flink, Spark or Dataflow Runner v2, without a cluster.
 #
 # Usage: launch/portable.sh --input GLOB --output DIR --k K [any fit or Beam flag]
+#   (the script sets --runner, --job_endpoint, --environment_type, --environment_config)
 #
 # Environment:
 #   SHARDMEANS_PYTHON           interpreter that has shardmeans installed (default: the
@@ -14,6 +15,7 @@
 #                               SDK workers and the job itself all run on it
 #   SHARDMEANS_STARTUP_TIMEOUT  seconds to wait for both services to listen (default 120)
 #   SHARDMEANS_KEEP_LOGS        1: keep the services' logs even when the job succeeds
+#                               (they are kept, and their directory printed, when it fails)
 #
 # Relative paths work: the workers run in the current directory, on this filesystem.
 # shellcheck disable=SC2317  # stop() and cleanup() run from the EXIT trap
@@ -61,7 +63,7 @@ stop() {  # stop a service's whole process group (the worker pool's SDK workers 
 cleanup() {
   stop "$pool_pid"
   stop "$job_pid"
-  if [[ "$status" == 0 && "${SHARDMEANS_KEEP_LOGS:-0}" != 1 ]]; then
+  if [[ -z "$job_pid" || ("$status" == 0 && "${SHARDMEANS_KEEP_LOGS:-0}" != 1) ]]; then
     rm -rf "$work"
   else
     echo "launch/portable.sh: service logs kept in $work" >&2

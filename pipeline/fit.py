@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 from pipeline import outputs
 from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions
+from pipeline.workdir import absolute_path
 from pipeline.readers import format_from_path, match_input, probe_columns
 from transforms.errors import UserInputError
 from transforms.init import INIT_METHODS
@@ -55,6 +56,8 @@ def fit_spec(options) -> FitSpec:
                              ("--init_sample_size", km.init_sample_size, km.k)):
         if value < low:
             raise UserInputError(f"{flag} must be at least {low}, got {value}")
+    if not 0 <= km.seed < 2**32:
+        raise UserInputError(f"--seed must be in [0, 2**32), got {km.seed}")
     if not km.tol >= 0:
         raise UserInputError(f"--tol must be >= 0, got {km.tol}")
     if km.cache_mb is not None and km.cache_mb < 0:
@@ -70,13 +73,13 @@ def fit_spec(options) -> FitSpec:
     passthrough = (pa.schema([schema.field(inp.id_column)]) if inp.id_column else schema)
 
     init, given = _init(km.init, km.k, len(features))
-    work_dir = (f"{options.view_as(GoogleCloudOptions).temp_location.rstrip('/')}/"
-                f"shardmeans-{uuid.uuid4().hex[:12]}"
-                if options.view_as(GoogleCloudOptions).temp_location
-                else FileSystems.join(out.output, "_work"))
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    output = absolute_path(out.output)
+    work_dir = (f"{absolute_path(temp_location).rstrip('/')}/shardmeans-{uuid.uuid4().hex[:12]}"
+                if temp_location else FileSystems.join(output, "_work"))
     return FitSpec(
-        input=inp.input, format=fmt, features=features, passthrough=passthrough,
-        id_column=inp.id_column, on_invalid=inp.on_invalid, output=out.output,
+        input=absolute_path(inp.input), format=fmt, features=features, passthrough=passthrough,
+        id_column=inp.id_column, on_invalid=inp.on_invalid, output=output,
         work_dir=work_dir, keep_standardized=out.keep_standardized, k=km.k, seed=km.seed,
         max_rounds=km.max_rounds, tol=km.tol, init=init, init_centroids=given,
         init_sample_size=km.init_sample_size, init_refine_rounds=km.init_refine_rounds,

@@ -54,7 +54,10 @@ class ReadValidRows(beam.PTransform):
     def expand(self, pbegin):
         outputs = (
             pbegin
-            | "MatchFiles" >> fileio.MatchFiles(self._pattern)
+            # The driver matched the pattern already: matching nothing here (a worker
+            # that does not see the files) is an error, not an empty input.
+            | "MatchFiles" >> fileio.MatchFiles(
+                self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
             | "PathOf" >> beam.Map(lambda metadata: metadata.path)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadAndValidate" >> beam.ParDo(self._fn).with_outputs(

@@ -11,6 +11,7 @@ from pipeline import outputs
 from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
 from pipeline.readers import format_from_path, match_input, probe_columns
+from pipeline.workdir import absolute_path
 from transforms.assign import AssignClusters, read_model_features
 from transforms.errors import UserInputError
 
@@ -50,8 +51,8 @@ def score_spec(options) -> ScoreSpec:
         raise UserInputError(f"--id_column {inp.id_column!r} is not a column of {files[0]} "
                              f"(columns: {', '.join(schema.names)})")
     passthrough = pa.schema([schema.field(inp.id_column)]) if inp.id_column else schema
-    return ScoreSpec(inp.input, fmt, features, passthrough, inp.on_invalid, model_dir,
-                     out.output, km.batch_size)
+    return ScoreSpec(absolute_path(inp.input), fmt, features, passthrough, inp.on_invalid,
+                     absolute_path(model_dir), absolute_path(out.output), km.batch_size)
 
 
 def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec) -> None:

@@ -1,0 +1,498 @@
+"""A self-contained HTML report of a fit: one file, its PNG figures inline as base64 data URIs.
+
+    html_text = render_report(metrics, centroids_original, features, sample,
+                              sample_labels, centroids_standardized,
+                              sweep=None, linkage=None)
+    write_report(FileSystems.join(output, "report.html"), html_text)
+
+Sections, in order (each figure is one <img>):
+  Summary                    table: rows read / valid / rejected, K, rounds, converged, inertia
+  Inertia by round           line plot of metrics["inertia_history"]
+  Cluster sizes              bar chart of metrics["cluster_sizes"]
+  PCA projection             the sample in its first two principal components, by cluster,
+                             centroids marked
+  Centroids by feature       heatmap of the centroids, coloured by per-feature z-score,
+                             original values written in the cells when K x D <= 200,
+                             and the same values as an HTML table
+  K sweep                    (when `sweep` is given) inertia and silhouette by K, and a table
+  Cluster hierarchy          (when `linkage` is given) the dendrogram of the fine clusters
+
+Figures are drawn with matplotlib's object API on Agg canvases
+(`matplotlib.figure.Figure` + `FigureCanvasAgg`), the way matplotlib
+recommends for servers. That renders with Agg whatever the process's backend
+is, without `matplotlib.use("Agg")`: switching the global backend would close
+the figures of a notebook or GUI that imported this module, and pyplot keeps no
+reference to these figures, so nothing leaks between reports. Importing this
+module imports nothing heavy and changes nothing; matplotlib, scikit-learn and
+SciPy are imported by `render_report`.
+
+Every text put into the HTML goes through `html.escape`; every text put into a
+figure has its `$` escaped, so a feature called `price_$` is not read as
+matplotlib mathtext.
+"""
+import base64
+import html
+import io
+import math
+from typing import Dict, List, Optional
+
+import numpy as np
+
+# Draw at most this many sample points in the PCA plot: enough to show the
+# shapes, few enough to keep the PNG small and the render fast.
+MAX_POINTS = 5000
+# Write the centroid values in the heatmap cells up to this many cells.
+MAX_ANNOTATED_CELLS = 200
+# Beyond this many cells the centroid values are not repeated as an HTML table
+# (centroids.csv has them): a 1000 x 100 table would be megabytes of report.
+MAX_TABLE_CELLS = 5000
+# Beyond this many rows (clusters) or columns (features) the heatmap labels only
+# some of them, as matplotlib chooses: every label would overlap.
+MAX_HEATMAP_LABELS = 60
+# Beyond this many fine clusters the dendrogram shows only the last merges.
+MAX_DENDROGRAM_LEAVES = 60
+# Beyond this many clusters, no legend or per-cluster labels in the plots.
+MAX_LABELLED_CLUSTERS = 20
+_DPI = 100
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f4f4f4; } td.text, th.text { text-align: left; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
+p.note { color: #555; font-size: 0.9em; }
+.scroll { overflow-x: auto; }
+"""
+
+
+# ----------------------------------------------------------------------------- text helpers
+
+def _esc(value) -> str:
+    """Any value as HTML-escaped text (quotes too: it may end up in an attribute)."""
+    return html.escape(str(value), quote=True)
+
+
+def _mpl_text(value) -> str:
+    """Text for a matplotlib label: `$` escaped so it is never parsed as mathtext."""
+    return str(value).replace("$", r"\$")
+
+
+def _fmt(value) -> str:
+    """A metric for a table: ints with thousands separators, floats to 6 significant digits."""
+    if value is None:
+        return "—"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return "—" if math.isnan(value) else f"{float(value):,.6g}"
+    return str(value)
+
+
+def _cell_number(value: float) -> str:
+    """About 3 significant digits, without an exponent between 0.01 and 1e6 (13,500 not 1.35e+04)."""
+    magnitude = abs(value)
+    if magnitude == 0:
+        return "0"
+    if 1e-2 <= magnitude < 1e6:
+        return f"{value:,.{max(0, 2 - math.floor(math.log10(magnitude)))}f}"
+    return f"{value:.3g}"
+
+
+def _table(header: List[str], rows: List[List[str]], text_columns=(0,)) -> str:
+    """An HTML table; cells are escaped here. Columns in `text_columns` are left-aligned."""
+    def cell(tag, i, value):
+        cls = ' class="text"' if i in text_columns else ""
+        return f"<{tag}{cls}>{_esc(value)}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>"
+                   for r in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+# ----------------------------------------------------------------------------- figure helpers
+
+def _new_figure(width: float, height: float):
+    """A Figure on its own Agg canvas (never registered with pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png_img(fig, alt: str) -> str:
+    """Render `fig` to PNG, release it, and return an <img> with the PNG as a data URI."""
+    buffer = io.BytesIO()
+    try:
+        # No "Software" metadata: the same inputs give the same bytes (retry-safe output).
+        fig.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
+    finally:
+        fig.clear()  # the figure is done with: drop its artists now, not at garbage collection
+    payload = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{payload}" alt="{_esc(alt)}">'
+
+
+def _cluster_colors(k: int) -> np.ndarray:
+    """RGBA [k, 4]: tab10 / tab20 when they have enough colours, else samples of turbo."""
+    from matplotlib import colormaps
+
+    if k <= 10:
+        return colormaps["tab10"](np.arange(k))
+    if k <= 20:
+        return colormaps["tab20"](np.arange(k))
+    return colormaps["turbo"](np.linspace(0.05, 0.95, k))
+
+
+def _empty_note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#555")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ----------------------------------------------------------------------------- the figures
+
+def _inertia_figure(history: List[float]) -> str:
+    fig = _new_figure(7, 3.5)
+    ax = fig.add_subplot()
+    if len(history):
+        rounds = np.arange(1, len(history) + 1)
+        ax.plot(rounds, history, marker="o", markersize=3)
+        ax.set_xlabel("round")
+        ax.set_ylabel("inertia (standardized space)")
+        # Integer ticks only: a "round 2.5" tick means nothing.
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    else:
+        _empty_note(ax, "no Lloyd round was run")
+    return _png_img(fig, "inertia by round")
+
+
+def _sizes_figure(sizes: np.ndarray) -> str:
+    k = len(sizes)
+    fig = _new_figure(min(max(6.0, 0.3 * k + 2), 16), 3.5)
+    ax = fig.add_subplot()
+    ax.bar(np.arange(k), sizes, color=_cluster_colors(k))
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("rows")
+    if k <= 30:
+        ax.set_xticks(np.arange(k))
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    total = sizes.sum()
+    if k <= 30 and total > 0:
+        # The share of each cluster on its bar: easier to read than the axis.
+        for i, n in enumerate(sizes):
+            ax.annotate(f"{100 * n / total:.1f}%", (i, n), ha="center", va="bottom",
+                        fontsize=7, xytext=(0, 2), textcoords="offset points")
+    ax.margins(y=0.12)
+    return _png_img(fig, "cluster sizes")
+
+
+def _project(sample: np.ndarray, centroids: np.ndarray):
+    """(sample [m, 2], centroids [K, 2], axis labels) in the sample's first principal components.
+
+    PCA is fitted on the sample (the centroids when the sample has < 2 rows), and the
+    centroids are projected with the same fit so they sit among their points. With
+    fewer than 2 components available (D = 1, or a single row) the second axis is 0.
+    """
+    from sklearn.decomposition import PCA
+
+    basis = sample if len(sample) >= 2 else centroids
+    n_comp = min(2, basis.shape[1], basis.shape[0])
+    if n_comp < 1:
+        return np.zeros((len(sample), 2)), np.zeros((len(centroids), 2)), ["", ""]
+    pca = PCA(n_components=n_comp, svd_solver="full").fit(basis)
+    ratio = np.nan_to_num(pca.explained_variance_ratio_)  # 0/0 on a constant sample
+
+    def two(x):
+        p = pca.transform(x) if len(x) else np.zeros((0, n_comp))
+        return np.column_stack([p, np.zeros((len(x), 2 - n_comp))]) if n_comp < 2 else p
+
+    labels = [f"PC{i + 1} ({100 * ratio[i]:.1f}% of variance)" if i < n_comp else "(none)"
+              for i in range(2)]
+    return two(sample), two(centroids), labels
+
+
+def _pca_figure(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> str:
+    k = len(centroids)
+    points, cents, axis_labels = _project(sample, centroids)
+    if len(points) > MAX_POINTS:
+        # A fixed seed: the same inputs draw the same points.
+        keep = np.sort(np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False))
+        points, labels = points[keep], labels[keep]
+    colors = _cluster_colors(k)
+    fig = _new_figure(7.5, 6)
+    ax = fig.add_subplot()
+    ax.scatter(points[:, 0], points[:, 1], c=colors[labels], s=6, alpha=0.5, linewidths=0,
+               rasterized=True)
+    ax.scatter(cents[:, 0], cents[:, 1], c=colors, marker="X", s=140, edgecolors="black",
+               linewidths=1.2, zorder=3)
+    if k <= MAX_LABELLED_CLUSTERS:
+        for i, (x, y) in enumerate(cents):
+            ax.annotate(str(i), (x, y), xytext=(6, 6), textcoords="offset points",
+                        fontsize=9, fontweight="bold")
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], marker="o", linestyle="", color=colors[i], label=f"cluster {i}")
+                   for i in range(k)]
+        handles.append(Line2D([], [], marker="X", linestyle="", color="white",
+                              markeredgecolor="black", markersize=10, label="centroid"))
+        ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    ax.grid(alpha=0.3)
+    return _png_img(fig, "PCA projection of the sample by cluster")
+
+
+def _heatmap_figure(centroids_original: np.ndarray, features: List[str],
+                    sizes: Optional[np.ndarray]) -> str:
+    k, d = centroids_original.shape
+    # Colour = z-score of each feature's centroid values across clusters, so a feature
+    # in thousands and one in thousandths are on the same scale; a feature equal in
+    # every cluster (std 0) is 0: it defines no cluster.
+    mean = centroids_original.mean(axis=0)
+    std = centroids_original.std(axis=0)
+    z = np.divide(centroids_original - mean, std, out=np.zeros_like(centroids_original),
+                  where=std > 0)
+    vmax = max(float(np.abs(z).max()), 1.0)
+    fig = _new_figure(min(max(6.0, 0.9 * d + 3), 22), min(max(3.0, 0.45 * k + 1.5), 22))
+    ax = fig.add_subplot()
+    image = ax.imshow(z, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto",
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="z-score across clusters", shrink=0.8)
+    if d <= MAX_HEATMAP_LABELS:
+        ax.set_xticks(np.arange(d), [_mpl_text(f) for f in features], rotation=45, ha="right",
+                      rotation_mode="anchor", fontsize=8 if d <= 30 else 6)
+    else:
+        ax.set_xlabel("feature (column index)")
+    if k <= MAX_HEATMAP_LABELS:
+        row_labels = [f"{i}" + (f" (n={int(sizes[i]):,})" if sizes is not None else "")
+                      for i in range(k)]
+        ax.set_yticks(np.arange(k), row_labels, fontsize=8 if k <= 30 else 6)
+    ax.set_ylabel("cluster")
+    if k * d <= MAX_ANNOTATED_CELLS:
+        for i in range(k):
+            for j in range(d):
+                # White text on the dark ends of the colour map, black elsewhere.
+                color = "white" if abs(z[i, j]) > 0.6 * vmax else "black"
+                ax.text(j, i, _cell_number(centroids_original[i, j]), ha="center", va="center",
+                        fontsize=7, color=color)
+    return _png_img(fig, "centroids by feature")
+
+
+def _sweep_rows(sweep: Dict) -> List[tuple]:
+    """[(k int, metrics dict)] sorted by K; keys may be "4" (from JSON) or 4."""
+    rows = []
+    for key, value in sweep.items():
+        try:
+            rows.append((int(key), dict(value or {})))
+        except (TypeError, ValueError):
+            raise ValueError(f"sweep keys must be values of K, got {key!r}") from None
+    return sorted(rows, key=lambda r: r[0])
+
+
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _sweep_figure(rows: List[tuple], chosen_k) -> str:
+    ks = np.array([k for k, _ in rows])
+    fig = _new_figure(10, 3.8)
+    axes = fig.subplots(1, 2)
+    for ax, key, title in ((axes[0], "inertia", "inertia (lower is tighter)"),
+                           (axes[1], "silhouette", "silhouette (higher is better)")):
+        values = np.array([_as_float(m.get(key)) for _, m in rows])
+        ok = np.isfinite(values)
+        if ok.any():
+            ax.plot(ks[ok], values[ok], marker="o")
+            ax.set_xlabel("K")
+            ax.set_title(title, fontsize=10)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=0.3)
+            if chosen_k is not None:
+                ax.axvline(chosen_k, color="grey", linestyle="--", linewidth=1,
+                           label=f"K = {chosen_k} (this fit)")
+                ax.legend(fontsize=8)
+        else:
+            _empty_note(ax, f"no {key} in the sweep")
+    return _png_img(fig, "inertia and silhouette by K")
+
+
+def _dendrogram_figure(z: np.ndarray) -> str:
+    from scipy.cluster.hierarchy import dendrogram
+
+    n = len(z) + 1
+    fig = _new_figure(min(max(7.0, 0.18 * min(n, MAX_DENDROGRAM_LEAVES) + 3), 16), 4.5)
+    ax = fig.add_subplot()
+    # Past a few dozen leaves the labels overlap; show the last merges, each
+    # contracted leaf labelled with its number of fine clusters, as scipy does.
+    truncate = {"truncate_mode": "lastp", "p": MAX_DENDROGRAM_LEAVES} \
+        if n > MAX_DENDROGRAM_LEAVES else {}
+    dendrogram(z, ax=ax, no_plot=False, labels=[str(i) for i in range(n)],
+               leaf_font_size=8, **truncate)
+    ax.set_xlabel("fine cluster" + (" (or number of fine clusters)" if truncate else ""))
+    ax.set_ylabel("Ward distance")
+    return _png_img(fig, "dendrogram of the fine clusters")
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _check(metrics, centroids_original, features, sample, sample_labels,
+           centroids_standardized, linkage):
+    """Validated arrays; a ValueError naming the argument on any shape mismatch."""
+    c_orig = np.asarray(centroids_original, dtype=np.float64)
+    if c_orig.ndim != 2 or c_orig.shape[0] < 1 or c_orig.shape[1] < 1:
+        raise ValueError(f"centroids_original must be [K, D] with K, D >= 1, got {c_orig.shape}")
+    k, d = c_orig.shape
+    features = [str(f) for f in features]
+    if len(features) != d:
+        raise ValueError(f"features has {len(features)} names for D = {d} columns")
+    c_std = np.asarray(centroids_standardized, dtype=np.float64)
+    if c_std.shape != (k, d):
+        raise ValueError(f"centroids_standardized must have shape {(k, d)}, got {c_std.shape}")
+    x = np.asarray(sample, dtype=np.float64)
+    if x.size == 0:
+        x = x.reshape(0, d)
+    if x.ndim != 2 or x.shape[1] != d:
+        raise ValueError(f"sample must be [m, {d}], got {x.shape}")
+    labels = np.asarray(sample_labels)
+    if labels.shape != (len(x),):
+        raise ValueError(f"sample_labels must have shape ({len(x)},), got {labels.shape}")
+    labels = labels.astype(np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"sample_labels must be cluster ids in 0..{k - 1}")
+    sizes = metrics.get("cluster_sizes")
+    sizes = None if sizes is None else np.asarray(sizes, dtype=np.int64)
+    if sizes is not None and sizes.shape != (k,):
+        raise ValueError(f"metrics['cluster_sizes'] has {sizes.size} values for K = {k}")
+    z = None
+    if linkage is not None:
+        from scipy.cluster.hierarchy import is_valid_linkage
+
+        z = np.asarray(linkage, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != 4:
+            raise ValueError(f"linkage must be a [n-1, 4] SciPy linkage, got shape {z.shape}")
+        if len(z):
+            is_valid_linkage(z, throw=True, name="linkage")
+    return c_orig, features, x, labels, c_std, sizes, z
+
+
+# ----------------------------------------------------------------------------- the report
+
+def render_report(metrics: dict, centroids_original: np.ndarray, features: List[str],
+                  sample: np.ndarray, sample_labels: np.ndarray,
+                  centroids_standardized: np.ndarray, sweep: Optional[dict] = None,
+                  linkage: Optional[np.ndarray] = None) -> str:
+    """The HTML text of a fit's report (UTF-8 text, one file, no external resource).
+
+    metrics: the content of metrics.json: k, features, rows_read, rows_valid,
+        rows_rejected, rounds, converged, inertia, inertia_history (list of float),
+        cluster_sizes (list of K ints), seed; a missing summary key shows as "—".
+    centroids_original: float64 [K, D], centroids in original units (centroids.csv).
+    features: D feature names, in column order.
+    sample: float64 [m, D], standardized rows (e.g. the init sample); m may be 0.
+    sample_labels: int64 [m], the cluster of each sample row, in 0..K-1.
+    centroids_standardized: float64 [K, D], centroids in standardized space
+        (centroids.npy), the space of `sample`.
+    sweep: optional {K (str or int): {"inertia": float, "silhouette": float, ...}};
+        adds the "K sweep" section (a plot of inertia and silhouette by K, and a
+        table of every value given).
+    linkage: optional float64 [n-1, 4] SciPy linkage of fine clusters (e.g.
+        `transforms.hierarchy.ward_linkage`); adds the "Cluster hierarchy" section.
+
+    Images: 4 (inertia, sizes, PCA, heatmap), +1 with `sweep`, +1 with a linkage
+    of at least 2 leaves. Raises ValueError when shapes disagree.
+    """
+    c_orig, features, x, labels, c_std, sizes, z = _check(
+        metrics, centroids_original, features, sample, sample_labels,
+        centroids_standardized, linkage)
+    k, d = c_orig.shape
+    parts = []
+
+    def section(title: str, *body: str) -> None:
+        parts.append(f"<section><h2>{_esc(title)}</h2>{''.join(body)}</section>")
+
+    summary = [("rows read", metrics.get("rows_read")), ("rows valid", metrics.get("rows_valid")),
+               ("rows rejected", metrics.get("rows_rejected")), ("K", metrics.get("k", k)),
+               ("rounds", metrics.get("rounds")), ("converged", metrics.get("converged")),
+               ("inertia (standardized space)", metrics.get("inertia")),
+               ("seed", metrics.get("seed")), ("features", ", ".join(features))]
+    section("Summary", _table(["", "value"], [[name, _fmt(v)] for name, v in summary],
+                              text_columns=(0, 1)))
+
+    history = [_as_float(v) for v in metrics.get("inertia_history") or []]
+    section("Inertia by round",
+            '<p class="note">Inertia of each Lloyd round against its starting centroids.</p>',
+            _inertia_figure(history))
+
+    if sizes is not None:
+        section("Cluster sizes", _sizes_figure(sizes))
+    else:
+        section("Cluster sizes", '<p class="note">metrics has no cluster_sizes.</p>')
+
+    shown = min(len(x), MAX_POINTS)
+    section("PCA projection of the sample",
+            f'<p class="note">{_esc(f"{shown:,}")} of {_esc(f"{len(x):,}")} sample rows '
+            f"(standardized space) in the first two principal components of the sample; "
+            f"crosses are the centroids.</p>",
+            _pca_figure(x, labels, c_std))
+
+    if k * d <= MAX_TABLE_CELLS:
+        table_rows = [[str(i)] + [_fmt(float(v)) for v in c_orig[i]] for i in range(k)]
+        values, where = _table(["cluster"] + features, table_rows), "in the table below"
+    else:
+        values, where = "", "in centroids.csv"
+    note = ("Colour: each feature's centroid values as z-scores across clusters (what sets a "
+            "cluster apart); " + ("numbers: the centroids in original units, also "
+                                  if k * d <= MAX_ANNOTATED_CELLS else
+                                  "the centroids in original units are ") + where + ".")
+    section("Centroids by feature", f'<p class="note">{_esc(note)}</p>',
+            _heatmap_figure(c_orig, features, sizes), values)
+
+    if sweep is not None:
+        rows = _sweep_rows(sweep)
+        keys = []
+        for _, m in rows:
+            keys += [key for key in m if key not in keys]
+        keys = [key for key in ("inertia", "silhouette") if key in keys] + \
+            [key for key in keys if key not in ("inertia", "silhouette")]
+        sweep_table = _table(["K"] + keys, [[str(kk)] + [_fmt(m.get(key)) for key in keys]
+                                            for kk, m in rows])
+        section("K sweep", _sweep_figure(rows, metrics.get("k", k)) if rows else
+                '<p class="note">The sweep is empty.</p>', sweep_table)
+
+    if z is not None:
+        if len(z):
+            section("Cluster hierarchy",
+                    '<p class="note">Size-weighted Ward merging of the fine clusters; '
+                    'height is the Ward distance, sqrt(2 x increase in within-cluster sum '
+                    'of squares).</p>', _dendrogram_figure(z))
+        else:
+            section("Cluster hierarchy", '<p class="note">One cluster: nothing to merge.</p>')
+
+    title = f"shardmeans fit report: K = {metrics.get('k', k)}"
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            f"<h1>{_esc(title)}</h1>\n" + "\n".join(parts) + "\n</body>\n</html>\n")
+
+
+def write_report(path: str, html_text: str) -> None:
+    """Write the report to `path` (local, gs://, any Beam filesystem) as UTF-8, uncompressed."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    # Explicitly uncompressed: AUTO would gzip a path ending in .gz, which no browser opens.
+    with FileSystems.create(path, mime_type="text/html",
+                            compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(html_text.encode("utf-8"))

@@ -1,0 +1,440 @@
+"""Other runners than the DirectRunner, and the launch/ files that start them.
+
+- the portable runner: a local job service and an EXTERNAL SDK worker pool, the Fn API
+  path of Flink, Spark and Dataflow Runner v2, give the DirectRunner's centroids;
+- Dataflow, offline: a job template is written, nothing is submitted, and the staged
+  package holds pipeline/ and transforms/;
+- launch/: the versions agree with setup.py's pins, the scripts parse and build the
+  Beam flags they document, the Flex Template metadata validates the CLI's values.
+"""
+import ast
+import glob
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from importlib import metadata
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, centroids, fit, fit_subprocess, metrics, scaled_blobs, write_shards
+
+K = 3
+SEED = 7
+FIT_ARGS = ("--k", K, "--id_column", "id", "--seed", SEED, "--max_rounds", 20)
+LAUNCH = os.path.join(ROOT, "launch")
+SCRIPTS = sorted(glob.glob(os.path.join(LAUNCH, "*.sh")))
+PIN_NAMES = ("BEAM_VERSION", "TENSORFLOW_VERSION", "TFT_VERSION")
+
+
+def _pins() -> dict:
+    """BEAM_VERSION, TENSORFLOW_VERSION, TFT_VERSION as assigned in setup.py."""
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        tree = ast.parse(f.read())
+    pins = {node.targets[0].id: node.value.value for node in tree.body
+            if isinstance(node, ast.Assign) and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name) and node.targets[0].id in PIN_NAMES}
+    assert set(pins) == set(PIN_NAMES), f"setup.py must assign {PIN_NAMES}, found {pins}"
+    return pins
+
+
+def _same_as_direct(out, reference):
+    np.testing.assert_allclose(centroids(out), reference[0], rtol=1e-5, atol=1e-6)
+    m = metrics(out)
+    assert (m["rows_read"], m["rows_valid"], m["rows_rejected"]) == (2000, 2000, 0)
+    assert m["inertia"] == pytest.approx(reference[1]["inertia"], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory):
+    """2000 rows x 4 features, 3 overlapping blobs, in 3 Parquet shards."""
+    table = scaled_blobs(2000, 4, K, seed=21, cluster_std=2.0)
+    return write_shards(table, tmp_path_factory.mktemp("runner_input"), "parquet", shards=3)
+
+
+@pytest.fixture(scope="module")
+def direct(blobs, tmp_path_factory):
+    """The DirectRunner's centroids and metrics for `blobs`."""
+    out = tmp_path_factory.mktemp("direct") / "out"
+    assert fit(out, "--input", blobs, *FIT_ARGS) == 0
+    return centroids(out), metrics(out)
+
+
+# -- the portable runner ---------------------------------------------------------------
+
+def _free_ports(n: int):
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:  # all held open at once: n distinct ports
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("localhost", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_listening(name, port, proc, log, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not _listening(port):
+        if proc.poll() is not None:
+            pytest.fail(f"the {name} exited with {proc.returncode} before listening on "
+                        f"{port}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the {name} is not listening on localhost:{port} after {timeout:.0f}s:"
+                        f"\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def _stop(proc):
+    """End `proc` and its process group (the worker pool's SDK workers too)."""
+    try:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        os.killpg(proc.pid, signal.SIGKILL)  # children left behind by the leader
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def portable_services(tmp_path_factory):
+    """A Beam job service and an EXTERNAL SDK worker pool on free localhost ports.
+
+    The worker pool starts every SDK worker as a bare `python`: the venv's bin comes first
+    on PATH, and PYTHONPATH makes the workers import this checkout, like the job."""
+    logs = tmp_path_factory.mktemp("portable_logs")
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    resolved = subprocess.run(["python", "-c", "import sys; print(sys.prefix)"], env=env,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert resolved == sys.prefix, f"`python` on the workers' PATH is {resolved}, not {sys.prefix}"
+
+    job_port, pool_port = _free_ports(2)
+    procs = []
+    try:
+        for name, module, flag, port in (
+                ("job service", "apache_beam.runners.portability.local_job_service_main",
+                 "--port", job_port),
+                ("worker pool", "apache_beam.runners.worker.worker_pool_main",
+                 "--service_port", pool_port)):
+            log = logs / f"{name.replace(' ', '_')}.log"
+            with open(log, "w") as f:
+                proc = subprocess.Popen(["python", "-m", module, flag, str(port)], cwd=ROOT,
+                                        env=env, stdout=f, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            procs.append(proc)
+            _wait_listening(name, port, proc, log)
+        yield job_port, pool_port, logs
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def test_portable_runner_gives_the_direct_runners_centroids(blobs, direct, portable_services,
+                                                           tmp_path):
+    job_port, pool_port, logs = portable_services
+    out = tmp_path / "out"
+    proc = fit_subprocess(out, "--input", blobs, *FIT_ARGS, "--runner=PortableRunner",
+                          f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+                          f"--environment_config=localhost:{pool_port}", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    _same_as_direct(out, direct)
+    # It really ran there: the job service ran the job, the pool started `python` workers.
+    assert "with state DONE" in (logs / "job_service.log").read_text()
+    assert "Starting worker with command ['python'" in (logs / "worker_pool.log").read_text()
+
+
+def test_portable_script_end_to_end(blobs, direct, tmp_path):
+    """launch/portable.sh with relative paths: starts, runs, and stops both services."""
+    os.symlink(os.path.dirname(blobs), tmp_path / "in")
+    env = dict(os.environ, SHARDMEANS_PYTHON=sys.executable,
+               PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    proc = subprocess.run([os.path.join(LAUNCH, "portable.sh"), "--input", "in/*.parquet",
+                           "--output", "out", *map(str, FIT_ARGS)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    _same_as_direct(tmp_path / "out", direct)
+    ports = re.search(r"job service on localhost:(\d+), worker pool on localhost:(\d+)",
+                      proc.stderr)
+    assert ports, proc.stderr[-3000:]
+    assert not any(_listening(int(p)) for p in ports.groups()), "a service outlived the script"
+
+
+def test_portable_script_refuses_a_python_without_the_job(tmp_path):
+    """The workers' `python` must be able to import the job, or the script stops early."""
+    isolated = tmp_path / "isolated-python"
+    isolated.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "$@"\n')
+    isolated.chmod(0o755)
+    proc = subprocess.run([os.path.join(LAUNCH, "portable.sh"), "--input", "x", "--output",
+                           "y", "--k", "2"], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, SHARDMEANS_PYTHON=str(isolated),
+                                   TMPDIR=str(tmp_path)), timeout=60)
+    assert proc.returncode == 2
+    assert not glob.glob(str(tmp_path / "shardmeans-portable.*")), "left its work directory"
+    assert "cannot import the job" in proc.stderr and "SHARDMEANS_PYTHON" in proc.stderr
+
+
+# -- Dataflow, offline -----------------------------------------------------------------
+
+def test_dataflow_writes_a_template_and_stages_the_package(blobs, tmp_path):
+    temp, staging, template = tmp_path / "temp", tmp_path / "staging", tmp_path / "job.json"
+    temp.mkdir()
+    staging.mkdir()
+    proc = fit_subprocess(
+        tmp_path / "out", "--input", blobs, *FIT_ARGS, "--runner=DataflowRunner",
+        "--project=demo-project", "--region=us-central1", "--dataflow_endpoint=http://localhost:1",
+        "--no_auth", f"--temp_location={temp}", f"--staging_location={staging}",
+        f"--template_location={template}", f"--setup_file={ROOT}/setup.py", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "wrote a job template; nothing was run" in proc.stdout
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+    with open(template) as f:
+        job = json.load(f)
+    assert job["type"] == "JOB_TYPE_BATCH"
+    options = job["environment"]["sdkPipelineOptions"]["options"]
+    assert (options["project"], options["region"]) == ("demo-project", "us-central1")
+    assert (options["input"], int(options["k"]), options["setup_file"]) == (
+        blobs, K, f"{ROOT}/setup.py")
+    # Runner v2 keeps the steps in the staged pipeline proto the template points to.
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    pipeline = beam_runner_api_pb2.Pipeline()
+    with open(options["pipelineUrl"], "rb") as f:
+        pipeline.ParseFromString(f.read())
+    steps = {t.unique_name for t in pipeline.components.transforms.values()}
+    assert {"Read", "KMeans", "WriteAssignments", "WriteResults"} <= steps
+
+    tarball = staging / "workflow.tar.gz"
+    with tarfile.open(tarball) as tar:
+        members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
+    for package in ("pipeline", "transforms"):
+        modules = {os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, package, "*.py"))}
+        assert modules and modules <= members, f"{tarball} lacks {sorted(modules - members)}"
+    # tf.Transform's temp dir is under the (local) --temp_location: built offline.
+    assert glob.glob(str(temp / "shardmeans-*" / "tft"))
+
+
+# -- versions --------------------------------------------------------------------------
+
+def test_installed_versions_are_the_pinned_ones():
+    pins = _pins()
+    import apache_beam
+    import tensorflow
+    import tensorflow_transform
+
+    assert apache_beam.__version__ == pins["BEAM_VERSION"] == metadata.version("apache-beam")
+    assert tensorflow.__version__ == pins["TENSORFLOW_VERSION"] == metadata.version("tensorflow")
+    assert (tensorflow_transform.__version__ == pins["TFT_VERSION"]
+            == metadata.version("tensorflow-transform"))
+
+
+def test_dockerfile_builds_the_pinned_versions():
+    pins = _pins()
+    with open(os.path.join(LAUNCH, "Dockerfile")) as f:
+        text = f.read()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    assert {name: args.get(name) for name in PIN_NAMES} == pins
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert "apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}" in froms
+    for requirement in ("apache-beam[gcp]==${BEAM_VERSION}",
+                        "tensorflow[and-cuda]==${TENSORFLOW_VERSION}",
+                        "tensorflow-transform==${TFT_VERSION}"):
+        assert requirement in text
+    assert re.search(r"^COPY setup\.py ", text, re.M)
+    assert re.search(r"^COPY pipeline ", text, re.M) and re.search(r"^COPY transforms ", text, re.M)
+    assert "pip install --no-cache-dir ." in text
+
+
+def test_launch_files_state_no_other_version():
+    """Scripts read the versions from setup.py; wherever launch/ names one, it is the pin."""
+    pins = set(_pins().values())
+    for path in sorted(glob.glob(os.path.join(LAUNCH, "*"))):
+        with open(path) as f:
+            text = f.read()
+        if path.endswith(".sh"):
+            assert not pins & set(re.findall(r"\d+\.\d+\.\d+", text)), \
+                f"{path} hard-codes a pinned version; read it from setup.py"
+        stray = {v for v in re.findall(r"(?<![\w.])\d+\.\d+\.\d+(?![\w.])", text)} - pins
+        assert not stray, f"{path} names versions {sorted(stray)} that setup.py does not pin"
+
+
+# -- the launch scripts ----------------------------------------------------------------
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
+def test_script_parses_and_is_documented(script):
+    subprocess.run(["bash", "-n", script], check=True)
+    with open(script) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "#!/usr/bin/env bash"
+    header = []
+    for line in lines[1:]:
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    assert len(header) >= 2 and "Usage: launch/" in "\n".join(header), script
+    assert "set -euo pipefail" in lines
+    assert os.access(script, os.X_OK), f"{script} is not executable"
+
+
+def _dry_run(script, *args):
+    """The command `script` would run, parsed as the job's and Beam's options."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    import pipeline.options  # noqa: F401 -- defines the job's own flags
+
+    proc = subprocess.run([os.path.join(LAUNCH, script), *args], capture_output=True,
+                          text=True, timeout=60, check=True,
+                          env=dict(os.environ, SHARDMEANS_DRY_RUN="1",
+                                   SHARDMEANS_PYTHON=sys.executable))
+    command = shlex.split(proc.stdout)
+    assert command[:4] == [sys.executable, "-m", "pipeline", "fit"], command
+    return PipelineOptions(command[4:])
+
+
+def _image_tag():
+    pins = _pins()
+    return (f"beam{pins['BEAM_VERSION']}-tf{pins['TENSORFLOW_VERSION']}"
+            f"-tft{pins['TFT_VERSION']}")
+
+
+def test_dataflow_script_cpu_ships_setup_py():
+    from apache_beam.options.pipeline_options import (GoogleCloudOptions, SetupOptions,
+                                                      StandardOptions, WorkerOptions)
+
+    options = _dry_run("dataflow.sh", "my-project", "europe-west1", "gs://my-bucket/",
+                       "--input", "gs://my-bucket/in/*.parquet", "--k", "8")
+    gcp = options.view_as(GoogleCloudOptions)
+    assert options.view_as(StandardOptions).runner == "DataflowRunner"
+    assert (gcp.project, gcp.region) == ("my-project", "europe-west1")
+    assert gcp.temp_location == "gs://my-bucket/shardmeans/temp"
+    assert gcp.staging_location == "gs://my-bucket/shardmeans/staging"
+    assert options.view_as(SetupOptions).setup_file == os.path.join(ROOT, "setup.py")
+    assert options.view_as(WorkerOptions).sdk_container_image is None
+    assert options.get_all_options()["k"] == 8
+
+
+def test_dataflow_script_gpu_uses_the_container_one_process_per_vm():
+    from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions,
+                                                      SetupOptions, WorkerOptions)
+
+    from pipeline.options import KMeansOptions
+
+    options = _dry_run("dataflow.sh", "my-project", "us-central1", "my-bucket",
+                       "--gpu", "nvidia-tesla-t4:2", "--input", "gs://my-bucket/in/*",
+                       "--k", "8", "--machine_type=n1-standard-16")
+    assert options.view_as(GoogleCloudOptions).dataflow_service_options == [
+        "worker_accelerator=type:nvidia-tesla-t4;count:2;install-nvidia-driver"]
+    assert "no_use_multiple_sdk_containers" in options.view_as(DebugOptions).experiments
+    assert options.view_as(KMeansOptions).devices == "auto"
+    workers = options.view_as(WorkerOptions)
+    assert workers.sdk_container_image == (
+        f"us-central1-docker.pkg.dev/my-project/shardmeans/worker:{_image_tag()}")
+    assert workers.machine_type == "n1-standard-16"
+    assert options.view_as(SetupOptions).setup_file is None
+    # An explicit image, and a malformed --gpu.
+    options = _dry_run("dataflow.sh", "p", "r", "b", "--gpu=nvidia-l4:1", "--image=reg/img:1")
+    assert options.view_as(WorkerOptions).sdk_container_image == "reg/img:1"
+    bad = subprocess.run([os.path.join(LAUNCH, "dataflow.sh"), "p", "r", "b", "--gpu", "t4"],
+                         capture_output=True, text=True, env=dict(os.environ, SHARDMEANS_DRY_RUN="1"))
+    assert bad.returncode == 2 and "TYPE:COUNT" in bad.stderr
+
+
+@pytest.mark.parametrize("environment, config", [
+    ("DOCKER", None), ("EXTERNAL", "tm-sidecar:50000"), ("PROCESS", "/opt/apache/beam/boot")])
+def test_flink_script_environments(environment, config):
+    from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PortableOptions,
+                                                      StandardOptions)
+    from apache_beam.transforms import environments
+
+    extra = {"EXTERNAL": ["--worker_pool", "tm-sidecar:50000"], "DOCKER": [],
+             "PROCESS": []}[environment]
+    options = _dry_run("flink.sh", "--flink_master", "jobmanager:8081", "--environment",
+                       environment.lower(), *extra, "--parallelism", "4", "--input",
+                       "gs://b/in/*", "--k", "8")
+    assert options.view_as(StandardOptions).runner == "FlinkRunner"
+    assert options.view_as(FlinkRunnerOptions).flink_master == "jobmanager:8081"
+    assert options.view_as(FlinkRunnerOptions).parallelism == 4
+    portable = options.view_as(PortableOptions)
+    assert portable.environment_type == environment
+    assert int(portable.sdk_worker_parallelism) == 1
+    env = environments.Environment.from_options(portable)
+    if environment == "DOCKER":
+        assert env.container_image == f"shardmeans-worker:{_image_tag()}"
+    elif environment == "EXTERNAL":
+        assert env.url == config
+    else:
+        assert env.command == config
+
+
+# -- the Flex Template metadata --------------------------------------------------------
+
+GOOD = {
+    "input": ["gs://bucket/in/*.parquet", "gs://b/data/part-*.csv"],
+    "output": ["gs://bucket/out", "gs://bucket/runs/2024-01-01/"],
+    "k": ["1", "8", "1024"],
+    "format": ["csv", "parquet", "tfrecord"],
+    "features": ["f0", "a,b,c", "price_usd,age"],
+    "id_column": ["id", "customer_id"],
+    "seed": ["0", "42"],
+    "max_rounds": ["1", "100"],
+    "tol": ["0", "1e-4", "0.001", "1E-6"],
+    "init": ["k-means++", "random", "gs://bucket/init/centroids.npy"],
+    "on_invalid": ["reject", "fail"],
+}
+BAD = {
+    "input": ["", "data/*.csv"],
+    "output": ["", "out"],
+    "k": ["0", "-1", "three", "2.5"],
+    "format": ["json", ""],
+    "features": ["", "a,,b", ",a"],
+    "seed": ["x", "1.5", "-1", "99999999999"],
+    "max_rounds": ["0", "-3"],
+    "tol": ["-1", "abc", ""],
+    "init": ["kmeans", "gs://bucket/c.csv"],
+    "on_invalid": ["drop", ""],
+}
+
+
+def test_flex_template_metadata():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    import pipeline.options  # noqa: F401 -- defines the fit flags parsed below
+
+    with open(os.path.join(LAUNCH, "metadata.json")) as f:
+        spec = json.load(f)
+    assert spec["name"] and spec["description"]
+    params = {p["name"]: p for p in spec["parameters"]}
+    assert len(params) == len(spec["parameters"])
+    assert set(params) == set(GOOD)
+    for name, p in params.items():
+        assert {"name", "label", "helpText", "isOptional", "regexes"} <= set(p), name
+        assert p["label"] and p["helpText"] and p["regexes"], name
+        assert p["isOptional"] is (name not in ("input", "output", "k")), name
+        for value in GOOD[name]:
+            assert all(re.fullmatch(r, value) for r in p["regexes"]), (name, value)
+            # Every value the template accepts is one the CLI accepts.
+            got = PipelineOptions([f"--{name}={value}"]).get_all_options()[name]
+            assert str(got) == value or got == type(got)(value), (name, value, got)
+        for value in BAD.get(name, []):
+            assert not all(re.fullmatch(r, value) for r in p["regexes"]), (name, value)
