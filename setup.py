@@ -24,6 +24,8 @@ setuptools.setup(
         "numpy>=1.26",
         "pyarrow>=14",
         "scikit-learn>=1.5",
+        "scipy>=1.10",
+        "matplotlib>=3.8",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2"]},
     entry_points={"console_scripts": ["shardmeans=pipeline.cli:main"]},
