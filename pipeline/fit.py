@@ -40,6 +40,7 @@ class FitSpec(NamedTuple):
     init_centroids: Optional[np.ndarray]  # float64 [K, D] when init == "given"
     init_sample_size: int
     init_refine_rounds: int
+    merge_to: Optional[int]
     step: StepConfig
 
 
@@ -56,6 +57,8 @@ def fit_spec(options) -> FitSpec:
                              ("--init_sample_size", km.init_sample_size, km.k)):
         if value < low:
             raise UserInputError(f"{flag} must be at least {low}, got {value}")
+    if km.merge_to is not None and not 1 <= km.merge_to <= km.k:
+        raise UserInputError(f"--merge_to must be in 1..{km.k} (--k), got {km.merge_to}")
     if not 0 <= km.seed < 2**32:
         raise UserInputError(f"--seed must be in [0, 2**32), got {km.seed}")
     if not km.tol >= 0:
@@ -83,6 +86,7 @@ def fit_spec(options) -> FitSpec:
         work_dir=work_dir, keep_standardized=out.keep_standardized, k=km.k, seed=km.seed,
         max_rounds=km.max_rounds, tol=km.tol, init=init, init_centroids=given,
         init_sample_size=km.init_sample_size, init_refine_rounds=km.init_refine_rounds,
+        merge_to=km.merge_to,
         step=StepConfig(n_clusters=km.k, n_features=len(features), batch_size=km.batch_size,
                         cache_mb=default_cache_mb() if km.cache_mb is None else km.cache_mb,
                         devices=km.devices))
@@ -140,10 +144,11 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec) -> None:
         init_refine_rounds=spec.init_refine_rounds,
         batch_size=spec.step.batch_size, cache_mb=spec.step.cache_mb, devices=spec.step.devices,
         passthrough=spec.passthrough, work_dir=spec.work_dir,
-        keep_standardized=spec.keep_standardized)
+        keep_standardized=spec.keep_standardized, merge_to=spec.merge_to)
     _ = fitted["assignments"] | "WriteAssignments" >> outputs.WriteAssignments(
-        spec.output, spec.format, spec.passthrough)
+        spec.output, spec.format, spec.passthrough, merged=spec.merge_to is not None)
     _ = fitted["state"] | "WriteResults" >> beam.Map(
         outputs.write_results, partials=beam.pvalue.AsSingleton(fitted["final"]),
-        counts=beam.pvalue.AsSingleton(rows["counts"]), spec=spec,
+        counts=beam.pvalue.AsSingleton(rows["counts"]),
+        sample=beam.pvalue.AsSingleton(fitted["sample"]), spec=spec,
         transform_dir=FileSystems.join(spec.output, "transform_fn"))

@@ -57,6 +57,11 @@ class KMeansOptions(PipelineOptions):
         parser.add_argument("--cache_mb", type=int, default=None,
                             help="per-process cache of standardized shards, in MiB (default: a "
                                  "quarter of RAM; 0 reads the shards again every round)")
+        parser.add_argument("--merge_to", type=int, default=None,
+                            help="merge the K fitted clusters into this many groups by Ward "
+                                 "linkage of their centroids (weighted by cluster size, "
+                                 "standardized space): hierarchy.json, merged_cluster_id in the "
+                                 "assignments and the model")
         parser.add_argument("--devices", default="auto",
                             help="devices of the MirroredStrategy on each worker: 'auto' (all "
                                  "GPUs, else the CPU), 'cpu', 'cpu:N' (CPU split into N "

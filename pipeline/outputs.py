@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline import report
 from transforms.lloyd import RoundState
 from transforms.partials import Partials
 from transforms.preprocessing import Standardizer
@@ -29,9 +30,12 @@ class WriteRejected(beam.PTransform):
         return lines | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
 
 
-def assignments_schema(passthrough: pa.Schema) -> pa.Schema:
-    return pa.schema(list(passthrough) + [pa.field("cluster_id", pa.int64()),
-                                          pa.field("distance", pa.float32())])
+def assignments_schema(passthrough: pa.Schema, merged: bool = False) -> pa.Schema:
+    fields = list(passthrough) + [pa.field("cluster_id", pa.int64()),
+                                  pa.field("distance", pa.float32())]
+    if merged:
+        fields.append(pa.field("merged_cluster_id", pa.int64()))
+    return pa.schema(fields)
 
 
 def _csv_block(batch: pa.RecordBatch) -> str:
@@ -44,11 +48,11 @@ def _csv_block(batch: pa.RecordBatch) -> str:
 class WriteAssignments(beam.PTransform):
     """Record batches -> OUTPUT/assignments/ (CSV for CSV input, else Parquet); returns file names."""
 
-    def __init__(self, output: str, fmt: str, passthrough: pa.Schema):
+    def __init__(self, output: str, fmt: str, passthrough: pa.Schema, merged: bool = False):
         super().__init__()
         self._prefix = FileSystems.join(output, "assignments", "part")
         self._csv = fmt == "csv"
-        self._schema = assignments_schema(passthrough)
+        self._schema = assignments_schema(passthrough, merged)
 
     def expand(self, batches):
         if self._csv:
@@ -67,19 +71,21 @@ def _write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def write_results(state: RoundState, partials: Partials, counts: np.ndarray, spec,
+def write_results(state: RoundState, partials: Partials, counts: np.ndarray, sample, spec,
                   transform_dir: str) -> dict:
-    """Write centroids.npy, centroids.csv and metrics.json; return the metrics.
+    """Write centroids.npy, centroids.csv, metrics.json and report.html; return the metrics.
 
     `partials` are those of the final assignment pass: its counts are the
     cluster sizes and its inertia the final one (against the final centroids).
+    `sample` is the bounded init sample (raw rows), drawn in the report.
     """
     centroids = state.centroids.astype(np.float32)
     buffer = io.BytesIO()
     np.save(buffer, centroids, allow_pickle=False)
     _write_bytes(FileSystems.join(spec.output, "centroids.npy"), buffer.getvalue())
 
-    mean, std = Standardizer(transform_dir, len(spec.features)).mean_and_std()
+    standardizer = Standardizer(transform_dir, len(spec.features))
+    mean, std = standardizer.mean_and_std()
     original = state.centroids * np.where(std > 0, std, 1.0) + mean
     table = pa.table([pa.array(np.arange(spec.k, dtype=np.int64))]
                      + [pa.array(original[:, j]) for j in range(original.shape[1])],
@@ -104,6 +110,21 @@ def write_results(state: RoundState, partials: Partials, counts: np.ndarray, spe
         "init": spec.init,
         "tol": spec.tol,
     }
+    if state.merge_map is not None:
+        metrics["merge_to"] = spec.merge_to
+        metrics["merged_cluster_sizes"] = np.bincount(
+            state.merge_map, weights=partials.counts, minlength=spec.merge_to).astype(int).tolist()
+        hierarchy = {"k": spec.k, "merge_to": spec.merge_to,
+                     "linkage": state.linkage.tolist(),
+                     "fine_to_merged": state.merge_map.tolist()}
+        _write_bytes(FileSystems.join(spec.output, "hierarchy.json"),
+                     json.dumps(hierarchy, indent=2).encode("utf-8"))
     _write_bytes(FileSystems.join(spec.output, "metrics.json"),
                  json.dumps(metrics, indent=2).encode("utf-8"))
+
+    z = standardizer(sample.rows).astype(np.float64)
+    labels = ((z[:, None, :] - state.centroids[None]) ** 2).sum(-1).argmin(1) if len(z) else z[:0, 0]
+    report.write_report(FileSystems.join(spec.output, "report.html"), report.render_report(
+        metrics, original, list(spec.features), z, labels.astype(np.int64), state.centroids,
+        linkage=state.linkage))
     return metrics

@@ -12,7 +12,7 @@ from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
 from pipeline.readers import format_from_path, match_input, probe_columns
 from pipeline.workdir import absolute_path
-from transforms.assign import AssignClusters, read_model_features
+from transforms.assign import AssignClusters, describe_model
 from transforms.errors import UserInputError
 
 
@@ -25,6 +25,7 @@ class ScoreSpec(NamedTuple):
     model_dir: str
     output: str
     batch_size: int
+    merged: bool  # the model outputs merged_cluster_id
 
 
 def _model_dir(path: str) -> str:
@@ -43,7 +44,7 @@ def score_spec(options) -> ScoreSpec:
         if value is None:
             raise UserInputError(f"{flag} is required")
     model_dir = _model_dir(model)
-    features = read_model_features(model_dir)
+    features, merged = describe_model(model_dir)
     files = match_input(inp.input)
     fmt = inp.format or format_from_path(files[0])
     schema, _ = probe_columns(files[0], fmt)
@@ -52,7 +53,7 @@ def score_spec(options) -> ScoreSpec:
                              f"(columns: {', '.join(schema.names)})")
     passthrough = pa.schema([schema.field(inp.id_column)]) if inp.id_column else schema
     return ScoreSpec(absolute_path(inp.input), fmt, features, passthrough, inp.on_invalid,
-                     absolute_path(model_dir), absolute_path(out.output), km.batch_size)
+                     absolute_path(model_dir), absolute_path(out.output), km.batch_size, merged)
 
 
 def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec) -> None:
@@ -62,7 +63,8 @@ def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec) -> None:
     _ = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(spec.output)
     _ = (rows["valid"]
          | "AssignClusters" >> AssignClusters(spec.model_dir)
-         | "WriteAssignments" >> outputs.WriteAssignments(spec.output, spec.format, spec.passthrough))
+         | "WriteAssignments" >> outputs.WriteAssignments(spec.output, spec.format, spec.passthrough,
+                                                         merged=spec.merged))
     _ = rows["counts"] | "WriteMetrics" >> beam.Map(_write_metrics, spec=spec)
 
 

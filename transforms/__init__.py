@@ -6,6 +6,7 @@
 from transforms.assign import AssignClusters
 from transforms.errors import UserInputError
 from transforms.export import export_model
+from transforms.hierarchy import merge_map, ward_linkage, ward_merge
 from transforms.init import BottomSampleFn, initial_centroids, row_hashes
 from transforms.kmeans import KMeans
 from transforms.kmeans_step import KMeansStep, get_step
@@ -18,5 +19,5 @@ __all__ = [
     "AssignClusters", "AssignShards", "BottomSampleFn", "KMeans", "KMeansStep", "LloydRound",
     "LloydRounds", "Partials", "PartialsCombineFn", "RoundState", "Standardizer", "StepConfig",
     "UserInputError", "export_model", "get_step", "initial_centroids", "lloyd_update",
-    "preprocessing_fn", "row_hashes",
+    "merge_map", "preprocessing_fn", "row_hashes", "ward_linkage", "ward_merge",
 ]

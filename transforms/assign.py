@@ -13,7 +13,7 @@ from apache_beam.utils import shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.export import CLUSTER_ID, DISTANCE
+from transforms.export import CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID
 from transforms.shards import FEATURES_COLUMN, features_to_matrix
 
 
@@ -25,16 +25,19 @@ class LoadedModel:
 
         self.model = tf.saved_model.load(model_dir)
         self.features = [f.decode() for f in self.model.feature_names.numpy()]
+        self.merged = getattr(self.model, "merge_map", None) is not None
 
-    def __call__(self, x: np.ndarray):
-        """float64 [n, D] raw rows -> (cluster_id int64 [n], distance float32 [n])."""
+    def __call__(self, x: np.ndarray) -> dict:
+        """float64 [n, D] raw rows -> {cluster_id int64 [n], distance float32 [n]
+        (, merged_cluster_id int64 [n])} as NumPy arrays."""
         out = self.model.assign_batch(np.asarray(x, np.float64))
-        return out[CLUSTER_ID].numpy(), out[DISTANCE].numpy()
+        return {name: value.numpy() for name, value in out.items()}
 
 
-def read_model_features(model_dir: str):
-    """The feature names a fitted model expects, in order."""
-    return LoadedModel(model_dir).features
+def describe_model(model_dir: str):
+    """(the feature names a fitted model expects, in order; whether it outputs merged_cluster_id)."""
+    model = LoadedModel(model_dir)
+    return model.features, model.merged
 
 
 class _AssignFn(beam.DoFn):
@@ -54,11 +57,12 @@ class _AssignFn(beam.DoFn):
         if isinstance(element, pa.RecordBatch):
             x = features_to_matrix(element.column(FEATURES_COLUMN), len(self._model.features),
                                    np.float64)
-            labels, distances = self._model(x)
+            out = self._model(x)
             keep = [n for n in element.schema.names if n != FEATURES_COLUMN]
+            added = [n for n in (CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID) if n in out]
             yield pa.RecordBatch.from_arrays(
-                [element.column(n) for n in keep] + [pa.array(labels), pa.array(distances)],
-                names=keep + [CLUSTER_ID, DISTANCE])
+                [element.column(n) for n in keep] + [pa.array(out[n]) for n in added],
+                names=keep + added)
             return
         self._rows.append(element)
         if len(self._rows) >= self._batch_size:
@@ -73,13 +77,14 @@ class _AssignFn(beam.DoFn):
         if not rows:
             return
         x = np.array([[row[name] for name in self._model.features] for row in rows], np.float64)
-        labels, distances = self._model(x)
-        for row, label, distance in zip(rows, labels, distances):
-            yield dict(row, **{CLUSTER_ID: int(label), DISTANCE: float(distance)})
+        out = self._model(x)
+        for i, row in enumerate(rows):
+            yield dict(row, **{name: value[i].item() for name, value in out.items()})
 
 
 class AssignClusters(beam.PTransform):
-    """Rows -> rows with `cluster_id` (int64) and `distance` (Euclidean, standardized space).
+    """Rows -> rows with `cluster_id` (int64) and `distance` (Euclidean, standardized space),
+    and `merged_cluster_id` when the model was fitted with merge_to.
 
     Input elements: dict rows holding every feature of the model (a missing,
     NaN or infinite feature raises), or Arrow record batches with

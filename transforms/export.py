@@ -8,22 +8,28 @@ languages can use it. Signatures:
                    per feature) -> cluster_id int64 [n], distance float32 [n]
   predict_raw:     one float32 [n] tensor per feature, by name -> the same outputs
 
-distance is Euclidean, in standardized space. A missing feature or a NaN or
+distance is Euclidean, in standardized space; a model fitted with --merge_to
+also outputs merged_cluster_id int64 [n]. A missing feature or a NaN or
 infinite value is an error (InvalidArgumentError), never a silent cluster.
 
 Besides the signatures, the loaded object has `assign_batch(x)` (float64 [n, D],
 columns in `feature_names` order), which keeps raw values in float64 as the fit
 did (tf.Example carries float32), and `feature_names` (string [D]).
 """
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
-CLUSTER_ID, DISTANCE = "cluster_id", "distance"
+CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID = "cluster_id", "distance", "merged_cluster_id"
 
 
-def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, features: List[str]):
-    """A tf.Module with the two signatures' functions (see the module docstring)."""
+def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, features: List[str],
+                       merge_map: Optional[np.ndarray] = None):
+    """A tf.Module with the two signatures' functions (see the module docstring).
+
+    With `merge_map` (int64 [K], fine cluster -> merged group) the outputs also
+    hold merged_cluster_id (int64 [n]).
+    """
     import tensorflow as tf
 
     from transforms.preprocessing import FEATURES
@@ -35,6 +41,9 @@ def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, fea
             self.centroids = tf.Variable(np.asarray(centroids, np.float32), trainable=False,
                                          name="centroids")
             self.feature_names = tf.Variable(features, trainable=False, name="feature_names")
+            self.merge_map = (None if merge_map is None else
+                              tf.Variable(np.asarray(merge_map, np.int64), trainable=False,
+                                          name="merge_map"))
 
         def assign(self, columns):
             """columns: float [n] per feature, in `features` order -> outputs dict."""
@@ -45,7 +54,10 @@ def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, fea
             scores = tf.reduce_sum(c * c, axis=1)[tf.newaxis, :] - 2.0 * tf.matmul(z, c, transpose_b=True)
             labels = tf.argmin(scores, axis=1, output_type=tf.int64)
             diff = z - tf.gather(c, labels)
-            return {CLUSTER_ID: labels, DISTANCE: tf.sqrt(tf.reduce_sum(diff * diff, axis=1))}
+            out = {CLUSTER_ID: labels, DISTANCE: tf.sqrt(tf.reduce_sum(diff * diff, axis=1))}
+            if self.merge_map is not None:
+                out[MERGED_CLUSTER_ID] = tf.gather(self.merge_map, labels)
+            return out
 
         @tf.function(input_signature=[tf.TensorSpec([None, len(features)], tf.float64)])
         def assign_batch(self, x):
@@ -66,11 +78,11 @@ def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, fea
 
 
 def export_model(model_dir: str, transform_savedmodel_dir: str, centroids: np.ndarray,
-                 features: List[str]) -> None:
+                 features: List[str], merge_map: Optional[np.ndarray] = None) -> None:
     """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`."""
     import tensorflow as tf
 
-    module = build_model_module(transform_savedmodel_dir, centroids, features)
+    module = build_model_module(transform_savedmodel_dir, centroids, features, merge_map)
     tf.saved_model.save(module, model_dir, signatures={
         "serving_default": module.serve_examples.get_concrete_function(),
         "predict_raw": module.predict_raw.get_concrete_function(),

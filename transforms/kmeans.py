@@ -22,7 +22,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from transforms.errors import UserInputError
 from transforms.export import export_model
 from transforms.init import BottomSampleFn, initial_centroids, row_hashes
-from transforms.lloyd import RoundState
+from transforms.lloyd import RoundState, merge_clusters
 from transforms.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 from transforms.rounds import AssignShards, LloydRounds, StepConfig
 from transforms.shards import (FEATURES_COLUMN, default_cache_mb, features_to_matrix,
@@ -47,6 +47,8 @@ class KMeans(beam.PTransform):
       assignments: record batches: passthrough columns + cluster_id (int64) +
                    distance (float32, Euclidean, standardized space).
       model:       one element, the model directory, once the SavedModel is written.
+      sample:      one init.Sample: the bottom-m rows (raw, float64 [m, D]) the
+                   initialisation used; bounded by init_sample_size.
     OUTPUT_DIR/transform_fn/ and OUTPUT_DIR/model/ are written.
 
     Arguments follow scikit-learn's KMeans where they can: n_clusters, max_iter,
@@ -54,6 +56,9 @@ class KMeans(beam.PTransform):
     "random" or an array [K, D] in standardized space), random_state.
     init_refine_rounds: Lloyd rounds on the init sample, in memory, before the
     first pass over all rows (k-means++ and random starts only; 0: none).
+    merge_to: merge the fitted clusters into this many groups by size-weighted
+    Ward linkage (transforms.hierarchy); the state gets merge_map and linkage,
+    the assignments and the SavedModel a merged_cluster_id.
     """
 
     def __init__(self, n_clusters: int, features: List[str], output_dir: str, *,
@@ -62,7 +67,7 @@ class KMeans(beam.PTransform):
                  batch_size: int = 65536,
                  cache_mb: Optional[int] = None, devices: Optional[str] = None,
                  passthrough: Optional[pa.Schema] = None, work_dir: Optional[str] = None,
-                 keep_standardized: bool = False):
+                 keep_standardized: bool = False, merge_to: Optional[int] = None):
         super().__init__()
         if n_clusters < 1:
             raise UserInputError(f"n_clusters must be at least 1, got {n_clusters}")
@@ -80,6 +85,9 @@ class KMeans(beam.PTransform):
         self.passthrough = passthrough if passthrough is not None else pa.schema([])
         self.work_dir = work_dir or FileSystems.join(output_dir, "_work")
         self.keep_standardized = keep_standardized
+        if merge_to is not None and not 1 <= merge_to <= n_clusters:
+            raise UserInputError(f"merge_to must be in 1..{n_clusters} (n_clusters), got {merge_to}")
+        self.merge_to = merge_to
         self.step = StepConfig(n_clusters=n_clusters, n_features=len(features),
                                batch_size=batch_size,
                                cache_mb=default_cache_mb() if cache_mb is None else cache_mb,
@@ -115,15 +123,19 @@ class KMeans(beam.PTransform):
                 schema=shard_schema(self.passthrough), file_name_suffix=".parquet")
             | "SpreadShards" >> beam.Reshuffle())
 
-        initial_state = (
+        sample = (
             batches
             | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=self.random_state)
-            | "BottomSample" >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d))
+            | "BottomSample" >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d)))
+        initial_state = (
+            sample
             | "InitCentroids" >> beam.Map(
                 _initial_state, transform_dir=self.transform_dir, n_clusters=self.n_clusters,
                 init=self._init, seed=self.random_state, given=self._given,
                 refine_rounds=self.init_refine_rounds, tol=self.tol, ready=transform_ready))
         state = shard_paths | "Lloyd" >> LloydRounds(initial_state, self.step, self.max_iter, self.tol)
+        if self.merge_to is not None:
+            state = state | "WardMerge" >> beam.Map(merge_clusters, n_groups=self.merge_to)
         assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step)
         model = state | "ExportModel" >> beam.Map(
             _export, model_dir=self.model_dir, transform_dir=self.transform_dir,
@@ -133,7 +145,7 @@ class KMeans(beam.PTransform):
             _ = model | "RemoveWorkDir" >> beam.Map(
                 _remove_dir, path=self.work_dir, after=beam.pvalue.AsList(assigned["partials"]))
         return {"state": state, "final": assigned["partials"],
-                "assignments": assigned["assignments"], "model": model}
+                "assignments": assigned["assignments"], "model": model, "sample": sample}
 
 
 def shard_schema(passthrough: pa.Schema) -> pa.Schema:
@@ -227,7 +239,7 @@ def _export(state: RoundState, model_dir: str, transform_dir: str, features: Lis
     import tensorflow_transform as tft
 
     export_model(model_dir, tft.TFTransformOutput(transform_dir).transform_savedmodel_dir,
-                 state.centroids.astype(np.float32), features)
+                 state.centroids.astype(np.float32), features, merge_map=state.merge_map)
     return model_dir
 
 

@@ -7,7 +7,7 @@ centroid (that row leaves its old cluster's sums); the run stops when the total
 squared centroid shift is <= tol.
 """
 import logging
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -22,6 +22,9 @@ class RoundState(NamedTuple):
     converged: the last update moved the centroids by a total squared shift <= tol.
     inertia_history: inertia of each round against its starting centroids.
     reseeded: total number of empty clusters re-seeded so far.
+    counts: int64 [K], rows per cluster in the last round (after re-seeding).
+    merge_map: int64 [K], fine cluster -> merged group (see transforms.hierarchy), or None.
+    linkage: float64 [K-1, 4], the Ward linkage behind merge_map, or None.
     """
 
     centroids: np.ndarray
@@ -29,6 +32,9 @@ class RoundState(NamedTuple):
     converged: bool = False
     inertia_history: Tuple[float, ...] = ()
     reseeded: int = 0
+    counts: Optional[np.ndarray] = None
+    merge_map: Optional[np.ndarray] = None
+    linkage: Optional[np.ndarray] = None
 
 
 def relocate_empty_clusters(partials: Partials) -> Tuple[np.ndarray, np.ndarray, int]:
@@ -71,8 +77,18 @@ def lloyd_update(state: RoundState, partials: Partials, tol: float) -> RoundStat
         converged=bool(shift.sum() <= tol),
         inertia_history=state.inertia_history + (partials.inertia,),
         reseeded=state.reseeded + reseeded,
+        counts=counts,
     )
     logging.info("round %d: inertia %.6g, largest shift %.3g, total squared shift %.3g%s",
                  new.rounds, partials.inertia, float(np.sqrt(shift.max())), shift.sum(),
                  " (converged)" if new.converged else "")
     return new
+
+
+def merge_clusters(state: RoundState, n_groups: int) -> RoundState:
+    """`state` with the size-weighted Ward merge of its centroids into `n_groups` groups."""
+    from transforms.hierarchy import ward_merge
+
+    linkage, mapping = ward_merge(state.centroids, state.counts, n_groups)
+    logging.info("merged %d clusters into %d groups (Ward)", len(state.centroids), n_groups)
+    return state._replace(merge_map=mapping.astype(np.int64), linkage=linkage)

@@ -105,7 +105,8 @@ class LloydRounds(beam.PTransform):
 
 
 class _AssignShardFn(beam.DoFn):
-    """shard path -> record batches of its passthrough columns + cluster_id + distance.
+    """shard path -> record batches of its passthrough columns + cluster_id + distance
+    (+ merged_cluster_id when the state holds a merge map).
 
     Also emits, tagged 'partials', the shard's Partials against the final
     centroids (cluster sizes and the final inertia).
@@ -128,10 +129,13 @@ class _AssignShardFn(beam.DoFn):
             result = self._step(x, centroids)
             parts.append(Partials.from_batch(x, result))
             keep = [name for name in batch.schema.names if name != FEATURES_COLUMN]
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(name) for name in keep]
-                + [pa.array(result.labels), pa.array(np.sqrt(result.sq_dist))],
-                names=keep + ["cluster_id", "distance"])
+            columns = [batch.column(name) for name in keep] + [
+                pa.array(result.labels), pa.array(np.sqrt(result.sq_dist))]
+            names = keep + ["cluster_id", "distance"]
+            if state.merge_map is not None:
+                columns.append(pa.array(state.merge_map[result.labels]))
+                names.append("merged_cluster_id")
+            yield pa.RecordBatch.from_arrays(columns, names=names)
         if parts:
             yield beam.pvalue.TaggedOutput(self.PARTIALS, merge(parts, cfg.n_far))
 
