@@ -27,32 +27,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 USAGE="usage: launch/dataflow.sh PROJECT REGION BUCKET [--gpu TYPE:COUNT] [--image IMAGE] --input gs://... --output gs://... --k K [fit or Beam flags]"
 
-die() { echo "launch/dataflow.sh: $*" >&2; exit 2; }
-
-# A version pinned in setup.py (the one place the versions are stated).
-pinned() {
-  local value
-  value="$(sed -n "s/^$1 = \"\([^\"]*\)\"$/\1/p" "$ROOT/setup.py")"
-  [[ -n "$value" ]] || die "no $1 in $ROOT/setup.py"
-  echo "$value"
-}
-
-find_python() {
-  if [[ -n "${SHARDMEANS_PYTHON:-}" ]]; then
-    echo "$SHARDMEANS_PYTHON"; return
-  fi
-  local script line
-  if script="$(command -v shardmeans 2>/dev/null)"; then
-    IFS= read -r line < "$script" || true
-    if [[ "$line" == '#!'*python* && -x "${line#\#!}" ]]; then
-      echo "${line#\#!}"; return
-    fi
-  fi
-  if [[ -x "$ROOT/.venv/bin/python" ]]; then
-    echo "$ROOT/.venv/bin/python"; return
-  fi
-  die "cannot find the Python that has shardmeans installed: set SHARDMEANS_PYTHON, or run make install"
-}
+source "$ROOT/launch/common.bash"
 
 if [[ $# -lt 3 || "$1" == -* || "$2" == -* || "$3" == -* ]]; then
   echo "$USAGE" >&2
@@ -119,10 +94,4 @@ else
   beam_flags+=("--setup_file=$ROOT/setup.py")
 fi
 
-command=("$PYTHON" -m pipeline fit "${beam_flags[@]}" "${rest[@]}")
-if [[ "${SHARDMEANS_DRY_RUN:-0}" == 1 ]]; then
-  printf '%q ' "${command[@]}"
-  echo
-  exit 0
-fi
-exec "${command[@]}"
+run_or_print "$PYTHON" -m pipeline fit "${beam_flags[@]}" "${rest[@]}"

@@ -47,32 +47,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-die() { echo "launch/flink.sh: $*" >&2; exit 2; }
-
-# A version pinned in setup.py (the one place the versions are stated).
-pinned() {
-  local value
-  value="$(sed -n "s/^$1 = \"\([^\"]*\)\"$/\1/p" "$ROOT/setup.py")"
-  [[ -n "$value" ]] || die "no $1 in $ROOT/setup.py"
-  echo "$value"
-}
-
-find_python() {
-  if [[ -n "${SHARDMEANS_PYTHON:-}" ]]; then
-    echo "$SHARDMEANS_PYTHON"; return
-  fi
-  local script line
-  if script="$(command -v shardmeans 2>/dev/null)"; then
-    IFS= read -r line < "$script" || true
-    if [[ "$line" == '#!'*python* && -x "${line#\#!}" ]]; then
-      echo "${line#\#!}"; return
-    fi
-  fi
-  if [[ -x "$ROOT/.venv/bin/python" ]]; then
-    echo "$ROOT/.venv/bin/python"; return
-  fi
-  die "cannot find the Python that has shardmeans installed: set SHARDMEANS_PYTHON, or run make install"
-}
+source "$ROOT/launch/common.bash"
 
 flink_master="" environment=DOCKER image="" worker_pool=localhost:50000
 process_command=/opt/apache/beam/boot parallelism="" sdk_workers=1 rest=()
@@ -111,10 +86,4 @@ beam_flags+=("--sdk_worker_parallelism=$sdk_workers")
 [[ -z "$parallelism" ]] || beam_flags+=("--parallelism=$parallelism")
 
 PYTHON="$(find_python)"
-command=("$PYTHON" -m pipeline fit "${beam_flags[@]}" "${rest[@]}")
-if [[ "${SHARDMEANS_DRY_RUN:-0}" == 1 ]]; then
-  printf '%q ' "${command[@]}"
-  echo
-  exit 0
-fi
-exec "${command[@]}"
+run_or_print "$PYTHON" -m pipeline fit "${beam_flags[@]}" "${rest[@]}"

@@ -23,25 +23,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-die() { echo "launch/portable.sh: $*" >&2; exit 2; }
-
-# The interpreter that has shardmeans installed.
-find_python() {
-  if [[ -n "${SHARDMEANS_PYTHON:-}" ]]; then
-    echo "$SHARDMEANS_PYTHON"; return
-  fi
-  local script line
-  if script="$(command -v shardmeans 2>/dev/null)"; then
-    IFS= read -r line < "$script" || true
-    if [[ "$line" == '#!'*python* && -x "${line#\#!}" ]]; then
-      echo "${line#\#!}"; return
-    fi
-  fi
-  if [[ -x "$ROOT/.venv/bin/python" ]]; then
-    echo "$ROOT/.venv/bin/python"; return
-  fi
-  die "cannot find the Python that has shardmeans installed: set SHARDMEANS_PYTHON, or run make install"
-}
+source "$ROOT/launch/common.bash"
 PYTHON="$(find_python)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/shardmeans-portable.XXXXXX")"

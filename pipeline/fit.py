@@ -11,8 +11,8 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 from pipeline import outputs
 from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions
+from pipeline.readers import input_layout
 from pipeline.workdir import absolute_path
-from pipeline.readers import format_from_path, match_input, probe_columns
 from transforms.errors import UserInputError
 from transforms.init import INIT_METHODS
 from transforms.kmeans import KMeans
@@ -66,14 +66,8 @@ def fit_spec(options) -> FitSpec:
     if km.cache_mb is not None and km.cache_mb < 0:
         raise UserInputError(f"--cache_mb must be >= 0, got {km.cache_mb}")
 
-    files = match_input(inp.input)
-    fmt = inp.format or format_from_path(files[0])
-    schema, numeric = probe_columns(files[0], fmt)
-    if inp.id_column is not None and inp.id_column not in schema.names:
-        raise UserInputError(f"--id_column {inp.id_column!r} is not a column of {files[0]} "
-                             f"(columns: {', '.join(schema.names)})")
-    features = _features(inp.features, schema, numeric, inp.id_column, files[0])
-    passthrough = (pa.schema([schema.field(inp.id_column)]) if inp.id_column else schema)
+    layout = input_layout(inp.input, inp.format, inp.id_column)
+    features = _features(inp.features, layout.schema, layout.numeric, inp.id_column, layout.path)
 
     init, given = _init(km.init, km.k, len(features))
     temp_location = options.view_as(GoogleCloudOptions).temp_location
@@ -81,7 +75,8 @@ def fit_spec(options) -> FitSpec:
     work_dir = (f"{absolute_path(temp_location).rstrip('/')}/shardmeans-{uuid.uuid4().hex[:12]}"
                 if temp_location else FileSystems.join(output, "_work"))
     return FitSpec(
-        input=absolute_path(inp.input), format=fmt, features=features, passthrough=passthrough,
+        input=absolute_path(inp.input), format=layout.format, features=features,
+        passthrough=layout.passthrough,
         id_column=inp.id_column, on_invalid=inp.on_invalid, output=output,
         work_dir=work_dir, keep_standardized=out.keep_standardized, k=km.k, seed=km.seed,
         max_rounds=km.max_rounds, tol=km.tol, init=init, init_centroids=given,

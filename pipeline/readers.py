@@ -9,7 +9,7 @@ gs:// and the other supported schemes work as local paths do.
 import csv
 import io
 import logging
-from typing import Iterator, List, NamedTuple, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -188,3 +188,27 @@ def _parses(value: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+class InputLayout(NamedTuple):
+    """What the first input file says: its format, columns, numeric columns, and the
+    columns the assignments carry (the id column, or all of them)."""
+
+    path: str
+    format: str
+    schema: pa.Schema
+    numeric: List[str]
+    passthrough: pa.Schema
+
+
+def input_layout(pattern: str, fmt: Optional[str] = None,
+                 id_column: Optional[str] = None) -> InputLayout:
+    """Match `pattern`, probe its first file, check `id_column`; UserInputError naming what is wrong."""
+    first = match_input(pattern)[0]
+    fmt = fmt or format_from_path(first)
+    schema, numeric = probe_columns(first, fmt)
+    if id_column is not None and id_column not in schema.names:
+        raise UserInputError(f"--id_column {id_column!r} is not a column of {first} "
+                             f"(columns: {', '.join(schema.names)})")
+    passthrough = pa.schema([schema.field(id_column)]) if id_column else schema
+    return InputLayout(first, fmt, schema, numeric, passthrough)

@@ -10,7 +10,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import outputs
 from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
-from pipeline.readers import format_from_path, match_input, probe_columns
+from pipeline.readers import input_layout
 from pipeline.workdir import absolute_path
 from transforms.assign import AssignClusters, describe_model
 from transforms.errors import UserInputError
@@ -45,14 +45,9 @@ def score_spec(options) -> ScoreSpec:
             raise UserInputError(f"{flag} is required")
     model_dir = _model_dir(model)
     features, merged = describe_model(model_dir)
-    files = match_input(inp.input)
-    fmt = inp.format or format_from_path(files[0])
-    schema, _ = probe_columns(files[0], fmt)
-    if inp.id_column is not None and inp.id_column not in schema.names:
-        raise UserInputError(f"--id_column {inp.id_column!r} is not a column of {files[0]} "
-                             f"(columns: {', '.join(schema.names)})")
-    passthrough = pa.schema([schema.field(inp.id_column)]) if inp.id_column else schema
-    return ScoreSpec(absolute_path(inp.input), fmt, features, passthrough, inp.on_invalid,
+    layout = input_layout(inp.input, inp.format, inp.id_column)
+    return ScoreSpec(absolute_path(inp.input), layout.format, features, layout.passthrough,
+                     inp.on_invalid,
                      absolute_path(model_dir), absolute_path(out.output), km.batch_size, merged)
 
 

@@ -1,0 +1,40 @@
+# Shared by the launch scripts (sourced, not run): error exit, versions, the interpreter, dry runs.
+# Usage: ROOT=<repo root>; source "$ROOT/launch/common.bash"
+
+die() { echo "launch/$(basename "$0"): $*" >&2; exit 2; }
+
+# A version pinned in setup.py (the one place the versions are stated).
+pinned() {
+  local value
+  value="$(sed -n "s/^$1 = \"\([^\"]*\)\"$/\1/p" "$ROOT/setup.py")"
+  [[ -n "$value" ]] || die "no $1 in $ROOT/setup.py"
+  echo "$value"
+}
+
+# The interpreter that has shardmeans installed.
+find_python() {
+  if [[ -n "${SHARDMEANS_PYTHON:-}" ]]; then
+    echo "$SHARDMEANS_PYTHON"; return
+  fi
+  local script line
+  if script="$(command -v shardmeans 2>/dev/null)"; then
+    IFS= read -r line < "$script" || true
+    if [[ "$line" == '#!'*python* && -x "${line#\#!}" ]]; then
+      echo "${line#\#!}"; return
+    fi
+  fi
+  if [[ -x "$ROOT/.venv/bin/python" ]]; then
+    echo "$ROOT/.venv/bin/python"; return
+  fi
+  die "cannot find the Python that has shardmeans installed: set SHARDMEANS_PYTHON, or run make install"
+}
+
+# Run the command given as arguments, or only print it when SHARDMEANS_DRY_RUN=1.
+run_or_print() {
+  if [[ "${SHARDMEANS_DRY_RUN:-0}" == 1 ]]; then
+    printf '%q ' "$@"
+    echo
+    exit 0
+  fi
+  exec "$@"
+}
