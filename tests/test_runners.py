@@ -24,7 +24,8 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from conftest import ROOT, centroids, fit, fit_subprocess, metrics, scaled_blobs, write_shards
+from conftest import (ROOT, assignments, centroids, fit, fit_subprocess, metrics, scaled_blobs,
+                      write_shards)
 
 K = 3
 SEED = 7
@@ -162,6 +163,17 @@ def test_portable_runner_gives_the_direct_runners_centroids(blobs, direct, porta
     # It really ran there: the job service ran the job, the pool started `python` workers.
     assert "with state DONE" in (logs / "job_service.log").read_text()
     assert "Starting worker with command ['python'" in (logs / "worker_pool.log").read_text()
+
+    # The score job too, unchanged: the same assignments as the fit's.
+    scored = subprocess.run(
+        [sys.executable, "-m", "pipeline", "score", "--model", str(out), "--input", blobs,
+         "--output", str(tmp_path / "scored"), "--id_column", "id", "--runner=PortableRunner",
+         f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
+         f"--environment_config=localhost:{pool_port}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert scored.returncode == 0, scored.stderr[-5000:]
+    ours, fitted = assignments(tmp_path / "scored"), assignments(out)
+    np.testing.assert_array_equal(ours.column("cluster_id"), fitted.column("cluster_id"))
 
 
 def test_portable_script_end_to_end(blobs, direct, tmp_path):
