@@ -33,27 +33,29 @@ class KMeansOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument("--k", type=int, default=None, help="number of clusters K")
         parser.add_argument("--seed", type=int, default=0,
-                            help="seed of the init sample's hash and of the initialisation")
+                            help="seed of the init sample's hash and of the initialisation; "
+                                 "default 0")
         parser.add_argument("--max_rounds", type=int, default=100,
-                            help="at most this many Lloyd rounds (passes over the data)")
+                            help="at most this many Lloyd rounds (passes over the data); default 100")
         parser.add_argument("--tol", type=float, default=1e-4,
                             help="stop after the first round whose centroids moved by a total "
                                  "squared Euclidean shift, summed over all K centroids in "
                                  "standardized space, <= tol (scikit-learn's rule: with "
                                  "unit-variance features its relative tol is this absolute one); "
-                                 "0 runs until the centroids stop moving or max_rounds")
+                                 "0 runs until the centroids stop moving or max_rounds; "
+                                 "default 1e-4")
         parser.add_argument("--init", default="k-means++",
                             help="'k-means++' (default) or 'random' on the init sample, or a "
                                  "PATH.npy of float32 [K, D] centroids in standardized space")
         parser.add_argument("--init_sample_size", type=int, default=100_000,
                             help="rows in the init sample (the rows with the smallest hash of "
-                                 "their values and the seed)")
+                                 "their values and the seed); default 100000")
         parser.add_argument("--init_refine_rounds", type=int, default=100,
                             help="Lloyd rounds on the init sample, in memory, before the first "
                                  "pass over all rows (k-means++ and random starts; 0: none): a "
                                  "better start, fewer full passes, still exact Lloyd after it")
         parser.add_argument("--batch_size", type=int, default=65536,
-                            help="rows per TensorFlow step call")
+                            help="rows per TensorFlow step call; default 65536")
         parser.add_argument("--cache_mb", type=int, default=None,
                             help="per-process cache of standardized shards, in MiB (default: a "
                                  "quarter of RAM; 0 reads the shards again every round)")
