@@ -152,10 +152,12 @@ class KMeansStep:
         n, d = x.shape
         r = self.n_replicas
         per_replica = max(_MIN_BUCKET, 1 << int(np.ceil(np.log2(max(1, -(-n // r))))))
-        padded = np.zeros((per_replica * r, d), dtype=np.float32)
-        padded[:n] = x
-        valid = np.zeros(per_replica * r, dtype=bool)
-        valid[:n] = True
+        if n == per_replica * r:  # a full batch: no padding, no copy
+            padded = np.ascontiguousarray(x, dtype=np.float32)
+        else:
+            padded = np.zeros((per_replica * r, d), dtype=np.float32)
+            padded[:n] = x
+        valid = np.arange(per_replica * r) < n
         xs = self.strategy.experimental_distribute_values_from_function(
             lambda ctx: padded[ctx.replica_id_in_sync_group * per_replica:
                                (ctx.replica_id_in_sync_group + 1) * per_replica])
