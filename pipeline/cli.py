@@ -119,7 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     # TensorFlow's C++ start-up chatter (no GPU found, oneDNN) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("tensorflow", "absl", "apache_beam.runners", "apache_beam.io"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Beam logs a failing DoFn's traceback before re-raising; the error reaches

@@ -122,8 +122,10 @@ def write_results(state: RoundState, partials: Partials, counts: np.ndarray, sam
     _write_bytes(FileSystems.join(spec.output, "metrics.json"),
                  json.dumps(metrics, indent=2).encode("utf-8"))
 
+    from sklearn.metrics import pairwise_distances_argmin
+
     z = standardizer(sample.rows).astype(np.float64)
-    labels = ((z[:, None, :] - state.centroids[None]) ** 2).sum(-1).argmin(1) if len(z) else z[:0, 0]
+    labels = pairwise_distances_argmin(z, state.centroids)  # chunked: bounded memory
     report.write_report(FileSystems.join(spec.output, "report.html"), report.render_report(
         metrics, original, list(spec.features), z, labels.astype(np.int64), state.centroids,
         linkage=state.linkage))

@@ -44,8 +44,14 @@ def _bottom(hashes: np.ndarray, rows: np.ndarray, m: int) -> Sample:
         cut = np.partition(hashes, m - 1)[m - 1]
         keep = hashes <= cut
         hashes, rows = hashes[keep], rows[keep]
-    order = np.lexsort(tuple(rows.T[::-1]) + (hashes,))[:m]
-    return Sample(hashes[order], rows[order])
+    order = np.argsort(hashes, kind="stable")
+    hashes, rows = hashes[order], rows[order]
+    if np.any(hashes[1:] == hashes[:-1]):
+        # Duplicate rows share a hash: order them by their values too, so that
+        # the sample does not depend on the order rows arrived in (rare: sort all).
+        order = np.lexsort(tuple(rows.T[::-1]) + (hashes,))
+        hashes, rows = hashes[order], rows[order]
+    return Sample(hashes[:m], rows[:m])
 
 
 class BottomSampleFn(beam.CombineFn):
@@ -59,6 +65,10 @@ class BottomSampleFn(beam.CombineFn):
 
     def add_input(self, accumulator: Sample, element) -> Sample:
         hashes, rows = element
+        if len(accumulator.hashes) == self._m:
+            # Full: only rows that hash below the current largest can get in.
+            keep = hashes <= accumulator.hashes[-1]
+            hashes, rows = hashes[keep], rows[keep]
         return _bottom(np.concatenate([accumulator.hashes, hashes]),
                        np.concatenate([accumulator.rows, rows]), self._m)
 
