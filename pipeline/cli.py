@@ -95,8 +95,9 @@ def _print_summary(output: str) -> None:
     print(f"rounds: {m['rounds']} ({'converged' if m['converged'] else 'not converged'}), "
           f"inertia: {m['inertia']:.6g}")
     print(f"cluster sizes: {m['cluster_sizes']}")
+    merged = ", hierarchy.json" if "merge_to" in m else ""
     print(f"outputs: {output}/ (model/, transform_fn/, centroids.csv, centroids.npy, "
-          f"metrics.json, assignments/, rejected/)")
+          f"metrics.json, report.html{merged}, assignments/, rejected/)")
 
 
 def _generate(argv: List[str]) -> int:
