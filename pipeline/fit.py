@@ -16,8 +16,6 @@ from pipeline.workdir import absolute_path
 from transforms.errors import UserInputError
 from transforms.init import INIT_METHODS
 from transforms.kmeans import KMeans
-from transforms.rounds import StepConfig
-from transforms.shards import default_cache_mb
 
 
 class FitSpec(NamedTuple):
@@ -41,7 +39,9 @@ class FitSpec(NamedTuple):
     init_sample_size: int
     init_refine_rounds: int
     merge_to: Optional[int]
-    step: StepConfig
+    batch_size: int
+    cache_mb: Optional[int]  # None: KMeans's default, a quarter of RAM
+    devices: str
 
 
 def fit_spec(options) -> FitSpec:
@@ -82,9 +82,7 @@ def fit_spec(options) -> FitSpec:
         max_rounds=km.max_rounds, tol=km.tol, init=init, init_centroids=given,
         init_sample_size=km.init_sample_size, init_refine_rounds=km.init_refine_rounds,
         merge_to=km.merge_to,
-        step=StepConfig(n_clusters=km.k, n_features=len(features), batch_size=km.batch_size,
-                        cache_mb=default_cache_mb() if km.cache_mb is None else km.cache_mb,
-                        devices=km.devices))
+        batch_size=km.batch_size, cache_mb=km.cache_mb, devices=km.devices)
 
 
 def _features(requested, schema, numeric, id_column, path) -> List[str]:
@@ -130,14 +128,14 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec) -> None:
     """Add the fit job to `pipeline` (runs nothing): read and validate, KMeans, write the outputs."""
     rows = pipeline | "Read" >> ReadValidRows(spec.input, spec.format, spec.features,
                                               spec.passthrough, spec.on_invalid,
-                                              spec.step.batch_size)
+                                              spec.batch_size)
     _ = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(spec.output)
     fitted = rows["valid"] | "KMeans" >> KMeans(
         spec.k, spec.features, spec.output, max_iter=spec.max_rounds, tol=spec.tol,
         init=spec.init if spec.init_centroids is None else spec.init_centroids,
         random_state=spec.seed, init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,
-        batch_size=spec.step.batch_size, cache_mb=spec.step.cache_mb, devices=spec.step.devices,
+        batch_size=spec.batch_size, cache_mb=spec.cache_mb, devices=spec.devices,
         passthrough=spec.passthrough, work_dir=spec.work_dir,
         keep_standardized=spec.keep_standardized, merge_to=spec.merge_to)
     _ = fitted["assignments"] | "WriteAssignments" >> outputs.WriteAssignments(

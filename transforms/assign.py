@@ -8,11 +8,9 @@ the process through `beam.utils.shared`), and scores rows in batches.
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils import shared
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.elements import batch_elements, split_kinds
 from transforms.export import CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID
 from transforms.shards import FEATURES_COLUMN, features_to_matrix
 
@@ -41,45 +39,35 @@ def describe_model(model_dir: str):
 
 
 class _AssignFn(beam.DoFn):
-    """Record batches (`FEATURES_COLUMN` + passthrough) -> passthrough + cluster_id + distance;
-    dict rows -> the same dicts with `cluster_id` and `distance` added (scored in batches)."""
+    """Lists from `batch_elements`: each record batch (`FEATURES_COLUMN` + passthrough) ->
+    passthrough + cluster_id + distance; the dict rows -> the same dicts with
+    `cluster_id` and `distance` added, scored together."""
 
-    def __init__(self, model_dir: str, shared_handle: shared.Shared, batch_size: int):
-        self._model_dir, self._shared, self._batch_size = model_dir, shared_handle, batch_size
+    def __init__(self, model_dir: str, shared_handle: shared.Shared):
+        self._model_dir, self._shared = model_dir, shared_handle
 
     def setup(self):
         self._model = self._shared.acquire(lambda: LoadedModel(self._model_dir))
 
-    def start_bundle(self):
-        self._rows = []
-
-    def process(self, element):
-        if isinstance(element, pa.RecordBatch):
-            x = features_to_matrix(element.column(FEATURES_COLUMN), len(self._model.features),
+    def process(self, elements: list):
+        batches, arrays, rows = split_kinds(elements)
+        if arrays:
+            raise ValueError("AssignClusters takes dict rows or record batches, not arrays")
+        for batch in batches:
+            x = features_to_matrix(batch.column(FEATURES_COLUMN), len(self._model.features),
                                    np.float64)
             out = self._model(x)
-            keep = [n for n in element.schema.names if n != FEATURES_COLUMN]
+            keep = [n for n in batch.schema.names if n != FEATURES_COLUMN]
             added = [n for n in (CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID) if n in out]
             yield pa.RecordBatch.from_arrays(
-                [element.column(n) for n in keep] + [pa.array(out[n]) for n in added],
+                [batch.column(n) for n in keep] + [pa.array(out[n]) for n in added],
                 names=keep + added)
-            return
-        self._rows.append(element)
-        if len(self._rows) >= self._batch_size:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        for row in self._flush():
-            yield WindowedValue(row, MIN_TIMESTAMP, [GlobalWindow()])
-
-    def _flush(self):
-        rows, self._rows = self._rows, []
-        if not rows:
-            return
-        x = np.array([[row[name] for name in self._model.features] for row in rows], np.float64)
-        out = self._model(x)
-        for i, row in enumerate(rows):
-            yield dict(row, **{name: value[i].item() for name, value in out.items()})
+        if rows:
+            x = np.array([[row[name] for name in self._model.features] for row in rows],
+                         np.float64)
+            out = self._model(x)
+            for i, row in enumerate(rows):
+                yield dict(row, **{name: value[i].item() for name, value in out.items()})
 
 
 class AssignClusters(beam.PTransform):
@@ -98,4 +86,6 @@ class AssignClusters(beam.PTransform):
         self._shared = shared.Shared()
 
     def expand(self, rows):
-        return rows | "Assign" >> beam.ParDo(_AssignFn(self._model_dir, self._shared, self._batch_size))
+        return (rows
+                | "Batch" >> batch_elements(self._batch_size)
+                | "Assign" >> beam.ParDo(_AssignFn(self._model_dir, self._shared)))

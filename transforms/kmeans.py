@@ -8,6 +8,7 @@ Parquet shards in a work directory; a bottom-m hash sample gives the initial
 centroids; up to `max_iter` Lloyd rounds run over the shards; a final pass
 assigns every row; the SavedModel is written to OUTPUT_DIR/model/.
 """
+import logging
 from typing import List, Optional
 
 import apache_beam as beam
@@ -15,10 +16,8 @@ import numpy as np
 import pyarrow as pa
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.elements import batch_elements, split_kinds
 from transforms.errors import UserInputError
 from transforms.export import export_model
 from transforms.init import BottomSampleFn, initial_centroids, row_hashes
@@ -103,8 +102,10 @@ class KMeans(beam.PTransform):
 
     def expand(self, rows):
         d = len(self.features)
-        batches = rows | "ToRecordBatches" >> beam.ParDo(
-            _ToRecordBatchFn(self.features, self.passthrough, self.step.batch_size))
+        batches = (rows
+                   | "Batch" >> batch_elements(self.step.batch_size)
+                   | "ToRecordBatches" >> beam.FlatMap(
+                       _to_record_batches, features=self.features, passthrough=self.passthrough))
 
         with tft_beam.Context(temp_dir=FileSystems.join(self.work_dir, "tft")):
             transform_fn = (
@@ -153,45 +154,33 @@ def shard_schema(passthrough: pa.Schema) -> pa.Schema:
     return pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float32()))] + list(passthrough))
 
 
-class _ToRecordBatchFn(beam.DoFn):
-    """dict rows (buffered per bundle), NumPy [n, D] arrays or record batches -> record batches."""
+def _to_record_batches(elements: list, features: List[str], passthrough: pa.Schema):
+    """A list from `batch_elements` -> record batches of `FEATURES_COLUMN` + passthrough.
 
-    def __init__(self, features: List[str], passthrough: pa.Schema, batch_size: int):
-        self._features, self._passthrough, self._batch_size = features, passthrough, batch_size
+    Record batches pass as they are; each array is one batch; the dict rows of
+    the list become one batch.
+    """
+    batches, arrays, rows = split_kinds(elements)
+    yield from batches
+    for x in arrays:
+        yield _record_batch(np.asarray(x, np.float64), [], features, passthrough)
+    if rows:
+        x = np.array([[row[name] for name in features] for row in rows], np.float64)
+        yield _record_batch(x, rows, features, passthrough)
 
-    def start_bundle(self):
-        self._rows = []
 
-    def process(self, element):
-        if isinstance(element, pa.RecordBatch):
-            yield element
-        elif isinstance(element, np.ndarray):
-            yield self._batch(np.asarray(element, np.float64), [])
-        else:
-            self._rows.append(element)
-            if len(self._rows) >= self._batch_size:
-                yield self._flush()
-
-    def finish_bundle(self):
-        if self._rows:
-            yield WindowedValue(self._flush(), MIN_TIMESTAMP, [GlobalWindow()])
-
-    def _flush(self) -> pa.RecordBatch:
-        rows, self._rows = self._rows, []
-        x = np.array([[row[name] for name in self._features] for row in rows], np.float64)
-        return self._batch(x, rows)
-
-    def _batch(self, x: np.ndarray, rows: list) -> pa.RecordBatch:
-        if x.ndim != 2 or x.shape[1] != len(self._features):
-            raise ValueError(f"rows of shape {x.shape}; expected [n, {len(self._features)}]")
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-        if bad.size:
-            raise ValueError(f"row {rows[bad[0]] if rows else bad[0]} has a NaN or infinite "
-                             f"feature; validate rows before KMeans")
-        columns = [matrix_to_features(x)] + [
-            pa.array([row.get(field.name) for row in rows], field.type) if rows
-            else pa.nulls(len(x), field.type) for field in self._passthrough]
-        return pa.RecordBatch.from_arrays(columns, names=[FEATURES_COLUMN] + self._passthrough.names)
+def _record_batch(x: np.ndarray, rows: list, features: List[str],
+                  passthrough: pa.Schema) -> pa.RecordBatch:
+    if x.ndim != 2 or x.shape[1] != len(features):
+        raise ValueError(f"rows of shape {x.shape}; expected [n, {len(features)}]")
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    if bad.size:
+        raise ValueError(f"row {rows[bad[0]] if rows else bad[0]} has a NaN or infinite "
+                         f"feature; validate rows before KMeans")
+    columns = [matrix_to_features(x)] + [
+        pa.array([row.get(field.name) for row in rows], field.type) if rows
+        else pa.nulls(len(x), field.type) for field in passthrough]
+    return pa.RecordBatch.from_arrays(columns, names=[FEATURES_COLUMN] + passthrough.names)
 
 
 class _StandardizeFn(beam.DoFn):
@@ -244,8 +233,6 @@ def _export(state: RoundState, model_dir: str, transform_dir: str, features: Lis
 
 
 def _remove_dir(unused_element, path: str, after) -> None:
-    import logging
-
     del after
     if FileSystems.exists(path):
         FileSystems.delete([path])

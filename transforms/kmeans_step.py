@@ -113,6 +113,7 @@ class KMeansStep:
         self.n_far = n_far
         logging.info("KMeansStep: %d replica(s): %s", self.n_replicas,
                      list(self.strategy.extended.worker_devices))
+        self._replica = tf.function(self._replica_step, jit_compile=True)
         self._run = tf.function(self._distributed)
 
     def _replica_step(self, x, valid, centroids):
@@ -138,9 +139,8 @@ class KMeansStep:
 
     def _distributed(self, xs, valids, centroids):
         tf = self._tf
-        step = tf.function(self._replica_step, jit_compile=True)
         labels, sq_dist, sums, counts, inertia, far = self.strategy.run(
-            step, args=(xs, valids, centroids))
+            self._replica, args=(xs, valids, centroids))
         total = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
         local = lambda v: tf.concat(self.strategy.experimental_local_results(v), axis=0)
         return (local(labels), local(sq_dist), total(sums), total(counts), total(inertia),
@@ -158,14 +158,15 @@ class KMeansStep:
             padded = np.zeros((per_replica * r, d), dtype=np.float32)
             padded[:n] = x
         valid = np.arange(per_replica * r) < n
-        xs = self.strategy.experimental_distribute_values_from_function(
-            lambda ctx: padded[ctx.replica_id_in_sync_group * per_replica:
-                               (ctx.replica_id_in_sync_group + 1) * per_replica])
-        valids = self.strategy.experimental_distribute_values_from_function(
-            lambda ctx: valid[ctx.replica_id_in_sync_group * per_replica:
+
+        def per_replica_slices(a):  # replica i gets rows [i * per_replica, (i + 1) * per_replica)
+            return self.strategy.experimental_distribute_values_from_function(
+                lambda ctx: a[ctx.replica_id_in_sync_group * per_replica:
                               (ctx.replica_id_in_sync_group + 1) * per_replica])
+
         labels, sq_dist, sums, counts, inertia, far = self._run(
-            xs, valids, tf.constant(centroids, dtype=tf.float32))
+            per_replica_slices(padded), per_replica_slices(valid),
+            tf.constant(centroids, dtype=tf.float32))
         # Each replica's candidates index its own slice; make them batch indices,
         # drop padding, keep the n_far farthest overall.
         far = far.numpy().reshape(r, -1) + (np.arange(r) * per_replica)[:, None]

@@ -3,8 +3,9 @@
 Both take a PCollection of shard paths (what the Parquet sink returned) and a
 single-element PCollection of `RoundState` as a side input. A round is three
 labelled steps: per-shard partial sums (TensorFlow, under the strategy), one
-global combine, and the NumPy update (fused with the combine). Rounds are unrolled: a Beam graph has no
-loops, and the state the next round needs is tiny (K x D).
+global combine, and the NumPy update (fused with the combine). Rounds are
+unrolled: a Beam graph has no loops, and the state the next round needs is
+tiny (K x D).
 """
 from typing import NamedTuple, Optional
 

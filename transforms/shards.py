@@ -57,7 +57,6 @@ class ShardCache:
         self._items = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
 
     def batches(self, path: str, n_features: int, batch_size: int) -> Iterator[np.ndarray]:
         """float32 [<= batch_size, D] batches of the shard at `path`, in file order."""
@@ -65,12 +64,10 @@ class ShardCache:
             x = self._items.get(path)
             if x is not None:
                 self._items.move_to_end(path)
-                self.hits += 1
         if x is not None:
             for start in range(0, len(x), batch_size):
                 yield x[start:start + batch_size]
             return
-        self.misses += 1
         kept, size = [], 0
         for batch in iter_shard(path, batch_size, columns=[FEATURES_COLUMN]):
             x = features_to_matrix(batch.column(0), n_features)
