@@ -79,8 +79,8 @@ class OutputOptions(PipelineOptions):
         parser.add_argument("--overwrite", action="store_true",
                             help="replace the contents of a non-empty output directory")
         parser.add_argument("--keep_standardized", action="store_true",
-                            help="keep the standardized shards (OUTPUT/_work/standardized/), "
-                                 "a checkpoint of the transformed data")
+                            help="keep the shards (OUTPUT/_work/shards/): the valid rows as read, "
+                                 "which transform_fn/ standardizes (transforms.shards.iter_standardized)")
 
 
 class ScoreOptions(PipelineOptions):

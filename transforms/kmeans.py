@@ -2,13 +2,21 @@
 
     fitted = rows | KMeans(n_clusters=8, features=["a", "b"], output_dir="gs://b/model")
 
-Steps: tf.Transform analyses the global mean and variance and writes
-OUTPUT_DIR/transform_fn/; every row is standardized once and written to
-Parquet shards in a work directory; a bottom-m hash sample gives the initial
-centroids; up to `max_iter` Lloyd rounds run over the shards; a final pass
-assigns every row; the SavedModel is written to OUTPUT_DIR/model/.
+Steps: every row is written once to Parquet shards in a work directory while
+tf.Transform analyses the global mean and variance (OUTPUT_DIR/transform_fn/)
+and a bottom-m hash sample is drawn, all in the pass that reads the rows; the
+sample gives the initial centroids; up to `max_iter` Lloyd rounds run over the
+shards, which are standardized with the saved transform as they are loaded; a
+final pass assigns every row; the SavedModel is written to OUTPUT_DIR/model/.
+
+Why the shards hold the rows as read rather than standardized: standardizing
+needs the analysis's result, so a standardize step must wait for the whole
+analysis, and a runner that cannot stream between stages (the DirectRunner)
+keeps every row in memory meanwhile. Written raw, the rows leave the read
+stage as they arrive; the transform is applied later, once per shard load.
 """
 import logging
+import uuid
 from typing import List, Optional
 
 import apache_beam as beam
@@ -25,7 +33,7 @@ from transforms.lloyd import RoundState, merge_clusters
 from transforms.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 from transforms.rounds import AssignShards, LloydRounds, StepConfig
 from transforms.shards import (FEATURES_COLUMN, default_cache_mb, features_to_matrix,
-                               matrix_to_features)
+                               matrix_to_features, raw_shard_schema)
 
 
 class KMeans(beam.PTransform):
@@ -84,6 +92,9 @@ class KMeans(beam.PTransform):
         self.passthrough = passthrough if passthrough is not None else pa.schema([])
         self.work_dir = work_dir or FileSystems.join(output_dir, "_work")
         self.keep_standardized = keep_standardized
+        # Names this fit's shards: a process-wide cache keyed by shard path or
+        # transform must not serve a previous fit into the same directory.
+        self._run = uuid.uuid4().hex[:12]
         if merge_to is not None and not 1 <= merge_to <= n_clusters:
             raise UserInputError(f"merge_to must be in 1..{n_clusters} (n_clusters), got {merge_to}")
         self.merge_to = merge_to
@@ -116,12 +127,15 @@ class KMeans(beam.PTransform):
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self.transform_dir)
         transform_ready = beam.pvalue.AsIter(written)
 
+        # In the read stage, next to the analysis and the sample: nothing here
+        # waits for the analysis, so no stage holds the rows (see the module doc).
+        shard_schema = raw_shard_schema(self.passthrough, self.transform_dir, self._run)
         shard_paths = (
             batches
-            | "Standardize" >> beam.ParDo(_StandardizeFn(self.transform_dir, d), ready=transform_ready)
+            | "ToTables" >> beam.Map(_to_table, schema=shard_schema)
             | "Materialize" >> beam.io.WriteToParquetBatched(
-                FileSystems.join(self.work_dir, "standardized", "part"),
-                schema=shard_schema(self.passthrough), file_name_suffix=".parquet")
+                FileSystems.join(self.work_dir, "shards", f"rows-{self._run}"),
+                schema=shard_schema, file_name_suffix=".parquet")
             | "SpreadShards" >> beam.Reshuffle())
 
         sample = (
@@ -147,11 +161,6 @@ class KMeans(beam.PTransform):
                 _remove_dir, path=self.work_dir, after=beam.pvalue.AsList(assigned["partials"]))
         return {"state": state, "final": assigned["partials"],
                 "assignments": assigned["assignments"], "model": model, "sample": sample}
-
-
-def shard_schema(passthrough: pa.Schema) -> pa.Schema:
-    """Columns of a standardized shard: float32 features + the passthrough columns."""
-    return pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float32()))] + list(passthrough))
 
 
 def _to_record_batches(elements: list, features: List[str], passthrough: pa.Schema):
@@ -183,21 +192,10 @@ def _record_batch(x: np.ndarray, rows: list, features: List[str],
     return pa.RecordBatch.from_arrays(columns, names=[FEATURES_COLUMN] + passthrough.names)
 
 
-class _StandardizeFn(beam.DoFn):
-    """Record batch of raw rows -> Table of standardized float32 features + passthrough columns."""
-
-    def __init__(self, transform_dir: str, n_features: int):
-        self._transform_dir, self._d = transform_dir, n_features
-        self._standardize = None
-
-    def process(self, batch: pa.RecordBatch, ready):
-        del ready  # orders this step after the transform is written
-        if self._standardize is None:  # not in setup(): the transform may not exist yet then
-            self._standardize = Standardizer(self._transform_dir, self._d)
-        z = self._standardize(features_to_matrix(batch.column(FEATURES_COLUMN), self._d, np.float64))
-        passthrough = pa.schema(list(batch.schema)[1:])
-        yield pa.Table.from_batches([pa.RecordBatch.from_arrays(
-            [matrix_to_features(z)] + batch.columns[1:], schema=shard_schema(passthrough))])
+def _to_table(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    """A record batch of raw rows -> a Table of the shard's schema (a cast only if the types differ)."""
+    table = pa.Table.from_batches([batch])
+    return table if table.schema.equals(schema, check_metadata=False) else table.cast(schema)
 
 
 def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int):

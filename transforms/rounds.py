@@ -16,7 +16,7 @@ import pyarrow as pa
 from transforms.kmeans_step import get_step
 from transforms.lloyd import RoundState, lloyd_update
 from transforms.partials import Partials, PartialsCombineFn, merge
-from transforms.shards import FEATURES_COLUMN, features_to_matrix, get_shard_cache, iter_shard
+from transforms.shards import FEATURES_COLUMN, get_shard_cache, iter_standardized
 
 
 class StepConfig(NamedTuple):
@@ -125,8 +125,7 @@ class _AssignShardFn(beam.DoFn):
         cfg = self._config
         centroids = state.centroids.astype(np.float32)
         parts = []
-        for batch in iter_shard(path, cfg.batch_size):
-            x = features_to_matrix(batch.column(FEATURES_COLUMN), cfg.n_features)
+        for batch, x in iter_standardized(path, cfg.n_features, cfg.batch_size):
             result = self._step(x, centroids)
             parts.append(Partials.from_batch(x, result))
             keep = [name for name in batch.schema.names if name != FEATURES_COLUMN]

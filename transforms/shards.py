@@ -1,15 +1,24 @@
-"""Standardized shards: Parquet files of float32 feature rows, and a bounded per-process cache.
+"""Shards: Parquet files of feature rows, standardized when read, and a bounded per-process cache.
 
-A shard holds the column `FEATURES_COLUMN` (list<float32>, D values a row) and
-any passthrough columns (the id, or all input columns). The rounds read only
-the features column, through `ShardCache`: a hit returns the matrix kept in
-memory, a miss just reads the file again, so results never depend on the cache.
+A shard holds the column `FEATURES_COLUMN` (list, D values a row) and any
+passthrough columns (the id, or all input columns). Two kinds:
+
+  - raw: list<float64> features as validated, and in the file's schema
+    metadata the tf.Transform output that standardizes them (what `KMeans`
+    writes, in the read stage, before the analysis has finished);
+  - standardized: list<float32> features, used as they are.
+
+Readers always get standardized float32 rows: a raw shard goes through the
+saved transform_fn once per read, so the values are bit for bit what
+tf.Transform's transform gives. The rounds read only the features column,
+through `ShardCache`: a hit returns the matrix kept in memory, a miss just
+reads the file again, so results never depend on the cache.
 """
 import collections
 import functools
 import os
 import threading
-from typing import Iterator
+from typing import Callable, Iterator, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +26,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 FEATURES_COLUMN = "__features__"
+# Schema metadata of a raw shard: where its transform_fn is, and the run that
+# wrote it (a process may fit twice into the same output directory).
+TRANSFORM_DIR_KEY, RUN_KEY = b"shardmeans.transform_dir", b"shardmeans.run"
 
 
 def features_to_matrix(column: pa.Array, n_features: int, dtype=np.float32) -> np.ndarray:
@@ -34,10 +46,58 @@ def matrix_to_features(x: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1)))
 
 
+def raw_shard_schema(passthrough: pa.Schema, transform_dir: str, run: str) -> pa.Schema:
+    """Columns of a raw shard: float64 features + passthrough; the metadata names its transform."""
+    return pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))] + list(passthrough),
+                     metadata={TRANSFORM_DIR_KEY: transform_dir.encode(), RUN_KEY: run.encode()})
+
+
 def iter_shard(path: str, batch_size: int, columns=None) -> Iterator[pa.RecordBatch]:
-    """Record batches of at most `batch_size` rows of one shard, streamed."""
+    """Record batches of at most `batch_size` rows of one shard, streamed (features as stored)."""
     with FileSystems.open(path) as f:
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def iter_standardized(path: str, n_features: int, batch_size: int, columns=None
+                      ) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
+    """(record batch, its standardized float32 [<= batch_size, D] rows) of one shard, streamed.
+
+    `columns`: the columns to read (default all; the features are always read).
+    """
+    with FileSystems.open(path) as f:
+        shard = pq.ParquetFile(f)
+        standardize = _standardizer_of(shard.schema_arrow.metadata, n_features)
+        if columns is not None and FEATURES_COLUMN not in columns:
+            columns = [FEATURES_COLUMN] + list(columns)
+        for batch in shard.iter_batches(batch_size=batch_size, columns=columns):
+            if standardize is None:
+                yield batch, features_to_matrix(batch.column(FEATURES_COLUMN), n_features)
+            else:
+                x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
+                yield batch, standardize(x)
+
+
+def shard_rows(path: str) -> int:
+    """Rows in a shard, from its footer (reads no data)."""
+    with FileSystems.open(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
+def _standardizer_of(metadata: Optional[dict], n_features: int) -> Optional[Callable]:
+    """The transform of a raw shard (float64 [n, D] -> float32 [n, D]); None for a standardized one."""
+    if not metadata or TRANSFORM_DIR_KEY not in metadata:
+        return None
+    return _standardizer(metadata[TRANSFORM_DIR_KEY].decode(), n_features,
+                         metadata.get(RUN_KEY, b"").decode())
+
+
+@functools.lru_cache(maxsize=4)
+def _standardizer(transform_dir: str, n_features: int, run: str):
+    """One loaded transform_fn per process and run (loading it is a SavedModel load)."""
+    del run  # part of the key only
+    from transforms.preprocessing import Standardizer
+
+    return Standardizer(transform_dir, n_features)
 
 
 def default_cache_mb() -> int:
@@ -50,7 +110,7 @@ def default_cache_mb() -> int:
 
 
 class ShardCache:
-    """LRU cache of shard feature matrices, bounded in bytes; thread-safe."""
+    """LRU cache of standardized shard feature matrices, bounded in bytes; thread-safe."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -59,7 +119,7 @@ class ShardCache:
         self._lock = threading.Lock()
 
     def batches(self, path: str, n_features: int, batch_size: int) -> Iterator[np.ndarray]:
-        """float32 [<= batch_size, D] batches of the shard at `path`, in file order."""
+        """Standardized float32 [<= batch_size, D] batches of the shard at `path`, in file order."""
         with self._lock:
             x = self._items.get(path)
             if x is not None:
@@ -68,15 +128,19 @@ class ShardCache:
             for start in range(0, len(x), batch_size):
                 yield x[start:start + batch_size]
             return
-        kept, size = [], 0
-        for batch in iter_shard(path, batch_size, columns=[FEATURES_COLUMN]):
-            x = features_to_matrix(batch.column(0), n_features)
-            size += x.nbytes
-            if size <= self.max_bytes:
-                kept.append(x)
+        # Filled in place as the batches stream by: one copy of the shard at
+        # most, not a list of batches and then their concatenation.
+        n = shard_rows(path)
+        kept = (np.empty((n, n_features), np.float32)
+                if n * n_features * 4 <= self.max_bytes else None)
+        start = 0
+        for _, x in iter_standardized(path, n_features, batch_size, columns=[FEATURES_COLUMN]):
+            if kept is not None:
+                kept[start:start + len(x)] = x
+            start += len(x)
             yield x
-        if size <= self.max_bytes:
-            self._put(path, np.concatenate(kept) if kept else np.zeros((0, n_features), np.float32))
+        if kept is not None:
+            self._put(path, kept)
 
     def _put(self, path: str, x: np.ndarray) -> None:
         with self._lock:
