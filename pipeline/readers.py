@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.errors import UserInputError
+from transforms.shards import parquet_batches
 
 FORMATS = ("csv", "parquet", "tfrecord")
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
@@ -120,7 +121,7 @@ def _read_parquet(path: str, batch_rows: int) -> Iterator[Chunk]:
 
     with FileSystems.open(path) as f:
         next_row = 1
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+        for batch in parquet_batches(pq.ParquetFile(f), batch_rows):
             yield Chunk(path, batch, np.arange(next_row, next_row + batch.num_rows), [])
             next_row += batch.num_rows
 

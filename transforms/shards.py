@@ -52,10 +52,22 @@ def raw_shard_schema(passthrough: pa.Schema, transform_dir: str, run: str) -> pa
                      metadata={TRANSFORM_DIR_KEY: transform_dir.encode(), RUN_KEY: run.encode()})
 
 
+def parquet_batches(parquet: pq.ParquetFile, batch_size: int, columns=None
+                    ) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most `batch_size` rows of a Parquet file, one row group at a time.
+
+    Not one `iter_batches` over the whole file: with pyarrow 25 that holds on
+    to memory (outside Arrow's pool) in proportion to the rows read until it
+    ends, about the file's decoded size; one row group at a time holds one.
+    """
+    for group in range(parquet.num_row_groups):
+        yield from parquet.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
+
+
 def iter_shard(path: str, batch_size: int, columns=None) -> Iterator[pa.RecordBatch]:
     """Record batches of at most `batch_size` rows of one shard, streamed (features as stored)."""
     with FileSystems.open(path) as f:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+        yield from parquet_batches(pq.ParquetFile(f), batch_size, columns)
 
 
 def iter_standardized(path: str, n_features: int, batch_size: int, columns=None
@@ -69,7 +81,7 @@ def iter_standardized(path: str, n_features: int, batch_size: int, columns=None
         standardize = _standardizer_of(shard.schema_arrow.metadata, n_features)
         if columns is not None and FEATURES_COLUMN not in columns:
             columns = [FEATURES_COLUMN] + list(columns)
-        for batch in shard.iter_batches(batch_size=batch_size, columns=columns):
+        for batch in parquet_batches(shard, batch_size, columns):
             if standardize is None:
                 yield batch, features_to_matrix(batch.column(FEATURES_COLUMN), n_features)
             else:
