@@ -3,10 +3,11 @@
 # with wall time and peak RSS of the whole process tree's largest process (GNU time -v).
 # Usage: bench/scale.sh [ROWS...]   (default: 1000000 4000000 10000000)
 #   WORKDIR=/tmp/shardmeans-bench  where the data and outputs go
+#   PY=.venv/bin/python            the Python to run (another venv, e.g. from a git worktree)
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this command only (see bench/README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=.venv/bin/python
+PY="${PY:-.venv/bin/python}"
 WORKDIR="${WORKDIR:-/tmp/shardmeans-bench}"
 [[ -x /usr/bin/time ]] || { echo "bench/scale.sh needs GNU time: apt-get install time" >&2; exit 2; }
 rows_list=("$@")
