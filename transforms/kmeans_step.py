@@ -6,9 +6,14 @@ A batch is split evenly across the strategy's replicas; the per-replica sums,
 counts and inertia are reduced by the strategy, the per-row outputs are
 concatenated back in row order.
 
+`step.groups(x, [c_1, ..., c_G])` scores a batch against several sets of
+centroids at once (the restarts and Ks fitted together): one matrix product
+against all of them, then argmin, distances and sums per set.
+
 Build it with `get_step(devices)`, from `DoFn.setup()`: it is cached per
 process, so every round's DoFn shares the strategy and the compiled function
-(XLA compiles once per batch-shape bucket, not once per round).
+(XLA compiles once per batch-shape bucket and candidate layout, not once per
+round).
 """
 import functools
 import logging
