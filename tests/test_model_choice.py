@@ -80,7 +80,7 @@ def test_sweep_picks_the_known_k(four_blobs, tmp_path, criterion):
     labels = assignments(out).column("cluster_id").to_numpy()
     assert adjusted_rand_score(truth, labels) >= 0.99
     html = (out / "report.html").read_text()
-    assert "K sweep" in html
+    assert "K sweep" in html and "Candidates" in html and html.count(">chosen<") == 1
     assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 5
     scored = tmp_path / "scored"
     assert main(["score", "--model", str(out), "--input", pattern, "--output", str(scored),
