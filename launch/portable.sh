@@ -80,6 +80,8 @@ a, b = socket.socket(), socket.socket()
 a.bind(("localhost", 0)); b.bind(("localhost", 0))
 print(a.getsockname()[1], b.getsockname()[1])')
 
+# SDK workers import TensorFlow without the CLI: skip Keras 3 as the CLI does (pipeline/cli.py).
+export TF_USE_LEGACY_KERAS="${TF_USE_LEGACY_KERAS:-1}"
 # Each service in its own process group (job control on), so that stop() ends its children.
 set -m
 python -m apache_beam.runners.portability.local_job_service_main --port "$job_port" \

@@ -120,6 +120,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     # TensorFlow's C++ start-up chatter (no GPU found, oneDNN) is not for users.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Importing TensorFlow eagerly imports Keras 3's optimizers, and Keras 3 pulls
+    # in its scikit-learn wrappers and matplotlib.pyplot: seconds of every run.
+    # tf.Transform imports tf_keras anyway, so tf.keras can be tf_keras; nothing
+    # in shardmeans uses tf.keras. (Must be set before TensorFlow is imported.)
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("tensorflow", "absl", "apache_beam.runners", "apache_beam.io"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,6 +1,6 @@
 """The `fit` job: its validated specification, and the function that builds (not runs) its graph."""
 import uuid
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -30,8 +30,11 @@ class FitSpec(NamedTuple):
     output: str
     work_dir: str
     keep_standardized: bool
-    k: int
+    ks: Tuple[int, ...]  # one K, or the Ks of a sweep (ascending)
+    n_init: int
+    select: str
     seed: int
+    init_seed: Optional[int]
     max_rounds: int
     tol: float
     init: str  # "k-means++", "random" or "given"
@@ -50,17 +53,19 @@ def fit_spec(options) -> FitSpec:
     for flag, value in (("--input", inp.input), ("--output", out.output), ("--k", km.k)):
         if value is None:
             raise UserInputError(f"{flag} is required")
-    if km.k < 1:
-        raise UserInputError(f"--k must be at least 1, got {km.k}")
+    ks = _ks(km.k)
     for flag, value, low in (("--max_rounds", km.max_rounds, 1), ("--batch_size", km.batch_size, 1),
+                             ("--n_init", km.n_init, 1),
                              ("--init_refine_rounds", km.init_refine_rounds, 0),
-                             ("--init_sample_size", km.init_sample_size, km.k)):
+                             ("--init_sample_size", km.init_sample_size, max(ks))):
         if value < low:
             raise UserInputError(f"{flag} must be at least {low}, got {value}")
-    if km.merge_to is not None and not 1 <= km.merge_to <= km.k:
-        raise UserInputError(f"--merge_to must be in 1..{km.k} (--k), got {km.merge_to}")
-    if not 0 <= km.seed < 2**32:
-        raise UserInputError(f"--seed must be in [0, 2**32), got {km.seed}")
+    if km.merge_to is not None and not 1 <= km.merge_to <= min(ks):
+        raise UserInputError(f"--merge_to must be in 1..{min(ks)} (the smallest --k), "
+                             f"got {km.merge_to}")
+    for flag, value in (("--seed", km.seed), ("--init_seed", km.init_seed)):
+        if value is not None and not 0 <= value < 2**32:
+            raise UserInputError(f"{flag} must be in [0, 2**32), got {value}")
     if not km.tol >= 0:
         raise UserInputError(f"--tol must be >= 0, got {km.tol}")
     if km.cache_mb is not None and km.cache_mb < 0:
@@ -69,7 +74,7 @@ def fit_spec(options) -> FitSpec:
     layout = input_layout(inp.input, inp.format, inp.id_column)
     features = _features(inp.features, layout.schema, layout.numeric, inp.id_column, layout.path)
 
-    init, given = _init(km.init, km.k, len(features))
+    init, given = _init(km.init, ks, km.n_init, len(features))
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     output = absolute_path(out.output)
     work_dir = (f"{absolute_path(temp_location).rstrip('/')}/shardmeans-{uuid.uuid4().hex[:12]}"
@@ -78,7 +83,8 @@ def fit_spec(options) -> FitSpec:
         input=absolute_path(inp.input), format=layout.format, features=features,
         passthrough=layout.passthrough,
         id_column=inp.id_column, on_invalid=inp.on_invalid, output=output,
-        work_dir=work_dir, keep_standardized=out.keep_standardized, k=km.k, seed=km.seed,
+        work_dir=work_dir, keep_standardized=out.keep_standardized, ks=ks, n_init=km.n_init,
+        select=km.select, seed=km.seed, init_seed=km.init_seed,
         max_rounds=km.max_rounds, tol=km.tol, init=init, init_centroids=given,
         init_sample_size=km.init_sample_size, init_refine_rounds=km.init_refine_rounds,
         merge_to=km.merge_to,
@@ -107,12 +113,33 @@ def _features(requested, schema, numeric, id_column, path) -> List[str]:
     return features
 
 
-def _init(init: str, k: int, d: int):
+def _ks(value: str) -> Tuple[int, ...]:
+    """'8' -> (8,); '16,4,8' -> (4, 8, 16), a sweep."""
+    try:
+        ks = [int(part) for part in value.split(",")]
+    except ValueError:
+        raise UserInputError(f"--k must be a whole number or a comma-separated list of them "
+                             f"(e.g. 4,8,16), got {value!r}") from None
+    if min(ks) < 1:
+        raise UserInputError(f"--k must be at least 1, got {value}")
+    if len(set(ks)) != len(ks):
+        raise UserInputError(f"--k lists a K twice: {value}")
+    if len(ks) > 1 and min(ks) < 2:
+        raise UserInputError(f"a --k sweep compares clusterings: every K must be at least 2, "
+                             f"got {value}")
+    return tuple(sorted(ks))
+
+
+def _init(init: str, ks: Tuple[int, ...], n_init: int, d: int):
     if init in INIT_METHODS:
         return init, None
     if not init.endswith(".npy"):
         raise UserInputError(f"--init must be one of {', '.join(INIT_METHODS)} or a .npy file, "
                              f"got {init!r}")
+    if len(ks) > 1 or n_init > 1:
+        raise UserInputError(f"--init {init} is one start for one K: it takes neither a --k "
+                             f"list nor --n_init above 1")
+    k = ks[0]
     try:
         with FileSystems.open(init) as f:
             given = np.load(f, allow_pickle=False)
@@ -131,7 +158,8 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec) -> None:
                                               spec.batch_size)
     _ = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(spec.output)
     fitted = rows["valid"] | "KMeans" >> KMeans(
-        spec.k, spec.features, spec.output, max_iter=spec.max_rounds, tol=spec.tol,
+        spec.ks, spec.features, spec.output, max_iter=spec.max_rounds, tol=spec.tol,
+        n_init=spec.n_init, init_seed=spec.init_seed, select=spec.select,
         init=spec.init if spec.init_centroids is None else spec.init_centroids,
         random_state=spec.seed, init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,
@@ -141,7 +169,8 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec) -> None:
     _ = fitted["assignments"] | "WriteAssignments" >> outputs.WriteAssignments(
         spec.output, spec.format, spec.passthrough, merged=spec.merge_to is not None)
     _ = fitted["state"] | "WriteResults" >> beam.Map(
-        outputs.write_results, partials=beam.pvalue.AsSingleton(fitted["final"]),
+        outputs.write_results, selection=beam.pvalue.AsSingleton(fitted["selection"]),
+        partials=beam.pvalue.AsSingleton(fitted["final"]),
         counts=beam.pvalue.AsSingleton(rows["counts"]),
         sample=beam.pvalue.AsSingleton(fitted["sample"]), spec=spec,
         transform_dir=FileSystems.join(spec.output, "transform_fn"))

@@ -31,10 +31,25 @@ class KMeansOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--k", type=int, default=None, help="number of clusters K")
+        parser.add_argument("--k", default=None,
+                            help="number of clusters K, or a comma-separated list of Ks "
+                                 "(e.g. 4,8,16): a sweep, every K fitted in the same passes, "
+                                 "one chosen by --select")
+        parser.add_argument("--n_init", type=int, default=1,
+                            help="restarts of each K, run in the same passes over the data "
+                                 "(one wider matrix product per batch, not R passes); the "
+                                 "lowest final inertia wins; default 1")
+        parser.add_argument("--select", default="silhouette",
+                            choices=["silhouette", "calinski_harabasz", "davies_bouldin"],
+                            help="how a sweep chooses K, scored on the init sample "
+                                 "(silhouette on at most 10000 of its rows); default silhouette")
         parser.add_argument("--seed", type=int, default=0,
                             help="seed of the init sample's hash and of the initialisation; "
                                  "default 0")
+        parser.add_argument("--init_seed", type=int, default=None,
+                            help="seed of the first restart's k-means++ (or random) draws; "
+                                 "restart r draws with init_seed + r, so restart r alone is "
+                                 "--n_init 1 --init_seed INIT_SEED+r; default --seed")
         parser.add_argument("--max_rounds", type=int, default=100,
                             help="at most this many Lloyd rounds (passes over the data); default 100")
         parser.add_argument("--tol", type=float, default=1e-4,

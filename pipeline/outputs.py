@@ -17,6 +17,7 @@ from pipeline import report
 from transforms.lloyd import RoundState
 from transforms.partials import Partials
 from transforms.preprocessing import Standardizer
+from transforms.select import Selection
 
 
 class WriteRejected(beam.PTransform):
@@ -71,14 +72,17 @@ def _write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def write_results(state: RoundState, partials: Partials, counts: np.ndarray, sample, spec,
-                  transform_dir: str) -> dict:
+def write_results(state: RoundState, selection: Selection, partials: Partials,
+                  counts: np.ndarray, sample, spec, transform_dir: str) -> dict:
     """Write centroids.npy, centroids.csv, metrics.json and report.html; return the metrics.
 
-    `partials` are those of the final assignment pass: its counts are the
-    cluster sizes and its inertia the final one (against the final centroids).
-    `sample` is the bounded init sample (raw rows), drawn in the report.
+    `state` is the chosen fit (after any merge), `selection` what it was chosen
+    from (restarts, sweep). `partials` are those of the final assignment pass:
+    its counts are the cluster sizes and its inertia the final one (against
+    the final centroids). `sample` is the bounded init sample (raw rows),
+    drawn in the report.
     """
+    k = len(state.centroids)
     centroids = state.centroids.astype(np.float32)
     buffer = io.BytesIO()
     np.save(buffer, centroids, allow_pickle=False)
@@ -87,7 +91,7 @@ def write_results(state: RoundState, partials: Partials, counts: np.ndarray, sam
     standardizer = Standardizer(transform_dir, len(spec.features))
     mean, std = standardizer.mean_and_std()
     original = state.centroids * np.where(std > 0, std, 1.0) + mean
-    table = pa.table([pa.array(np.arange(spec.k, dtype=np.int64))]
+    table = pa.table([pa.array(np.arange(k, dtype=np.int64))]
                      + [pa.array(original[:, j]) for j in range(original.shape[1])],
                      names=["cluster_id"] + list(spec.features))
     buffer = io.BytesIO()
@@ -95,7 +99,7 @@ def write_results(state: RoundState, partials: Partials, counts: np.ndarray, sam
     _write_bytes(FileSystems.join(spec.output, "centroids.csv"), buffer.getvalue())
 
     metrics = {
-        "k": spec.k,
+        "k": k,
         "features": list(spec.features),
         "rows_read": int(counts[0]),
         "rows_valid": int(counts[1]),
@@ -108,13 +112,23 @@ def write_results(state: RoundState, partials: Partials, counts: np.ndarray, sam
         "reseeded_clusters": state.reseeded,
         "seed": spec.seed,
         "init": spec.init,
+        "init_seed": selection.seed,
         "tol": spec.tol,
+        "n_init": spec.n_init,
     }
+    if selection.restarts:
+        metrics["restarts"] = list(selection.restarts)
+    sweep = None
+    if selection.sweep is not None:
+        sweep = {str(row["k"]): {key: value for key, value in row.items() if key != "k"}
+                 for row in selection.sweep}
+        metrics["select"] = selection.criterion
+        metrics["sweep"] = sweep
     if state.merge_map is not None:
         metrics["merge_to"] = spec.merge_to
         metrics["merged_cluster_sizes"] = np.bincount(
             state.merge_map, weights=partials.counts, minlength=spec.merge_to).astype(int).tolist()
-        hierarchy = {"k": spec.k, "merge_to": spec.merge_to,
+        hierarchy = {"k": k, "merge_to": spec.merge_to,
                      "linkage": state.linkage.tolist(),
                      "fine_to_merged": state.merge_map.tolist()}
         _write_bytes(FileSystems.join(spec.output, "hierarchy.json"),
@@ -128,5 +142,5 @@ def write_results(state: RoundState, partials: Partials, counts: np.ndarray, sam
     labels = pairwise_distances_argmin(z, state.centroids)  # chunked: bounded memory
     report.write_report(FileSystems.join(spec.output, "report.html"), report.render_report(
         metrics, original, list(spec.features), z, labels.astype(np.int64), state.centroids,
-        linkage=state.linkage))
+        sweep=sweep, linkage=state.linkage))
     return metrics

@@ -399,6 +399,8 @@ def render_report(metrics: dict, centroids_original: np.ndarray, features: List[
     metrics: the content of metrics.json: k, features, rows_read, rows_valid,
         rows_rejected, rounds, converged, inertia, inertia_history (list of float),
         cluster_sizes (list of K ints), seed; a missing summary key shows as "—".
+        With "restarts" (a list of {k, seed, inertia, rounds, converged}) a
+        "Candidates" table is added, the one matching k and init_seed marked.
     centroids_original: float64 [K, D], centroids in original units (centroids.csv).
     features: D feature names, in column order.
     sample: float64 [m, D], standardized rows (e.g. the init sample); m may be 0.
@@ -471,6 +473,19 @@ def render_report(metrics: dict, centroids_original: np.ndarray, features: List[
                                             for kk, m in rows])
         section("K sweep", _sweep_figure(rows, metrics.get("k", k)) if rows else
                 '<p class="note">The sweep is empty.</p>', sweep_table)
+
+    restarts = metrics.get("restarts") or []
+    if restarts:
+        chosen = (metrics.get("k", k), metrics.get("init_seed"))
+        rows = [[_fmt(r.get("k")), _fmt(r.get("seed")), _fmt(r.get("inertia")),
+                 _fmt(r.get("rounds")), _fmt(r.get("converged")),
+                 "chosen" if (r.get("k"), r.get("seed")) == chosen else ""] for r in restarts]
+        section("Candidates",
+                '<p class="note">Every start fitted in the same passes: its K, seed, final '
+                'inertia (all rows, standardized space) and rounds. The lowest inertia of '
+                'each K wins its restarts.</p>',
+                _table(["K", "seed", "inertia", "rounds", "converged", ""], rows,
+                       text_columns=(5,)))
 
     if z is not None:
         if len(z):

@@ -343,7 +343,7 @@ def test_dataflow_script_cpu_ships_setup_py():
     assert gcp.staging_location == "gs://my-bucket/shardmeans/staging"
     assert options.view_as(SetupOptions).setup_file == os.path.join(ROOT, "setup.py")
     assert options.view_as(WorkerOptions).sdk_container_image is None
-    assert options.get_all_options()["k"] == 8
+    assert options.get_all_options()["k"] == "8"
 
 
 def test_dataflow_script_gpu_uses_the_container_one_process_per_vm():
@@ -404,7 +404,9 @@ def test_flink_script_environments(environment, config):
 GOOD = {
     "input": ["gs://bucket/in/*.parquet", "gs://b/data/part-*.csv"],
     "output": ["gs://bucket/out", "gs://bucket/runs/2024-01-01/"],
-    "k": ["1", "8", "1024"],
+    "k": ["1", "8", "1024", "4,8,16"],
+    "n_init": ["1", "10"],
+    "select": ["silhouette", "calinski_harabasz", "davies_bouldin"],
     "format": ["csv", "parquet", "tfrecord"],
     "features": ["f0", "a,b,c", "price_usd,age"],
     "id_column": ["id", "customer_id"],
@@ -417,7 +419,9 @@ GOOD = {
 BAD = {
     "input": ["", "data/*.csv"],
     "output": ["", "out"],
-    "k": ["0", "-1", "three", "2.5"],
+    "k": ["0", "-1", "three", "2.5", "4,,8", "4,8,"],
+    "n_init": ["0", "-2", "x"],
+    "select": ["inertia", ""],
     "format": ["json", ""],
     "features": ["", "a,,b", ",a"],
     "seed": ["x", "1.5", "-1", "99999999999"],

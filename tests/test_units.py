@@ -62,9 +62,9 @@ def _partials(seed):
 
 def test_partials_merge_is_order_free():
     parts = [_partials(s) for s in range(5)]
-    fn = PartialsCombineFn(4, 3, n_far=16)
+    fn = PartialsCombineFn(n_far=16)
     a = fn.merge_accumulators([fn.add_input(fn.add_input(fn.create_accumulator(), parts[0]), parts[1]),
-                               merge(parts[2:], 16)])
+                               fn.create_accumulator(), merge(parts[2:], 16)])
     b = merge(parts[::-1], 16)
     np.testing.assert_allclose(a.sums, b.sums, rtol=1e-12)
     np.testing.assert_array_equal(a.counts, b.counts)

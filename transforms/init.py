@@ -6,10 +6,13 @@ bundles or worker count, because a row's hash depends on nothing but its values
 and the seed. k-means++ (scikit-learn's `kmeans_plusplus`) then runs on the
 sample in hash order.
 """
-from typing import Iterable, NamedTuple, Optional
+from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
+
+from transforms.errors import UserInputError
+from transforms.lloyd import Candidates, RoundState
 
 INIT_METHODS = ("k-means++", "random")
 
@@ -116,3 +119,44 @@ def initial_centroids(sample: np.ndarray, n_clusters: int, init: str,
             centers = KMeans(n_clusters, init=centers, n_init=1, max_iter=refine_rounds,
                              tol=tol, algorithm="lloyd").fit(sample).cluster_centers_
     return np.asarray(centers, dtype=np.float64)
+
+
+class InitialCandidates(beam.PTransform):
+    """pipeline begin -> one lloyd.Candidates: the initial centroids of every start.
+
+    starts: [(K, seed)], one per candidate (seed None for given centroids).
+    sample: side input, the standardized init sample, float64 [m, D].
+    Each start is its own element, so a runner may initialise them in parallel.
+    """
+
+    def __init__(self, starts: List[Tuple[int, Optional[int]]], sample, init: str,
+                 given: Optional[np.ndarray], refine_rounds: int, tol: float):
+        super().__init__()
+        self._starts, self._sample, self._init, self._given = starts, sample, init, given
+        self._refine_rounds, self._tol = refine_rounds, tol
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Starts" >> beam.Create(list(enumerate(self._starts)))
+            | "Centroids" >> beam.Map(_initial_state, sample=self._sample, init=self._init,
+                                      given=self._given, refine_rounds=self._refine_rounds,
+                                      tol=self._tol)
+            | "Gather" >> beam.combiners.ToList()
+            | "InStartOrder" >> beam.Map(_candidates, seeds=[seed for _, seed in self._starts]))
+
+
+def _initial_state(start, sample: np.ndarray, init: str, given: Optional[np.ndarray],
+                   refine_rounds: int, tol: float):
+    """(index, (K, seed)) -> (index, RoundState holding that start's initial centroids)."""
+    index, (k, seed) = start
+    if len(sample) < k:
+        raise UserInputError(f"--k {k} is larger than the number of valid rows ({len(sample)})")
+    return index, RoundState(centroids=initial_centroids(sample, k, init, seed, given,
+                                                         refine_rounds, tol))
+
+
+def _candidates(indexed_states: list, seeds: List[Optional[int]]) -> Candidates:
+    """[(index, RoundState)] in any order -> Candidates in start order."""
+    states = tuple(state for _, state in sorted(indexed_states, key=lambda item: item[0]))
+    return Candidates(states=states, seeds=tuple(seeds))

@@ -17,7 +17,7 @@ stage as they arrive; the transform is applied later, once per shard load.
 """
 import logging
 import uuid
-from typing import List, Optional
+from typing import List, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
@@ -28,10 +28,11 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.elements import batch_elements, split_kinds
 from transforms.errors import UserInputError
 from transforms.export import export_model
-from transforms.init import BottomSampleFn, initial_centroids, row_hashes
+from transforms.init import BottomSampleFn, InitialCandidates, row_hashes
 from transforms.lloyd import RoundState, merge_clusters
 from transforms.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 from transforms.rounds import AssignShards, LloydRounds, StepConfig
+from transforms.select import CRITERIA, ChooseCandidate
 from transforms.shards import (FEATURES_COLUMN, default_cache_mb, features_to_matrix,
                                matrix_to_features, raw_shard_schema)
 
@@ -47,8 +48,10 @@ class KMeans(beam.PTransform):
     Values must be finite numbers: validate first (a NaN raises).
 
     Output:
-      state:       one RoundState (centroids float64 [K, D] standardized, rounds,
-                   converged, inertia_history).
+      state:       one RoundState of the chosen fit (centroids float64 [K, D]
+                   standardized, rounds, converged, inertia_history).
+      selection:   one select.Selection: the chosen fit and, with restarts or a
+                   sweep, the inertia of every candidate and the scores of every K.
       final:       one Partials of the final pass against the final centroids
                    (counts = cluster sizes, inertia).
       assignments: record batches: passthrough columns + cluster_id (int64) +
@@ -60,7 +63,13 @@ class KMeans(beam.PTransform):
 
     Arguments follow scikit-learn's KMeans where they can: n_clusters, max_iter,
     tol (total squared centroid shift in standardized space), init ("k-means++",
-    "random" or an array [K, D] in standardized space), random_state.
+    "random" or an array [K, D] in standardized space), random_state, n_init.
+    n_clusters may be a list of Ks: a sweep, every K fitted in the same passes,
+    one chosen by `select` ("silhouette", "calinski_harabasz" or
+    "davies_bouldin", on the bounded init sample). n_init restarts of each K
+    run in the same passes too; the lowest final inertia wins. Restart r draws
+    its k-means++ start with seed `init_seed + r` (init_seed defaults to
+    random_state, which also seeds the init sample's hash).
     init_refine_rounds: Lloyd rounds on the init sample, in memory, before the
     first pass over all rows (k-means++ and random starts only; 0: none).
     merge_to: merge the fitted clusters into this many groups by size-weighted
@@ -68,26 +77,41 @@ class KMeans(beam.PTransform):
     the assignments and the SavedModel a merged_cluster_id.
     """
 
-    def __init__(self, n_clusters: int, features: List[str], output_dir: str, *,
+    def __init__(self, n_clusters: Union[int, Sequence[int]], features: List[str],
+                 output_dir: str, *,
                  max_iter: int = 100, tol: float = 1e-4, init="k-means++", random_state: int = 0,
+                 n_init: int = 1, init_seed: Optional[int] = None, select: str = "silhouette",
                  init_sample_size: int = 100_000, init_refine_rounds: int = 100,
                  batch_size: int = 65536,
                  cache_mb: Optional[int] = None, devices: Optional[str] = None,
                  passthrough: Optional[pa.Schema] = None, work_dir: Optional[str] = None,
                  keep_standardized: bool = False, merge_to: Optional[int] = None):
         super().__init__()
-        if n_clusters < 1:
-            raise UserInputError(f"n_clusters must be at least 1, got {n_clusters}")
+        ks = (n_clusters,) if np.ndim(n_clusters) == 0 else tuple(n_clusters)
+        self.ks = _check_ks(ks)
+        if n_init < 1:
+            raise UserInputError(f"n_init must be at least 1, got {n_init}")
         if isinstance(init, str):
             self._init, self._given = init, None
         else:
             self._init, self._given = "given", np.asarray(init, np.float64)
-            if self._given.shape != (n_clusters, len(features)):
+            if len(self.ks) > 1 or n_init > 1:
+                raise UserInputError("given initial centroids are one start: they take a single "
+                                     "K and n_init=1")
+            if self._given.shape != (self.ks[0], len(features)):
                 raise UserInputError(f"init has shape {self._given.shape}, expected "
-                                     f"{(n_clusters, len(features))}")
-        self.n_clusters, self.features, self.output_dir = n_clusters, list(features), output_dir
+                                     f"{(self.ks[0], len(features))}")
+        if select not in CRITERIA:
+            raise UserInputError(f"select must be one of {', '.join(CRITERIA)}, got {select!r}")
+        self.features, self.output_dir = list(features), output_dir
         self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
-        self.init_sample_size = max(init_sample_size, n_clusters)
+        self.n_init, self.select = n_init, select
+        # Restart r of every K draws with seed init_seed + r: restart r alone is
+        # the fit with n_init=1 and init_seed + r (the sample's hash keeps random_state).
+        first = random_state if init_seed is None else init_seed
+        self.starts = [(k, None if self._given is not None else (first + r) % 2**32)
+                       for k in self.ks for r in range(n_init)]
+        self.init_sample_size = max(init_sample_size, max(self.ks))
         self.init_refine_rounds = init_refine_rounds
         self.passthrough = passthrough if passthrough is not None else pa.schema([])
         self.work_dir = work_dir or FileSystems.join(output_dir, "_work")
@@ -95,11 +119,11 @@ class KMeans(beam.PTransform):
         # Names this fit's shards: a process-wide cache keyed by shard path or
         # transform must not serve a previous fit into the same directory.
         self._run = uuid.uuid4().hex[:12]
-        if merge_to is not None and not 1 <= merge_to <= n_clusters:
-            raise UserInputError(f"merge_to must be in 1..{n_clusters} (n_clusters), got {merge_to}")
+        if merge_to is not None and not 1 <= merge_to <= min(self.ks):
+            raise UserInputError(f"merge_to must be in 1..{min(self.ks)} (the smallest K), "
+                                 f"got {merge_to}")
         self.merge_to = merge_to
-        self.step = StepConfig(n_clusters=n_clusters, n_features=len(features),
-                               batch_size=batch_size,
+        self.step = StepConfig(n_features=len(features), batch_size=batch_size,
                                cache_mb=default_cache_mb() if cache_mb is None else cache_mb,
                                devices=devices)
 
@@ -142,13 +166,17 @@ class KMeans(beam.PTransform):
             batches
             | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=self.random_state)
             | "BottomSample" >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d)))
-        initial_state = (
-            sample
-            | "InitCentroids" >> beam.Map(
-                _initial_state, transform_dir=self.transform_dir, n_clusters=self.n_clusters,
-                init=self._init, seed=self.random_state, given=self._given,
-                refine_rounds=self.init_refine_rounds, tol=self.tol, ready=transform_ready))
-        state = shard_paths | "Lloyd" >> LloydRounds(initial_state, self.step, self.max_iter, self.tol)
+        standardized_sample = beam.pvalue.AsSingleton(
+            sample | "StandardizeSample" >> beam.Map(
+                _standardized_sample, transform_dir=self.transform_dir, ready=transform_ready))
+        initial = rows.pipeline | "InitCentroids" >> InitialCandidates(
+            self.starts, standardized_sample, self._init, self._given,
+            self.init_refine_rounds, self.tol)
+        candidates = shard_paths | "Lloyd" >> LloydRounds(initial, self.step, self.max_iter, self.tol)
+        selection = shard_paths | "Choose" >> ChooseCandidate(
+            candidates, len(self.starts), standardized_sample, self.step, self.select,
+            self.random_state)
+        state = selection | "Chosen" >> beam.Map(lambda chosen: chosen.state)
         if self.merge_to is not None:
             state = state | "WardMerge" >> beam.Map(merge_clusters, n_groups=self.merge_to)
         assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step)
@@ -159,8 +187,21 @@ class KMeans(beam.PTransform):
             # After the final pass has read every shard (its partials are complete).
             _ = model | "RemoveWorkDir" >> beam.Map(
                 _remove_dir, path=self.work_dir, after=beam.pvalue.AsList(assigned["partials"]))
-        return {"state": state, "final": assigned["partials"],
+        return {"state": state, "selection": selection, "final": assigned["partials"],
                 "assignments": assigned["assignments"], "model": model, "sample": sample}
+
+
+def _check_ks(ks: tuple) -> tuple:
+    """The Ks to fit, ascending; a sweep (several) needs each K >= 2 to score it."""
+    if not ks:
+        raise UserInputError("n_clusters is an empty list")
+    if any(int(k) != k or k < 1 for k in ks):
+        raise UserInputError(f"every K must be a whole number >= 1, got {list(ks)}")
+    if len(set(ks)) != len(ks):
+        raise UserInputError(f"a K appears twice in {list(ks)}")
+    if len(ks) > 1 and min(ks) < 2:
+        raise UserInputError(f"a sweep compares clusterings: every K must be >= 2, got {list(ks)}")
+    return tuple(sorted(int(k) for k in ks))
 
 
 def _to_record_batches(elements: list, features: List[str], passthrough: pa.Schema):
@@ -203,20 +244,12 @@ def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int):
     return row_hashes(x, seed), x
 
 
-def _initial_state(sample, transform_dir: str, n_clusters: int, init: str, seed: int,
-                   given: Optional[np.ndarray], refine_rounds: int, tol: float,
-                   ready) -> RoundState:
-    """The bottom-m sample -> RoundState holding the initial centroids (standardized space)."""
-    del ready
-    n = len(sample.rows)
-    if n == 0:
+def _standardized_sample(sample, transform_dir: str, ready) -> np.ndarray:
+    """The bottom-m sample -> its rows standardized, float64 [m, D] (float32 values, like the shards)."""
+    del ready  # orders this step after the transform is written
+    if len(sample.rows) == 0:
         raise UserInputError("no valid rows to cluster: every row was rejected")
-    if n < n_clusters:
-        raise UserInputError(f"--k {n_clusters} is larger than the number of valid rows ({n})")
-    # float32 like the shards, so the init sees the rows as the rounds do.
-    standardized = Standardizer(transform_dir, sample.rows.shape[1])(sample.rows).astype(np.float64)
-    return RoundState(centroids=initial_centroids(standardized, n_clusters, init, seed, given,
-                                                  refine_rounds, tol))
+    return Standardizer(transform_dir, sample.rows.shape[1])(sample.rows).astype(np.float64)
 
 
 def _export(state: RoundState, model_dir: str, transform_dir: str, features: List[str],

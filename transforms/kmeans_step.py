@@ -6,13 +6,18 @@ A batch is split evenly across the strategy's replicas; the per-replica sums,
 counts and inertia are reduced by the strategy, the per-row outputs are
 concatenated back in row order.
 
+`step.groups(x, [c_1, ..., c_G])` scores a batch against several sets of
+centroids at once (the restarts and Ks fitted together): one matrix product
+against all of them, then argmin, distances and sums per set.
+
 Build it with `get_step(devices)`, from `DoFn.setup()`: it is cached per
 process, so every round's DoFn shares the strategy and the compiled function
-(XLA compiles once per batch-shape bucket, not once per round).
+(XLA compiles once per batch-shape bucket and candidate layout, not once per
+round).
 """
 import functools
 import logging
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -116,40 +121,65 @@ class KMeansStep:
         self._replica = tf.function(self._replica_step, jit_compile=True)
         self._run = tf.function(self._distributed)
 
-    def _replica_step(self, x, valid, centroids):
-        """x float32 [b, D], valid bool [b], centroids float32 [K, D]."""
-        tf = self._tf
-        k = centroids.shape[0]
-        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
-        cross = tf.matmul(x, centroids, transpose_b=True)
-        scores = tf.reduce_sum(centroids * centroids, axis=1)[tf.newaxis, :] - 2.0 * cross
-        labels = tf.argmin(scores, axis=1, output_type=tf.int32)
-        # The distance itself from the difference, not the expansion: no cancellation.
-        diff = x - tf.gather(centroids, labels)
-        sq_dist = tf.reduce_sum(diff * diff, axis=1)
-        segments = tf.where(valid, labels, k)  # padding rows go to a dropped segment
-        sums = tf.math.unsorted_segment_sum(tf.cast(x, tf.float64), segments, k + 1)[:k]
-        counts = tf.math.unsorted_segment_sum(
-            tf.ones_like(segments, dtype=tf.int64), segments, k + 1)[:k]
-        masked = tf.where(valid, sq_dist, tf.zeros_like(sq_dist))
-        inertia = tf.reduce_sum(tf.cast(masked, tf.float64))
-        n_far = min(self.n_far, x.shape[0])
-        _, far = tf.math.top_k(tf.where(valid, sq_dist, -tf.ones_like(sq_dist)), n_far)
-        return labels, sq_dist, sums, counts, inertia, far
+    def _replica_step(self, x, valid, centroids, bias):
+        """x float32 [b, D], valid bool [b], centroids float32 [G, K, D], bias float32 [G, K].
 
-    def _distributed(self, xs, valids, centroids):
+        G groups of K centroids (restarts, or the Ks of a sweep padded to the
+        largest): one matrix product against all G*K, then everything per group.
+        `bias` is 0 for a real centroid and +inf for padding, which never wins.
+        """
+        tf = self._tf
+        g, k, d = centroids.shape
+        flat = tf.reshape(centroids, [g * k, d])
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
+        cross = tf.matmul(x, flat, transpose_b=True)
+        norms = tf.reduce_sum(flat * flat, axis=1) + tf.reshape(bias, [g * k])
+        scores = tf.reshape(norms[tf.newaxis, :] - 2.0 * cross, [-1, g, k])
+        labels = tf.argmin(scores, axis=2, output_type=tf.int32)  # [b, G]
+        index = labels + tf.range(g, dtype=tf.int32)[tf.newaxis, :] * k  # into the G*K centroids
+        # The distance itself from the difference, not the expansion: no cancellation.
+        diff = x[:, tf.newaxis, :] - tf.gather(flat, index)  # [b, G, D]
+        sq_dist = tf.reduce_sum(diff * diff, axis=2)  # [b, G]
+        segments = tf.where(valid[:, tf.newaxis], index, g * k)  # padding: a dropped segment
+        x64 = tf.broadcast_to(tf.cast(x, tf.float64)[:, tf.newaxis, :], [tf.shape(x)[0], g, d])
+        sums = tf.math.unsorted_segment_sum(x64, segments, g * k + 1)[:g * k]
+        counts = tf.math.unsorted_segment_sum(
+            tf.ones_like(segments, dtype=tf.int64), segments, g * k + 1)[:g * k]
+        masked = tf.where(valid[:, tf.newaxis], sq_dist, tf.zeros_like(sq_dist))
+        inertia = tf.reduce_sum(tf.cast(masked, tf.float64), axis=0)  # [G]
+        n_far = min(self.n_far, x.shape[0])
+        _, far = tf.math.top_k(
+            tf.transpose(tf.where(valid[:, tf.newaxis], sq_dist, -tf.ones_like(sq_dist))), n_far)
+        return (labels, sq_dist, tf.reshape(sums, [g, k, d]), tf.reshape(counts, [g, k]),
+                inertia, far)
+
+    def _distributed(self, xs, valids, centroids, bias):
         tf = self._tf
         labels, sq_dist, sums, counts, inertia, far = self.strategy.run(
-            self._replica, args=(xs, valids, centroids))
+            self._replica, args=(xs, valids, centroids, bias))
         total = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-        local = lambda v: tf.concat(self.strategy.experimental_local_results(v), axis=0)
-        return (local(labels), local(sq_dist), total(sums), total(counts), total(inertia),
-                local(far))
+        local = lambda v, axis: tf.concat(self.strategy.experimental_local_results(v), axis=axis)
+        return (local(labels, 0), local(sq_dist, 0), total(sums), total(counts), total(inertia),
+                local(far, 1))
 
     def __call__(self, x: np.ndarray, centroids: np.ndarray) -> BatchResult:
         """Run the step on `x` float32 [n, D] against `centroids` float32 [K, D]."""
+        return self.groups(x, [centroids])[0]
+
+    def groups(self, x: np.ndarray, centroids: Sequence[np.ndarray]) -> List[BatchResult]:
+        """Run the step on `x` float32 [n, D] against G groups of centroids at once.
+
+        centroids: G arrays float32 [K_g, D] (the K_g may differ). One pass over
+        `x`, one matrix product against all of them; one BatchResult per group.
+        """
         tf = self._tf
         n, d = x.shape
+        g, k = len(centroids), max(len(c) for c in centroids)
+        packed = np.zeros((g, k, d), np.float32)
+        bias = np.full((g, k), np.inf, np.float32)
+        for i, c in enumerate(centroids):
+            packed[i, :len(c)] = c
+            bias[i, :len(c)] = 0.0
         r = self.n_replicas
         per_replica = max(_MIN_BUCKET, 1 << int(np.ceil(np.log2(max(1, -(-n // r))))))
         if n == per_replica * r:  # a full batch: no padding, no copy
@@ -166,19 +196,23 @@ class KMeansStep:
 
         labels, sq_dist, sums, counts, inertia, far = self._run(
             per_replica_slices(padded), per_replica_slices(valid),
-            tf.constant(centroids, dtype=tf.float32))
-        # Each replica's candidates index its own slice; make them batch indices,
-        # drop padding, keep the n_far farthest overall.
-        far = far.numpy().reshape(r, -1) + (np.arange(r) * per_replica)[:, None]
-        far = far.ravel()
-        far = far[far < n]
-        sq = sq_dist.numpy()
-        far = far[np.argsort(-sq[far], kind="stable")][: self.n_far]
-        return BatchResult(
-            labels=labels.numpy()[:n].astype(np.int64),
-            sq_dist=sq[:n],
-            sums=sums.numpy(),
-            counts=counts.numpy(),
-            inertia=float(inertia.numpy()),
-            far_rows=far.astype(np.int64),
-        )
+            tf.constant(packed), tf.constant(bias))
+        labels, sq, sums, counts, inertia = (
+            labels.numpy(), sq_dist.numpy(), sums.numpy(), counts.numpy(), inertia.numpy())
+        # Each replica's candidates index its own slice: make them batch indices.
+        far = far.numpy().reshape(g, r, -1) + (np.arange(r) * per_replica)[None, :, None]
+        far = far.reshape(g, -1)
+        results = []
+        for i, c in enumerate(centroids):
+            # Drop padding rows, keep the n_far farthest overall.
+            group_far = far[i][far[i] < n]
+            group_far = group_far[np.argsort(-sq[group_far, i], kind="stable")][: self.n_far]
+            results.append(BatchResult(
+                labels=labels[:n, i].astype(np.int64),
+                sq_dist=sq[:n, i],
+                sums=sums[i, :len(c)],
+                counts=counts[i, :len(c)],
+                inertia=float(inertia[i]),
+                far_rows=group_far.astype(np.int64),
+            ))
+        return results

@@ -7,7 +7,7 @@ centroid (that row leaves its old cluster's sums); the run stops when the total
 squared centroid shift is <= tol.
 """
 import logging
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,6 +37,25 @@ class RoundState(NamedTuple):
     linkage: Optional[np.ndarray] = None
 
 
+class Candidates(NamedTuple):
+    """Candidate fits that run together, in the same passes over the data.
+
+    The restarts of `--n_init` and the Ks of a sweep: each round's step scores
+    every row against all candidates' centroids at once (one matrix product)
+    and keeps one set of partial sums per candidate.
+
+    states: one RoundState per candidate.
+    seeds:  the seed each candidate's initialisation drew with (None: given centroids).
+    """
+
+    states: Tuple[RoundState, ...]
+    seeds: Tuple[Optional[int], ...]
+
+    @property
+    def converged(self) -> bool:
+        return all(state.converged for state in self.states)
+
+
 def relocate_empty_clusters(partials: Partials) -> Tuple[np.ndarray, np.ndarray, int]:
     """Give every empty cluster one of the rows farthest from their centroids.
 
@@ -62,8 +81,9 @@ def relocate_empty_clusters(partials: Partials) -> Tuple[np.ndarray, np.ndarray,
     return sums, counts, n
 
 
-def lloyd_update(state: RoundState, partials: Partials, tol: float) -> RoundState:
-    """One Lloyd update of `state` from the round's merged `partials`."""
+def lloyd_update(state: RoundState, partials: Partials, tol: float,
+                 label: str = "") -> RoundState:
+    """One Lloyd update of `state` from the round's merged `partials` (`label` names it in logs)."""
     if state.converged:
         return state
     sums, counts, reseeded = relocate_empty_clusters(partials)
@@ -79,10 +99,20 @@ def lloyd_update(state: RoundState, partials: Partials, tol: float) -> RoundStat
         reseeded=state.reseeded + reseeded,
         counts=counts,
     )
-    logging.info("round %d: inertia %.6g, largest shift %.3g, total squared shift %.3g%s",
-                 new.rounds, partials.inertia, float(np.sqrt(shift.max())), shift.sum(),
+    logging.info("round %d%s: inertia %.6g, largest shift %.3g, total squared shift %.3g%s",
+                 new.rounds, label, partials.inertia, float(np.sqrt(shift.max())), shift.sum(),
                  " (converged)" if new.converged else "")
     return new
+
+
+def update_candidates(candidates: Candidates, partials: Sequence[Partials],
+                      tol: float) -> Candidates:
+    """One Lloyd update of every candidate from its merged partials (converged ones stay)."""
+    several = len(candidates.states) > 1
+    return candidates._replace(states=tuple(
+        lloyd_update(state, part, tol,
+                     f" (K={len(state.centroids)}, seed {seed})" if several else "")
+        for state, part, seed in zip(candidates.states, partials, candidates.seeds)))
 
 
 def merge_clusters(state: RoundState, n_groups: int) -> RoundState:

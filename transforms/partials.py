@@ -4,7 +4,7 @@ Like Beam's `MeanCombineFn` `(sum, count)` accumulator, widened to K clusters:
 the merge is a sum, so it is associative and commutative, and any runner may
 combine the partials of any bundles in any order.
 """
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
 import numpy as np
@@ -64,19 +64,51 @@ def merge(parts: Iterable[Partials], n_far: int) -> Partials:
 
 
 class PartialsCombineFn(beam.CombineFn):
-    """Merges `Partials` of all workers into one; the empty input gives zeros."""
+    """Merges the `Partials` of all workers into one.
 
-    def __init__(self, n_clusters: int, n_features: int, n_far: int = 16):
-        self._k, self._d, self._n_far = n_clusters, n_features, n_far
+    The accumulator starts as None (nothing yet), so the CombineFn needs not
+    know K: the candidates of a sweep have different Ks, and the final pass
+    sees the K the sweep chose. An empty input gives None.
+    """
 
-    def create_accumulator(self) -> Partials:
-        return Partials.zeros(self._k, self._d)
+    def __init__(self, n_far: int = 16):
+        self._n_far = n_far
 
-    def add_input(self, accumulator: Partials, element: Partials) -> Partials:
-        return merge([accumulator, element], self._n_far)
+    def create_accumulator(self) -> Optional[Partials]:
+        return None
 
-    def merge_accumulators(self, accumulators: Iterable[Partials]) -> Partials:
-        return merge(accumulators, self._n_far)
+    def add_input(self, accumulator: Optional[Partials], element: Partials) -> Partials:
+        return element if accumulator is None else merge([accumulator, element], self._n_far)
 
-    def extract_output(self, accumulator: Partials) -> Partials:
+    def merge_accumulators(self, accumulators: Iterable[Optional[Partials]]) -> Optional[Partials]:
+        parts = [a for a in accumulators if a is not None]
+        return merge(parts, self._n_far) if parts else None
+
+    def extract_output(self, accumulator: Optional[Partials]) -> Optional[Partials]:
+        return accumulator
+
+
+class CandidatePartialsCombineFn(beam.CombineFn):
+    """Merges tuples of Partials, one per candidate fit (restarts, Ks), element-wise.
+
+    Like `PartialsCombineFn`, it needs not know the candidates' Ks; an empty
+    input gives None.
+    """
+
+    def __init__(self, n_far: int = 16):
+        self._n_far = n_far
+
+    def create_accumulator(self) -> Optional[tuple]:
+        return None
+
+    def add_input(self, accumulator: Optional[tuple], element: tuple) -> tuple:
+        return self.merge_accumulators([accumulator, element])
+
+    def merge_accumulators(self, accumulators: Iterable[Optional[tuple]]) -> Optional[tuple]:
+        accumulators = [a for a in accumulators if a is not None]
+        if len(accumulators) < 2:
+            return tuple(accumulators[0]) if accumulators else None
+        return tuple(merge(parts, self._n_far) for parts in zip(*accumulators))
+
+    def extract_output(self, accumulator: Optional[tuple]) -> Optional[tuple]:
         return accumulator

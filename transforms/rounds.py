@@ -1,11 +1,12 @@
 """Lloyd rounds over standardized shards, and the final assignment pass, as PTransforms.
 
-Both take a PCollection of shard paths (what the Parquet sink returned) and a
-single-element PCollection of `RoundState` as a side input. A round is three
-labelled steps: per-shard partial sums (TensorFlow, under the strategy), one
-global combine, and the NumPy update (fused with the combine). Rounds are
-unrolled: a Beam graph has no loops, and the state the next round needs is
-tiny (K x D).
+All take a PCollection of shard paths (what the Parquet sink returned) and a
+single-element PCollection of state as a side input: `Candidates` for the
+rounds (every restart and K fitted together), the chosen `RoundState` for the
+final pass. A round is three labelled steps: per-shard partial sums
+(TensorFlow, under the strategy), one global combine, and the NumPy update
+(fused with the combine). Rounds are unrolled: a Beam graph has no loops, and
+the state the next round needs is tiny (candidates x K x D).
 """
 from typing import NamedTuple, Optional
 
@@ -14,22 +15,21 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.kmeans_step import get_step
-from transforms.lloyd import RoundState, lloyd_update
-from transforms.partials import Partials, PartialsCombineFn, merge
+from transforms.lloyd import Candidates, RoundState, update_candidates
+from transforms.partials import CandidatePartialsCombineFn, Partials, PartialsCombineFn, merge
 from transforms.shards import FEATURES_COLUMN, get_shard_cache, iter_standardized
 
 
 class StepConfig(NamedTuple):
     """What every step DoFn needs to know (picklable, shipped with the DoFn).
 
-    n_clusters, n_features: K and D.
+    n_features: D.
     batch_size: rows per TensorFlow call.
     cache_mb: bound of the per-process shard cache (0: read the shards every round).
     devices: `--devices` spec for MirroredStrategy (None: all GPUs, else the CPU).
     n_far: re-seeding candidates carried in the partials.
     """
 
-    n_clusters: int
     n_features: int
     batch_size: int = 65536
     cache_mb: int = 1024
@@ -38,71 +38,102 @@ class StepConfig(NamedTuple):
 
 
 class _PartialSumsFn(beam.DoFn):
-    """shard path -> Partials of its rows against the round's centroids (zeros once converged)."""
+    """shard path -> a tuple of Partials, one per candidate, against its current centroids.
 
-    def __init__(self, config: StepConfig):
-        self._config = config
+    A converged candidate gets zero partials without being scored (its state
+    no longer changes), unless `every_candidate` (the evaluation pass).
+    """
+
+    def __init__(self, config: StepConfig, every_candidate: bool = False):
+        self._config, self._every_candidate = config, every_candidate
 
     def setup(self):
         # Process-wide: every round's DoFn shares one strategy, one compiled step, one cache.
         self._step = get_step(self._config.devices, self._config.n_far)
         self._cache = get_shard_cache(self._config.cache_mb)
 
-    def process(self, path: str, state: RoundState):
+    def process(self, path: str, candidates: Candidates):
         cfg = self._config
-        if state.converged:
-            # Nothing to compute; one empty partial keeps the round's combine
-            # non-empty, so it needs no default-value step.
-            yield Partials.zeros(cfg.n_clusters, cfg.n_features)
+        states = candidates.states
+        partials = [Partials.zeros(len(s.centroids), cfg.n_features) for s in states]
+        active = [i for i, s in enumerate(states) if self._every_candidate or not s.converged]
+        if not active:
+            # One empty partial a shard keeps the round's combine non-empty,
+            # so it needs no default-value step.
+            yield tuple(partials)
             return
-        centroids = state.centroids.astype(np.float32)
-        parts = [Partials.from_batch(x, self._step(x, centroids))
-                 for x in self._cache.batches(path, cfg.n_features, cfg.batch_size)]
-        if parts:
-            yield merge(parts, cfg.n_far)
+        centroids = [states[i].centroids.astype(np.float32) for i in active]
+        per_batch = [[Partials.from_batch(x, result) for result in self._step.groups(x, centroids)]
+                     for x in self._cache.batches(path, cfg.n_features, cfg.batch_size)]
+        if not per_batch:  # an empty shard
+            return
+        for i, parts in zip(active, zip(*per_batch)):
+            partials[i] = merge(parts, cfg.n_far)
+        yield tuple(partials)
 
 
 class LloydRound(beam.PTransform):
-    """shard paths -> next RoundState, given this round's state (a PCollection of one)."""
+    """shard paths -> next Candidates, given this round's (a PCollection of one)."""
 
-    def __init__(self, state, config: StepConfig, tol: float):
+    def __init__(self, candidates, config: StepConfig, tol: float):
         super().__init__()
-        self._state, self._config, self._tol = state, config, tol
+        self._candidates, self._config, self._tol = candidates, config, tol
 
     def expand(self, shard_paths):
-        cfg = self._config
-        state = beam.pvalue.AsSingleton(self._state)
+        candidates = beam.pvalue.AsSingleton(self._candidates)
         # The update reads the merged partials as its main input, so the runner
         # fuses it with the combine's last step: two stages a round, not three.
         return (
             shard_paths
-            | "PartialSums" >> beam.ParDo(_PartialSumsFn(cfg), state=state)
+            | "PartialSums" >> beam.ParDo(_PartialSumsFn(self._config), candidates=candidates)
             | "MergePartials" >> beam.CombineGlobally(
-                PartialsCombineFn(cfg.n_clusters, cfg.n_features, cfg.n_far)).without_defaults()
-            | "Update" >> beam.Map(_update, state=state, tol=self._tol))
+                CandidatePartialsCombineFn(self._config.n_far)).without_defaults()
+            | "Update" >> beam.Map(_update, candidates=candidates, tol=self._tol))
 
 
-def _update(partials: Partials, state: RoundState, tol: float) -> RoundState:
-    return lloyd_update(state, partials, tol)
+def _update(partials: tuple, candidates: Candidates, tol: float) -> Candidates:
+    return update_candidates(candidates, partials, tol)
 
 
 class LloydRounds(beam.PTransform):
-    """shard paths -> the RoundState after up to `max_rounds` Lloyd updates.
+    """shard paths -> the Candidates after up to `max_rounds` Lloyd updates.
 
-    Once the state has converged, the remaining rounds pass it through without
-    reading the shards.
+    Once every candidate has converged, the remaining rounds pass the state
+    through without reading the shards.
     """
 
-    def __init__(self, initial_state, config: StepConfig, max_rounds: int, tol: float):
+    def __init__(self, initial, config: StepConfig, max_rounds: int, tol: float):
         super().__init__()
-        self._initial_state, self._config = initial_state, config
+        self._initial, self._config = initial, config
         self._max_rounds, self._tol = max_rounds, tol
 
     def expand(self, shard_paths):
-        state = self._initial_state
+        candidates = self._initial
         for r in range(1, self._max_rounds + 1):
-            state = shard_paths | f"Round{r:03d}" >> LloydRound(state, self._config, self._tol)
-        return state
+            candidates = shard_paths | f"Round{r:03d}" >> LloydRound(
+                candidates, self._config, self._tol)
+        return candidates
+
+
+class EvaluateCandidates(beam.PTransform):
+    """shard paths -> a tuple of Partials: every candidate against its final centroids.
+
+    One more pass, run only when there is a choice to make: the inertia a
+    round reports is against the centroids before its update, and the
+    candidates are compared on their final ones.
+    """
+
+    def __init__(self, candidates, config: StepConfig):
+        super().__init__()
+        self._candidates, self._config = candidates, config
+
+    def expand(self, shard_paths):
+        return (
+            shard_paths
+            | "PartialSums" >> beam.ParDo(_PartialSumsFn(self._config, every_candidate=True),
+                                          candidates=beam.pvalue.AsSingleton(self._candidates))
+            | "MergePartials" >> beam.CombineGlobally(
+                CandidatePartialsCombineFn(self._config.n_far)).without_defaults())
 
 
 class _AssignShardFn(beam.DoFn):
@@ -153,5 +184,5 @@ class AssignShards(beam.PTransform):
             _AssignShardFn(cfg), state=beam.pvalue.AsSingleton(self._final_state)
         ).with_outputs(_AssignShardFn.PARTIALS, main="assignments")
         partials = outputs[_AssignShardFn.PARTIALS] | "MergePartials" >> beam.CombineGlobally(
-            PartialsCombineFn(cfg.n_clusters, cfg.n_features, cfg.n_far))
+            PartialsCombineFn(cfg.n_far))
         return {"assignments": outputs.assignments, "partials": partials}

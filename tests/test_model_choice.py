@@ -1,0 +1,166 @@
+"""Choosing the model: --n_init restarts and --k sweeps, fitted together in shared passes."""
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from conftest import (assignments, centroids, fit, main, metrics, scaled_blobs, write_shards)
+from transforms.kmeans_step import get_step
+from transforms.lloyd import Candidates, RoundState
+from transforms.partials import Partials
+from transforms.select import select
+
+
+@pytest.fixture(scope="module")
+def ambiguous_parquet(tmp_path_factory):
+    """10 overlapping blobs fitted with K=5: different starts end in different optima."""
+    return write_shards(scaled_blobs(3000, 3, 10, seed=3, cluster_std=1.5),
+                        tmp_path_factory.mktemp("ambiguous"), "parquet", shards=2)
+
+
+@pytest.fixture(scope="module")
+def four_blobs():
+    x, truth = make_blobs(2400, 3, centers=4, cluster_std=0.6, center_box=(-15, 15),
+                          random_state=4)
+    return x * [1.0, 50.0, 0.01], truth  # columns in different units
+
+
+def test_restarts_in_shared_passes_match_each_restart_alone(ambiguous_parquet, tmp_path):
+    # No refinement on the sample: the full passes do all of the Lloyd work.
+    common = ("--input", ambiguous_parquet, "--k", 5, "--id_column", "id", "--seed", 5,
+              "--init_refine_rounds", 0, "--max_rounds", 40, "--tol", 0)
+    assert fit(tmp_path / "together", *common, "--n_init", 3) == 0
+    together = metrics(tmp_path / "together")
+    alone = []
+    for r in range(3):
+        assert fit(tmp_path / f"alone{r}", *common, "--init_seed", 5 + r) == 0
+        alone.append(metrics(tmp_path / f"alone{r}"))
+
+    inertias = [m["inertia"] for m in alone]
+    assert max(inertias) > min(inertias) * 1.01, "the restarts should reach different optima"
+    assert together["inertia"] <= min(inertias) * (1 + 1e-6)
+    # Each restart took the same path as when it ran alone.
+    assert [r["seed"] for r in together["restarts"]] == [5, 6, 7]
+    for restart, single in zip(together["restarts"], alone):
+        assert restart["inertia"] == pytest.approx(single["inertia"], rel=1e-6)
+        assert restart["rounds"] == single["rounds"]
+    best = int(np.argmin(inertias))
+    assert together["init_seed"] == 5 + best
+    np.testing.assert_allclose(centroids(tmp_path / "together"),
+                               centroids(tmp_path / f"alone{best}"), atol=1e-5)
+    assert together["n_init"] == 3
+
+
+@pytest.mark.parametrize("criterion", ["silhouette", "davies_bouldin"])
+def test_sweep_picks_the_known_k(four_blobs, tmp_path, criterion):
+    x, truth = four_blobs
+    table = pa.table({"id": np.arange(len(x)), **{f"f{j}": x[:, j] for j in range(3)}})
+    pattern = write_shards(table, tmp_path / "in", "parquet", shards=2)
+    out = tmp_path / "out"
+    assert fit(out, "--input", pattern, "--k", "6,2,3,4,5", "--select", criterion,
+               "--n_init", 2, "--id_column", "id", "--max_rounds", 10) == 0
+
+    m = metrics(out)
+    assert m["k"] == 4 and m["select"] == criterion
+    assert sorted(m["sweep"], key=int) == ["2", "3", "4", "5", "6"]
+    for scores in m["sweep"].values():
+        assert set(scores) == {"inertia", "silhouette", "calinski_harabasz", "davies_bouldin"}
+    # The other criteria agree on these blobs.
+    assert max(m["sweep"], key=lambda k: m["sweep"][k]["calinski_harabasz"]) == "4"
+    assert min(m["sweep"], key=lambda k: m["sweep"][k]["davies_bouldin"]) == "4"
+    assert len(m["restarts"]) == 10  # 5 Ks x 2 restarts
+    assert m["inertia"] == pytest.approx(m["sweep"]["4"]["inertia"], rel=1e-9)
+
+    # Every other output is the chosen K's.
+    assert centroids(out).shape == (4, 3)
+    assert len(m["cluster_sizes"]) == 4 and sum(m["cluster_sizes"]) == len(x)
+    labels = assignments(out).column("cluster_id").to_numpy()
+    assert adjusted_rand_score(truth, labels) >= 0.99
+    html = (out / "report.html").read_text()
+    assert "K sweep" in html and "Candidates" in html and html.count(">chosen<") == 1
+    assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 5
+    scored = tmp_path / "scored"
+    assert main(["score", "--model", str(out), "--input", pattern, "--output", str(scored),
+                 "--id_column", "id"]) == 0
+    np.testing.assert_array_equal(assignments(scored).column("cluster_id").to_numpy(), labels)
+
+
+def test_sweep_with_merge(four_blobs, tmp_path):
+    x, truth = four_blobs
+    table = pa.table({"id": np.arange(len(x)), **{f"f{j}": x[:, j] for j in range(3)}})
+    pattern = write_shards(table, tmp_path / "in", "parquet", shards=1)
+    out = tmp_path / "out"
+    assert fit(out, "--input", pattern, "--k", "8,12", "--merge_to", 4, "--id_column", "id",
+               "--max_rounds", 10) == 0
+    m = metrics(out)
+    assert m["k"] in (8, 12) and len(m["merged_cluster_sizes"]) == 4
+    merged = assignments(out).column("merged_cluster_id").to_numpy()
+    assert adjusted_rand_score(truth, merged) >= 0.99
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--k", "4,x"), "--k must be a whole number or a comma-separated list"),
+    (("--k", "1,4"), "every K must be at least 2"),
+    (("--k", "4,4"), "--k lists a K twice"),
+    (("--k", "3", "--n_init", "0"), "--n_init must be at least 1"),
+    (("--k", "3,5", "--merge_to", "4"), "--merge_to must be in 1..3 (the smallest --k)"),
+    (("--k", "3", "--init_seed", "-1"), "--init_seed must be in [0, 2**32)"),
+])
+def test_bad_choice_flags(blob_parquet, tmp_path, capsys, args, message):
+    assert fit(tmp_path / "out", "--input", blob_parquet, *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_given_centroids_take_no_restarts(blob_parquet, tmp_path, capsys):
+    path = tmp_path / "c.npy"
+    np.save(path, np.zeros((3, 5), np.float32))
+    assert fit(tmp_path / "out", "--input", blob_parquet, "--k", 3, "--init", path,
+               "--n_init", 2) == 2
+    assert "takes neither a --k list nor --n_init above 1" in capsys.readouterr().err
+
+
+def test_step_scores_groups_of_different_k_in_one_call():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 4)).astype(np.float32)
+    groups = [x[:3].copy(), x[100:108].copy(), x[200:202].copy()]
+    step = get_step()
+    for c, together in zip(groups, step.groups(x, groups)):
+        alone = step(x, c)
+        np.testing.assert_array_equal(together.labels, alone.labels)
+        np.testing.assert_array_equal(together.counts, alone.counts)
+        np.testing.assert_allclose(together.sums, alone.sums, rtol=1e-12)
+        assert together.sums.shape == (len(c), 4)
+        assert together.inertia == pytest.approx(alone.inertia, rel=1e-12)
+        np.testing.assert_array_equal(together.far_rows, alone.far_rows)
+        # and the labels are the nearest centroids
+        d = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+        np.testing.assert_array_equal(together.labels, d.argmin(1))
+
+
+def _candidate(k, inertia):
+    state = RoundState(centroids=np.zeros((k, 2)), rounds=3, converged=True)
+    part = Partials(np.zeros((k, 2)), np.ones(k, np.int64), inertia, np.zeros(0),
+                    np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
+    return state, part
+
+
+def test_select_lowest_inertia_restart_then_best_k():
+    x, _ = make_blobs(600, 2, centers=[[-5, 0], [5, 0], [0, 8]], cluster_std=0.5, random_state=1)
+    rows = [(2, 900.0), (2, 800.0), (3, 100.0), (3, 99.0)]
+    states, parts = zip(*[_candidate(k, inertia) for k, inertia in rows])
+    from sklearn.cluster import KMeans
+
+    centers = {k: KMeans(k, n_init=5, random_state=0).fit(x).cluster_centers_ for k in (2, 3)}
+    states = [s._replace(centroids=centers[len(s.centroids)]) for s in states]
+    chosen = select(Candidates(tuple(states), (0, 1, 0, 1)), parts, x, "silhouette")
+    assert chosen.index == 3 and chosen.seed == 1 and len(chosen.state.centroids) == 3
+    assert [row["k"] for row in chosen.sweep] == [2, 3]
+    assert chosen.sweep[0]["inertia"] == 800.0
+    # One K: no scores, the lowest inertia wins; ties go to the first restart.
+    tie = select(Candidates(tuple(states[:2]), (0, 1)), (parts[0], parts[0]), x)
+    assert tie.index == 0 and tie.sweep is None
+    with pytest.raises(ValueError, match="criterion 'inertia'"):
+        select(Candidates(tuple(states), (0, 1, 0, 1)), parts, x, "inertia")

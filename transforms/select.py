@@ -1,0 +1,138 @@
+"""Choose one fit among candidates: the best restart of each K, then K by a criterion.
+
+Runs once, on one worker, on O(candidates x K x D) state and the bounded init
+sample: the inertias come from a pass over all rows (`EvaluateCandidates`);
+the silhouette, Calinski-Harabasz and Davies-Bouldin scores, which need rows
+and labels, from the sample (scikit-learn's `sklearn.metrics`).
+"""
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+
+from transforms.lloyd import Candidates, RoundState
+from transforms.partials import Partials
+from transforms.rounds import EvaluateCandidates, StepConfig
+
+# criterion -> True when larger is better
+CRITERIA = {"silhouette": True, "calinski_harabasz": True, "davies_bouldin": False}
+
+# The silhouette is O(n^2) in the rows it scores: it scores a bounded subsample.
+SILHOUETTE_ROWS = 10_000
+
+
+class Selection(NamedTuple):
+    """The chosen fit and what it was chosen from.
+
+    state:     the chosen candidate's RoundState.
+    index:     its position among the candidates.
+    seed:      the seed its initialisation drew with (None: given centroids).
+    restarts:  per candidate: {"k", "seed", "inertia" (against its final
+               centroids, all rows), "rounds", "converged"}; empty when there was
+               a single candidate.
+    sweep:     per K (ascending), for its lowest-inertia restart: {"k",
+               "inertia", "silhouette", "calinski_harabasz", "davies_bouldin"}
+               (a score is None where it is undefined); None without a sweep.
+    criterion: what chose K in a sweep, else None.
+    """
+
+    state: RoundState
+    index: int
+    seed: Optional[int]
+    restarts: Tuple[dict, ...] = ()
+    sweep: Optional[Tuple[dict, ...]] = None
+    criterion: Optional[str] = None
+
+
+class ChooseCandidate(beam.PTransform):
+    """shard paths -> one Selection, given the candidates after their rounds.
+
+    With a single candidate there is nothing to choose and no extra pass; else
+    one pass scores every candidate against its final centroids, then `select`.
+    candidates: a PCollection of one lloyd.Candidates, of `n_candidates` fits.
+    sample: side input, the standardized init sample, float64 [m, D].
+    """
+
+    def __init__(self, candidates, n_candidates: int, sample, config: StepConfig,
+                 criterion: str, seed: int):
+        super().__init__()
+        self._candidates, self._n, self._sample, self._config = (
+            candidates, n_candidates, sample, config)
+        self._criterion, self._seed = criterion, seed
+
+    def expand(self, shard_paths):
+        if self._n == 1:
+            return self._candidates | "OnlyCandidate" >> beam.Map(only_candidate)
+        candidates = beam.pvalue.AsSingleton(self._candidates)
+        final = shard_paths | "Evaluate" >> EvaluateCandidates(self._candidates, self._config)
+        return final | "Select" >> beam.Map(
+            _select, candidates=candidates, sample=self._sample, criterion=self._criterion,
+            seed=self._seed)
+
+
+def _select(final: tuple, candidates: Candidates, sample: np.ndarray, criterion: str,
+            seed: int) -> Selection:
+    return select(candidates, final, sample, criterion, seed)
+
+
+def only_candidate(candidates: Candidates) -> Selection:
+    """The Selection of a fit without restarts or sweep (no choice, no extra pass)."""
+    return Selection(state=candidates.states[0], index=0, seed=candidates.seeds[0])
+
+
+def select(candidates: Candidates, final: Sequence[Partials], sample: np.ndarray,
+           criterion: str = "silhouette", seed: int = 0) -> Selection:
+    """Pick the lowest-inertia restart of each K, then the K that `criterion` scores best.
+
+    final:  per candidate, its Partials against its final centroids over all rows.
+    sample: float64 [m, D], the standardized init sample the scores are computed on.
+    Ties go to the earlier candidate (the first seed, the smaller K).
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion {criterion!r} is not one of {', '.join(CRITERIA)}")
+    restarts = tuple(
+        {"k": len(state.centroids), "seed": seed_, "inertia": part.inertia,
+         "rounds": state.rounds, "converged": state.converged}
+        for state, seed_, part in zip(candidates.states, candidates.seeds, final))
+    best = {}  # K -> index of its lowest-inertia candidate
+    for i, restart in enumerate(restarts):
+        k = restart["k"]
+        if k not in best or restart["inertia"] < restarts[best[k]]["inertia"]:
+            best[k] = i
+    if len(best) == 1:
+        (index,) = best.values()
+        return Selection(candidates.states[index], index, candidates.seeds[index], restarts)
+
+    sweep = tuple(dict(k=k, inertia=restarts[i]["inertia"],
+                       **_scores(sample, candidates.states[i].centroids, seed))
+                  for k, i in sorted(best.items()))
+    scored = [row for row in sweep if row[criterion] is not None]
+    if not scored:
+        raise ValueError(f"no K of the sweep has a {criterion} score on the sample "
+                         f"(every K put the sample in a single cluster)")
+    larger_is_better = CRITERIA[criterion]
+    chosen = max(scored, key=lambda row: row[criterion] if larger_is_better else -row[criterion])
+    index = best[chosen["k"]]
+    return Selection(candidates.states[index], index, candidates.seeds[index], restarts, sweep,
+                     criterion)
+
+
+def _scores(sample: np.ndarray, centroids: np.ndarray, seed: int) -> dict:
+    """Silhouette (on at most SILHOUETTE_ROWS rows), Calinski-Harabasz and Davies-Bouldin
+    of `sample` float64 [m, D] labelled by its nearest of `centroids` float64 [K, D]."""
+    from sklearn.metrics import (calinski_harabasz_score, davies_bouldin_score,
+                                 pairwise_distances_argmin, silhouette_score)
+
+    labels = pairwise_distances_argmin(sample, centroids)
+    if not 2 <= len(np.unique(labels)) <= len(sample) - 1:  # where the scores are defined
+        return {"silhouette": None, "calinski_harabasz": None, "davies_bouldin": None}
+    try:
+        silhouette = float(silhouette_score(sample, labels, sample_size=min(len(sample), SILHOUETTE_ROWS),
+                                            random_state=seed))
+    except ValueError:  # the subsample fell in a single cluster
+        silhouette = None
+    return {
+        "silhouette": silhouette,
+        "calinski_harabasz": float(calinski_harabasz_score(sample, labels)),
+        "davies_bouldin": float(davies_bouldin_score(sample, labels)),
+    }
