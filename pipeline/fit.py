@@ -15,7 +15,7 @@ from pipeline.readers import input_layout
 from pipeline.workdir import absolute_path
 from transforms.errors import UserInputError
 from transforms.init import INIT_METHODS
-from transforms.kmeans import KMeans
+from transforms.kmeans import DEFAULT_N_INIT, KMeans
 
 
 class FitSpec(NamedTuple):
@@ -55,7 +55,7 @@ def fit_spec(options) -> FitSpec:
             raise UserInputError(f"{flag} is required")
     ks = _ks(km.k)
     for flag, value, low in (("--max_rounds", km.max_rounds, 1), ("--batch_size", km.batch_size, 1),
-                             ("--n_init", km.n_init, 1),
+                             ("--n_init", 1 if km.n_init is None else km.n_init, 1),
                              ("--init_refine_rounds", km.init_refine_rounds, 0),
                              ("--init_sample_size", km.init_sample_size, max(ks))):
         if value < low:
@@ -74,7 +74,8 @@ def fit_spec(options) -> FitSpec:
     layout = input_layout(inp.input, inp.format, inp.id_column)
     features = _features(inp.features, layout.schema, layout.numeric, inp.id_column, layout.path)
 
-    init, given = _init(km.init, ks, km.n_init, len(features))
+    init, given = _init(km.init, ks, km.n_init or 1, len(features))
+    n_init = km.n_init if km.n_init is not None else (1 if given is not None else DEFAULT_N_INIT)
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     output = absolute_path(out.output)
     work_dir = (f"{absolute_path(temp_location).rstrip('/')}/shardmeans-{uuid.uuid4().hex[:12]}"
@@ -83,7 +84,7 @@ def fit_spec(options) -> FitSpec:
         input=absolute_path(inp.input), format=layout.format, features=features,
         passthrough=layout.passthrough,
         id_column=inp.id_column, on_invalid=inp.on_invalid, output=output,
-        work_dir=work_dir, keep_standardized=out.keep_standardized, ks=ks, n_init=km.n_init,
+        work_dir=work_dir, keep_standardized=out.keep_standardized, ks=ks, n_init=n_init,
         select=km.select, seed=km.seed, init_seed=km.init_seed,
         max_rounds=km.max_rounds, tol=km.tol, init=init, init_centroids=given,
         init_sample_size=km.init_sample_size, init_refine_rounds=km.init_refine_rounds,

@@ -35,10 +35,10 @@ class KMeansOptions(PipelineOptions):
                             help="number of clusters K, or a comma-separated list of Ks "
                                  "(e.g. 4,8,16): a sweep, every K fitted in the same passes, "
                                  "one chosen by --select")
-        parser.add_argument("--n_init", type=int, default=1,
+        parser.add_argument("--n_init", type=int, default=None,
                             help="restarts of each K, run in the same passes over the data "
                                  "(one wider matrix product per batch, not R passes); the "
-                                 "lowest final inertia wins; default 1")
+                                 "lowest final inertia wins; default 4 (1 with --init PATH.npy)")
         parser.add_argument("--select", default="silhouette",
                             choices=["silhouette", "calinski_harabasz", "davies_bouldin"],
                             help="how a sweep chooses K, scored on the init sample "

@@ -36,7 +36,7 @@ def test_restarts_in_shared_passes_match_each_restart_alone(ambiguous_parquet, t
     together = metrics(tmp_path / "together")
     alone = []
     for r in range(3):
-        assert fit(tmp_path / f"alone{r}", *common, "--init_seed", 5 + r) == 0
+        assert fit(tmp_path / f"alone{r}", *common, "--n_init", 1, "--init_seed", 5 + r) == 0
         alone.append(metrics(tmp_path / f"alone{r}"))
 
     inertias = [m["inertia"] for m in alone]
@@ -94,9 +94,10 @@ def test_sweep_with_merge(four_blobs, tmp_path):
     pattern = write_shards(table, tmp_path / "in", "parquet", shards=1)
     out = tmp_path / "out"
     assert fit(out, "--input", pattern, "--k", "8,12", "--merge_to", 4, "--id_column", "id",
-               "--max_rounds", 10) == 0
+               "--max_rounds", 10) == 0  # and the default 4 restarts of each K
     m = metrics(out)
     assert m["k"] in (8, 12) and len(m["merged_cluster_sizes"]) == 4
+    assert m["n_init"] == 4 and len(m["restarts"]) == 8
     merged = assignments(out).column("merged_cluster_id").to_numpy()
     assert adjusted_rand_score(truth, merged) >= 0.99
 

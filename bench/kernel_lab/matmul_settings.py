@@ -7,7 +7,10 @@ Settings are read at TF import: run one process per setting, e.g.
   XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python matmul_settings.py   (XLA dot -> Eigen)
   TF_INTRA=1 python matmul_settings.py
 """
-import os, time, statistics
+import os
+import statistics
+import time
+
 import numpy as np
 import tensorflow as tf
 if os.environ.get("TF_INTRA"):

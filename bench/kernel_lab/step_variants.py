@@ -107,7 +107,6 @@ def check_all(names, G_list, K, D, n_far, batch):
     import tensorflow as tf
 
     rng = np.random.default_rng(1)
-    worst = {}
     for G in G_list:
         for data in ("std", "offset3"):
             n = batch - batch // 10  # padded batch
