@@ -4,6 +4,8 @@
 # Usage: bench/scale.sh [ROWS...]   (default: 1000000 4000000 10000000)
 #   WORKDIR=/tmp/shardmeans-bench  where the data and outputs go
 #   PY=.venv/bin/python            the Python to run (another venv, e.g. from a git worktree)
+#   FIT_ARGS="--max_rounds 5 --tol 0"  extra fit flags, e.g. a fixed number of rounds to
+#                                  check that time grows linearly with the rows
 # OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset for this command only (see bench/README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,7 @@ for rows in "${rows_list[@]}"; do
   log="$WORKDIR/scale-$rows.time"
   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE TF_CPP_MIN_LOG_LEVEL=3 /usr/bin/time -v \
     $PY -m pipeline fit --input "$data/*.parquet" --output "$WORKDIR/scale-out-$rows" --k 64 \
-    --id_column id --overwrite > "$WORKDIR/scale-$rows.out" 2> "$log"
+    --id_column id --overwrite ${FIT_ARGS:-} > "$WORKDIR/scale-$rows.out" 2> "$log"
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
   rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$log")
   rounds=$($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['rounds'])" "$WORKDIR/scale-out-$rows/metrics.json")
