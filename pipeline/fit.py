@@ -114,10 +114,10 @@ def _features(requested, schema, numeric, id_column, path) -> List[str]:
     return features
 
 
-def _ks(value: str) -> Tuple[int, ...]:
-    """'8' -> (8,); '16,4,8' -> (4, 8, 16), a sweep."""
+def _ks(value) -> Tuple[int, ...]:
+    """'8' (or 8) -> (8,); '16,4,8' -> (4, 8, 16), a sweep."""
     try:
-        ks = [int(part) for part in value.split(",")]
+        ks = [int(part) for part in str(value).split(",")]
     except ValueError:
         raise UserInputError(f"--k must be a whole number or a comma-separated list of them "
                              f"(e.g. 4,8,16), got {value!r}") from None

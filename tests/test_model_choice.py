@@ -115,6 +115,13 @@ def test_bad_choice_flags(blob_parquet, tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
+def test_sweep_with_a_k_above_the_valid_rows(tmp_path, capsys):
+    table = pa.table({"id": np.arange(6), "f0": np.arange(6.0), "f1": np.arange(6.0) ** 2})
+    pattern = write_shards(table, tmp_path / "in", "parquet", shards=1)
+    assert fit(tmp_path / "out", "--input", pattern, "--k", "2,7", "--id_column", "id") == 2
+    assert "--k 7 is larger than the number of valid rows (6)" in capsys.readouterr().err
+
+
 def test_given_centroids_take_no_restarts(blob_parquet, tmp_path, capsys):
     path = tmp_path / "c.npy"
     np.save(path, np.zeros((3, 5), np.float32))
@@ -136,9 +143,44 @@ def test_step_scores_groups_of_different_k_in_one_call():
         assert together.sums.shape == (len(c), 4)
         assert together.inertia == pytest.approx(alone.inertia, rel=1e-12)
         np.testing.assert_array_equal(together.far_rows, alone.far_rows)
-        # and the labels are the nearest centroids
-        d = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+        # and against NumPy: nearest centroids, float64 sums, inertia
+        d = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
         np.testing.assert_array_equal(together.labels, d.argmin(1))
+        for j in range(len(c)):
+            np.testing.assert_allclose(together.sums[j], x[together.labels == j].sum(0, np.float64),
+                                       rtol=1e-12, atol=1e-12)
+        assert together.inertia == pytest.approx(d.min(1).sum(), rel=1e-6)
+
+
+def test_rows_per_call_bounds_the_score_matrix():
+    from transforms.kmeans_step import SCORE_BUDGET, rows_per_call
+
+    assert rows_per_call(65536, [np.zeros((64, 8))] * 4) == 65536
+    rows = rows_per_call(65536, [np.zeros((128, 8))] * 32)
+    assert rows * 32 * 128 <= SCORE_BUDGET and rows & (rows - 1) == 0
+
+
+def test_candidate_partials_merge_is_order_free():
+    from transforms.partials import CandidatePartialsCombineFn
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1200, 3)).astype(np.float32)
+    groups = [x[:2].copy(), x[5:9].copy()]
+    step = get_step()
+    tuples = [tuple(Partials.from_batch(x[i:i + 300], r)
+                    for r in step.groups(x[i:i + 300], groups)) for i in range(0, 1200, 300)]
+    fn = CandidatePartialsCombineFn(n_far=16)
+    a = fn.merge_accumulators([fn.add_input(fn.add_input(fn.create_accumulator(), tuples[0]),
+                                            tuples[1]), fn.create_accumulator(),
+                               fn.add_input(fn.create_accumulator(), tuples[2]), tuples[3]])
+    b = fn.extract_output(fn.merge_accumulators([tuples[3], tuples[1], tuples[2], tuples[0]]))
+    whole = step.groups(x, groups)
+    for got, other, ref in zip(a, b, whole):
+        np.testing.assert_allclose(got.sums, ref.sums, rtol=1e-12)
+        np.testing.assert_array_equal(got.counts, ref.counts)
+        np.testing.assert_array_equal(got.far_rows, other.far_rows)
+        assert got.inertia == pytest.approx(ref.inertia, rel=1e-9)
+    assert fn.extract_output(fn.create_accumulator()) is None
 
 
 def _candidate(k, inertia):

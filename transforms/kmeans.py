@@ -104,8 +104,9 @@ class KMeans(beam.PTransform):
             n_init = 1 if n_init is None else n_init
             self._init, self._given = "given", np.asarray(init, np.float64)
             if len(self.ks) > 1 or n_init > 1:
-                raise UserInputError("given initial centroids are one start: they take a single "
-                                     "K and n_init=1")
+                raise UserInputError(f"given initial centroids are one start: they take a single "
+                                     f"K and n_init=1, got n_clusters={list(self.ks)}, "
+                                     f"n_init={n_init}")
             if self._given.shape != (self.ks[0], len(features)):
                 raise UserInputError(f"init has shape {self._given.shape}, expected "
                                      f"{(self.ks[0], len(features))}")

@@ -25,6 +25,19 @@ import numpy as np
 # compiled function sees a handful of shapes, not one per shard length.
 _MIN_BUCKET = 256
 
+# Bound on one call's score matrix, rows x G x K_max float32 (64 MiB): with many
+# candidates or a large K, a call takes fewer rows (see rows_per_call).
+SCORE_BUDGET = 1 << 24
+
+
+def rows_per_call(batch_size: int, centroids: Sequence[np.ndarray]) -> int:
+    """Rows per step call against `centroids` (G arrays [K_g, D]): `batch_size`, or a
+    power of two small enough that the [rows, G x K_max] scores fit SCORE_BUDGET."""
+    width = len(centroids) * max(len(c) for c in centroids)
+    if batch_size * width <= SCORE_BUDGET:
+        return batch_size
+    return max(_MIN_BUCKET, 1 << int(np.log2(max(1, SCORE_BUDGET // width))))
+
 
 class BatchResult(NamedTuple):
     """What the step returns for one float32 batch `x` [n, D] and centroids [K, D].

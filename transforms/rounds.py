@@ -14,7 +14,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from transforms.kmeans_step import get_step
+from transforms.kmeans_step import get_step, rows_per_call
 from transforms.lloyd import Candidates, RoundState, update_candidates
 from transforms.partials import CandidatePartialsCombineFn, Partials, PartialsCombineFn, merge
 from transforms.shards import FEATURES_COLUMN, get_shard_cache, iter_standardized
@@ -40,12 +40,15 @@ class StepConfig(NamedTuple):
 class _PartialSumsFn(beam.DoFn):
     """shard path -> a tuple of Partials, one per candidate, against its current centroids.
 
-    A converged candidate gets zero partials without being scored (its state
-    no longer changes), unless `every_candidate` (the evaluation pass).
+    While any candidate is still moving, every candidate is scored: one fixed
+    layout of centroids keeps one compiled step (dropping the converged ones
+    would compile it again for each new layout), and a converged state ignores
+    its partials. Once all have converged: zero partials without reading the
+    shard, unless `always` (the evaluation pass).
     """
 
-    def __init__(self, config: StepConfig, every_candidate: bool = False):
-        self._config, self._every_candidate = config, every_candidate
+    def __init__(self, config: StepConfig, always: bool = False):
+        self._config, self._always = config, always
 
     def setup(self):
         # Process-wide: every round's DoFn shares one strategy, one compiled step, one cache.
@@ -54,22 +57,18 @@ class _PartialSumsFn(beam.DoFn):
 
     def process(self, path: str, candidates: Candidates):
         cfg = self._config
-        states = candidates.states
-        partials = [Partials.zeros(len(s.centroids), cfg.n_features) for s in states]
-        active = [i for i, s in enumerate(states) if self._every_candidate or not s.converged]
-        if not active:
+        if candidates.converged and not self._always:
             # One empty partial a shard keeps the round's combine non-empty,
             # so it needs no default-value step.
-            yield tuple(partials)
+            yield tuple(Partials.zeros(len(s.centroids), cfg.n_features)
+                        for s in candidates.states)
             return
-        centroids = [states[i].centroids.astype(np.float32) for i in active]
+        centroids = [s.centroids.astype(np.float32) for s in candidates.states]
+        rows = rows_per_call(cfg.batch_size, centroids)
         per_batch = [[Partials.from_batch(x, result) for result in self._step.groups(x, centroids)]
-                     for x in self._cache.batches(path, cfg.n_features, cfg.batch_size)]
-        if not per_batch:  # an empty shard
-            return
-        for i, parts in zip(active, zip(*per_batch)):
-            partials[i] = merge(parts, cfg.n_far)
-        yield tuple(partials)
+                     for x in self._cache.batches(path, cfg.n_features, rows)]
+        if per_batch:  # else an empty shard
+            yield tuple(merge(parts, cfg.n_far) for parts in zip(*per_batch))
 
 
 class LloydRound(beam.PTransform):
@@ -130,7 +129,7 @@ class EvaluateCandidates(beam.PTransform):
     def expand(self, shard_paths):
         return (
             shard_paths
-            | "PartialSums" >> beam.ParDo(_PartialSumsFn(self._config, every_candidate=True),
+            | "PartialSums" >> beam.ParDo(_PartialSumsFn(self._config, always=True),
                                           candidates=beam.pvalue.AsSingleton(self._candidates))
             | "MergePartials" >> beam.CombineGlobally(
                 CandidatePartialsCombineFn(self._config.n_far)).without_defaults())
@@ -156,7 +155,8 @@ class _AssignShardFn(beam.DoFn):
         cfg = self._config
         centroids = state.centroids.astype(np.float32)
         parts = []
-        for batch, x in iter_standardized(path, cfg.n_features, cfg.batch_size):
+        rows = rows_per_call(cfg.batch_size, [centroids])
+        for batch, x in iter_standardized(path, cfg.n_features, rows):
             result = self._step(x, centroids)
             parts.append(Partials.from_batch(x, result))
             keep = [name for name in batch.schema.names if name != FEATURES_COLUMN]

@@ -10,6 +10,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 import apache_beam as beam
 import numpy as np
 
+from transforms.errors import UserInputError
 from transforms.lloyd import Candidates, RoundState
 from transforms.partials import Partials
 from transforms.rounds import EvaluateCandidates, StepConfig
@@ -108,8 +109,9 @@ def select(candidates: Candidates, final: Sequence[Partials], sample: np.ndarray
                   for k, i in sorted(best.items()))
     scored = [row for row in sweep if row[criterion] is not None]
     if not scored:
-        raise ValueError(f"no K of the sweep has a {criterion} score on the sample "
-                         f"(every K put the sample in a single cluster)")
+        raise UserInputError(
+            f"no K of the sweep {[row['k'] for row in sweep]} has a {criterion} score on the "
+            f"init sample: each put the sample in a single cluster (too few distinct rows?)")
     larger_is_better = CRITERIA[criterion]
     chosen = max(scored, key=lambda row: row[criterion] if larger_is_better else -row[criterion])
     index = best[chosen["k"]]

@@ -1,16 +1,13 @@
 """Shards: Parquet files of feature rows, standardized when read, and a bounded per-process cache.
 
-A shard holds the column `FEATURES_COLUMN` (list, D values a row) and any
-passthrough columns (the id, or all input columns). Two kinds:
+A shard holds the column `FEATURES_COLUMN` (list<float64>, D values a row, as
+validated) and any passthrough columns (the id, or all input columns); its
+schema metadata names the tf.Transform output that standardizes it (`KMeans`
+writes the shards in the read stage, before the analysis has finished).
 
-  - raw: list<float64> features as validated, and in the file's schema
-    metadata the tf.Transform output that standardizes them (what `KMeans`
-    writes, in the read stage, before the analysis has finished);
-  - standardized: list<float32> features, used as they are.
-
-Readers always get standardized float32 rows: a raw shard goes through the
-saved transform_fn once per read, so the values are bit for bit what
-tf.Transform's transform gives. The rounds read only the features column,
+Readers always get standardized float32 rows: a shard goes through the saved
+transform_fn once per read, so the values are bit for bit what tf.Transform's
+transform gives. The rounds read only the features column,
 through `ShardCache`: a hit returns the matrix kept in memory, a miss just
 reads the file again, so results never depend on the cache.
 """
@@ -64,12 +61,6 @@ def parquet_batches(parquet: pq.ParquetFile, batch_size: int, columns=None
         yield from parquet.iter_batches(batch_size=batch_size, row_groups=[group], columns=columns)
 
 
-def iter_shard(path: str, batch_size: int, columns=None) -> Iterator[pa.RecordBatch]:
-    """Record batches of at most `batch_size` rows of one shard, streamed (features as stored)."""
-    with FileSystems.open(path) as f:
-        yield from parquet_batches(pq.ParquetFile(f), batch_size, columns)
-
-
 def iter_standardized(path: str, n_features: int, batch_size: int, columns=None
                       ) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
     """(record batch, its standardized float32 [<= batch_size, D] rows) of one shard, streamed.
@@ -78,15 +69,12 @@ def iter_standardized(path: str, n_features: int, batch_size: int, columns=None
     """
     with FileSystems.open(path) as f:
         shard = pq.ParquetFile(f)
-        standardize = _standardizer_of(shard.schema_arrow.metadata, n_features)
+        standardize = _standardizer_of(shard.schema_arrow.metadata, n_features, path)
         if columns is not None and FEATURES_COLUMN not in columns:
             columns = [FEATURES_COLUMN] + list(columns)
         for batch in parquet_batches(shard, batch_size, columns):
-            if standardize is None:
-                yield batch, features_to_matrix(batch.column(FEATURES_COLUMN), n_features)
-            else:
-                x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
-                yield batch, standardize(x)
+            x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
+            yield batch, standardize(x)
 
 
 def shard_rows(path: str) -> int:
@@ -95,10 +83,11 @@ def shard_rows(path: str) -> int:
         return pq.ParquetFile(f).metadata.num_rows
 
 
-def _standardizer_of(metadata: Optional[dict], n_features: int) -> Optional[Callable]:
-    """The transform of a raw shard (float64 [n, D] -> float32 [n, D]); None for a standardized one."""
+def _standardizer_of(metadata: Optional[dict], n_features: int, path: str) -> Callable:
+    """The transform of a shard: float64 [n, D] -> float32 [n, D]."""
     if not metadata or TRANSFORM_DIR_KEY not in metadata:
-        return None
+        raise ValueError(f"{path} is not a shardmeans shard: its Parquet schema does not name "
+                         f"the transform_fn that standardizes it")
     return _standardizer(metadata[TRANSFORM_DIR_KEY].decode(), n_features,
                          metadata.get(RUN_KEY, b"").decode())
 
