@@ -5,9 +5,11 @@
 Steps: every row is written once to Parquet shards in a work directory while
 tf.Transform analyses the global mean and variance (OUTPUT_DIR/transform_fn/)
 and a bottom-m hash sample is drawn, all in the pass that reads the rows; the
-sample gives the initial centroids; up to `max_iter` Lloyd rounds run over the
-shards, which are standardized with the saved transform as they are loaded; a
-final pass assigns every row; the SavedModel is written to OUTPUT_DIR/model/.
+sample gives the initial centroids of every candidate (each K of a sweep x
+each restart); up to `max_iter` Lloyd rounds run over the shards for all
+candidates at once, the shards standardized with the saved transform as they
+are loaded; with several candidates one more pass picks one; a final pass
+assigns every row; the SavedModel is written to OUTPUT_DIR/model/.
 
 Why the shards hold the rows as read rather than standardized: standardizing
 needs the analysis's result, so a standardize step must wait for the whole
@@ -37,9 +39,9 @@ from transforms.shards import (FEATURES_COLUMN, default_cache_mb, features_to_ma
                                matrix_to_features, raw_shard_schema)
 
 
-# Restarts by default: measured on 500k x 32, K=64 (bench/n_init.py, RESULTS.md),
-# 4 restarts cost ~14% more wall time and lower the expected inertia ~2.7%;
-# 2 buy 1.2%, 8 only 0.6% more than 4.
+# Restarts by default (bench/RESULTS.md): on 500k x 32, K=64, 4 restarts cost
+# ~14% more wall time and lower the expected inertia ~2.7% (2 buy 1.2%, 8 only
+# 0.6% more than 4); at 4M, seed 0 alone ended 23% above the best of 4.
 DEFAULT_N_INIT = 4
 
 
