@@ -94,6 +94,13 @@ def _print_summary(output: str) -> None:
         return
     print(f"rounds: {m['rounds']} ({'converged' if m['converged'] else 'not converged'}), "
           f"inertia: {m['inertia']:.6g}")
+    if m.get("restarts"):
+        scores = "".join(f"{k}: {v[m['select']]:.3g}, " if v[m["select"]] is not None else ""
+                         for k, v in m.get("sweep", {}).items())
+        chosen = (f"K={m['k']} by {m['select']} ({scores.rstrip(', ')}), " if "sweep" in m
+                  else f"K={m['k']}, ")
+        print(f"chosen: {chosen}seed {m['init_seed']}, the best of {len(m['restarts'])} "
+              f"candidates fitted together")
     print(f"cluster sizes: {m['cluster_sizes']}")
     merged = ", hierarchy.json" if "merge_to" in m else ""
     print(f"outputs: {output}/ (model/, transform_fn/, centroids.csv, centroids.npy, "

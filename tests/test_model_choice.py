@@ -55,7 +55,7 @@ def test_restarts_in_shared_passes_match_each_restart_alone(ambiguous_parquet, t
 
 
 @pytest.mark.parametrize("criterion", ["silhouette", "davies_bouldin"])
-def test_sweep_picks_the_known_k(four_blobs, tmp_path, criterion):
+def test_sweep_picks_the_known_k(four_blobs, tmp_path, capsys, criterion):
     x, truth = four_blobs
     table = pa.table({"id": np.arange(len(x)), **{f"f{j}": x[:, j] for j in range(3)}})
     pattern = write_shards(table, tmp_path / "in", "parquet", shards=2)
@@ -65,6 +65,7 @@ def test_sweep_picks_the_known_k(four_blobs, tmp_path, criterion):
 
     m = metrics(out)
     assert m["k"] == 4 and m["select"] == criterion
+    assert f"chosen: K=4 by {criterion} (2: " in capsys.readouterr().out
     assert sorted(m["sweep"], key=int) == ["2", "3", "4", "5", "6"]
     for scores in m["sweep"].values():
         assert set(scores) == {"inertia", "silhouette", "calinski_harabasz", "davies_bouldin"}
