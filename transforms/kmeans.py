@@ -40,8 +40,8 @@ from transforms.shards import (FEATURES_COLUMN, default_cache_mb, features_to_ma
 
 
 # Restarts by default (bench/RESULTS.md): on 500k x 32, K=64, 4 restarts cost
-# ~14% more wall time and lower the expected inertia ~2.7% (2 buy 1.2%, 8 only
-# 0.6% more than 4); at 4M, seed 0 alone ended 23% above the best of 4.
+# ~10% more wall time and lower the expected inertia ~2.7% (2 buy 1.2%, 8 only
+# 0.6% more than 4 for another 12%); at 4M, seed 0 alone ended 23% above the best of 4.
 DEFAULT_N_INIT = 4
 
 
