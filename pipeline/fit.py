@@ -15,7 +15,7 @@ from pipeline.readers import input_layout
 from pipeline.workdir import absolute_path
 from transforms.errors import UserInputError
 from transforms.init import INIT_METHODS
-from transforms.kmeans import DEFAULT_N_INIT, KMeans
+from transforms.kmeans import KMeans, resolve_n_init
 
 
 class FitSpec(NamedTuple):
@@ -75,7 +75,7 @@ def fit_spec(options) -> FitSpec:
     features = _features(inp.features, layout.schema, layout.numeric, inp.id_column, layout.path)
 
     init, given = _init(km.init, ks, km.n_init or 1, len(features))
-    n_init = km.n_init if km.n_init is not None else (1 if given is not None else DEFAULT_N_INIT)
+    n_init = resolve_n_init(km.n_init, given=given is not None)
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     output = absolute_path(out.output)
     work_dir = (f"{absolute_path(temp_location).rstrip('/')}/shardmeans-{uuid.uuid4().hex[:12]}"

@@ -153,12 +153,13 @@ def test_step_scores_groups_of_different_k_in_one_call():
         assert together.inertia == pytest.approx(d.min(1).sum(), rel=1e-6)
 
 
-def test_rows_per_call_bounds_the_score_matrix():
-    from transforms.kmeans_step import SCORE_BUDGET, rows_per_call
+def test_rows_per_call_bounds_the_call_temporaries():
+    from transforms.kmeans_step import CALL_BUDGET_BYTES, call_bytes_per_row, rows_per_call
 
-    assert rows_per_call(65536, [np.zeros((64, 8))] * 4) == 65536
-    rows = rows_per_call(65536, [np.zeros((128, 8))] * 32)
-    assert rows * 32 * 128 <= SCORE_BUDGET and rows & (rows - 1) == 0
+    assert rows_per_call(65536, [np.zeros((64, 32))] * 4) == 65536  # the default fit
+    for groups in ([np.zeros((128, 8))] * 32, [np.zeros((8, 2000))] * 4):
+        rows = rows_per_call(65536, groups)
+        assert rows * call_bytes_per_row(groups) <= CALL_BUDGET_BYTES and rows & (rows - 1) == 0
 
 
 def test_candidate_partials_merge_is_order_free():

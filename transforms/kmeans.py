@@ -45,6 +45,14 @@ from transforms.shards import (FEATURES_COLUMN, default_cache_mb, features_to_ma
 DEFAULT_N_INIT = 4
 
 
+def resolve_n_init(n_init: Optional[int], given: bool) -> int:
+    """`n_init`, or its default: DEFAULT_N_INIT random starts, 1 for given centroids
+    (one start, as scikit-learn does for explicit centers)."""
+    if n_init is not None:
+        return n_init
+    return 1 if given else DEFAULT_N_INIT
+
+
 class KMeans(beam.PTransform):
     """Fit K-Means on a PCollection of rows; returns a dict of PCollections.
 
@@ -99,11 +107,10 @@ class KMeans(beam.PTransform):
         super().__init__()
         ks = (n_clusters,) if np.ndim(n_clusters) == 0 else tuple(n_clusters)
         self.ks = _check_ks(ks)
+        n_init = resolve_n_init(n_init, given=not isinstance(init, str))
         if isinstance(init, str):
             self._init, self._given = init, None
-            n_init = DEFAULT_N_INIT if n_init is None else n_init
         else:
-            n_init = 1 if n_init is None else n_init
             self._init, self._given = "given", np.asarray(init, np.float64)
             if len(self.ks) > 1 or n_init > 1:
                 raise UserInputError(f"given initial centroids are one start: they take a single "

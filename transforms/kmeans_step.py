@@ -25,18 +25,26 @@ import numpy as np
 # compiled function sees a handful of shapes, not one per shard length.
 _MIN_BUCKET = 256
 
-# Bound on one call's score matrix, rows x G x K_max float32 (64 MiB): with many
-# candidates or a large K, a call takes fewer rows (see rows_per_call).
-SCORE_BUDGET = 1 << 24
+# Bound on the per-row temporaries of one call (256 MiB): per row and group the
+# scores (float32 [K_max]), the float64 copy of the row and the float32
+# difference ([D] each). With many candidates, a large K or many features a
+# call takes fewer rows (see rows_per_call).
+CALL_BUDGET_BYTES = 256 << 20
+
+
+def call_bytes_per_row(centroids: Sequence[np.ndarray]) -> int:
+    """Bytes of a call's temporaries per row against `centroids` (G arrays [K_g, D])."""
+    k_max, d = max(len(c) for c in centroids), centroids[0].shape[1]
+    return len(centroids) * (4 * k_max + 12 * d)
 
 
 def rows_per_call(batch_size: int, centroids: Sequence[np.ndarray]) -> int:
-    """Rows per step call against `centroids` (G arrays [K_g, D]): `batch_size`, or a
-    power of two small enough that the [rows, G x K_max] scores fit SCORE_BUDGET."""
-    width = len(centroids) * max(len(c) for c in centroids)
-    if batch_size * width <= SCORE_BUDGET:
+    """Rows per step call against `centroids`: `batch_size`, or a power of two small
+    enough that the call's temporaries fit CALL_BUDGET_BYTES."""
+    per_row = call_bytes_per_row(centroids)
+    if batch_size * per_row <= CALL_BUDGET_BYTES:
         return batch_size
-    return max(_MIN_BUCKET, 1 << int(np.log2(max(1, SCORE_BUDGET // width))))
+    return max(_MIN_BUCKET, 1 << int(np.log2(max(1, CALL_BUDGET_BYTES // per_row))))
 
 
 class BatchResult(NamedTuple):
