@@ -185,6 +185,30 @@ def test_candidate_partials_merge_is_order_free():
     assert fn.extract_output(fn.create_accumulator()) is None
 
 
+
+def test_lloyd_update_fn_merges_in_any_order_then_updates():
+    from transforms.lloyd import update_candidates
+    from transforms.partials import CandidatePartialsCombineFn
+    from transforms.rounds import LloydUpdateFn, ShardPartials
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(900, 3)).astype(np.float32)
+    candidates = Candidates((RoundState(x[:3].astype(np.float64)),
+                             RoundState(x[10:14].astype(np.float64))), (0, 1))
+    groups = [s.centroids.astype(np.float32) for s in candidates.states]
+    shards = [ShardPartials(candidates, tuple(Partials.from_batch(x[i:i + 300], r)
+                                              for r in get_step().groups(x[i:i + 300], groups)))
+              for i in range(0, 900, 300)]
+    fn = LloydUpdateFn(n_far=16, tol=1e-4)
+    one = fn.extract_output(fn.merge_accumulators(
+        [fn.add_input(fn.create_accumulator(), shards[2]), fn.create_accumulator(),
+         fn.add_input(fn.add_input(fn.create_accumulator(), shards[0]), shards[1])]))
+    merged = CandidatePartialsCombineFn(16).merge_accumulators([s.partials for s in shards])
+    expected = update_candidates(candidates, merged, 1e-4)
+    for got, ref in zip(one.states, expected.states):
+        np.testing.assert_allclose(got.centroids, ref.centroids, rtol=1e-12)
+        assert got.rounds == 1 and got.inertia_history == pytest.approx(ref.inertia_history)
+
 def _candidate(k, inertia):
     state = RoundState(centroids=np.zeros((k, 2)), rounds=3, converged=True)
     part = Partials(np.zeros((k, 2)), np.ones(k, np.int64), inertia, np.zeros(0),

@@ -3,12 +3,12 @@
 All take a PCollection of shard paths (what the Parquet sink returned) and a
 single-element PCollection of state as a side input: `Candidates` for the
 rounds (every restart and K fitted together), the chosen `RoundState` for the
-final pass. A round is three labelled steps: per-shard partial sums
-(TensorFlow, under the strategy), one global combine, and the NumPy update
-(fused with the combine). Rounds are unrolled: a Beam graph has no loops, and
-the state the next round needs is tiny (candidates x K x D).
+final pass. A round is two labelled steps: per-shard partial sums
+(TensorFlow, under the strategy), then one combine that merges them and ends
+in the NumPy update. Rounds are unrolled: a Beam graph has no loops, and the
+state the next round needs is tiny (candidates x K x D).
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -56,42 +56,98 @@ class _PartialSumsFn(beam.DoFn):
         self._cache = get_shard_cache(self._config.cache_mb)
 
     def process(self, path: str, candidates: Candidates):
+        parts = self.partials(path, candidates)
+        if parts is not None:
+            yield parts
+
+    def partials(self, path: str, candidates: Candidates) -> Optional[tuple]:
+        """The shard's tuple of Partials (None for an empty shard)."""
         cfg = self._config
         if candidates.converged and not self._always:
-            # One empty partial a shard keeps the round's combine non-empty,
-            # so it needs no default-value step.
-            yield tuple(Partials.zeros(len(s.centroids), cfg.n_features)
-                        for s in candidates.states)
-            return
+            # One empty partial a shard keeps the round's combine non-empty.
+            return tuple(Partials.zeros(len(s.centroids), cfg.n_features)
+                         for s in candidates.states)
         centroids = [s.centroids.astype(np.float32) for s in candidates.states]
         rows = rows_per_call(cfg.batch_size, centroids)
         per_batch = [[Partials.from_batch(x, result) for result in self._step.groups(x, centroids)]
                      for x in self._cache.batches(path, cfg.n_features, rows)]
-        if per_batch:  # else an empty shard
-            yield tuple(merge(parts, cfg.n_far) for parts in zip(*per_batch))
+        if not per_batch:
+            return None
+        return tuple(merge(parts, cfg.n_far) for parts in zip(*per_batch))
+
+
+class ShardPartials(NamedTuple):
+    """One shard's partials (a tuple of Partials, one per candidate) and the
+    Candidates they were scored against."""
+
+    candidates: Candidates
+    partials: tuple
+
+
+class _RoundPartialsFn(_PartialSumsFn):
+    """(round, Candidates) -> (round + 1, ShardPartials) for one shard path.
+
+    The partials travel with the state they were computed against, so the
+    round's combine can end in the update itself (see `LloydUpdateFn`).
+    """
+
+    def process(self, path: str, keyed_candidates: Tuple[int, Candidates]):
+        round_, candidates = keyed_candidates
+        parts = self.partials(path, candidates)
+        if parts is not None:
+            yield round_ + 1, ShardPartials(candidates, parts)
+
+
+class LloydUpdateFn(beam.CombineFn):
+    """ShardPartials of one round -> the next Candidates: merge, then the Lloyd update.
+
+    Folding the update into the combine's output saves a step a round; with
+    rounds unrolled up to --max_rounds, each step costs graph construction,
+    translation and a runner stage even in the rounds that only pass the
+    converged state through (bench/RESULTS.md). Every element carries the
+    same Candidates (the round's side input); the accumulator keeps one.
+    """
+
+    def __init__(self, n_far: int, tol: float):
+        self._merge, self._tol = CandidatePartialsCombineFn(n_far), tol
+
+    def create_accumulator(self) -> Optional[ShardPartials]:
+        return None
+
+    def add_input(self, accumulator, element: ShardPartials) -> ShardPartials:
+        return self.merge_accumulators([accumulator, element])
+
+    def merge_accumulators(self, accumulators) -> Optional[ShardPartials]:
+        accumulators = [a for a in accumulators if a is not None]
+        if not accumulators:
+            return None
+        return ShardPartials(accumulators[0].candidates,
+                             self._merge.merge_accumulators([a.partials for a in accumulators]))
+
+    def extract_output(self, accumulator: ShardPartials) -> Candidates:
+        return update_candidates(accumulator.candidates, accumulator.partials, self._tol)
 
 
 class LloydRound(beam.PTransform):
-    """shard paths -> next Candidates, given this round's (a PCollection of one)."""
+    """shard paths -> (round + 1, next Candidates), given (round, Candidates) (a PCollection of one).
 
-    def __init__(self, candidates, config: StepConfig, tol: float):
+    Two steps: per-shard partial sums (TensorFlow, under the strategy), then one
+    combine whose output is the updated state. The round number is the
+    combine's only key: what crosses the shuffle is one pre-combined
+    accumulator per bundle, as in CombineGlobally, whose key-with-None and
+    unkey steps this saves.
+    """
+
+    def __init__(self, keyed_candidates, config: StepConfig, tol: float):
         super().__init__()
-        self._candidates, self._config, self._tol = candidates, config, tol
+        self._candidates, self._config, self._tol = keyed_candidates, config, tol
 
     def expand(self, shard_paths):
-        candidates = beam.pvalue.AsSingleton(self._candidates)
-        # The update reads the merged partials as its main input, so the runner
-        # fuses it with the combine's last step: two stages a round, not three.
         return (
             shard_paths
-            | "PartialSums" >> beam.ParDo(_PartialSumsFn(self._config), candidates=candidates)
-            | "MergePartials" >> beam.CombineGlobally(
-                CandidatePartialsCombineFn(self._config.n_far)).without_defaults()
-            | "Update" >> beam.Map(_update, candidates=candidates, tol=self._tol))
-
-
-def _update(partials: tuple, candidates: Candidates, tol: float) -> Candidates:
-    return update_candidates(candidates, partials, tol)
+            | "PartialSums" >> beam.ParDo(_RoundPartialsFn(self._config),
+                                          beam.pvalue.AsSingleton(self._candidates))
+            | "MergeAndUpdate" >> beam.CombinePerKey(LloydUpdateFn(self._config.n_far, self._tol)))
 
 
 class LloydRounds(beam.PTransform):
@@ -107,11 +163,10 @@ class LloydRounds(beam.PTransform):
         self._max_rounds, self._tol = max_rounds, tol
 
     def expand(self, shard_paths):
-        candidates = self._initial
+        keyed = self._initial | "Round000" >> beam.Map(lambda candidates: (0, candidates))
         for r in range(1, self._max_rounds + 1):
-            candidates = shard_paths | f"Round{r:03d}" >> LloydRound(
-                candidates, self._config, self._tol)
-        return candidates
+            keyed = shard_paths | f"Round{r:03d}" >> LloydRound(keyed, self._config, self._tol)
+        return keyed | "Candidates" >> beam.Values()
 
 
 class EvaluateCandidates(beam.PTransform):
