@@ -40,11 +40,12 @@ class StepConfig(NamedTuple):
 class _PartialSumsFn(beam.DoFn):
     """shard path -> a tuple of Partials, one per candidate, against its current centroids.
 
-    While any candidate is still moving, every candidate is scored: one fixed
-    layout of centroids keeps one compiled step (dropping the converged ones
-    would compile it again for each new layout), and a converged state ignores
-    its partials. Once all have converged: zero partials without reading the
-    shard, unless `always` (the evaluation pass).
+    Only the candidates still moving are scored (unless `always`, the
+    evaluation pass): a converged state ignores its partials, so it gets zeros.
+    The step compiles once per number of scored candidates (~0.4 s each on
+    2 cores), which the narrower passes repay at scale: at 4M rows and 4
+    restarts, a round costs ~0.8 s per candidate scored. Once all have
+    converged, the shard is not even read.
     """
 
     def __init__(self, config: StepConfig, always: bool = False):
@@ -61,19 +62,25 @@ class _PartialSumsFn(beam.DoFn):
             yield parts
 
     def partials(self, path: str, candidates: Candidates) -> Optional[tuple]:
-        """The shard's tuple of Partials (None for an empty shard)."""
+        """The shard's tuple of Partials, one per candidate (None for an empty shard).
+
+        With all candidates converged: zeros, one a shard, which keep the
+        round's combine non-empty.
+        """
         cfg = self._config
-        if candidates.converged and not self._always:
-            # One empty partial a shard keeps the round's combine non-empty.
-            return tuple(Partials.zeros(len(s.centroids), cfg.n_features)
-                         for s in candidates.states)
-        centroids = [s.centroids.astype(np.float32) for s in candidates.states]
+        scored = [i for i, s in enumerate(candidates.states) if self._always or not s.converged]
+        parts = [Partials.zeros(len(s.centroids), cfg.n_features) for s in candidates.states]
+        if not scored:
+            return tuple(parts)
+        centroids = [candidates.states[i].centroids.astype(np.float32) for i in scored]
         rows = rows_per_call(cfg.batch_size, centroids)
         per_batch = [[Partials.from_batch(x, result) for result in self._step.groups(x, centroids)]
                      for x in self._cache.batches(path, cfg.n_features, rows)]
         if not per_batch:
             return None
-        return tuple(merge(parts, cfg.n_far) for parts in zip(*per_batch))
+        for i, batches in zip(scored, zip(*per_batch)):
+            parts[i] = merge(batches, cfg.n_far)
+        return tuple(parts)
 
 
 class ShardPartials(NamedTuple):
