@@ -8,7 +8,7 @@ final pass. A round is two labelled steps: per-shard partial sums
 in the NumPy update. Rounds are unrolled: a Beam graph has no loops, and the
 state the next round needs is tiny (candidates x K x D).
 """
-from typing import NamedTuple, Optional, Tuple
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -17,7 +17,8 @@ import pyarrow as pa
 from transforms.kmeans_step import get_step, rows_per_call
 from transforms.lloyd import Candidates, RoundState, update_candidates
 from transforms.partials import CandidatePartialsCombineFn, Partials, PartialsCombineFn, merge
-from transforms.shards import FEATURES_COLUMN, get_shard_cache, iter_standardized
+from transforms.shards import (FEATURES_COLUMN, get_shard_cache, iter_passthrough,
+                               iter_standardized)
 
 
 class StepConfig(NamedTuple):
@@ -212,13 +213,14 @@ class _AssignShardFn(beam.DoFn):
 
     def setup(self):
         self._step = get_step(self._config.devices, self._config.n_far)
+        self._cache = get_shard_cache(self._config.cache_mb)
 
     def process(self, path: str, state: RoundState):
         cfg = self._config
         centroids = state.centroids.astype(np.float32)
         parts = []
         rows = rows_per_call(cfg.batch_size, [centroids])
-        for batch, x in iter_standardized(path, cfg.n_features, rows):
+        for batch, x in self._rows(path, rows):
             result = self._step(x, centroids)
             parts.append(Partials.from_batch(x, result))
             keep = [name for name in batch.schema.names if name != FEATURES_COLUMN]
@@ -231,6 +233,21 @@ class _AssignShardFn(beam.DoFn):
             yield pa.RecordBatch.from_arrays(columns, names=names)
         if parts:
             yield beam.pvalue.TaggedOutput(self.PARTIALS, merge(parts, cfg.n_far))
+
+    def _rows(self, path: str, rows: int) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
+        """(passthrough columns, standardized float32 rows) of a shard, in batches.
+
+        On a cache hit only the passthrough columns are read: the rounds left
+        the standardized features in the cache (the same values a read gives).
+        """
+        cached = self._cache.get(path)
+        if cached is None:
+            yield from iter_standardized(path, self._config.n_features, rows)
+            return
+        start = 0
+        for batch in iter_passthrough(path, rows):
+            yield batch, cached[start:start + batch.num_rows]
+            start += batch.num_rows
 
 
 class AssignShards(beam.PTransform):

@@ -77,6 +77,14 @@ def iter_standardized(path: str, n_features: int, batch_size: int, columns=None
             yield batch, standardize(x)
 
 
+def iter_passthrough(path: str, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Record batches (<= batch_size rows, file order) of a shard's columns but the features."""
+    with FileSystems.open(path) as f:
+        shard = pq.ParquetFile(f)
+        columns = [name for name in shard.schema_arrow.names if name != FEATURES_COLUMN]
+        yield from parquet_batches(shard, batch_size, columns)
+
+
 def shard_rows(path: str) -> int:
     """Rows in a shard, from its footer (reads no data)."""
     with FileSystems.open(path) as f:
@@ -119,12 +127,17 @@ class ShardCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def batches(self, path: str, n_features: int, batch_size: int) -> Iterator[np.ndarray]:
-        """Standardized float32 [<= batch_size, D] batches of the shard at `path`, in file order."""
+    def get(self, path: str) -> Optional[np.ndarray]:
+        """The cached standardized float32 [n, D] rows of the shard at `path`, or None."""
         with self._lock:
             x = self._items.get(path)
             if x is not None:
                 self._items.move_to_end(path)
+            return x
+
+    def batches(self, path: str, n_features: int, batch_size: int) -> Iterator[np.ndarray]:
+        """Standardized float32 [<= batch_size, D] batches of the shard at `path`, in file order."""
+        x = self.get(path)
         if x is not None:
             for start in range(0, len(x), batch_size):
                 yield x[start:start + batch_size]
