@@ -112,17 +112,20 @@ def _reasons(x, missing, lengths, empty, non_numeric) -> np.ndarray:
     return why
 
 
-def _json_safe(row: dict) -> dict:
-    out = {}
-    for k, v in row.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            v = str(v)
-        elif isinstance(v, bytes):
-            v = v.decode("utf-8", errors="replace")
-        elif not isinstance(v, (str, int, float, bool, type(None), list)):
-            v = str(v)
-        out[k] = v
-    return out
+def _json_safe(value):
+    """A rejected row's value as JSON can hold it: bytes as text, NaN/inf as strings,
+    lists (a tf.Example feature with several values) element by element."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    return str(value)
 
 
 def check_chunk(chunk: Chunk, features: List[str], passthrough: pa.Schema,

@@ -116,3 +116,24 @@ def test_refined_start_is_better_on_the_sample():
     assert inertia(refined) < 0.9 * inertia(plain)
     np.testing.assert_array_equal(initial_centroids(x, 6, "given", 0, given=plain, refine_rounds=50),
                                   plain)  # given centroids are used as they are
+
+
+def test_rejected_row_with_list_values_is_written_as_json():
+    """A tf.Example row with several bytes values (and a NaN list) is rejected, not a crash."""
+    import json
+
+    import pyarrow as pa
+
+    from pipeline.readers import Chunk
+    from pipeline.validation import check_chunk
+
+    batch = pa.RecordBatch.from_pydict({
+        "x": pa.array([[1.0], [2.0, float("nan")], [3.0]], pa.list_(pa.float64())),
+        "tag": pa.array([[b"a"], [b"b", b"\xff"], [b"c"]], pa.list_(pa.binary()))})
+    checked = check_chunk(Chunk("f.tfrecord", batch, np.arange(1, 4), []), ["x"], batch.schema,
+                          "__features__")
+    assert checked.valid.num_rows == 2 and checked.n_read == 3
+    (line,) = checked.rejected
+    row = json.loads(line)
+    assert (row["row"], row["column"], row["reason"]) == (2, "x", "2 values where one is expected")
+    assert row["values"] == {"x": [2.0, "nan"], "tag": ["b", "\ufffd"]}
