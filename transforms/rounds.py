@@ -113,7 +113,9 @@ class LloydUpdateFn(beam.CombineFn):
     rounds unrolled up to --max_rounds, each step costs graph construction,
     translation and a runner stage even in the rounds that only pass the
     converged state through (bench/RESULTS.md). Every element carries the
-    same Candidates (the round's side input); the accumulator keeps one.
+    same Candidates (the round's side input); the accumulator keeps one. The
+    partial sums are as large as the centroids (K x D per candidate), so the
+    state at most doubles what a round sends through the shuffle.
     """
 
     def __init__(self, n_far: int, tol: float):
@@ -137,7 +139,7 @@ class LloydUpdateFn(beam.CombineFn):
 
 
 class LloydRound(beam.PTransform):
-    """shard paths -> (round + 1, next Candidates), given (round, Candidates) (a PCollection of one).
+    """shard paths -> (round + 1, next Candidates), given (round, Candidates), a PCollection of one.
 
     Two steps: per-shard partial sums (TensorFlow, under the strategy), then one
     combine whose output is the updated state. The round number is the
@@ -171,7 +173,7 @@ class LloydRounds(beam.PTransform):
         self._max_rounds, self._tol = max_rounds, tol
 
     def expand(self, shard_paths):
-        keyed = self._initial | "Round000" >> beam.Map(lambda candidates: (0, candidates))
+        keyed = self._initial | "Round000" >> beam.WithKeys(0)
         for r in range(1, self._max_rounds + 1):
             keyed = shard_paths | f"Round{r:03d}" >> LloydRound(keyed, self._config, self._tol)
         return keyed | "Candidates" >> beam.Values()
