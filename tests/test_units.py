@@ -137,3 +137,16 @@ def test_rejected_row_with_list_values_is_written_as_json():
     row = json.loads(line)
     assert (row["row"], row["column"], row["reason"]) == (2, "x", "2 values where one is expected")
     assert row["values"] == {"x": [2.0, "nan"], "tag": ["b", "\ufffd"]}
+
+
+def test_local_runs_use_the_fn_api_runner_with_the_options():
+    """No Prism attempt; the options still reach multi-process SDK workers."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    from pipeline.cli import _local_runner
+
+    runner = _local_runner(PipelineOptions(["--direct_num_workers=2"]))
+    assert isinstance(runner, fn_runner.FnApiRunner)
+    encoded = runner._provision_info.provision_info.pipeline_options
+    assert int(encoded["beam:option:direct_num_workers:v1"]) == 2
