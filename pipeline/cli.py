@@ -117,8 +117,10 @@ def _print_summary(output: str) -> None:
                          for k, v in m.get("sweep", {}).items())
         chosen = (f"K={m['k']} by {m['select']} ({scores.rstrip(', ')}), " if "sweep" in m
                   else f"K={m['k']}, ")
+        how = ("on the init sample" if m.get("restarts_on") == "sample"
+               else "fitted together over all rows")
         print(f"chosen: {chosen}seed {m['init_seed']}, the best of {len(m['restarts'])} "
-              f"candidates fitted together")
+              f"starts {how}")
     print(f"cluster sizes: {m['cluster_sizes']}")
     merged = ", hierarchy.json" if "merge_to" in m else ""
     print(f"outputs: {output}/ (model/, transform_fn/, centroids.csv, centroids.npy, "

@@ -32,6 +32,7 @@ class FitSpec(NamedTuple):
     keep_standardized: bool
     ks: Tuple[int, ...]  # one K, or the Ks of a sweep (ascending)
     n_init: int
+    restarts_on: str  # "sample" or "all"
     select: str
     seed: int
     init_seed: Optional[int]
@@ -85,7 +86,7 @@ def fit_spec(options) -> FitSpec:
         passthrough=layout.passthrough,
         id_column=inp.id_column, on_invalid=inp.on_invalid, output=output,
         work_dir=work_dir, keep_standardized=out.keep_standardized, ks=ks, n_init=n_init,
-        select=km.select, seed=km.seed, init_seed=km.init_seed,
+        restarts_on=km.restarts_on, select=km.select, seed=km.seed, init_seed=km.init_seed,
         max_rounds=km.max_rounds, tol=km.tol, init=init, init_centroids=given,
         init_sample_size=km.init_sample_size, init_refine_rounds=km.init_refine_rounds,
         merge_to=km.merge_to,
@@ -160,7 +161,8 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec) -> None:
     _ = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(spec.output)
     fitted = rows["valid"] | "KMeans" >> KMeans(
         spec.ks, spec.features, spec.output, max_iter=spec.max_rounds, tol=spec.tol,
-        n_init=spec.n_init, init_seed=spec.init_seed, select=spec.select,
+        n_init=spec.n_init, init_seed=spec.init_seed, restarts_on=spec.restarts_on,
+        select=spec.select,
         init=spec.init if spec.init_centroids is None else spec.init_centroids,
         random_state=spec.seed, init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,

@@ -36,9 +36,16 @@ class KMeansOptions(PipelineOptions):
                                  "(e.g. 4,8,16): a sweep, every K fitted in the same passes, "
                                  "one chosen by --select")
         parser.add_argument("--n_init", type=int, default=None,
-                            help="restarts of each K, run in the same passes over the data "
-                                 "(one wider matrix product per batch, not R passes); the "
-                                 "lowest final inertia wins; default 4 (1 with --init PATH.npy)")
+                            help="restarts of each K (k-means++ or random starts, each "
+                                 "refined on the init sample); where they compete is "
+                                 "--restarts_on; default 4 (1 with --init PATH.npy)")
+        parser.add_argument("--restarts_on", choices=["sample", "all"], default="sample",
+                            help="'sample' (default): the restart of each K with the lowest "
+                                 "inertia on the init sample is the one fitted over all rows, "
+                                 "as scikit-learn's MiniBatchKMeans chooses among its n_init; "
+                                 "'all': every restart is fitted over all rows in the same "
+                                 "passes (one wider matrix product per batch) and the lowest "
+                                 "final inertia wins")
         parser.add_argument("--select", default="silhouette",
                             choices=["silhouette", "calinski_harabasz", "davies_bouldin"],
                             help="how a sweep chooses K, scored on the init sample "

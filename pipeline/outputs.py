@@ -115,6 +115,7 @@ def write_results(state: RoundState, selection: Selection, partials: Partials,
         "init_seed": selection.seed,
         "tol": spec.tol,
         "n_init": spec.n_init,
+        "restarts_on": spec.restarts_on,
     }
     if selection.restarts:
         metrics["restarts"] = list(selection.restarts)

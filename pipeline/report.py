@@ -399,8 +399,9 @@ def render_report(metrics: dict, centroids_original: np.ndarray, features: List[
     metrics: the content of metrics.json: k, features, rows_read, rows_valid,
         rows_rejected, rounds, converged, inertia, inertia_history (list of float),
         cluster_sizes (list of K ints), seed; a missing summary key shows as "—".
-        With "restarts" (a list of {k, seed, inertia, rounds, converged}) a
-        "Candidates" table is added, the one matching k and init_seed marked.
+        With "restarts" (a list of {k, seed, sample_inertia, inertia, rounds,
+        converged}, any of them missing) a "Candidates" table is added, the
+        one matching k and init_seed marked; "restarts_on" says which rule chose.
     centroids_original: float64 [K, D], centroids in original units (centroids.csv).
     features: D feature names, in column order.
     sample: float64 [m, D], standardized rows (e.g. the init sample); m may be 0.
@@ -477,15 +478,20 @@ def render_report(metrics: dict, centroids_original: np.ndarray, features: List[
     restarts = metrics.get("restarts") or []
     if restarts:
         chosen = (metrics.get("k", k), metrics.get("init_seed"))
-        rows = [[_fmt(r.get("k")), _fmt(r.get("seed")), _fmt(r.get("inertia")),
-                 _fmt(r.get("rounds")), _fmt(r.get("converged")),
+        rows = [[_fmt(r.get("k")), _fmt(r.get("seed")), _fmt(r.get("sample_inertia")),
+                 _fmt(r.get("inertia")), _fmt(r.get("rounds")), _fmt(r.get("converged")),
                  "chosen" if (r.get("k"), r.get("seed")) == chosen else ""] for r in restarts]
+        rule = ("The start of each K with the lowest inertia on the init sample was fitted "
+                "over all rows (--restarts_on sample)."
+                if metrics.get("restarts_on", "all") == "sample" else
+                "Every start was fitted over all rows in the same passes; the lowest final "
+                "inertia of each K wins its restarts.")
         section("Candidates",
-                '<p class="note">Every start fitted in the same passes: its K, seed, final '
-                'inertia (all rows, standardized space) and rounds. The lowest inertia of '
-                'each K wins its restarts.</p>',
-                _table(["K", "seed", "inertia", "rounds", "converged", ""], rows,
-                       text_columns=(5,)))
+                f'<p class="note">Every start: its K, seed, inertia on the init sample '
+                f'(after the refinement there), and, if fitted over all rows, its rounds and '
+                f'final inertia (all rows, standardized space). {_esc(rule)}</p>',
+                _table(["K", "seed", "sample inertia", "inertia", "rounds", "converged", ""],
+                       rows, text_columns=(6,)))
 
     if z is not None:
         if len(z):

@@ -28,30 +28,67 @@ def four_blobs():
     return x * [1.0, 50.0, 0.01], truth  # columns in different units
 
 
-def test_restarts_in_shared_passes_match_each_restart_alone(ambiguous_parquet, tmp_path):
-    # No refinement on the sample: the full passes do all of the Lloyd work.
-    common = ("--input", ambiguous_parquet, "--k", 5, "--id_column", "id", "--seed", 5,
-              "--init_refine_rounds", 0, "--max_rounds", 40, "--tol", 0)
-    assert fit(tmp_path / "together", *common, "--n_init", 3) == 0
-    together = metrics(tmp_path / "together")
-    alone = []
-    for r in range(3):
-        assert fit(tmp_path / f"alone{r}", *common, "--n_init", 1, "--init_seed", 5 + r) == 0
-        alone.append(metrics(tmp_path / f"alone{r}"))
+# No refinement on the sample: the full passes do all of the Lloyd work.
+RESTARTS = ("--k", 5, "--id_column", "id", "--seed", 5, "--init_refine_rounds", 0,
+            "--max_rounds", 40, "--tol", 0)
 
+
+@pytest.fixture(scope="module")
+def each_restart_alone(ambiguous_parquet, tmp_path_factory):
+    """Restarts 0..2 of RESTARTS, each fitted alone (--n_init 1 --init_seed 5+r): (dirs, metrics)."""
+    dirs = [tmp_path_factory.mktemp(f"alone{r}") for r in range(3)]
+    for r, out in enumerate(dirs):
+        assert fit(out, "--input", ambiguous_parquet, *RESTARTS, "--n_init", 1,
+                   "--init_seed", 5 + r) == 0
+    alone = [metrics(out) for out in dirs]
     inertias = [m["inertia"] for m in alone]
     assert max(inertias) > min(inertias) * 1.01, "the restarts should reach different optima"
+    return dirs, alone
+
+
+def test_restarts_on_all_rows_match_each_restart_alone(ambiguous_parquet, each_restart_alone,
+                                                       tmp_path):
+    dirs, alone = each_restart_alone
+    out = tmp_path / "together"
+    assert fit(out, "--input", ambiguous_parquet, *RESTARTS, "--n_init", 3,
+               "--restarts_on", "all") == 0
+    together = metrics(out)
+    inertias = [m["inertia"] for m in alone]
     assert together["inertia"] <= min(inertias) * (1 + 1e-6)
     # Each restart took the same path as when it ran alone.
     assert [r["seed"] for r in together["restarts"]] == [5, 6, 7]
     for restart, single in zip(together["restarts"], alone):
+        assert restart["carried"]
         assert restart["inertia"] == pytest.approx(single["inertia"], rel=1e-6)
         assert restart["rounds"] == single["rounds"]
     best = int(np.argmin(inertias))
     assert together["init_seed"] == 5 + best
-    np.testing.assert_allclose(centroids(tmp_path / "together"),
-                               centroids(tmp_path / f"alone{best}"), atol=1e-5)
-    assert together["n_init"] == 3
+    np.testing.assert_allclose(centroids(out), centroids(dirs[best]), atol=1e-5)
+    assert together["n_init"] == 3 and together["restarts_on"] == "all"
+
+
+def test_restarts_on_the_sample_carry_the_best_start(ambiguous_parquet, each_restart_alone,
+                                                     tmp_path, capsys):
+    dirs, alone = each_restart_alone
+    out = tmp_path / "sample"
+    assert fit(out, "--input", ambiguous_parquet, *RESTARTS, "--n_init", 3) == 0
+    m = metrics(out)
+    assert m["restarts_on"] == "sample" and [r["seed"] for r in m["restarts"]] == [5, 6, 7]
+    # The 3000 rows are all in the init sample, and the starts are not refined on it,
+    # so a start's sample inertia is the first full round's inertia when it runs alone.
+    sample_inertias = [r["sample_inertia"] for r in m["restarts"]]
+    np.testing.assert_allclose(sample_inertias, [a["inertia_history"][0] for a in alone],
+                               rtol=1e-6)
+    best = int(np.argmin(sample_inertias))
+    assert [r["carried"] for r in m["restarts"]] == [r == best for r in range(3)]
+    left = [r for r in m["restarts"] if not r["carried"]]
+    assert all("inertia" not in r and "rounds" not in r for r in left)
+    # The carried start is fitted exactly as when it runs alone.
+    assert m["init_seed"] == 5 + best and m["restarts"][best]["rounds"] == alone[best]["rounds"]
+    assert m["inertia"] == pytest.approx(alone[best]["inertia"], rel=1e-6)
+    np.testing.assert_allclose(centroids(out), centroids(dirs[best]), atol=1e-5)
+    assert f"seed {5 + best}, the best of 3 starts on the init sample" in capsys.readouterr().out
+    assert "sample inertia" in (out / "report.html").read_text()
 
 
 @pytest.mark.parametrize("criterion", ["silhouette", "davies_bouldin"])

@@ -121,19 +121,39 @@ def initial_centroids(sample: np.ndarray, n_clusters: int, init: str,
     return np.asarray(centers, dtype=np.float64)
 
 
-class InitialCandidates(beam.PTransform):
-    """pipeline begin -> one lloyd.Candidates: the initial centroids of every start.
+# Where the restarts of each K compete (KMeans's `restarts_on`).
+RESTARTS_ON = ("sample", "all")
 
-    starts: [(K, seed)], one per candidate (seed None for given centroids).
+
+def sample_inertia(sample: np.ndarray, centroids: np.ndarray) -> float:
+    """Sum of squared distances of `sample` float64 [m, D] rows to their nearest of
+    `centroids` float64 [K, D]."""
+    from sklearn.metrics import pairwise_distances_argmin_min
+
+    _, distances = pairwise_distances_argmin_min(sample, centroids)  # chunked: bounded memory
+    return float(np.sum(distances ** 2))
+
+
+class InitialCandidates(beam.PTransform):
+    """pipeline begin -> one lloyd.Candidates: the initial centroids of the starts carried on.
+
+    starts: [(K, seed)], one per start (seed None for given centroids).
     sample: side input, the standardized init sample, float64 [m, D].
+    restarts_on: "all" carries every start to the passes over all rows;
+        "sample" carries only the start of each K with the lowest inertia on
+        the init sample (ties: the first), as scikit-learn's MiniBatchKMeans
+        picks among its n_init starts on its init_size rows.
     Each start is its own element, so a runner may initialise them in parallel.
     """
 
     def __init__(self, starts: List[Tuple[int, Optional[int]]], sample, init: str,
-                 given: Optional[np.ndarray], refine_rounds: int, tol: float):
+                 given: Optional[np.ndarray], refine_rounds: int, tol: float,
+                 restarts_on: str = "sample"):
         super().__init__()
+        if restarts_on not in RESTARTS_ON:
+            raise ValueError(f"restarts_on must be one of {RESTARTS_ON}, got {restarts_on!r}")
         self._starts, self._sample, self._init, self._given = starts, sample, init, given
-        self._refine_rounds, self._tol = refine_rounds, tol
+        self._refine_rounds, self._tol, self._restarts_on = refine_rounds, tol, restarts_on
 
     def expand(self, pbegin):
         return (
@@ -143,20 +163,35 @@ class InitialCandidates(beam.PTransform):
                                       given=self._given, refine_rounds=self._refine_rounds,
                                       tol=self._tol)
             | "Gather" >> beam.combiners.ToList()
-            | "InStartOrder" >> beam.Map(_candidates, seeds=[seed for _, seed in self._starts]))
+            | "Carry" >> beam.Map(_candidates, starts=self._starts,
+                                  best_only=self._restarts_on == "sample"))
 
 
 def _initial_state(start, sample: np.ndarray, init: str, given: Optional[np.ndarray],
                    refine_rounds: int, tol: float):
-    """(index, (K, seed)) -> (index, RoundState holding that start's initial centroids)."""
+    """(index, (K, seed)) -> (index, RoundState of that start's initial centroids, their
+    inertia on the sample)."""
     index, (k, seed) = start
     if len(sample) < k:
         raise UserInputError(f"--k {k} is larger than the number of valid rows ({len(sample)})")
-    return index, RoundState(centroids=initial_centroids(sample, k, init, seed, given,
-                                                         refine_rounds, tol))
+    centroids = initial_centroids(sample, k, init, seed, given, refine_rounds, tol)
+    return index, RoundState(centroids=centroids), sample_inertia(sample, centroids)
 
 
-def _candidates(indexed_states: list, seeds: List[Optional[int]]) -> Candidates:
-    """[(index, RoundState)] in any order -> Candidates in start order."""
-    states = tuple(state for _, state in sorted(indexed_states, key=lambda item: item[0]))
-    return Candidates(states=states, seeds=tuple(seeds))
+def _candidates(initialised: list, starts: List[Tuple[int, Optional[int]]],
+                best_only: bool) -> Candidates:
+    """[(index, RoundState, sample inertia)] in any order -> Candidates in start order: every
+    start, or (best_only) the lowest-sample-inertia start of each K (ties: the first)."""
+    initialised = sorted(initialised, key=lambda item: item[0])
+    carried = set(range(len(starts)))
+    if best_only:
+        best = {}  # K -> index of its lowest-sample-inertia start
+        for index, _, inertia in initialised:
+            k = starts[index][0]
+            if k not in best or inertia < initialised[best[k]][2]:
+                best[k] = index
+        carried = set(best.values())
+    tried = tuple({"k": starts[index][0], "seed": starts[index][1], "sample_inertia": inertia,
+                   "carried": index in carried} for index, _, inertia in initialised)
+    return Candidates(states=tuple(state for index, state, _ in initialised if index in carried),
+                      seeds=tuple(starts[index][1] for index in sorted(carried)), tried=tried)

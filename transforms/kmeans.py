@@ -5,9 +5,10 @@
 Steps: every row is written once to Parquet shards in a work directory while
 tf.Transform analyses the global mean and variance (OUTPUT_DIR/transform_fn/)
 and a bottom-m hash sample is drawn, all in the pass that reads the rows; the
-sample gives the initial centroids of every candidate (each K of a sweep x
-each restart); up to `max_iter` Lloyd rounds run over the shards for all
-candidates at once, the shards standardized with the saved transform as they
+sample gives the initial centroids of every start (each K of a sweep x each
+restart), and by default the best start of each K on the sample is the
+candidate carried on; up to `max_iter` Lloyd rounds run over the shards for
+all candidates at once, the shards standardized with the saved transform as they
 are loaded; with several candidates one more pass picks one; a final pass
 assigns every row; the SavedModel is written to OUTPUT_DIR/model/.
 
@@ -30,7 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.elements import batch_elements, split_kinds
 from transforms.errors import UserInputError
 from transforms.export import export_model
-from transforms.init import BottomSampleFn, InitialCandidates, row_hashes
+from transforms.init import RESTARTS_ON, BottomSampleFn, InitialCandidates, row_hashes
 from transforms.lloyd import RoundState, merge_clusters
 from transforms.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 from transforms.rounds import AssignShards, LloydRounds, StepConfig
@@ -39,9 +40,10 @@ from transforms.shards import (FEATURES_COLUMN, default_cache_mb, features_to_ma
                                matrix_to_features, raw_shard_schema)
 
 
-# Restarts by default (bench/RESULTS.md): on 500k x 32, K=64, 4 restarts cost
-# ~10% more wall time and lower the expected inertia ~2.7% (2 buy 1.2%, 8 only
-# 0.6% more than 4 for another 12%); at 4M, seed 0 alone ended 23% above the best of 4.
+# Restarts by default (bench/RESULTS.md): on 500k x 32, K=64, 4 restarts run over
+# all rows cost ~10% more wall time and lower the expected inertia ~2.7% (2 buy
+# 1.2%, 8 only 0.6% more than 4 for another 12%); at 4M, seed 0 alone ended 23%
+# above the best of 4. Competing on the init sample, they cost only their init.
 DEFAULT_N_INIT = 4
 
 
@@ -83,8 +85,12 @@ class KMeans(beam.PTransform):
     n_clusters may be a list of Ks: a sweep, every K fitted in the same passes,
     one chosen by `select` ("silhouette", "calinski_harabasz" or
     "davies_bouldin", on the bounded init sample). n_init restarts of each K
-    run in the same passes too; the lowest final inertia wins (default
-    DEFAULT_N_INIT for k-means++ and random starts, 1 for given centroids). Restart r draws
+    (default DEFAULT_N_INIT for k-means++ and random starts, 1 for given
+    centroids) compete where `restarts_on` says: "sample" (default) draws and
+    refines each on the init sample and carries the lowest sample inertia of
+    each K to the passes over all rows, as scikit-learn's MiniBatchKMeans
+    does; "all" runs every restart in the same passes over all rows and the
+    lowest final inertia wins. Restart r draws
     its k-means++ start with seed `init_seed + r` (init_seed defaults to
     random_state, which also seeds the init sample's hash).
     init_refine_rounds: Lloyd rounds on the init sample, in memory, before the
@@ -98,7 +104,7 @@ class KMeans(beam.PTransform):
                  output_dir: str, *,
                  max_iter: int = 100, tol: float = 1e-4, init="k-means++", random_state: int = 0,
                  n_init: Optional[int] = None, init_seed: Optional[int] = None,
-                 select: str = "silhouette",
+                 restarts_on: str = "sample", select: str = "silhouette",
                  init_sample_size: int = 100_000, init_refine_rounds: int = 100,
                  batch_size: int = 65536,
                  cache_mb: Optional[int] = None, devices: Optional[str] = None,
@@ -121,11 +127,14 @@ class KMeans(beam.PTransform):
                                      f"{(self.ks[0], len(features))}")
         if n_init < 1:
             raise UserInputError(f"n_init must be at least 1, got {n_init}")
+        if restarts_on not in RESTARTS_ON:
+            raise UserInputError(f"restarts_on must be one of {', '.join(RESTARTS_ON)}, "
+                                 f"got {restarts_on!r}")
         if select not in CRITERIA:
             raise UserInputError(f"select must be one of {', '.join(CRITERIA)}, got {select!r}")
         self.features, self.output_dir = list(features), output_dir
         self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
-        self.n_init, self.select = n_init, select
+        self.n_init, self.restarts_on, self.select = n_init, restarts_on, select
         # Restart r of every K draws with seed init_seed + r: restart r alone is
         # the fit with n_init=1 and init_seed + r (the sample's hash keeps random_state).
         first = random_state if init_seed is None else init_seed
@@ -191,11 +200,11 @@ class KMeans(beam.PTransform):
                 _standardized_sample, transform_dir=self.transform_dir, ready=transform_ready))
         initial = rows.pipeline | "InitCentroids" >> InitialCandidates(
             self.starts, standardized_sample, self._init, self._given,
-            self.init_refine_rounds, self.tol)
+            self.init_refine_rounds, self.tol, self.restarts_on)
         candidates = shard_paths | "Lloyd" >> LloydRounds(initial, self.step, self.max_iter, self.tol)
+        carried = len(self.ks) if self.restarts_on == "sample" else len(self.starts)
         selection = shard_paths | "Choose" >> ChooseCandidate(
-            candidates, len(self.starts), standardized_sample, self.step, self.select,
-            self.random_state)
+            candidates, carried, standardized_sample, self.step, self.select, self.random_state)
         state = selection | "Chosen" >> beam.Map(lambda chosen: chosen.state)
         if self.merge_to is not None:
             state = state | "WardMerge" >> beam.Map(merge_clusters, n_groups=self.merge_to)

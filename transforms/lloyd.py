@@ -46,10 +46,15 @@ class Candidates(NamedTuple):
 
     states: one RoundState per candidate.
     seeds:  the seed each candidate's initialisation drew with (None: given centroids).
+    tried:  every start drawn on the init sample, in start order: {"k", "seed",
+            "sample_inertia" (against its initial centroids, init sample,
+            standardized space), "carried" (True when it is one of `states`)}.
+            With restarts on the sample, only the best start of each K is carried.
     """
 
     states: Tuple[RoundState, ...]
     seeds: Tuple[Optional[int], ...]
+    tried: Tuple[dict, ...] = ()
 
     @property
     def converged(self) -> bool:

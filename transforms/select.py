@@ -28,9 +28,10 @@ class Selection(NamedTuple):
     state:     the chosen candidate's RoundState.
     index:     its position among the candidates.
     seed:      the seed its initialisation drew with (None: given centroids).
-    restarts:  per candidate: {"k", "seed", "inertia" (against its final
-               centroids, all rows), "rounds", "converged"}; empty when there was
-               a single candidate.
+    restarts:  per start (lloyd.Candidates.tried: "k", "seed", "sample_inertia",
+               "carried"), a carried one with its "rounds", "converged" and,
+               when candidates were compared over all rows, "inertia" (against
+               its final centroids, all rows); empty when there was a single start.
     sweep:     per K (ascending), for its lowest-inertia restart: {"k",
                "inertia", "silhouette", "calinski_harabasz", "davies_bouldin"}
                (a score is None where it is undefined); None without a sweep.
@@ -77,8 +78,27 @@ def _select(final: tuple, candidates: Candidates, sample: np.ndarray, criterion:
 
 
 def only_candidate(candidates: Candidates) -> Selection:
-    """The Selection of a fit without restarts or sweep (no choice, no extra pass)."""
-    return Selection(state=candidates.states[0], index=0, seed=candidates.seeds[0])
+    """The Selection of a single candidate (no choice, no extra pass): one start, or the
+    best of one K's restarts on the init sample."""
+    return Selection(state=candidates.states[0], index=0, seed=candidates.seeds[0],
+                     restarts=_restarts(candidates))
+
+
+def _restarts(candidates: Candidates, final: Optional[Sequence[Partials]] = None
+              ) -> Tuple[dict, ...]:
+    """Selection.restarts: each start tried, with the rounds (and final inertia) of those
+    carried; () for a single start."""
+    ran = [dict(k=len(state.centroids), seed=seed, rounds=state.rounds,
+                converged=state.converged, **({} if final is None else {"inertia": part.inertia}))
+           for state, seed, part in zip(candidates.states, candidates.seeds,
+                                        final or [None] * len(candidates.states))]
+    if not candidates.tried:  # Candidates built without the init step
+        return tuple(ran) if len(ran) > 1 else ()
+    if len(candidates.tried) == 1:
+        return ()
+    carried = iter(ran)  # both in start order
+    return tuple({**start, **(next(carried) if start["carried"] else {})}
+                 for start in candidates.tried)
 
 
 def select(candidates: Candidates, final: Sequence[Partials], sample: np.ndarray,
@@ -91,20 +111,17 @@ def select(candidates: Candidates, final: Sequence[Partials], sample: np.ndarray
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion {criterion!r} is not one of {', '.join(CRITERIA)}")
-    restarts = tuple(
-        {"k": len(state.centroids), "seed": seed_, "inertia": part.inertia,
-         "rounds": state.rounds, "converged": state.converged}
-        for state, seed_, part in zip(candidates.states, candidates.seeds, final))
+    restarts = _restarts(candidates, final)
     best = {}  # K -> index of its lowest-inertia candidate
-    for i, restart in enumerate(restarts):
-        k = restart["k"]
-        if k not in best or restart["inertia"] < restarts[best[k]]["inertia"]:
+    for i, (state, part) in enumerate(zip(candidates.states, final)):
+        k = len(state.centroids)
+        if k not in best or part.inertia < final[best[k]].inertia:
             best[k] = i
     if len(best) == 1:
         (index,) = best.values()
         return Selection(candidates.states[index], index, candidates.seeds[index], restarts)
 
-    sweep = tuple(dict(k=k, inertia=restarts[i]["inertia"],
+    sweep = tuple(dict(k=k, inertia=final[i].inertia,
                        **_scores(sample, candidates.states[i].centroids, seed))
                   for k, i in sorted(best.items()))
     scored = [row for row in sweep if row[criterion] is not None]
