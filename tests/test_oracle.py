@@ -17,7 +17,7 @@ def test_standardization_equals_standard_scaler(blob_table, blob_parquet, tmp_pa
     # The kept shards hold the rows as read; the rounds standardize them as they load them.
     from transforms.shards import iter_standardized
 
-    paths = glob.glob(os.path.join(out, "_work", "shards", "*.parquet"))
+    paths = glob.glob(os.path.join(out, "_work", "shards", "*.arrow"))
     ids, rows = [], []
     for path in paths:
         for batch, z in iter_standardized(path, 5, 1000, columns=["id"]):

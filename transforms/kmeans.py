@@ -2,7 +2,7 @@
 
     fitted = rows | KMeans(n_clusters=8, features=["a", "b"], output_dir="gs://b/model")
 
-Steps: every row is written once to Parquet shards in a work directory while
+Steps: every row is written once to Arrow shards in a work directory while
 tf.Transform analyses the global mean and variance (OUTPUT_DIR/transform_fn/)
 and a bottom-m hash sample is drawn, all in the pass that reads the rows; the
 sample gives the initial centroids of every start (each K of a sweep x each
@@ -36,8 +36,8 @@ from transforms.lloyd import RoundState, merge_clusters
 from transforms.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 from transforms.rounds import AssignShards, LloydRounds, StepConfig
 from transforms.select import CRITERIA, ChooseCandidate
-from transforms.shards import (FEATURES_COLUMN, default_cache_mb, features_to_matrix,
-                               matrix_to_features, raw_shard_schema)
+from transforms.shards import (FEATURES_COLUMN, WriteShards, default_cache_mb,
+                               features_to_matrix, matrix_to_features, raw_shard_schema)
 
 
 # Restarts by default (bench/RESULTS.md): on 500k x 32, K=64, 4 restarts run over
@@ -186,9 +186,8 @@ class KMeans(beam.PTransform):
         shard_paths = (
             batches
             | "ToTables" >> beam.Map(_to_table, schema=shard_schema)
-            | "Materialize" >> beam.io.WriteToParquetBatched(
-                FileSystems.join(self.work_dir, "shards", f"rows-{self._run}"),
-                schema=shard_schema, file_name_suffix=".parquet")
+            | "Materialize" >> WriteShards(
+                FileSystems.join(self.work_dir, "shards", f"rows-{self._run}"), shard_schema)
             | "SpreadShards" >> beam.Reshuffle())
 
         sample = (

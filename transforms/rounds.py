@@ -1,6 +1,6 @@
 """Lloyd rounds over standardized shards, and the final assignment pass, as PTransforms.
 
-All take a PCollection of shard paths (what the Parquet sink returned) and a
+All take a PCollection of shard paths (what the shard sink returned) and a
 single-element PCollection of state as a side input: `Candidates` for the
 rounds (every restart and K fitted together), the chosen `RoundState` for the
 final pass. A round is two labelled steps: per-shard partial sums
