@@ -59,18 +59,20 @@ def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, fea
                 out[MERGED_CLUSTER_ID] = tf.gather(self.merge_map, labels)
             return out
 
-        @tf.function(input_signature=[tf.TensorSpec([None, len(features)], tf.float64)])
+        @tf.function(input_signature=[tf.TensorSpec([None, len(features)], tf.float64)],
+                     autograph=False)  # no Python control flow on tensors: no conversion
         def assign_batch(self, x):
             return self.assign(tf.unstack(x, num=len(features), axis=1))
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
+                     autograph=False)
         def serve_examples(self, examples):
             spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features}
             parsed = tf.io.parse_example(examples, spec)  # a missing feature raises
             return self.assign([parsed[name] for name in features])
 
         @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.float32, name=name)
-                                       for name in features}])
+                                       for name in features}], autograph=False)
         def predict_raw(self, inputs):
             return self.assign([inputs[name] for name in features])
 
