@@ -4,7 +4,8 @@ The sample is the m rows with the smallest 64-bit hash of (row content, seed):
 a bottom-m sample. Every runner computes the same one, whatever the shards,
 bundles or worker count, because a row's hash depends on nothing but its values
 and the seed. k-means++ (scikit-learn's `kmeans_plusplus`) then runs on the
-sample in hash order.
+sample's first rows in hash order (`seeding_rows`), and each start's inertia on
+the sample can choose among restarts (`InitialCandidates`).
 """
 from typing import Iterable, List, NamedTuple, Optional, Tuple
 
@@ -130,10 +131,11 @@ def initial_centroids(sample: np.ndarray, n_clusters: int, init: str,
 
     init: "k-means++" (scikit-learn's kmeans_plusplus with `seed`, on the
     first `seeding_rows(K)` rows of the sample), "random" (K distinct sample
-    rows drawn with `seed`), or "given" (`given` [K, D], used as they are). k-means++ and random starts are then refined by up to
-    `refine_rounds` Lloyd rounds on the sample, in memory (scikit-learn, same
-    `tol`): a better start costs the full passes nothing, and the passes that
-    follow are still exact Lloyd over all rows.
+    rows drawn with `seed`), or "given" (`given` [K, D], used as they are).
+    k-means++ and random starts are then refined by up to `refine_rounds`
+    Lloyd rounds on the whole sample, in memory (scikit-learn, same `tol`): a
+    better start costs the full passes nothing, and the passes that follow
+    are still exact Lloyd over all rows.
     """
     if init == "given":
         return np.asarray(given, dtype=np.float64)
