@@ -9,7 +9,7 @@ Why Arrow IPC rather than Parquet: the shards are scratch data, read back
 whole by the same job, and IPC's uncompressed layout is the in-memory one.
 At 4M rows x 32 features (bench/RESULTS.md) writing takes ~0.7 s against
 ~2.5 s for Parquet, and reading ~0.1 s against ~0.9 s. The file ends with an
-empty record batch whose metadata counts the rows (`shard_rows`).
+empty record batch whose metadata counts the rows (`_row_count`).
 
 Readers always get standardized float32 rows: a shard goes through the saved
 transform_fn once per read, so the values are bit for bit what tf.Transform's
@@ -18,6 +18,7 @@ through `ShardCache`: a hit returns the matrix kept in memory, a miss just
 reads the file again, so results never depend on the cache.
 """
 import collections
+import contextlib
 import functools
 import os
 import threading
@@ -82,7 +83,7 @@ class _ShardSink(filebasedsink.FileBasedSink):
         shard.rows += table.num_rows
 
     def close(self, shard):
-        # The row count, for readers that size a buffer before reading (`shard_rows`).
+        # The row count, for readers that size a buffer before reading (`_row_count`).
         shard.writer.write_batch(pa.RecordBatch.from_pylist([], schema=self._schema),
                                  custom_metadata={ROWS_KEY: str(shard.rows).encode()})
         shard.writer.close()
@@ -118,8 +119,30 @@ def _record_batches(reader: pa.ipc.RecordBatchFileReader, batch_size: int, colum
             yield batch.slice(start, batch_size)
 
 
-def _open_shard(path: str):
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+@contextlib.contextmanager
+def _open_shard(path: str) -> Iterator[pa.ipc.RecordBatchFileReader]:
+    """The IPC reader of the shard at `path` (reads its footer; batches on demand)."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        yield pa.ipc.open_file(f)
+
+
+def _standardized(shard: pa.ipc.RecordBatchFileReader, path: str, n_features: int,
+                  batch_size: int, columns=None) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
+    standardize = _standardizer_of(shard.schema.metadata, n_features, path)
+    if columns is not None and FEATURES_COLUMN not in columns:
+        columns = [FEATURES_COLUMN] + list(columns)
+    for batch in _record_batches(shard, batch_size, columns):
+        x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
+        yield batch, standardize(x)
+
+
+def _row_count(shard: pa.ipc.RecordBatchFileReader, path: str) -> int:
+    """Rows in a shard, from the metadata of its last, empty record batch (reads no rows)."""
+    metadata = (shard.get_batch_with_custom_metadata(shard.num_record_batches - 1)[1]
+                if shard.num_record_batches else None)
+    if not metadata or ROWS_KEY not in metadata:
+        raise ValueError(f"{path} is not a shardmeans shard: it does not end with its row count")
+    return int(metadata[ROWS_KEY])
 
 
 def iter_standardized(path: str, n_features: int, batch_size: int, columns=None
@@ -128,33 +151,15 @@ def iter_standardized(path: str, n_features: int, batch_size: int, columns=None
 
     `columns`: the columns to return (default all; the features are always read).
     """
-    with _open_shard(path) as f:
-        shard = pa.ipc.open_file(f)
-        standardize = _standardizer_of(shard.schema.metadata, n_features, path)
-        if columns is not None and FEATURES_COLUMN not in columns:
-            columns = [FEATURES_COLUMN] + list(columns)
-        for batch in _record_batches(shard, batch_size, columns):
-            x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
-            yield batch, standardize(x)
+    with _open_shard(path) as shard:
+        yield from _standardized(shard, path, n_features, batch_size, columns)
 
 
 def iter_passthrough(path: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     """Record batches (<= batch_size rows, file order) of a shard's columns but the features."""
-    with _open_shard(path) as f:
-        shard = pa.ipc.open_file(f)
+    with _open_shard(path) as shard:
         columns = [name for name in shard.schema.names if name != FEATURES_COLUMN]
         yield from _record_batches(shard, batch_size, columns)
-
-
-def shard_rows(path: str) -> int:
-    """Rows in a shard, from the metadata of its last, empty record batch (reads no rows)."""
-    with _open_shard(path) as f:
-        shard = pa.ipc.open_file(f)
-        metadata = (shard.get_batch_with_custom_metadata(shard.num_record_batches - 1)[1]
-                    if shard.num_record_batches else None)
-    if not metadata or ROWS_KEY not in metadata:
-        raise ValueError(f"{path} is not a shardmeans shard: it does not end with its row count")
-    return int(metadata[ROWS_KEY])
 
 
 def _standardizer_of(metadata: Optional[dict], n_features: int, path: str) -> Callable:
@@ -210,15 +215,16 @@ class ShardCache:
             return
         # Filled in place as the batches stream by: one copy of the shard at
         # most, not a list of batches and then their concatenation.
-        n = shard_rows(path)
-        kept = (np.empty((n, n_features), np.float32)
-                if n * n_features * 4 <= self.max_bytes else None)
-        start = 0
-        for _, x in iter_standardized(path, n_features, batch_size, columns=[FEATURES_COLUMN]):
-            if kept is not None:
-                kept[start:start + len(x)] = x
-            start += len(x)
-            yield x
+        with _open_shard(path) as shard:
+            n = _row_count(shard, path)
+            kept = (np.empty((n, n_features), np.float32)
+                    if n * n_features * 4 <= self.max_bytes else None)
+            start = 0
+            for _, x in _standardized(shard, path, n_features, batch_size, [FEATURES_COLUMN]):
+                if kept is not None:
+                    kept[start:start + len(x)] = x
+                start += len(x)
+                yield x
         if kept is not None:
             self._put(path, kept)
 
