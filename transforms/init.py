@@ -197,6 +197,13 @@ class InitialCandidates(beam.PTransform):
         self._starts, self._sample, self._init, self._given = starts, sample, init, given
         self._refine_rounds, self._tol, self._restarts_on = refine_rounds, tol, restarts_on
 
+    @property
+    def n_candidates(self) -> int:
+        """How many candidates the output holds: one per K, or every start."""
+        if self._restarts_on == "sample":
+            return len({k for k, _ in self._starts})
+        return len(self._starts)
+
     def expand(self, pbegin):
         return (
             pbegin

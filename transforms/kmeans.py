@@ -197,13 +197,13 @@ class KMeans(beam.PTransform):
         standardized_sample = beam.pvalue.AsSingleton(
             sample | "StandardizeSample" >> beam.Map(
                 _standardized_sample, transform_dir=self.transform_dir, ready=transform_ready))
-        initial = rows.pipeline | "InitCentroids" >> InitialCandidates(
-            self.starts, standardized_sample, self._init, self._given,
-            self.init_refine_rounds, self.tol, self.restarts_on)
+        init = InitialCandidates(self.starts, standardized_sample, self._init, self._given,
+                                 self.init_refine_rounds, self.tol, self.restarts_on)
+        initial = rows.pipeline | "InitCentroids" >> init
         candidates = shard_paths | "Lloyd" >> LloydRounds(initial, self.step, self.max_iter, self.tol)
-        carried = len(self.ks) if self.restarts_on == "sample" else len(self.starts)
         selection = shard_paths | "Choose" >> ChooseCandidate(
-            candidates, carried, standardized_sample, self.step, self.select, self.random_state)
+            candidates, init.n_candidates, standardized_sample, self.step, self.select,
+            self.random_state)
         state = selection | "Chosen" >> beam.Map(lambda chosen: chosen.state)
         if self.merge_to is not None:
             state = state | "WardMerge" >> beam.Map(merge_clusters, n_groups=self.merge_to)
