@@ -110,7 +110,7 @@ def _print_summary(output: str) -> None:
     if "rounds" not in m:  # a score job
         print(f"outputs: {output}/ (assignments/, rejected/, metrics.json)")
         return
-    print(f"rounds: {m['rounds']} ({'converged' if m['converged'] else 'not converged'}), "
+    print(f"rounds: {m['rounds']} ({'converged' if m['converged'] else _not_converged(m)}), "
           f"inertia: {m['inertia']:.6g}")
     if m.get("restarts"):
         scores = "".join(f"{k}: {v[m['select']]:.3g}, " if v[m["select"]] is not None else ""
@@ -125,6 +125,16 @@ def _print_summary(output: str) -> None:
     merged = ", hierarchy.json" if "merge_to" in m else ""
     print(f"outputs: {output}/ (model/, transform_fn/, centroids.csv, centroids.npy, "
           f"metrics.json, report.html{merged}, assignments/, rejected/)")
+
+
+def _not_converged(m: dict) -> str:
+    """'not converged', with how much the last round still gained, so the user can
+    judge whether more rounds (--max_rounds) are worth their passes."""
+    history = m.get("inertia_history") or []
+    if len(history) < 2 or not history[-2]:
+        return "not converged"
+    gain = 100 * (history[-2] - history[-1]) / history[-2]
+    return f"not converged: the last round lowered the inertia {gain:.2g}%; see --max_rounds"
 
 
 def _generate(argv: List[str]) -> int:

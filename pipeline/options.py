@@ -57,8 +57,9 @@ class KMeansOptions(PipelineOptions):
                             help="seed of the first restart's k-means++ (or random) draws; "
                                  "restart r draws with init_seed + r, so restart r alone is "
                                  "--n_init 1 --init_seed INIT_SEED+r; default --seed")
-        parser.add_argument("--max_rounds", type=int, default=100,
-                            help="at most this many Lloyd rounds (passes over the data); default 100")
+        parser.add_argument("--max_rounds", type=int, default=30,
+                            help="at most this many Lloyd rounds (passes over the data); every "
+                                 "round is a stage of the graph, run or not; default 30")
         parser.add_argument("--tol", type=float, default=1e-4,
                             help="stop after the first round whose centroids moved by a total "
                                  "squared Euclidean shift, summed over all K centroids in "

@@ -1,4 +1,5 @@
 """The pieces of transforms/ on their own: step, partials, sample, update."""
+import os
 import subprocess
 import sys
 
@@ -157,3 +158,34 @@ def test_local_runs_use_the_fn_api_runner_with_the_options():
     assert isinstance(runner, fn_runner.FnApiRunner)
     encoded = runner._provision_info.provision_info.pipeline_options
     assert int(encoded["beam:option:direct_num_workers:v1"]) == 2
+
+
+def test_cli_defaults_are_the_ptransforms():
+    """`fit`'s defaults are KMeans's: the CLI declares them without importing TensorFlow."""
+    import inspect
+    import json
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import KMeansOptions
+    from transforms.kmeans import KMeans
+
+    cli = PipelineOptions([]).view_as(KMeansOptions)
+    defaults = inspect.signature(KMeans).parameters
+    for flag, argument in (("max_rounds", "max_iter"), ("tol", "tol"),
+                           ("init_refine_rounds", "init_refine_rounds"),
+                           ("init_sample_size", "init_sample_size"),
+                           ("restarts_on", "restarts_on")):
+        assert getattr(cli, flag) == defaults[argument].default, flag
+    with open(os.path.join(ROOT, "launch", "metadata.json")) as f:
+        (help_text,) = [p["helpText"] for p in json.load(f)["parameters"]
+                        if p["name"] == "max_rounds"]
+    assert help_text.endswith(f"Default: {cli.max_rounds}.")
+
+
+def test_summary_says_what_the_last_round_gained():
+    from pipeline.cli import _not_converged
+
+    assert _not_converged({"inertia_history": [200.0, 100.0, 99.0]}) == (
+        "not converged: the last round lowered the inertia 1%; see --max_rounds")
+    assert _not_converged({"inertia_history": [5.0]}) == "not converged"
