@@ -21,14 +21,12 @@ class Checked(NamedTuple):
 
     valid: record batch of the valid rows: `features_column` (list<float64>, D
            values) then the passthrough columns; None when no row is valid.
-    raw_features: float64 [n_valid, D], the same values as a matrix.
     rejected: one JSON line per rejected row (file, row, column, reason, values).
     n_read: rows read, rejected ones included.
     first_error: "FILE, row R, column C: reason" of the first rejected row, or None.
     """
 
     valid: Optional[pa.RecordBatch]
-    raw_features: np.ndarray
     rejected: List[str]
     n_read: int
     first_error: Optional[str]
@@ -133,7 +131,7 @@ def check_chunk(chunk: Chunk, features: List[str], passthrough: pa.Schema,
     """Validate `chunk` for `features`; carry the `passthrough` columns (cast to their types)."""
     batch, n = chunk.batch, chunk.batch.num_rows
     names = batch.schema.names
-    x = np.zeros((n, len(features)))
+    x = np.empty((n, len(features)))
     # Each rejected row's reason and column: the first feature (in `features`
     # order) with a problem, else the first missing passthrough column.
     is_rejected = np.zeros(n, dtype=bool)
@@ -143,6 +141,7 @@ def check_chunk(chunk: Chunk, features: List[str], passthrough: pa.Schema,
         if name in names:
             x[:, j], bad, why = _as_float(batch.column(name))
         else:
+            x[:, j] = 0.0
             bad, why = np.arange(n), np.full(n, "the file has no such column", dtype=object)
         first = ~is_rejected[bad]
         bad = bad[first]
@@ -168,12 +167,14 @@ def check_chunk(chunk: Chunk, features: List[str], passthrough: pa.Schema,
 
     good = np.flatnonzero(~is_rejected)
     valid = None
-    if good.size:
+    if bad.size:  # (else every row is valid: no copies of the 65,536 x D values)
         index = pa.array(good)
+        x, passthrough_columns = x[good], [c.take(index) for c in passthrough_columns]
+    if good.size:
         valid = pa.RecordBatch.from_arrays(
-            [matrix_to_features(x[good])] + [c.take(index) for c in passthrough_columns],
+            [matrix_to_features(x)] + passthrough_columns,
             names=[features_column] + passthrough.names)
-    return Checked(valid, x[good], rejected, n + len(chunk.unparsed), first_error)
+    return Checked(valid, rejected, n + len(chunk.unparsed), first_error)
 
 
 def _first_error(chunk: Chunk, bad, reason, column) -> Optional[str]:
