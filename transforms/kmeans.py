@@ -110,7 +110,8 @@ class KMeans(beam.PTransform):
 
     def __init__(self, n_clusters: Union[int, Sequence[int]], features: List[str],
                  output_dir: str, *,
-                 max_iter: int = DEFAULT_MAX_ITER, tol: float = 1e-4, init="k-means++", random_state: int = 0,
+                 max_iter: int = DEFAULT_MAX_ITER, tol: float = 1e-4, init="k-means++",
+                 random_state: int = 0,
                  n_init: Optional[int] = None, init_seed: Optional[int] = None,
                  restarts_on: str = "sample", select: str = "silhouette",
                  init_sample_size: int = 100_000, init_refine_rounds: int = 100,
