@@ -47,8 +47,8 @@ from transforms.shards import (FEATURES_COLUMN, WriteShards, default_cache_mb,
 DEFAULT_N_INIT = 4
 
 # Lloyd rounds over all rows, at most (bench/RESULTS.md, session 5). Every round
-# is unrolled in the graph and costs stages even after convergence: ~65 ms each
-# on the DirectRunner, more on a cluster. The passes start from a start refined
+# is unrolled in the graph and costs stages even after convergence: ~80-100 ms
+# each on the DirectRunner, more on a cluster. The passes start from a start refined
 # on the init sample: on overlapping blobs (1M x 32, K=64) round 30 is within
 # 0.002% of the converged inertia; on structureless data, where no cap
 # converges, 0.18% above 300 rounds (100: 0.12%).
