@@ -6,7 +6,8 @@
     write_report(FileSystems.join(output, "report.html"), html_text)
 
 Sections, in order (each figure is one <img>):
-  Summary                    table: rows read / valid / rejected, K, rounds, converged, inertia
+  Summary                    table: rows read / valid / rejected, K, rounds (and the cap),
+                             converged, inertia
   Inertia by round           line plot of metrics["inertia_history"]
   Cluster sizes              bar chart of metrics["cluster_sizes"]
   PCA projection             the sample in its first two principal components, by cluster,
@@ -428,7 +429,9 @@ def render_report(metrics: dict, centroids_original: np.ndarray, features: List[
 
     summary = [("rows read", metrics.get("rows_read")), ("rows valid", metrics.get("rows_valid")),
                ("rows rejected", metrics.get("rows_rejected")), ("K", metrics.get("k", k)),
-               ("rounds", metrics.get("rounds")), ("converged", metrics.get("converged")),
+               ("rounds", metrics.get("rounds")),
+               ("at most (--max_rounds)", metrics.get("max_rounds")),
+               ("converged", metrics.get("converged")),
                ("inertia (standardized space)", metrics.get("inertia")),
                ("seed", metrics.get("seed")), ("features", ", ".join(features))]
     section("Summary", _table(["", "value"], [[name, _fmt(v)] for name, v in summary],

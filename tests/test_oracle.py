@@ -47,6 +47,7 @@ def test_same_init_gives_sklearn_lloyd(blob_table, blob_parquet, tmp_path, max_r
     assert m["inertia"] == pytest.approx(km.inertia_, rel=1e-6)
     assert m["rounds"] == km.n_iter_
     assert m["converged"] == (km.n_iter_ < max_rounds)
+    assert m["max_rounds"] == max_rounds
     labels = assignments(out).column("cluster_id").to_numpy()
     np.testing.assert_array_equal(labels, km.labels_)
     assert m["cluster_sizes"] == np.bincount(km.labels_, minlength=4).tolist()

@@ -27,7 +27,8 @@ def fit_inputs():
     mean, std = np.array([170.0, 0.5, 1e4, 3.0]), np.array([10.0, 0.01, 2e3, 1.0])
     centroids_orig = centroids_std * std + mean  # features on very different scales
     metrics = {"k": K, "features": FEATURES, "rows_read": 1005, "rows_valid": 1000,
-               "rows_rejected": 5, "rounds": 4, "converged": True, "inertia": 123.456789,
+               "rows_rejected": 5, "rounds": 4, "max_rounds": 30, "converged": True,
+               "inertia": 123.456789,
                "inertia_history": [900.5, 300.25, 130.0, 123.456789],
                "cluster_sizes": [340, 330, 330], "seed": 0}
     return dict(metrics=metrics, centroids_original=centroids_orig, features=FEATURES,
@@ -50,7 +51,7 @@ def _check_common(html_text: str) -> None:
     assert "&lt;b&gt;w&amp;h&lt;/b&gt;" in html_text and "<b>w&h</b>" not in html_text
     assert "say &quot;hi&quot;" in html_text and 'say "hi"' not in html_text
     assert "price_$" in html_text
-    for value in ("1,005", "1,000", "123.457", "yes"):  # the summary table
+    for value in ("1,005", "1,000", "30", "123.457", "yes"):  # the summary table
         assert f"<td class=\"text\">{value}</td>" in html_text
 
 
