@@ -9,7 +9,9 @@ numpy's GEMM about 2x on this machine). Prints medians and ratios:
   - end to end with 20 rounds (same initial centroids, tol 0);
   - the marginal cost of a round, (t20 - t5) / 15;
   - time to quality: each tool with its defaults; wall time and final inertia
-    relative to scikit-learn's default fit.
+    relative to scikit-learn's default fit;
+  - the rounds each kind of run did (a fixed-round run that stopped early, its
+    centroids no longer moving, would understate the cost of a round).
 """
 import argparse
 import json
@@ -38,13 +40,15 @@ def shardmeans(data, out, k, *extra):
     seconds, _ = run([sys.executable, "-m", "pipeline", "fit", "--input", data, "--output", out,
                       "--k", str(k), "--id_column", "id", "--overwrite", *extra])
     with open(os.path.join(out, "metrics.json")) as f:
-        return seconds, json.load(f)["inertia"]
+        m = json.load(f)
+    return seconds, m["inertia"], m["rounds"]
 
 
 def sklearn(data, out, k, *extra):
     seconds, stdout = run([sys.executable, "bench/sklearn_job.py", "--input", data, "--output", out,
                            "--k", str(k), *extra])
-    return seconds, json.loads(stdout.strip().splitlines()[-1])["inertia"]
+    result = json.loads(stdout.strip().splitlines()[-1])
+    return seconds, result["inertia"], result["n_iter"]
 
 
 def blas_info():
@@ -78,15 +82,18 @@ def main():
     times = {key: [] for key in ("sm5", "sm20", "sk5", "sk20", "sm_default", "sk_default")}
     inertia = {}
     out = lambda name: os.path.join(args.workdir, name)
+    ran = {}  # rounds each run did (the last repeat's): the fixed-round runs must do all of theirs
     for _ in range(args.repeats):
         for rounds in (5, 20):
-            t, _ = shardmeans(data, out("sm"), args.k, "--init", init, "--max_rounds", str(rounds), "--tol", "0")
+            t, _, ran[f"sm{rounds}"] = shardmeans(data, out("sm"), args.k, "--init", init,
+                                                  "--max_rounds", str(rounds), "--tol", "0")
             times[f"sm{rounds}"].append(t)
-            t, _ = sklearn(data, out("sk"), args.k, "--init", init, "--max_iter", str(rounds), "--tol", "0")
+            t, _, ran[f"sk{rounds}"] = sklearn(data, out("sk"), args.k, "--init", init,
+                                               "--max_iter", str(rounds), "--tol", "0")
             times[f"sk{rounds}"].append(t)
-        t, inertia["sm"] = shardmeans(data, out("sm"), args.k)
+        t, inertia["sm"], ran["sm_default"] = shardmeans(data, out("sm"), args.k)
         times["sm_default"].append(t)
-        t, inertia["sk"] = sklearn(data, out("sk"), args.k)
+        t, inertia["sk"], ran["sk_default"] = sklearn(data, out("sk"), args.k)
         times["sk_default"].append(t)
 
     med = {key: statistics.median(v) for key, v in times.items()}
@@ -98,6 +105,7 @@ def main():
                        ("time to quality, defaults (s)", med["sm_default"], med["sk_default"])):
         print(f"{name:<34}{a:>12.3f}{b:>14.3f}{a / b:>8.2f}")
     print(f"final inertia with defaults, relative to scikit-learn's: {inertia['sm'] / inertia['sk']:.4f}")
+    print("rounds run:", json.dumps(ran))
     print("raw:", json.dumps(times))
 
 
