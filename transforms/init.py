@@ -67,7 +67,7 @@ class _Bottom:
     """
 
     def __init__(self, sample: Sample):
-        self.sample, self.pending, self.n_pending = sample, [], 0
+        self.sample, self.pending = sample, []
 
 
 class BottomSampleFn(beam.CombineFn):
@@ -86,8 +86,7 @@ class BottomSampleFn(beam.CombineFn):
             keep = hashes <= accumulator.sample.hashes[-1]
             hashes, rows = hashes[keep], rows[keep]
         accumulator.pending.append((hashes, rows))
-        accumulator.n_pending += len(hashes)
-        if accumulator.n_pending >= self._m:
+        if sum(len(h) for h, _ in accumulator.pending) >= self._m:
             self._settle(accumulator)
         return accumulator
 
@@ -109,7 +108,7 @@ class BottomSampleFn(beam.CombineFn):
             parts = [tuple(accumulator.sample)] + accumulator.pending
             accumulator.sample = _bottom(np.concatenate([h for h, _ in parts]),
                                          np.concatenate([r for _, r in parts]), self._m)
-            accumulator.pending, accumulator.n_pending = [], 0
+            accumulator.pending = []
         return accumulator
 
 
