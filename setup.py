@@ -16,6 +16,9 @@ setuptools.setup(
     version="0.1.0",
     description="K-Means for data too large for one machine: Apache Beam, tf.Transform, TensorFlow.",
     packages=["pipeline", "transforms"],
+    # The fused step's op is compiled from source on the machine that runs it
+    # (transforms/native_op.py), so the source ships, not a binary.
+    package_data={"transforms": ["nearest_centroids.cc"]},
     python_requires=">=3.10",
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",

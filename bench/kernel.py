@@ -27,12 +27,15 @@ def main():
     import threadpoolctl
     from sklearn.cluster import KMeans
 
-    from transforms.kmeans_step import KMeansStep
+    from transforms.kmeans_step import KMeansStep, aligned_empty
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(args.rows, args.features)).astype(np.float32)
+    # Aligned as the pipeline's shard cache is, so the step reads it in place.
+    x = aligned_empty((args.rows, args.features))
+    x[:] = rng.normal(size=(args.rows, args.features))
     c = x[rng.choice(args.rows, args.k, replace=False)].copy()
     step = KMeansStep()
+    print("step:", "fused op" if step.native else "TensorFlow ops (XLA)")
     print("BLAS:", [(i["internal_api"], i.get("architecture")) for i in threadpoolctl.threadpool_info()])
 
     def tf_pass():

@@ -10,10 +10,16 @@ concatenated back in row order.
 centroids at once (the restarts and Ks fitted together): one matrix product
 against all of them, then argmin, distances and sums per set.
 
+On CPU replicas the per-replica work is one fused TensorFlow op
+(`native_op`, compiled on first use): it scores a few rows against the
+centroids in registers and takes the argmin, distance and float64 sums while
+the rows are in cache. On GPUs, or where the op cannot be built, it is the
+same step in TensorFlow's own ops compiled by XLA (a matrix product, argmin,
+gather and segment sums, each a pass over memory on CPU).
+
 Build it with `get_step(devices)`, from `DoFn.setup()`: it is cached per
 process, so every round's DoFn shares the strategy and the compiled function
-(XLA compiles once per batch-shape bucket and candidate layout, not once per
-round).
+(traced once per batch-shape bucket and candidate layout, not once per round).
 """
 import functools
 import logging
@@ -24,6 +30,11 @@ import numpy as np
 # Rows of a batch are padded up to a power of two (at least this), so the
 # compiled function sees a handful of shapes, not one per shard length.
 _MIN_BUCKET = 256
+
+# TensorFlow's CPU buffers are 64-byte aligned (EIGEN_MAX_ALIGN_BYTES): a NumPy
+# array that is aligned enters a step call without a copy (DLPack), any other is
+# copied (~0.8 ms for 65,536 x 32 rows, ~15% of the fused step).
+TF_ALIGN_BYTES = 64
 
 # Bound on the per-row temporaries of one call (256 MiB): per row and group the
 # scores (float32 [K_max]), the float64 copy of the row and the float32
@@ -45,6 +56,15 @@ def rows_per_call(batch_size: int, centroids: Sequence[np.ndarray]) -> int:
     if batch_size * per_row <= CALL_BUDGET_BYTES:
         return batch_size
     return max(_MIN_BUCKET, 1 << int(np.log2(max(1, CALL_BUDGET_BYTES // per_row))))
+
+
+def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
+    """An uninitialised C-contiguous array with TF_ALIGN_BYTES-aligned data."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buf = np.empty(nbytes + TF_ALIGN_BYTES, np.uint8)
+    start = -buf.ctypes.data % TF_ALIGN_BYTES
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
 class BatchResult(NamedTuple):
@@ -122,10 +142,17 @@ def get_step(devices: Optional[str] = None, n_far: int = 16) -> "KMeansStep":
 
 
 class KMeansStep:
-    """Nearest centroid and partial sums for batches, on all replicas of a strategy."""
+    """Nearest centroid and partial sums for batches, on all replicas of a strategy.
 
-    def __init__(self, devices: Optional[str] = None, n_far: int = 16):
+    native: use the fused op on CPU replicas (None: when it builds; True: it must
+    build; False: TensorFlow's own ops, as on GPUs).
+    """
+
+    def __init__(self, devices: Optional[str] = None, n_far: int = 16,
+                 native: Optional[bool] = None):
         import tensorflow as tf
+
+        from transforms import native_op
 
         for gpu in tf.config.list_physical_devices("GPU"):
             # tf.Transform and the step may share the GPUs of a worker.
@@ -137,12 +164,31 @@ class KMeansStep:
         self.strategy = tf.distribute.MirroredStrategy(devices=resolve_devices(devices))
         self.n_replicas = self.strategy.num_replicas_in_sync
         self.n_far = n_far
-        logging.info("KMeansStep: %d replica(s): %s", self.n_replicas,
-                     list(self.strategy.extended.worker_devices))
+        on_cpu = all("CPU" in d.upper() for d in self.strategy.extended.worker_devices)
+        self._op = native_op.load() if on_cpu and native is not False else None
+        if native and self._op is None:
+            raise RuntimeError("KMeansStep(native=True): the fused op is not available "
+                               "on these devices or could not be built (see the log)")
+        logging.info("KMeansStep: %d replica(s): %s; %s", self.n_replicas,
+                     list(self.strategy.extended.worker_devices),
+                     "fused op" if self._op else "TensorFlow ops (XLA)")
         # autograph=False: the step has no Python control flow on tensors, and
         # converting it cost ~0.3 s of every trace (one per batch shape and layout).
-        self._replica = tf.function(self._replica_step, jit_compile=True, autograph=False)
+        if self._op is not None:  # a custom op: no XLA kernel
+            self._replica = tf.function(self._native_step, autograph=False)
+        else:
+            self._replica = tf.function(self._replica_step, jit_compile=True, autograph=False)
         self._run = tf.function(self._distributed, autograph=False)
+
+    @property
+    def native(self) -> bool:
+        """Whether the replicas run the fused op (else TensorFlow's own ops)."""
+        return self._op is not None
+
+    def _native_step(self, x, valid, centroids, bias):
+        """`_replica_step`'s contract, as one fused op."""
+        return tuple(self._op.shardmeans_nearest_centroids(x, valid, centroids, bias,
+                                                           n_far=self.n_far))
 
     def _replica_step(self, x, valid, centroids, bias):
         """x float32 [b, D], valid bool [b], centroids float32 [G, K, D], bias float32 [G, K].
@@ -185,6 +231,13 @@ class KMeansStep:
         return (local(labels, 0), local(sq_dist, 0), total(sums), total(counts), total(inertia),
                 local(far, 1))
 
+    def _as_tensor(self, a: np.ndarray):
+        """`a` as a CPU tensor: its own memory when aligned (DLPack), else a copy."""
+        if (a.flags.c_contiguous and a.flags.writeable and a.size
+                and a.ctypes.data % TF_ALIGN_BYTES == 0):
+            return self._tf.experimental.dlpack.from_dlpack(a.__dlpack__())
+        return self._tf.convert_to_tensor(a)
+
     def __call__(self, x: np.ndarray, centroids: np.ndarray) -> BatchResult:
         """Run the step on `x` float32 [n, D] against `centroids` float32 [K, D]."""
         return self.groups(x, [centroids])[0]
@@ -206,24 +259,25 @@ class KMeansStep:
         r = self.n_replicas
         per_replica = max(_MIN_BUCKET, 1 << int(np.ceil(np.log2(max(1, -(-n // r))))))
         if n == per_replica * r:  # a full batch: no padding, no copy
-            padded = np.ascontiguousarray(x, dtype=np.float32)
+            padded = x if x.dtype == np.float32 else x.astype(np.float32)
         else:
-            padded = np.zeros((per_replica * r, d), dtype=np.float32)
+            padded = aligned_empty((per_replica * r, d))
             padded[:n] = x
+            padded[n:] = 0.0
         valid = np.arange(per_replica * r) < n
 
-        def per_replica_slices(a):  # replica i gets rows [i * per_replica, (i + 1) * per_replica)
+        def replica_values(a):  # replica i gets rows [i * per_replica, (i + 1) * per_replica)
+            if r == 1:
+                return self._as_tensor(a)
             return self.strategy.experimental_distribute_values_from_function(
-                lambda ctx: a[ctx.replica_id_in_sync_group * per_replica:
-                              (ctx.replica_id_in_sync_group + 1) * per_replica])
+                lambda ctx: self._as_tensor(a[ctx.replica_id_in_sync_group * per_replica:
+                                              (ctx.replica_id_in_sync_group + 1) * per_replica]))
 
-        labels, sq_dist, sums, counts, inertia, far = self._run(
-            per_replica_slices(padded), per_replica_slices(valid),
-            tf.constant(packed), tf.constant(bias))
-        labels, sq, sums, counts, inertia = (
-            labels.numpy(), sq_dist.numpy(), sums.numpy(), counts.numpy(), inertia.numpy())
+        # np.asarray: a view of each result tensor (.numpy() would copy it)
+        labels, sq, sums, counts, inertia, far = map(np.asarray, self._run(
+            replica_values(padded), replica_values(valid), tf.constant(packed), tf.constant(bias)))
         # Each replica's candidates index its own slice: make them batch indices.
-        far = far.numpy().reshape(g, r, -1) + (np.arange(r) * per_replica)[None, :, None]
+        far = far.reshape(g, r, -1) + (np.arange(r) * per_replica)[None, :, None]
         far = far.reshape(g, -1)
         results = []
         for i, c in enumerate(centroids):

@@ -31,6 +31,8 @@ from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.kmeans_step import aligned_empty
+
 FEATURES_COLUMN = "__features__"
 # Schema metadata of a raw shard: where its transform_fn is, and the run that
 # wrote it (a process may fit twice into the same output directory).
@@ -217,7 +219,8 @@ class ShardCache:
         # most, not a list of batches and then their concatenation.
         with _open_shard(path) as shard:
             n = _row_count(shard, path)
-            kept = (np.empty((n, n_features), np.float32)
+            # Aligned as TensorFlow's buffers are: the step reads batches of it in place.
+            kept = (aligned_empty((n, n_features))
                     if n * n_features * 4 <= self.max_bytes else None)
             start = 0
             for _, x in _standardized(shard, path, n_features, batch_size, [FEATURES_COLUMN]):

@@ -1,0 +1,84 @@
+"""The fused step op (transforms/nearest_centroids.cc) against TensorFlow's own ops and NumPy."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from transforms.kmeans_step import KMeansStep
+
+
+@pytest.fixture(scope="module")
+def steps():
+    """(the fused op, TensorFlow's ops): the op must build here, else this fails."""
+    return KMeansStep(native=True), KMeansStep(native=False)
+
+
+@pytest.mark.parametrize("n,d,ks", [
+    (1, 3, [2]),
+    (255, 5, [7]),
+    (4099, 6, [7]),
+    (3000, 33, [70]),  # several register tiles of centroids; D not a multiple of the lanes
+    (2000, 4, [3, 8, 2]),  # groups of different K in one call (padding centroids)
+    (70000, 16, [64, 64, 64, 64]),  # more rows than a work unit; restarts together
+])
+def test_fused_op_equals_tensorflow_ops_and_numpy(steps, n, d, ks):
+    native, xla = steps
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    groups = [rng.normal(size=(k, d)).astype(np.float32) for k in ks]
+    for c, got, ref in zip(groups, native.groups(x, groups), xla.groups(x, groups)):
+        dist = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
+        labels = dist.argmin(1)
+        np.testing.assert_array_equal(got.labels, labels)
+        np.testing.assert_array_equal(got.labels, ref.labels)
+        np.testing.assert_allclose(got.sq_dist, dist.min(1), rtol=1e-5, atol=1e-6)
+        sums = np.zeros_like(c, dtype=np.float64)
+        np.add.at(sums, labels, x.astype(np.float64))
+        np.testing.assert_allclose(got.sums, sums, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got.sums, ref.sums, rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(got.counts, np.bincount(labels, minlength=len(c)))
+        assert got.inertia == pytest.approx(dist.min(1).sum(), rel=1e-6)
+        assert got.inertia == pytest.approx(ref.inertia, rel=1e-6)
+        np.testing.assert_array_equal(got.far_rows, ref.far_rows)
+
+
+def test_fused_op_takes_the_first_centroid_on_ties(steps):
+    """Exact ties: the first nearest centroid wins, and equally far rows keep row order."""
+    native, xla = steps
+    x = np.zeros((300, 4), np.float32)
+    x[:, 0] = np.repeat([0.0, 2.0, -2.0], 100)
+    # centroid 1 repeats centroid 0; rows at 0 are equally far from centroids 0, 1 and 2
+    c = np.array([[1, 0, 0, 0], [1, 0, 0, 0], [-1, 0, 0, 0], [0, 1, 0, 0]], np.float32)
+    got, ref = native(x, c), xla(x, c)
+    np.testing.assert_array_equal(got.labels, np.repeat([0, 0, 2], 100))
+    np.testing.assert_array_equal(got.labels, ref.labels)
+    np.testing.assert_array_equal(got.far_rows, ref.far_rows)
+    np.testing.assert_array_equal(got.far_rows, np.arange(16))  # all at distance 1: row order
+
+
+def test_without_the_op_the_step_falls_back_to_tensorflow_ops(tmp_path):
+    """No compiler, or the op switched off: TensorFlow's ops, the reason logged; native=True fails."""
+    code = (
+        "import logging, numpy as np\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from transforms.kmeans_step import KMeansStep\n"
+        "step = KMeansStep()\n"
+        "assert not step.native\n"
+        "x = np.arange(12, dtype=np.float32).reshape(6, 2)\n"
+        "assert step(x, x[:2]).counts.tolist() == [1, 5]\n"
+        "try:\n"
+        "    KMeansStep(native=True)\n"
+        "except RuntimeError as e:\n"
+        "    print('refused:', e)\n")
+    for env, reason in [({"CXX": str(tmp_path / "no-such-compiler")}, "no C++ compiler found"),
+                        ({"SHARDMEANS_NATIVE_OP": "0"}, "SHARDMEANS_NATIVE_OP=0")]:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "SHARDMEANS_CACHE_DIR": str(tmp_path / "cache"), **env})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "refused: KMeansStep(native=True)" in proc.stdout
+        assert reason in proc.stderr
+        assert not (tmp_path / "cache").exists()

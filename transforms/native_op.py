@@ -1,0 +1,104 @@
+"""The fused K-Means step as a TensorFlow op, compiled on the machine that runs it.
+
+`nearest_centroids.cc` ships with the package as source. The first process on
+a machine that asks for it compiles it with the host's C++ compiler against the
+installed TensorFlow's headers (`tf.sysconfig`), with `-march=native`, into a
+cache directory; every later process loads the cached library with
+`tf.load_op_library` (~0.1 s). The cache key covers the source, TensorFlow's
+version and flags, the compiler and the CPU's features, so a new TensorFlow,
+compiler or machine type compiles again.
+
+Where there is no compiler or compiling fails, `load()` returns None, says why
+in the log once, and `KMeansStep` runs the same step with TensorFlow's own ops
+(same results within float32 rounding; slower on CPU).
+
+Environment (for operators, not code): SHARDMEANS_NATIVE_OP=0 skips the op;
+SHARDMEANS_CACHE_DIR moves the cache (default ~/.cache/shardmeans); CXX names
+the compiler (default c++).
+"""
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+SOURCE = Path(__file__).with_name("nearest_centroids.cc")
+_COMPILE_TIMEOUT_S = 600
+
+
+def _cpu_features() -> str:
+    """The CPU's feature flags (what -march=native compiles for), or '' if unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("SHARDMEANS_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "shardmeans"
+
+
+def _compile(cxx: str, flags: list, target: Path) -> None:
+    """Compile SOURCE into `target`, atomically: concurrent processes may race, none
+    loads a half-written library."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        command = ["-shared", "-fPIC", "-O3", "-w", str(SOURCE), "-o", tmp] + flags
+        for arch in (["-march=native"], []):  # some compilers have no -march=native
+            done = subprocess.run([cxx] + arch + command, capture_output=True, text=True,
+                                  timeout=_COMPILE_TIMEOUT_S)
+            if done.returncode == 0:
+                os.replace(tmp, target)
+                return
+        raise RuntimeError(f"{cxx} failed: {done.stderr.strip()[-2000:]}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.lru_cache(maxsize=None)
+def load():
+    """The loaded op module (its op: `shardmeans_nearest_centroids`), or None.
+
+    None when SHARDMEANS_NATIVE_OP=0, when no C++ compiler is found, or when
+    compiling or loading fails; the reason is logged once per process.
+    """
+    if os.environ.get("SHARDMEANS_NATIVE_OP", "1") == "0":
+        logging.info("native op: off (SHARDMEANS_NATIVE_OP=0)")
+        return None
+    import tensorflow as tf
+
+    cxx = shutil.which(os.environ.get("CXX", "c++"))
+    if cxx is None:
+        logging.warning("native op: no C++ compiler found; the K-Means step runs with "
+                        "TensorFlow's own ops (slower on CPU)")
+        return None
+    flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+    key = hashlib.sha256("\0".join(
+        [SOURCE.read_text(), tf.__version__, " ".join(flags), cxx, platform.machine(),
+         _cpu_features()]).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"nearest_centroids-{key}.so"
+    try:
+        if not target.exists():
+            logging.info("native op: compiling %s into %s", SOURCE.name, target)
+            _compile(cxx, flags, target)
+        return tf.load_op_library(str(target))
+    except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as e:
+        logging.warning("native op: unavailable (%s); the K-Means step runs with "
+                        "TensorFlow's own ops (slower on CPU)", e)
+        return None
