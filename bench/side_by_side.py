@@ -59,6 +59,15 @@ def blas_info():
                           text=True).stdout.strip()
 
 
+def step_kind():
+    """Which K-Means step the fit's workers run; builds the fused op first if it must
+    be, so no timed run pays for compiling it."""
+    code = ("import logging; logging.disable(logging.WARNING); from transforms import native_op; "
+            "print('fused op' if native_op.load() else 'TensorFlow ops (the op did not build)')")
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -77,6 +86,7 @@ def main():
     rng = np.random.default_rng(0)
     np.save(init, rng.normal(size=(args.k, args.features)).astype(np.float32))
     print(f"BLAS (both sides): {blas_info()}")
+    print(f"shardmeans step: {step_kind()}")
     print(f"data: {args.rows} rows x {args.features} features, K={args.k}, {args.repeats} repeats")
 
     times = {key: [] for key in ("sm5", "sm20", "sk5", "sk20", "sm_default", "sk_default")}

