@@ -60,7 +60,8 @@ def test_fused_op_takes_the_first_centroid_on_ties(steps):
 
 
 def test_without_the_op_the_step_falls_back_to_tensorflow_ops(tmp_path):
-    """No compiler, or the op switched off: TensorFlow's ops, the reason logged; native=True fails."""
+    """No compiler, or the op switched off: TensorFlow's ops and the reason in the log;
+    KMeansStep(native=True) refuses."""
     code = (
         "import logging, numpy as np\n"
         "logging.basicConfig(level=logging.INFO)\n"
@@ -82,3 +83,17 @@ def test_without_the_op_the_step_falls_back_to_tensorflow_ops(tmp_path):
         assert "refused: KMeansStep(native=True)" in proc.stdout
         assert reason in proc.stderr
         assert not (tmp_path / "cache").exists()
+
+
+def test_an_unwritable_cache_dir_builds_the_op_in_a_temporary_one(tmp_path):
+    """SHARDMEANS_CACHE_DIR that cannot be a directory: the op is compiled under TMPDIR."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    code = ("from transforms.kmeans_step import KMeansStep\n"
+            "print(KMeansStep().native)\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "SHARDMEANS_CACHE_DIR": str(not_a_dir / "cache"),
+             "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-3000:]
+    assert list((tmp_path / f"shardmeans-{os.getuid()}").glob("nearest_centroids-*.so"))

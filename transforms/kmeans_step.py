@@ -174,8 +174,8 @@ class KMeansStep:
                      "fused op" if self._op else "TensorFlow ops (XLA)")
         # autograph=False: the step has no Python control flow on tensors, and
         # converting it cost ~0.3 s of every trace (one per batch shape and layout).
-        if self._op is not None:  # a custom op: no XLA kernel
-            self._replica = tf.function(self._native_step, autograph=False)
+        if self._op is not None:  # one op, traced inline into _run (no XLA kernel for it)
+            self._replica = self._native_step
         else:
             self._replica = tf.function(self._replica_step, jit_compile=True, autograph=False)
         self._run = tf.function(self._distributed, autograph=False)

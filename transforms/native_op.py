@@ -13,8 +13,8 @@ in the log once, and `KMeansStep` runs the same step with TensorFlow's own ops
 (same results within float32 rounding; slower on CPU).
 
 Environment (for operators, not code): SHARDMEANS_NATIVE_OP=0 skips the op;
-SHARDMEANS_CACHE_DIR moves the cache (default ~/.cache/shardmeans); CXX names
-the compiler (default c++).
+SHARDMEANS_CACHE_DIR moves the cache (default ~/.cache/shardmeans; where it
+cannot be written, $TMPDIR/shardmeans-UID); CXX names the compiler (default c++).
 """
 import functools
 import hashlib
@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 SOURCE = Path(__file__).with_name("nearest_centroids.cc")
 _COMPILE_TIMEOUT_S = 600
@@ -51,10 +50,23 @@ def _cache_dir() -> Path:
     return Path(base) / "shardmeans"
 
 
+def _writable(directory: Path) -> Path:
+    """`directory`, created if need be; a per-user temporary one if it cannot be
+    written (a read-only home in some containers)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if os.access(directory, os.W_OK):
+            return directory
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"shardmeans-{os.getuid()}"
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
 def _compile(cxx: str, flags: list, target: Path) -> None:
     """Compile SOURCE into `target`, atomically: concurrent processes may race, none
     loads a half-written library."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
@@ -92,8 +104,11 @@ def load():
     key = hashlib.sha256("\0".join(
         [SOURCE.read_text(), tf.__version__, " ".join(flags), cxx, platform.machine(),
          _cpu_features()]).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"nearest_centroids-{key}.so"
+    name = f"nearest_centroids-{key}.so"
     try:
+        target = _cache_dir() / name
+        if not target.exists():
+            target = _writable(_cache_dir()) / name
         if not target.exists():
             logging.info("native op: compiling %s into %s", SOURCE.name, target)
             _compile(cxx, flags, target)
