@@ -97,3 +97,20 @@ def test_an_unwritable_cache_dir_builds_the_op_in_a_temporary_one(tmp_path):
              "TMPDIR": str(tmp_path)})
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-3000:]
     assert list((tmp_path / f"shardmeans-{os.getuid()}").glob("nearest_centroids-*.so"))
+
+
+def test_centroid_sets_past_the_cache_bound_go_to_the_xla_step(steps):
+    from transforms.kmeans_step import NATIVE_MAX_CENTROID_BYTES
+
+    native, xla = steps
+    rng = np.random.default_rng(1)
+    d = 64
+    k = NATIVE_MAX_CENTROID_BYTES // (4 * d) + 1
+    small, large = np.zeros((1, 64, d), np.float32), np.zeros((1, k, d), np.float32)
+    assert native.fused_for(small) and not native.fused_for(large)
+    assert not xla.fused_for(small)
+    x = rng.normal(size=(300, d)).astype(np.float32)
+    c = rng.normal(size=(k, d)).astype(np.float32)
+    got = native(x, c)
+    np.testing.assert_array_equal(
+        got.labels, ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1).argmin(1))

@@ -36,6 +36,11 @@ _MIN_BUCKET = 256
 # copied (~0.8 ms for 65,536 x 32 rows, ~15% of the fused step).
 TF_ALIGN_BYTES = 64
 
+# Largest centroid set (G x K x D float32) the fused op scores; larger ones go to
+# the XLA step. Measured per 65,536-row call: 512 KiB (K=512, D=256) op 0.73x
+# XLA's time; 2 MiB (K=1024, D=512) 1.22x.
+NATIVE_MAX_CENTROID_BYTES = 1 << 20
+
 # Bound on the per-row temporaries of one call (256 MiB): per row and group the
 # scores (float32 [K_max]), the float64 copy of the row and the float32
 # difference ([D] each). With many candidates, a large K or many features a
@@ -144,8 +149,9 @@ def get_step(devices: Optional[str] = None, n_far: int = 16) -> "KMeansStep":
 class KMeansStep:
     """Nearest centroid and partial sums for batches, on all replicas of a strategy.
 
-    native: use the fused op on CPU replicas (None: when it builds; True: it must
-    build; False: TensorFlow's own ops, as on GPUs).
+    native: use the fused op on CPU replicas, for centroid sets up to
+    NATIVE_MAX_CENTROID_BYTES (None: when it builds; True: it must build; False:
+    TensorFlow's own ops, as on GPUs).
     """
 
     def __init__(self, devices: Optional[str] = None, n_far: int = 16,
@@ -174,16 +180,25 @@ class KMeansStep:
                      "fused op" if self._op else "TensorFlow ops (XLA)")
         # autograph=False: the step has no Python control flow on tensors, and
         # converting it cost ~0.3 s of every trace (one per batch shape and layout).
-        if self._op is not None:  # one op, traced inline into _run (no XLA kernel for it)
-            self._replica = self._native_step
-        else:
-            self._replica = tf.function(self._replica_step, jit_compile=True, autograph=False)
-        self._run = tf.function(self._distributed, autograph=False)
+        xla_step = tf.function(self._replica_step, jit_compile=True, autograph=False)
+        self._run_xla = tf.function(functools.partial(self._distributed, xla_step),
+                                    autograph=False)
+        # The op is traced inline into the strategy's function (it has no XLA kernel).
+        self._run_op = tf.function(functools.partial(self._distributed, self._native_step),
+                                   autograph=False)
 
     @property
     def native(self) -> bool:
         """Whether the replicas run the fused op (else TensorFlow's own ops)."""
         return self._op is not None
+
+    def fused_for(self, packed: np.ndarray) -> bool:
+        """Whether a call against `packed` centroids float32 [G, K, D] runs the fused op.
+
+        The op re-reads all centroids for every 4 rows; past NATIVE_MAX_CENTROID_BYTES
+        they no longer stay in the core's cache and XLA's blocked product is faster.
+        """
+        return self._op is not None and packed.nbytes <= NATIVE_MAX_CENTROID_BYTES
 
     def _native_step(self, x, valid, centroids, bias):
         """`_replica_step`'s contract, as one fused op."""
@@ -222,10 +237,10 @@ class KMeansStep:
         return (labels, sq_dist, tf.reshape(sums, [g, k, d]), tf.reshape(counts, [g, k]),
                 inertia, far)
 
-    def _distributed(self, xs, valids, centroids, bias):
+    def _distributed(self, replica_step, xs, valids, centroids, bias):
         tf = self._tf
         labels, sq_dist, sums, counts, inertia, far = self.strategy.run(
-            self._replica, args=(xs, valids, centroids, bias))
+            replica_step, args=(xs, valids, centroids, bias))
         total = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
         local = lambda v, axis: tf.concat(self.strategy.experimental_local_results(v), axis=axis)
         return (local(labels, 0), local(sq_dist, 0), total(sums), total(counts), total(inertia),
@@ -274,7 +289,8 @@ class KMeansStep:
                                               (ctx.replica_id_in_sync_group + 1) * per_replica]))
 
         # np.asarray: a view of each result tensor (.numpy() would copy it)
-        labels, sq, sums, counts, inertia, far = map(np.asarray, self._run(
+        run = self._run_op if self.fused_for(packed) else self._run_xla
+        labels, sq, sums, counts, inertia, far = map(np.asarray, run(
             replica_values(padded), replica_values(valid), tf.constant(packed), tf.constant(bias)))
         # Each replica's candidates index its own slice: make them batch indices.
         far = far.reshape(g, r, -1) + (np.arange(r) * per_replica)[None, :, None]
