@@ -114,3 +114,10 @@ def test_centroid_sets_past_the_cache_bound_go_to_the_xla_step(steps):
     got = native(x, c)
     np.testing.assert_array_equal(
         got.labels, ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1).argmin(1))
+
+
+def test_no_far_rows_asked_for():
+    x = np.random.default_rng(2).normal(size=(500, 3)).astype(np.float32)
+    got, ref = (KMeansStep(n_far=0, native=native)(x, x[:4]) for native in (True, False))
+    assert len(got.far_rows) == len(ref.far_rows) == 0
+    np.testing.assert_array_equal(got.counts, ref.counts)

@@ -76,6 +76,7 @@ class TopN {
   explicit TopN(int64_t n) : n_(n) { items_.reserve(n + 1); }
 
   void Offer(float value, int32_t row) {
+    if (n_ == 0) return;
     if (static_cast<int64_t>(items_.size()) == n_ && !(value > items_.back().first)) return;
     // Rows arrive in increasing order: after every item not below `value`.
     auto at = std::upper_bound(items_.begin(), items_.end(), value,
