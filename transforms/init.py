@@ -64,10 +64,12 @@ class _Bottom:
     Merged into the sample only once they hold m rows: merging costs a copy
     of the sample (m x D float64), so merging every batch would copy it once
     a batch; this way it is copied about ln(rows / m) times over a pass.
+    n_pending counts their rows: once the sample is full a batch keeps few rows,
+    so the list grows long, and summing it on every batch would be quadratic.
     """
 
     def __init__(self, sample: Sample):
-        self.sample, self.pending = sample, []
+        self.sample, self.pending, self.n_pending = sample, [], 0
 
 
 class BottomSampleFn(beam.CombineFn):
@@ -85,8 +87,10 @@ class BottomSampleFn(beam.CombineFn):
             # Full: only rows that hash below its largest can get in.
             keep = hashes <= accumulator.sample.hashes[-1]
             hashes, rows = hashes[keep], rows[keep]
-        accumulator.pending.append((hashes, rows))
-        if sum(len(h) for h, _ in accumulator.pending) >= self._m:
+        if len(hashes):
+            accumulator.pending.append((hashes, rows))
+            accumulator.n_pending += len(hashes)
+        if accumulator.n_pending >= self._m:
             self._settle(accumulator)
         return accumulator
 
@@ -108,7 +112,7 @@ class BottomSampleFn(beam.CombineFn):
             parts = [tuple(accumulator.sample)] + accumulator.pending
             accumulator.sample = _bottom(np.concatenate([h for h, _ in parts]),
                                          np.concatenate([r for _, r in parts]), self._m)
-            accumulator.pending = []
+            accumulator.pending, accumulator.n_pending = [], 0
         return accumulator
 
 
