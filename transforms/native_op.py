@@ -107,11 +107,11 @@ def load():
     name = f"nearest_centroids-{key}.so"
     try:
         target = _cache_dir() / name
-        if not target.exists():
+        if not target.exists():  # not built on this machine yet, or not where we can write
             target = _writable(_cache_dir()) / name
-        if not target.exists():
-            logging.info("native op: compiling %s into %s", SOURCE.name, target)
-            _compile(cxx, flags, target)
+            if not target.exists():
+                logging.info("native op: compiling %s into %s", SOURCE.name, target)
+                _compile(cxx, flags, target)
         return tf.load_op_library(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as e:
         logging.warning("native op: unavailable (%s); the K-Means step runs with "

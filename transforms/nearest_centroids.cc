@@ -14,10 +14,10 @@
 // Built on first use by transforms/native_op.py with the host compiler and
 // -march=native, so the vector width below is the machine's.
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
