@@ -38,7 +38,7 @@ TF_ALIGN_BYTES = 64
 
 # Largest centroid set (G x K x D float32) the fused op scores; larger ones go to
 # the XLA step. Measured per 65,536-row call: 512 KiB (K=512, D=256) op 0.73x
-# XLA's time; 2 MiB (K=1024, D=512) 1.22x.
+# XLA's time; 2 MiB (K=1024, D=512) 1.02-1.22x (two runs, bench/RESULTS.md).
 NATIVE_MAX_CENTROID_BYTES = 1 << 20
 
 # Bound on the per-row temporaries of one call (256 MiB): per row and group the
