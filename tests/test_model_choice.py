@@ -197,6 +197,23 @@ def test_rows_per_call_bounds_the_call_temporaries():
     for groups in ([np.zeros((128, 8))] * 32, [np.zeros((8, 2000))] * 4):
         rows = rows_per_call(65536, groups)
         assert rows * call_bytes_per_row(groups) <= CALL_BUDGET_BYTES and rows & (rows - 1) == 0
+        # The fused op keeps only its outputs per row: calls of millions of rows.
+        rows = rows_per_call(65536, groups, fused=True)
+        assert rows >= 1 << 19 and rows * call_bytes_per_row(groups, True) <= CALL_BUDGET_BYTES
+    assert rows_per_call(1 << 26, [np.zeros((64, 32))], fused=True) == 1 << 26
+
+
+def test_cached_shards_go_to_the_fused_op_in_large_calls():
+    from transforms.kmeans_step import NATIVE_MAX_CENTROID_BYTES, KMeansStep, rows_per_call
+
+    native, xla = KMeansStep(native=True), KMeansStep(native=False)
+    small = [np.zeros((64, 32), np.float32)] * 4
+    large = [np.zeros((NATIVE_MAX_CENTROID_BYTES // (4 * 32) + 1, 32), np.float32)]
+    assert native.rows_per_call(65536, small) >= 1 << 20
+    # Past the op's bound: the XLA step's calls, whichever step.
+    assert native.rows_per_call(65536, large) == xla.rows_per_call(65536, large)
+    assert native.rows_per_call(65536, large) == rows_per_call(65536, large) < 65536
+    assert xla.rows_per_call(65536, small) == 65536
 
 
 def test_candidate_partials_merge_is_order_free():

@@ -36,7 +36,8 @@ def test_step_equals_numpy(n):
 
 
 def test_two_replicas_give_the_same_sums():
-    """MirroredStrategy over 2 logical CPU devices vs 1 device, in a fresh process."""
+    """MirroredStrategy over 2 logical CPU devices vs 1 device, in a fresh process:
+    the fused op (no padding, halves of any length) and the XLA step (padded)."""
     code = (
         "import numpy as np\n"
         "from transforms.kmeans_step import KMeansStep\n"
@@ -44,12 +45,16 @@ def test_two_replicas_give_the_same_sums():
         "x = rng.normal(size=(10001, 5)).astype(np.float32)\n"
         "c = rng.normal(size=(6, 5)).astype(np.float32)\n"
         "two = KMeansStep('cpu:2'); one = KMeansStep('cpu')\n"
-        "assert two.n_replicas == 2 and one.n_replicas == 1\n"
-        "a, b = two(x, c), one(x, c)\n"
-        "np.testing.assert_array_equal(a.labels, b.labels)\n"
-        "np.testing.assert_array_equal(a.counts, b.counts)\n"
-        "np.testing.assert_allclose(a.sums, b.sums, rtol=1e-12)\n"
-        "assert abs(a.inertia - b.inertia) <= 1e-9 * b.inertia\n"
+        "two_xla = KMeansStep('cpu:2', native=False)\n"
+        "assert two.n_replicas == 2 and one.n_replicas == 1 and two.native\n"
+        "for n in (10001, 1):  # uneven halves; a replica with no rows\n"
+        "    for a in (two(x[:n], c), two_xla(x[:n], c)):\n"
+        "        b = one(x[:n], c)\n"
+        "        np.testing.assert_array_equal(a.labels, b.labels)\n"
+        "        np.testing.assert_array_equal(a.counts, b.counts)\n"
+        "        np.testing.assert_allclose(a.sums, b.sums, rtol=1e-12)\n"
+        "        assert abs(a.inertia - b.inertia) <= 1e-9 * b.inertia\n"
+        "        np.testing.assert_array_equal(a.far_rows, b.far_rows)\n"
         "print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)

@@ -27,8 +27,9 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-# Rows of a batch are padded up to a power of two (at least this), so the
-# compiled function sees a handful of shapes, not one per shard length.
+# Rows of a batch for the XLA step are padded up to a power of two (at least
+# this), so XLA compiles a handful of shapes, not one per shard length. The
+# fused op takes any row count as it comes.
 _MIN_BUCKET = 256
 
 # TensorFlow's CPU buffers are 64-byte aligned (EIGEN_MAX_ALIGN_BYTES): a NumPy
@@ -41,23 +42,38 @@ TF_ALIGN_BYTES = 64
 # XLA's time; 2 MiB (K=1024, D=512) 1.02-1.22x (two runs, bench/RESULTS.md).
 NATIVE_MAX_CENTROID_BYTES = 1 << 20
 
-# Bound on the per-row temporaries of one call (256 MiB): per row and group the
-# scores (float32 [K_max]), the float64 copy of the row and the float32
-# difference ([D] each). With many candidates, a large K or many features a
-# call takes fewer rows (see rows_per_call).
+# Bound on the per-row temporaries of one call (256 MiB). The XLA step's, per
+# row and group: the scores (float32 [K_max]), the float64 copy of the row and
+# the float32 difference ([D] each); with many candidates, a large K or many
+# features a call takes fewer rows (see rows_per_call). The fused op keeps only
+# its outputs per row, so it takes far larger calls.
 CALL_BUDGET_BYTES = 256 << 20
 
+# Per row and group, what a fused call allocates: the op's label and distance
+# (4 + 4 bytes) and the int64 labels of its BatchResult (8).
+_FUSED_BYTES_PER_ROW = 16
 
-def call_bytes_per_row(centroids: Sequence[np.ndarray]) -> int:
+
+def call_bytes_per_row(centroids: Sequence[np.ndarray], fused: bool = False) -> int:
     """Bytes of a call's temporaries per row against `centroids` (G arrays [K_g, D])."""
     k_max, d = max(len(c) for c in centroids), centroids[0].shape[1]
+    if fused:
+        return len(centroids) * _FUSED_BYTES_PER_ROW
     return len(centroids) * (4 * k_max + 12 * d)
 
 
-def rows_per_call(batch_size: int, centroids: Sequence[np.ndarray]) -> int:
-    """Rows per step call against `centroids`: `batch_size`, or a power of two small
-    enough that the call's temporaries fit CALL_BUDGET_BYTES."""
-    per_row = call_bytes_per_row(centroids)
+def rows_per_call(batch_size: int, centroids: Sequence[np.ndarray], fused: bool = False) -> int:
+    """Rows per step call against `centroids`.
+
+    The XLA step: `batch_size`, or a power of two small enough that the call's
+    temporaries fit CALL_BUDGET_BYTES. The fused op: as many rows as fit the
+    budget (at least `batch_size`). Each call costs ~1 ms of runtime whatever
+    its size (the tf.function, the op's thread pool), which at 65,536 rows is
+    a third of the op's own time; a cached shard goes through in a call or two.
+    """
+    per_row = call_bytes_per_row(centroids, fused)
+    if fused:
+        return max(batch_size, CALL_BUDGET_BYTES // per_row)
     if batch_size * per_row <= CALL_BUDGET_BYTES:
         return batch_size
     return max(_MIN_BUCKET, 1 << int(np.log2(max(1, CALL_BUDGET_BYTES // per_row))))
@@ -184,8 +200,9 @@ class KMeansStep:
         self._run_xla = tf.function(functools.partial(self._distributed, xla_step),
                                     autograph=False)
         # The op is traced inline into the strategy's function (it has no XLA kernel).
+        # reduce_retracing: after a second row count the trace takes any.
         self._run_op = tf.function(functools.partial(self._distributed, self._native_step),
-                                   autograph=False)
+                                   autograph=False, reduce_retracing=True)
 
     @property
     def native(self) -> bool:
@@ -198,7 +215,17 @@ class KMeansStep:
         The op re-reads all centroids for every 4 rows; past NATIVE_MAX_CENTROID_BYTES
         they no longer stay in the core's cache and XLA's blocked product is faster.
         """
-        return self._op is not None and packed.nbytes <= NATIVE_MAX_CENTROID_BYTES
+        return self._fused_for_bytes(packed.nbytes)
+
+    def _fused_for_bytes(self, nbytes: int) -> bool:
+        return self._op is not None and nbytes <= NATIVE_MAX_CENTROID_BYTES
+
+    def rows_per_call(self, batch_size: int, centroids: Sequence[np.ndarray]) -> int:
+        """Rows per call against `centroids` (G arrays [K_g, D]) when the rows are
+        already in memory (a cached shard): see the module's `rows_per_call`."""
+        k_max, d = max(len(c) for c in centroids), centroids[0].shape[1]
+        fused = self._fused_for_bytes(len(centroids) * k_max * d * 4)
+        return rows_per_call(batch_size, centroids, fused)
 
     def _native_step(self, x, valid, centroids, bias):
         """`_replica_step`'s contract, as one fused op."""
@@ -272,29 +299,36 @@ class KMeansStep:
             packed[i, :len(c)] = c
             bias[i, :len(c)] = 0.0
         r = self.n_replicas
-        per_replica = max(_MIN_BUCKET, 1 << int(np.ceil(np.log2(max(1, -(-n // r))))))
-        if n == per_replica * r:  # a full batch: no padding, no copy
-            padded = x if x.dtype == np.float32 else x.astype(np.float32)
-        else:
-            padded = aligned_empty((per_replica * r, d))
-            padded[:n] = x
-            padded[n:] = 0.0
-        valid = np.arange(per_replica * r) < n
+        fused = self.fused_for(packed)
+        if fused:  # the batch in place, split across the replicas as evenly as it goes
+            starts = [i * n // r for i in range(r + 1)]
+            rows = x if x.dtype == np.float32 else x.astype(np.float32)
+        else:  # padded to the replicas' bucket (see _MIN_BUCKET)
+            per_replica = max(_MIN_BUCKET, 1 << int(np.ceil(np.log2(max(1, -(-n // r))))))
+            starts = [i * per_replica for i in range(r + 1)]
+            if n == starts[r]:  # a full bucket: no padding, no copy
+                rows = x if x.dtype == np.float32 else x.astype(np.float32)
+            else:
+                rows = aligned_empty((starts[r], d))
+                rows[:n] = x
+                rows[n:] = 0.0
+        valid = np.zeros(starts[r], bool)
+        valid[:n] = True
 
-        def replica_values(a):  # replica i gets rows [i * per_replica, (i + 1) * per_replica)
+        def replica_values(a):  # replica i gets rows [starts[i], starts[i + 1])
             if r == 1:
                 return self._as_tensor(a)
             return self.strategy.experimental_distribute_values_from_function(
-                lambda ctx: self._as_tensor(a[ctx.replica_id_in_sync_group * per_replica:
-                                              (ctx.replica_id_in_sync_group + 1) * per_replica]))
+                lambda ctx: self._as_tensor(a[starts[ctx.replica_id_in_sync_group]:
+                                              starts[ctx.replica_id_in_sync_group + 1]]))
 
         # np.asarray: a view of each result tensor (.numpy() would copy it)
-        run = self._run_op if self.fused_for(packed) else self._run_xla
+        run = self._run_op if fused else self._run_xla
         labels, sq, sums, counts, inertia, far = map(np.asarray, run(
-            replica_values(padded), replica_values(valid), tf.constant(packed), tf.constant(bias)))
-        # Each replica's candidates index its own slice: make them batch indices.
-        far = far.reshape(g, r, -1) + (np.arange(r) * per_replica)[None, :, None]
-        far = far.reshape(g, -1)
+            replica_values(rows), replica_values(valid), tf.constant(packed), tf.constant(bias)))
+        # Each replica's candidates index its own rows: make them batch indices.
+        far = far + np.repeat(starts[:r], [min(self.n_far, b - a)
+                                           for a, b in zip(starts, starts[1:])])[None, :]
         results = []
         for i, c in enumerate(centroids):
             # Drop padding rows, keep the n_far farthest overall.

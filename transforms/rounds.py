@@ -74,9 +74,12 @@ class _PartialSumsFn(beam.DoFn):
         if not scored:
             return tuple(parts)
         centroids = [candidates.states[i].centroids.astype(np.float32) for i in scored]
+        # A read goes in batch_size chunks (fewer rows if the call's temporaries
+        # need it); a cached shard in as few calls as the step allows.
         rows = rows_per_call(cfg.batch_size, centroids)
+        cached_rows = self._step.rows_per_call(cfg.batch_size, centroids)
         per_batch = [[Partials.from_batch(x, result) for result in self._step.groups(x, centroids)]
-                     for x in self._cache.batches(path, cfg.n_features, rows)]
+                     for x in self._cache.batches(path, cfg.n_features, rows, cached_rows)]
         if not per_batch:
             return None
         for i, batches in zip(scored, zip(*per_batch)):

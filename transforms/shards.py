@@ -208,12 +208,19 @@ class ShardCache:
                 self._items.move_to_end(path)
             return x
 
-    def batches(self, path: str, n_features: int, batch_size: int) -> Iterator[np.ndarray]:
-        """Standardized float32 [<= batch_size, D] batches of the shard at `path`, in file order."""
+    def batches(self, path: str, n_features: int, batch_size: int,
+                cached_batch_size: Optional[int] = None) -> Iterator[np.ndarray]:
+        """Standardized float32 [<= batch_size, D] batches of the shard at `path`, in file order.
+
+        cached_batch_size: rows per batch when the shard is in the cache (default
+        `batch_size`). Views of memory already there cost nothing to cut larger,
+        whereas a read is fastest in batch_size chunks.
+        """
         x = self.get(path)
         if x is not None:
-            for start in range(0, len(x), batch_size):
-                yield x[start:start + batch_size]
+            step = cached_batch_size or batch_size
+            for start in range(0, len(x), step):
+                yield x[start:start + step]
             return
         # Filled in place as the batches stream by: one copy of the shard at
         # most, not a list of batches and then their concatenation.
