@@ -3,9 +3,9 @@
 Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/kernel.py [--rows 1000000]
        [--features 32] [--k 64] [--batch_size 65536] [--repeats 5]
 
-The step: transforms.kmeans_step.KMeansStep over the array in calls of the
-size the rounds use on a cached shard, `KMeansStep.rows_per_call` (nearest
-centroid, float64 sums, counts, inertia). scikit-learn: the cost of
+The step: transforms.kmeans_step.KMeansStep over the array as a round calls it
+on a cached shard: calls of `KMeansStep.rows_per_call` rows, no per-row
+results (nearest centroids, float64 sums, counts, inertia, the far rows). scikit-learn: the cost of
 one Lloyd iteration, (fit with max_iter=11 - fit with max_iter=1) / 10 (a fit
 also does a final assignment pass). Alternated; medians and the ratio.
 """
@@ -39,14 +39,16 @@ def main():
     print("step:", "fused op" if step.native else "TensorFlow ops (XLA)")
     print("BLAS:", [(i["internal_api"], i.get("architecture")) for i in threadpoolctl.threadpool_info()])
 
-    # Calls as the rounds make them on a cached shard (transforms/rounds.py).
+    # Calls as a round makes them on a cached shard (transforms/rounds.py): as
+    # many rows as the step takes, and no per-row labels or distances (a round
+    # needs the sums, counts, inertia and far rows).
     rows = step.rows_per_call(args.batch_size, [c])
     print(f"rows per call: {rows} (--batch_size {args.batch_size})")
 
     def tf_pass():
         start = time.perf_counter()
         for i in range(0, args.rows, rows):
-            step(x[i:i + rows], c)
+            step.groups(x[i:i + rows], [c], per_row=False)
         return time.perf_counter() - start
 
     def sk_fit(iters):

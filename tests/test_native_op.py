@@ -43,6 +43,26 @@ def test_fused_op_equals_tensorflow_ops_and_numpy(steps, n, d, ks):
         assert got.inertia == pytest.approx(dist.min(1).sum(), rel=1e-6)
         assert got.inertia == pytest.approx(ref.inertia, rel=1e-6)
         np.testing.assert_array_equal(got.far_rows, ref.far_rows)
+        np.testing.assert_array_equal(got.far_labels, labels[got.far_rows])
+        np.testing.assert_array_equal(got.far_sq_dist, got.sq_dist[got.far_rows])
+        np.testing.assert_allclose(got.far_sq_dist, ref.far_sq_dist, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n,d,ks", [(1, 3, [2]), (5000, 33, [70, 5]), (70000, 16, [64, 64])])
+def test_without_per_row_results_the_partials_are_the_same(steps, n, d, ks):
+    """per_row=False (a round's call): no labels or distances, the same sums, counts,
+    inertia and far rows, from both steps."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    groups = [rng.normal(size=(k, d)).astype(np.float32) for k in ks]
+    for step in steps:
+        for full, lean in zip(step.groups(x, groups), step.groups(x, groups, per_row=False)):
+            assert lean.labels is None and lean.sq_dist is None
+            np.testing.assert_array_equal(lean.sums, full.sums)
+            np.testing.assert_array_equal(lean.counts, full.counts)
+            assert lean.inertia == full.inertia
+            for field in ("far_rows", "far_sq_dist", "far_labels"):
+                np.testing.assert_array_equal(getattr(lean, field), getattr(full, field))
 
 
 def test_fused_op_takes_the_first_centroid_on_ties(steps):

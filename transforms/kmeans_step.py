@@ -91,21 +91,26 @@ def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
 class BatchResult(NamedTuple):
     """What the step returns for one float32 batch `x` [n, D] and centroids [K, D].
 
-    labels:   int64 [n], index of the nearest centroid (first one on ties).
-    sq_dist:  float32 [n], squared Euclidean distance to that centroid.
+    labels:   int64 [n], index of the nearest centroid (first one on ties);
+              None when the call asked for no per-row results (`per_row=False`).
+    sq_dist:  float32 [n], squared Euclidean distance to that centroid (or None).
     sums:     float64 [K, D], per-cluster sum of the rows.
     counts:   int64 [K], rows per cluster.
-    inertia:  float, sum of `sq_dist` (accumulated in float64).
+    inertia:  float, sum of the squared distances (accumulated in float64).
     far_rows: int64 [c], row indices of the c rows farthest from their centroid,
               farthest first (candidates for re-seeding empty clusters).
+    far_sq_dist: float32 [c], their squared distances.
+    far_labels:  int64 [c], their nearest centroids.
     """
 
-    labels: np.ndarray
-    sq_dist: np.ndarray
+    labels: Optional[np.ndarray]
+    sq_dist: Optional[np.ndarray]
     sums: np.ndarray
     counts: np.ndarray
     inertia: float
     far_rows: np.ndarray
+    far_sq_dist: np.ndarray
+    far_labels: np.ndarray
 
 
 def split_cpu(n: int) -> None:
@@ -200,9 +205,13 @@ class KMeansStep:
         self._run_xla = tf.function(functools.partial(self._distributed, xla_step),
                                     autograph=False)
         # The op is traced inline into the strategy's function (it has no XLA kernel).
-        # reduce_retracing: after a second row count the trace takes any.
-        self._run_op = tf.function(functools.partial(self._distributed, self._native_step),
-                                   autograph=False, reduce_retracing=True)
+        # reduce_retracing: after a second row count the trace takes any. Without
+        # per-row results (a round's partial sums), the op writes no labels or
+        # distances: 16 bytes a row less to allocate, write and convert.
+        self._run_op = {per_row: tf.function(
+            functools.partial(self._distributed, functools.partial(self._native_step,
+                                                                   per_row=per_row)),
+            autograph=False, reduce_retracing=True) for per_row in (True, False)}
 
     @property
     def native(self) -> bool:
@@ -227,10 +236,11 @@ class KMeansStep:
         fused = self._fused_for_bytes(len(centroids) * k_max * d * 4)
         return rows_per_call(batch_size, centroids, fused)
 
-    def _native_step(self, x, valid, centroids, bias):
-        """`_replica_step`'s contract, as one fused op."""
+    def _native_step(self, x, valid, centroids, bias, per_row=True):
+        """`_replica_step`'s contract, as one fused op (labels and sq_dist [0, G]
+        unless per_row)."""
         return tuple(self._op.shardmeans_nearest_centroids(x, valid, centroids, bias,
-                                                           n_far=self.n_far))
+                                                           n_far=self.n_far, per_row=per_row))
 
     def _replica_step(self, x, valid, centroids, bias):
         """x float32 [b, D], valid bool [b], centroids float32 [G, K, D], bias float32 [G, K].
@@ -259,19 +269,20 @@ class KMeansStep:
         masked = tf.where(valid[:, tf.newaxis], sq_dist, tf.zeros_like(sq_dist))
         inertia = tf.reduce_sum(tf.cast(masked, tf.float64), axis=0)  # [G]
         n_far = min(self.n_far, x.shape[0])
-        _, far = tf.math.top_k(
+        far_sq, far = tf.math.top_k(
             tf.transpose(tf.where(valid[:, tf.newaxis], sq_dist, -tf.ones_like(sq_dist))), n_far)
+        far_labels = tf.gather(tf.transpose(labels), far, batch_dims=1)  # [G, n_far]
         return (labels, sq_dist, tf.reshape(sums, [g, k, d]), tf.reshape(counts, [g, k]),
-                inertia, far)
+                inertia, far, far_sq, far_labels)
 
     def _distributed(self, replica_step, xs, valids, centroids, bias):
         tf = self._tf
-        labels, sq_dist, sums, counts, inertia, far = self.strategy.run(
+        labels, sq_dist, sums, counts, inertia, far, far_sq, far_labels = self.strategy.run(
             replica_step, args=(xs, valids, centroids, bias))
         total = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
         local = lambda v, axis: tf.concat(self.strategy.experimental_local_results(v), axis=axis)
         return (local(labels, 0), local(sq_dist, 0), total(sums), total(counts), total(inertia),
-                local(far, 1))
+                local(far, 1), local(far_sq, 1), local(far_labels, 1))
 
     def _as_tensor(self, a: np.ndarray):
         """`a` as a CPU tensor: its own memory when aligned (DLPack), else a copy."""
@@ -284,11 +295,14 @@ class KMeansStep:
         """Run the step on `x` float32 [n, D] against `centroids` float32 [K, D]."""
         return self.groups(x, [centroids])[0]
 
-    def groups(self, x: np.ndarray, centroids: Sequence[np.ndarray]) -> List[BatchResult]:
+    def groups(self, x: np.ndarray, centroids: Sequence[np.ndarray],
+               per_row: bool = True) -> List[BatchResult]:
         """Run the step on `x` float32 [n, D] against G groups of centroids at once.
 
         centroids: G arrays float32 [K_g, D] (the K_g may differ). One pass over
         `x`, one matrix product against all of them; one BatchResult per group.
+        per_row: False leaves out the labels and distances of every row (None in
+        the results); the sums, counts, inertia and far rows are the same.
         """
         tf = self._tf
         n, d = x.shape
@@ -323,23 +337,25 @@ class KMeansStep:
                                               starts[ctx.replica_id_in_sync_group + 1]]))
 
         # np.asarray: a view of each result tensor (.numpy() would copy it)
-        run = self._run_op if fused else self._run_xla
-        labels, sq, sums, counts, inertia, far = map(np.asarray, run(
+        run = self._run_op[per_row] if fused else self._run_xla
+        labels, sq, sums, counts, inertia, far, far_sq, far_labels = map(np.asarray, run(
             replica_values(rows), replica_values(valid), tf.constant(packed), tf.constant(bias)))
         # Each replica's candidates index its own rows: make them batch indices.
         far = far + np.repeat(starts[:r], [min(self.n_far, b - a)
                                            for a, b in zip(starts, starts[1:])])[None, :]
         results = []
         for i, c in enumerate(centroids):
-            # Drop padding rows, keep the n_far farthest overall.
-            group_far = far[i][far[i] < n]
-            group_far = group_far[np.argsort(-sq[group_far, i], kind="stable")][: self.n_far]
+            # Drop padding rows, keep the n_far farthest overall (replicas in row order).
+            real = np.flatnonzero(far[i] < n)
+            keep = real[np.argsort(-far_sq[i, real], kind="stable")][: self.n_far]
             results.append(BatchResult(
-                labels=labels[:n, i].astype(np.int64),
-                sq_dist=sq[:n, i],
+                labels=labels[:n, i].astype(np.int64) if per_row else None,
+                sq_dist=sq[:n, i] if per_row else None,
                 sums=sums[i, :len(c)],
                 counts=counts[i, :len(c)],
                 inertia=float(inertia[i]),
-                far_rows=group_far.astype(np.int64),
+                far_rows=far[i, keep].astype(np.int64),
+                far_sq_dist=far_sq[i, keep],
+                far_labels=far_labels[i, keep].astype(np.int64),
             ))
         return results

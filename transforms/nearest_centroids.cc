@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <utility>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -69,29 +68,34 @@ struct Layout {
   std::vector<float> norms;    // [cols]: |c_j|^2 + bias_j
 };
 
-// The n largest (value, row) offered, largest first, the lower row first on ties
+// A row far from its centroid: its squared distance (-1 for a padding row), index
+// and label.
+struct FarRow {
+  float value;
+  int32_t row, label;
+};
+
+// The n largest rows offered by value, largest first, the lower row first on ties
 // (tf.math.top_k's order).
 class TopN {
  public:
   explicit TopN(int64_t n) : n_(n) { items_.reserve(n + 1); }
 
-  void Offer(float value, int32_t row) {
+  void Offer(const FarRow& item) {
     if (n_ == 0) return;
-    if (static_cast<int64_t>(items_.size()) == n_ && !(value > items_.back().first)) return;
-    // Rows arrive in increasing order: after every item not below `value`.
-    auto at = std::upper_bound(items_.begin(), items_.end(), value,
-                               [](float v, const std::pair<float, int32_t>& item) {
-                                 return v > item.first;
-                               });
-    items_.insert(at, {value, row});
+    if (static_cast<int64_t>(items_.size()) == n_ && !(item.value > items_.back().value)) return;
+    // Rows arrive in increasing order: after every item not below this one.
+    auto at = std::upper_bound(items_.begin(), items_.end(), item.value,
+                               [](float v, const FarRow& other) { return v > other.value; });
+    items_.insert(at, item);
     if (static_cast<int64_t>(items_.size()) > n_) items_.pop_back();
   }
 
-  const std::vector<std::pair<float, int32_t>>& items() const { return items_; }
+  const std::vector<FarRow>& items() const { return items_; }
 
  private:
   int64_t n_;
-  std::vector<std::pair<float, int32_t>> items_;
+  std::vector<FarRow> items_;
 };
 
 // Per work unit: float64 sums [g * k_pad, d], counts [g * k_pad], inertia [g],
@@ -204,7 +208,7 @@ inline float SquaredDistance(const float* x, const float* c, int64_t d) {
   return total;
 }
 
-// Rows [begin, end) of x: labels and distances out, sums into `part`.
+// Rows [begin, end) of x: labels and distances out (unless null), sums into `part`.
 void AssignRows(const float* x, const bool* valid, const float* centroids, const Layout& L,
                 int64_t begin, int64_t end, int32_t* labels, float* sq_dist, Partial* part) {
   std::vector<float> tile(kRows * L.cols);
@@ -227,9 +231,11 @@ void AssignRows(const float* x, const bool* valid, const float* centroids, const
         const int32_t k = best[r];
         // The distance itself from the difference, not the expansion: no cancellation.
         const float dist = SquaredDistance(xr, centroids + (g * L.k + k) * L.d, L.d);
-        labels[row * L.g + g] = k;
-        sq_dist[row * L.g + g] = dist;
-        part->far[g].Offer(valid[row] ? dist : -1.0f, static_cast<int32_t>(row));
+        if (labels != nullptr) {
+          labels[row * L.g + g] = k;
+          sq_dist[row * L.g + g] = dist;
+        }
+        part->far[g].Offer({valid[row] ? dist : -1.0f, static_cast<int32_t>(row), k});
         if (!valid[row]) continue;
         const int64_t j = g * L.k_pad + k;
         AddWidened(xr, part->sums.data() + j * L.d, L.d);
@@ -244,6 +250,7 @@ class NearestCentroidsOp : public OpKernel {
  public:
   explicit NearestCentroidsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("n_far", &n_far_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("per_row", &per_row_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -268,13 +275,16 @@ class NearestCentroidsOp : public OpKernel {
     OP_REQUIRES(ctx, n <= std::numeric_limits<int32_t>::max(),
                 absl::InvalidArgumentError("x has more rows than int32 indexes"));
     const int64_t n_far = std::min<int64_t>(n_far_, n);
-    Tensor *labels_t, *sq_t, *sums_t, *counts_t, *inertia_t, *far_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n, g}), &labels_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n, g}), &sq_t));
+    Tensor *labels_t, *sq_t, *sums_t, *counts_t, *inertia_t, *far_t, *far_sq_t, *far_label_t;
+    const int64_t per_row_n = per_row_ ? n : 0;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({per_row_n, g}), &labels_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({per_row_n, g}), &sq_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({g, k, d}), &sums_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({g, k}), &counts_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({g}), &inertia_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({g, n_far}), &far_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, TensorShape({g, n_far}), &far_sq_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, TensorShape({g, n_far}), &far_label_t));
 
     const float* c = centroids.flat<float>().data();
     const float* b = bias.flat<float>().data();
@@ -310,8 +320,8 @@ class NearestCentroidsOp : public OpKernel {
     }
     const float* xs = x.flat<float>().data();
     const bool* vs = valid.flat<bool>().data();
-    int32_t* labels = labels_t->flat<int32_t>().data();
-    float* sq = sq_t->flat<float>().data();
+    int32_t* labels = per_row_ ? labels_t->flat<int32_t>().data() : nullptr;
+    float* sq = per_row_ ? sq_t->flat<float>().data() : nullptr;
     auto work = [&](int64_t first, int64_t last) {
       for (int64_t u = first; u < last; ++u) {
         AssignRows(xs, vs, c, L, u * unit_rows, std::min(n, (u + 1) * unit_rows), labels, sq,
@@ -329,11 +339,18 @@ class NearestCentroidsOp : public OpKernel {
     std::fill(counts, counts + g * k, 0);
     std::fill(inertia, inertia + g, 0.0);
     int32_t* far = far_t->flat<int32_t>().data();
+    float* far_sq = far_sq_t->flat<float>().data();
+    int32_t* far_label = far_label_t->flat<int32_t>().data();
     for (int64_t gi = 0; gi < g; ++gi) {
       TopN all(n_far);  // units in row order: offering their items in order keeps ties by row
       for (const Partial& p : parts)
-        for (const auto& item : p.far[gi].items()) all.Offer(item.first, item.second);
-      for (int64_t i = 0; i < n_far; ++i) far[gi * n_far + i] = all.items()[i].second;
+        for (const FarRow& item : p.far[gi].items()) all.Offer(item);
+      for (int64_t i = 0; i < n_far; ++i) {
+        const FarRow& item = all.items()[i];
+        far[gi * n_far + i] = item.row;
+        far_sq[gi * n_far + i] = item.value;
+        far_label[gi * n_far + i] = item.label;
+      }
     }
     for (const Partial& p : parts) {
       for (int64_t gi = 0; gi < g; ++gi) {
@@ -349,6 +366,7 @@ class NearestCentroidsOp : public OpKernel {
 
  private:
   int64_t n_far_;
+  bool per_row_;
 };
 
 REGISTER_OP("ShardmeansNearestCentroids")
@@ -362,22 +380,29 @@ REGISTER_OP("ShardmeansNearestCentroids")
     .Output("counts: int64")
     .Output("inertia: double")
     .Output("far: int32")
+    .Output("far_sq_dist: float")
+    .Output("far_labels: int32")
     .Attr("n_far: int >= 0")
+    .Attr("per_row: bool = true")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle x, centroids;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &centroids));
       DimensionHandle rows = c->Dim(x, 0), g = c->Dim(centroids, 0), k = c->Dim(centroids, 1),
                       d = c->Dim(centroids, 2);
-      c->set_output(0, c->Matrix(rows, g));
-      c->set_output(1, c->Matrix(rows, g));
+      bool per_row;
+      TF_RETURN_IF_ERROR(c->GetAttr("per_row", &per_row));
+      const DimensionHandle labelled = per_row ? rows : c->MakeDim(0);
+      c->set_output(0, c->Matrix(labelled, g));
+      c->set_output(1, c->Matrix(labelled, g));
       c->set_output(2, c->MakeShape({g, k, d}));
       c->set_output(3, c->Matrix(g, k));
       c->set_output(4, c->Vector(g));
       int64_t n_far;
       TF_RETURN_IF_ERROR(c->GetAttr("n_far", &n_far));
-      c->set_output(5, c->Matrix(g, c->ValueKnown(rows) ? std::min(n_far, c->Value(rows))
-                                                         : InferenceContext::kUnknownDim));
+      const DimensionHandle far = c->MakeDim(
+          c->ValueKnown(rows) ? std::min(n_far, c->Value(rows)) : InferenceContext::kUnknownDim);
+      for (int i = 5; i < 8; ++i) c->set_output(i, c->Matrix(g, far));
       return absl::OkStatus();
     })
     .Doc(R"doc(
@@ -386,9 +411,12 @@ Nearest of G groups of K centroids for each row, and per-cluster partial sums.
 x: float32 [rows, D]. valid: bool [rows], false for padding rows (labelled, not summed).
 centroids: float32 [G, K, D]. bias: float32 [G, K], 0 or +inf (a padding centroid).
 labels: int32 [rows, G], first nearest on ties. sq_dist: float32 [rows, G].
+  Both [0, G] when per_row is false (the sums are all a Lloyd round needs).
 sums: float64 [G, K, D]. counts: int64 [G, K]. inertia: float64 [G], of valid rows.
 far: int32 [G, min(n_far, rows)], per group the rows farthest from their centroid,
   farthest first (padding rows count as -1), as tf.math.top_k orders them.
+far_sq_dist: float32 [G, min(n_far, rows)], their squared distances (-1: padding).
+far_labels: int32 [G, min(n_far, rows)], their nearest centroids.
 )doc");
 
 REGISTER_KERNEL_BUILDER(Name("ShardmeansNearestCentroids").Device(DEVICE_CPU),

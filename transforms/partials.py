@@ -37,9 +37,8 @@ class Partials(NamedTuple):
     @classmethod
     def from_batch(cls, x: np.ndarray, result) -> "Partials":
         """Partials of batch `x` float32 [n, D] from its `kmeans_step.BatchResult`."""
-        far = result.far_rows
         return cls(result.sums, result.counts, result.inertia,
-                   result.sq_dist[far].astype(np.float64), x[far], result.labels[far])
+                   result.far_sq_dist.astype(np.float64), x[result.far_rows], result.far_labels)
 
 
 def merge(parts: Iterable[Partials], n_far: int) -> Partials:

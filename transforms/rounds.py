@@ -78,7 +78,8 @@ class _PartialSumsFn(beam.DoFn):
         # need it); a cached shard in as few calls as the step allows.
         rows = rows_per_call(cfg.batch_size, centroids)
         cached_rows = self._step.rows_per_call(cfg.batch_size, centroids)
-        per_batch = [[Partials.from_batch(x, result) for result in self._step.groups(x, centroids)]
+        per_batch = [[Partials.from_batch(x, result)
+                      for result in self._step.groups(x, centroids, per_row=False)]
                      for x in self._cache.batches(path, cfg.n_features, rows, cached_rows)]
         if not per_batch:
             return None
