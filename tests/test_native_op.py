@@ -119,6 +119,25 @@ def test_an_unwritable_cache_dir_builds_the_op_in_a_temporary_one(tmp_path):
     assert list((tmp_path / f"shardmeans-{os.getuid()}").glob("nearest_centroids-*.so"))
 
 
+def test_a_failed_native_build_falls_back_to_a_generic_one_and_says_so(tmp_path):
+    """A compiler that cannot build with -march=native: the op is built without it
+    (slower, so the log says why)."""
+    cxx = tmp_path / "cxx"
+    cxx.write_text('#!/bin/sh\n'
+                   'case "$*" in *-march=native*) echo "no native build here" >&2; exit 1;; esac\n'
+                   'exec c++ "$@"\n')
+    cxx.chmod(0o755)
+    code = ("import logging\n"
+            "logging.basicConfig(level=logging.INFO)\n"
+            "from transforms.kmeans_step import KMeansStep\n"
+            "print(KMeansStep().native)\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "CXX": str(cxx), "SHARDMEANS_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-3000:]
+    assert "built for a generic CPU instead: no native build here" in proc.stderr
+
+
 def test_centroid_sets_past_the_cache_bound_go_to_the_xla_step(steps):
     from transforms.kmeans_step import NATIVE_MAX_CENTROID_BYTES
 
