@@ -2,7 +2,8 @@
 
 One `KMeansStep` per worker process owns one `tf.distribute.MirroredStrategy`
 (all local GPUs, a chosen subset, or the CPU) and one compiled step function.
-A batch is split evenly across the strategy's replicas; the per-replica sums,
+A batch is split across the strategy's replicas (padded to equal power-of-two
+slices for the XLA step, as it comes for the fused op); the per-replica sums,
 counts and inertia are reduced by the strategy, the per-row outputs are
 concatenated back in row order.
 
@@ -19,7 +20,8 @@ gather and segment sums, each a pass over memory on CPU).
 
 Build it with `get_step(devices)`, from `DoFn.setup()`: it is cached per
 process, so every round's DoFn shares the strategy and the compiled function
-(traced once per batch-shape bucket and candidate layout, not once per round).
+(the XLA step traced once per batch-shape bucket and candidate layout, the op
+once per candidate layout whatever the row count; never once per round).
 """
 import functools
 import logging

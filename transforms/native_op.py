@@ -71,17 +71,18 @@ def _compile(cxx: str, flags: list, target: Path) -> None:
     os.close(fd)
     try:
         command = ["-shared", "-fPIC", "-O3", "-w", str(SOURCE), "-o", tmp] + flags
-        failed = None
+        native = None  # the failed -march=native build, if it failed
         for arch in (["-march=native"], []):  # some compilers have no -march=native
             done = subprocess.run([cxx] + arch + command, capture_output=True, text=True,
                                   timeout=_COMPILE_TIMEOUT_S)
             if done.returncode == 0:
-                if failed is not None:  # slower, and easy to miss: say why
+                if native is not None:  # slower, and easy to miss: say why
                     logging.warning("native op: the -march=native build failed, built for "
-                                    "a generic CPU instead: %s", failed.stderr.strip()[-2000:])
+                                    "a generic CPU instead: %s", native.stderr.strip()[-2000:])
                 os.replace(tmp, target)
                 return
-            failed = failed or done
+            if arch:
+                native = done
         raise RuntimeError(f"{cxx} failed: {done.stderr.strip()[-2000:]}")
     finally:
         if os.path.exists(tmp):

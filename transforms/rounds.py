@@ -25,7 +25,8 @@ class StepConfig(NamedTuple):
     """What every step DoFn needs to know (picklable, shipped with the DoFn).
 
     n_features: D.
-    batch_size: rows per TensorFlow call.
+    batch_size: rows per read of a shard, and per call of the XLA step; a cached
+        shard goes to the fused op in larger calls (KMeansStep.rows_per_call).
     cache_mb: bound of the per-process shard cache (0: read the shards every round).
     devices: `--devices` spec for MirroredStrategy (None: all GPUs, else the CPU).
     n_far: re-seeding candidates carried in the partials.
@@ -76,11 +77,11 @@ class _PartialSumsFn(beam.DoFn):
         centroids = [candidates.states[i].centroids.astype(np.float32) for i in scored]
         # A read goes in batch_size chunks (fewer rows if the call's temporaries
         # need it); a cached shard in as few calls as the step allows.
-        rows = rows_per_call(cfg.batch_size, centroids)
+        read_rows = rows_per_call(cfg.batch_size, centroids)
         cached_rows = self._step.rows_per_call(cfg.batch_size, centroids)
         per_batch = [[Partials.from_batch(x, result)
                       for result in self._step.groups(x, centroids, per_row=False)]
-                     for x in self._cache.batches(path, cfg.n_features, rows, cached_rows)]
+                     for x in self._cache.batches(path, cfg.n_features, read_rows, cached_rows)]
         if not per_batch:
             return None
         for i, batches in zip(scored, zip(*per_batch)):
