@@ -35,17 +35,21 @@ using ::tensorflow::shape_inference::DimensionHandle;
 using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
+// The register tile: kRows rows x kVecs centroid vectors of accumulators, the
+// kVecs centroid vectors and a broadcast row value must all fit in registers.
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
-constexpr int kVecs = 4;  // 4 rows x 4 vectors: 16 of the 32 vector registers
+constexpr int kRows = 4;
+constexpr int kVecs = 4;  // 16 accumulators + 4 centroid vectors of the 32 registers
 #elif defined(__AVX__)
 constexpr int kLanes = 8;
-constexpr int kVecs = 3;  // 4 x 3 accumulators + 3 centroid vectors + 1 broadcast = 16
+constexpr int kRows = 6;
+constexpr int kVecs = 2;  // 12 accumulators + 2 centroid vectors + 2 of the 16 registers
 #else
 constexpr int kLanes = 4;
-constexpr int kVecs = 3;
+constexpr int kRows = 6;
+constexpr int kVecs = 2;
 #endif
-constexpr int kRows = 4;                    // rows scored together (register tile)
 constexpr int kBlockCols = kLanes * kVecs;  // centroid columns per register tile
 constexpr int64_t kMinBlockRows = 4096;     // rows per parallel work unit (at least)
 constexpr int64_t kMaxAccBytes = 64 << 20;  // bound on all units' float64 sums
@@ -58,6 +62,8 @@ inline VecF LoadU(const float* p) {
   std::memcpy(&v, p, sizeof(v));
   return v;
 }
+
+inline void StoreU(float* p, VecF v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
@@ -144,6 +150,18 @@ inline int32_t ArgMin(const float* s, int64_t n_vec) {
   return first == std::numeric_limits<int32_t>::max() ? 0 : first;
 }
 
+// `v`, which the compiler must then hold in a register: a centroid vector folded
+// into each FMA as a memory operand costs kRows loads instead of one. (Pinning
+// an array element instead made GCC store it to the stack on every feature.)
+inline VecF InRegister(VecF v) {
+#if defined(__x86_64__)
+  asm("" : "+v"(v));
+#elif defined(__aarch64__)
+  asm("" : "+w"(v));
+#endif
+  return v;
+}
+
 // Scores of kRows rows against the centroid columns [col, col + kBlockCols):
 // |c|^2 + bias - 2 x.c, written to tile[r * cols + col ...].
 inline void ScoreBlock(const float* const* rows, const Layout& L, int64_t col, float* tile) {
@@ -155,16 +173,7 @@ inline void ScoreBlock(const float* const* rows, const Layout& L, int64_t col, f
   const float* ct = L.neg2_ct.data() + col;
   for (int64_t j = 0; j < L.d; ++j, ct += L.cols) {
     VecF c[kVecs];
-    for (int v = 0; v < kVecs; ++v) {
-      c[v] = LoadU(ct + v * kLanes);
-      // Keep the centroid vector in a register: folded into each FMA as a memory
-      // operand it costs kRows loads instead of one.
-#if defined(__x86_64__)
-      asm("" : "+v"(c[v]));
-#elif defined(__aarch64__)
-      asm("" : "+w"(c[v]));
-#endif
-    }
+    for (int v = 0; v < kVecs; ++v) c[v] = InRegister(LoadU(ct + v * kLanes));
     for (int r = 0; r < kRows; ++r) {
       const float xb = rows[r][j];
       for (int v = 0; v < kVecs; ++v) acc[r][v] += xb * c[v];
@@ -172,7 +181,7 @@ inline void ScoreBlock(const float* const* rows, const Layout& L, int64_t col, f
   }
   for (int r = 0; r < kRows; ++r)
     for (int v = 0; v < kVecs; ++v)
-      std::memcpy(tile + r * L.cols + col + v * kLanes, &acc[r][v], sizeof(VecF));
+      StoreU(tile + r * L.cols + col + v * kLanes, acc[r][v]);
 }
 
 typedef float VecF8 __attribute__((vector_size(8 * sizeof(float))));
