@@ -1,5 +1,6 @@
 """The fused step op (transforms/nearest_centroids.cc) against TensorFlow's own ops and NumPy."""
 import os
+import platform
 import subprocess
 import sys
 
@@ -160,3 +161,38 @@ def test_no_far_rows_asked_for():
     got, ref = (KMeansStep(n_far=0, native=native)(x, x[:4]) for native in (True, False))
     assert len(got.far_rows) == len(ref.far_rows) == 0
     np.testing.assert_array_equal(got.counts, ref.counts)
+
+
+def _cpu_flags():
+    with open("/proc/cpuinfo") as f:
+        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+
+
+# (-march, the CPU flag it needs, the op's vector width): the op's register tiles
+# differ by width, and -march=native builds only the host's.
+_WIDTHS = [("x86-64", "sse2", 4), ("x86-64-v3", "avx2", 8), ("x86-64-v4", "avx512f", 16)]
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86-64 vector widths")
+@pytest.mark.parametrize("arch,flag,lanes", _WIDTHS)
+def test_every_vector_width_the_cpu_runs_gives_the_same_results(tmp_path, arch, flag, lanes):
+    """Built for a narrower vector width than the host's, the op passes this module's
+    result tests (the host's own width is what the rest of the suite runs)."""
+    flags = _cpu_flags()
+    host = max(w for _, f, w in _WIDTHS if f in flags)
+    if flag not in flags or lanes == host:
+        pytest.skip(f"{arch}: not runnable here, or the host's own width ({host} lanes)")
+    log = tmp_path / "cxx.log"
+    cxx = tmp_path / "cxx"
+    cxx.write_text('#!/bin/sh\n'
+                   f'args=$(echo "$@" | sed "s/-march=native/-march={arch}/")\n'
+                   f'echo "$args" >> {log}\n'
+                   'exec c++ $args\n')
+    cxx.chmod(0o755)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "equals or per_row or ties or past_the_cache"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "CXX": str(cxx), "SHARDMEANS_CACHE_DIR": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"-march={arch} " in log.read_text()  # built here, for that width
