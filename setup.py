@@ -31,5 +31,5 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={"test": ["pytest>=8", "pytest-timeout>=2"]},
-    entry_points={"console_scripts": ["shardmeans=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["shardmeans=pipeline.cli:run"]},
 )

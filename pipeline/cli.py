@@ -181,5 +181,31 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
 
 
+def run() -> None:
+    """The process entry point (the `shardmeans` command, `python -m pipeline`):
+    main(), then exit without tearing the interpreter down.
+
+    Unloading TensorFlow, tf.Transform and Beam takes 2-3 s after every job
+    (2.2 s measured on 2 cores), once all its outputs are written. What a
+    normal exit does before that still happens: non-daemon threads are waited
+    for, the exit handlers run (Beam's stop the job services it started), the
+    logs and output streams are flushed. An unexpected exception exits as
+    usual, with its traceback.
+    """
+    import atexit
+    import threading
+
+    code = main()
+    # What a normal exit does first: wait for non-daemon threads, run the exit handlers.
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()  # noqa: SLF001
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -194,3 +194,21 @@ def test_summary_says_what_the_last_round_gained():
     assert _not_converged({"inertia_history": [200.0, 100.0, 99.0]}) == (
         "not converged: the last round lowered the inertia 1%; see --max_rounds")
     assert _not_converged({"inertia_history": [5.0]}) == "not converged"
+
+
+def test_the_command_skips_only_the_teardown_of_a_normal_exit():
+    """`shardmeans` and `python -m pipeline` end with os._exit (unloading TensorFlow
+    takes seconds): threads are still waited for, exit handlers run, buffered
+    output is flushed, and main()'s status is the process's."""
+    code = ("import atexit, sys, threading, time\n"
+            "atexit.register(lambda: print('handler ran'))\n"
+            "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))).start()\n"
+            "sys.argv = ['shardmeans', 'no-such-command']\n"
+            "print('buffered', end=' ')\n"
+            "from pipeline.cli import run\n"
+            "run()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stdout == "buffered thread done\nhandler ran\n"
+    assert proc.stderr.startswith("usage: shardmeans")
