@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from transforms import native_op
 from transforms.kmeans_step import KMeansStep
 
 
@@ -174,11 +175,6 @@ def test_no_far_rows_asked_for():
     np.testing.assert_array_equal(got.counts, ref.counts)
 
 
-def _cpu_flags():
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-
-
 # (-march, the CPU flag it needs, the op's vector width): the op's register tiles
 # differ by width, and -march=native builds only the host's. (The generic build,
 # SSE2's 4 lanes, is checked by the failed -march=native test.)
@@ -190,7 +186,7 @@ _WIDTHS = [("x86-64-v3", "avx2", 8), ("x86-64-v4", "avx512f", 16)]
 def test_every_vector_width_the_cpu_runs_gives_the_same_results(tmp_path, arch, flag, lanes):
     """Built for a narrower vector width than the host's, the op passes this module's
     result tests (the host's own width is what the rest of the suite runs)."""
-    flags = _cpu_flags()
+    flags = native_op._cpu_features().split()  # what -march=native builds for
     host = max([4] + [w for _, f, w in _WIDTHS if f in flags])
     if flag not in flags or lanes == host:
         pytest.skip(f"{arch}: not runnable here, or the host's own width ({host} lanes)")
