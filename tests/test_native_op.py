@@ -107,17 +107,23 @@ def test_without_the_op_the_step_falls_back_to_tensorflow_ops(tmp_path):
         assert not (tmp_path / "cache").exists()
 
 
-def test_an_unwritable_cache_dir_builds_the_op_in_a_temporary_one(tmp_path):
-    """SHARDMEANS_CACHE_DIR that cannot be a directory: the op is compiled under TMPDIR."""
+def test_a_fresh_build_is_for_this_cpu_and_goes_to_a_temporary_dir_if_need_be(tmp_path):
+    """A build from scratch, where SHARDMEANS_CACHE_DIR cannot be a directory: the op is
+    compiled under TMPDIR, and with -march=native, not the generic fall-back (which
+    TensorFlow's own headers forced on AVX512-FP16 CPUs until the build left FP16 out)."""
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
-    code = ("from transforms.kmeans_step import KMeansStep\n"
+    code = ("import logging\n"
+            "logging.basicConfig(level=logging.INFO)\n"
+            "from transforms.kmeans_step import KMeansStep\n"
             "print(KMeansStep().native)\n")
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "SHARDMEANS_CACHE_DIR": str(not_a_dir / "cache"),
              "TMPDIR": str(tmp_path)})
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-3000:]
+    assert "native op: compiling" in proc.stderr
+    assert "built for a generic CPU instead" not in proc.stderr, proc.stderr[-3000:]
     assert list((tmp_path / f"shardmeans-{os.getuid()}").glob("nearest_centroids-*.so"))
 
 

@@ -5,8 +5,8 @@ a machine that asks for it compiles it with the host's C++ compiler against the
 installed TensorFlow's headers (`tf.sysconfig`), with `-march=native`, into a
 cache directory; every later process loads the cached library with
 `tf.load_op_library` (~0.1 s). The cache key covers the source, TensorFlow's
-version and flags, the compiler and the CPU's features, so a new TensorFlow,
-compiler or machine type compiles again.
+version and flags, the compiler, the CPU's features and the -march flags tried,
+so a new TensorFlow, compiler, machine type or build recipe compiles again.
 
 Where there is no compiler or compiling fails, `load()` returns None, says why
 in the log once, and `KMeansStep` runs the same step with TensorFlow's own ops
@@ -64,6 +64,22 @@ def _writable(directory: Path) -> Path:
     return fallback
 
 
+def _arch_flags() -> list:
+    """The -march flag sets to try, in order; the last, [], is a generic build (some
+    compilers have no -march=native).
+
+    On a CPU with AVX512-FP16 (Intel Sapphire Rapids and later), -march=native
+    turns it on, and the Eigen headers TensorFlow ships do not compile with it
+    under GCC 12 (`predux_half_dowto4<Packet32h>`: "expected initializer"). The
+    op has no half-precision code, so it is built without it; a compiler too old
+    to know -mno-avx512fp16 does not turn it on, and takes plain -march=native.
+    """
+    attempts = [["-march=native"], []]
+    if "avx512_fp16" in _cpu_features().split():
+        attempts.insert(0, ["-march=native", "-mno-avx512fp16"])
+    return attempts
+
+
 def _compile(cxx: str, flags: list, target: Path) -> None:
     """Compile SOURCE into `target`, atomically: concurrent processes may race, none
     loads a half-written library."""
@@ -71,18 +87,17 @@ def _compile(cxx: str, flags: list, target: Path) -> None:
     os.close(fd)
     try:
         command = ["-shared", "-fPIC", "-O3", "-w", str(SOURCE), "-o", tmp] + flags
-        native = None  # the failed -march=native build, if it failed
-        for arch in (["-march=native"], []):  # some compilers have no -march=native
+        native = None  # the first failed -march=native build, if one failed
+        for arch in _arch_flags():
             done = subprocess.run([cxx] + arch + command, capture_output=True, text=True,
                                   timeout=_COMPILE_TIMEOUT_S)
             if done.returncode == 0:
-                if native is not None:  # slower, and easy to miss: say why
+                if not arch:  # slower, and easy to miss: say why
                     logging.warning("native op: the -march=native build failed, built for "
                                     "a generic CPU instead: %s", native.stderr.strip()[-2000:])
                 os.replace(tmp, target)
                 return
-            if arch:
-                native = done
+            native = native or done
         raise RuntimeError(f"{cxx} failed: {done.stderr.strip()[-2000:]}")
     finally:
         if os.path.exists(tmp):
@@ -109,7 +124,7 @@ def load():
     flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
     key = hashlib.sha256("\0".join(
         [SOURCE.read_text(), tf.__version__, " ".join(flags), cxx, platform.machine(),
-         _cpu_features()]).encode()).hexdigest()[:16]
+         _cpu_features(), repr(_arch_flags())]).encode()).hexdigest()[:16]
     name = f"nearest_centroids-{key}.so"
     try:
         target = _cache_dir() / name
