@@ -7,6 +7,9 @@ import pytest
 from conftest import centroids, fit, fit_subprocess, metrics, scaled_blobs, write_shards
 
 K = 4
+# No refinement of the start on the init sample (here all 4000 rows): the full passes,
+# over shards, batches, workers and replicas, do the Lloyd work (3 rounds to converge).
+FIT = ("--k", K, "--id_column", "id", "--seed", 5, "--init_refine_rounds", 0, "--max_rounds", 10)
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +26,10 @@ def reference(float32_exact_table, tmp_path_factory):
     """The default run: Parquet in 3 shards, one worker, one replica, default batch size."""
     base = tmp_path_factory.mktemp("reference")
     pattern = write_shards(float32_exact_table, base / "in", "parquet", shards=3)
-    assert fit(base / "out", "--input", pattern, "--k", K, "--id_column", "id", "--seed", 5, "--max_rounds", 30) == 0
-    return pattern, centroids(base / "out"), metrics(base / "out")
+    assert fit(base / "out", "--input", pattern, *FIT) == 0
+    m = metrics(base / "out")
+    assert m["converged"] and m["rounds"] > 1, "the rounds should do Lloyd work, and finish"
+    return pattern, centroids(base / "out"), m
 
 
 def _same(out, reference):
@@ -39,29 +44,28 @@ def _same(out, reference):
 ], ids=["batch500", "no-cache", "2-workers"])
 def test_same_centroids(reference, tmp_path, extra):
     out = tmp_path / "out"
-    assert fit(out, "--input", reference[0], "--k", K, "--id_column", "id", "--seed", 5, "--max_rounds", 30, *extra) == 0
+    assert fit(out, "--input", reference[0], *FIT, *extra) == 0
     _same(out, reference)
 
 
 def test_same_centroids_with_other_sharding(float32_exact_table, reference, tmp_path):
     pattern = write_shards(float32_exact_table.take(np.random.default_rng(0).permutation(4000)),
                            tmp_path / "in", "parquet", shards=7)
-    assert fit(tmp_path / "out", "--input", pattern, "--k", K, "--id_column", "id", "--seed", 5, "--max_rounds", 30) == 0
+    assert fit(tmp_path / "out", "--input", pattern, *FIT) == 0
     _same(tmp_path / "out", reference)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "tfrecord"])
 def test_same_centroids_from_every_format(float32_exact_table, reference, tmp_path, fmt):
     pattern = write_shards(float32_exact_table, tmp_path / "in", fmt, shards=2)
-    assert fit(tmp_path / "out", "--input", pattern, "--k", K, "--id_column", "id", "--seed", 5, "--max_rounds", 30) == 0
+    assert fit(tmp_path / "out", "--input", pattern, *FIT) == 0
     _same(tmp_path / "out", reference)
 
 
 def test_same_centroids_with_two_replicas(reference, tmp_path):
     """The CPU split into 2 logical devices: a MirroredStrategy with 2 replicas (own process,
     since TensorFlow's devices are fixed once it starts)."""
-    proc = fit_subprocess(tmp_path / "out", "--input", reference[0], "--k", K, "--id_column",
-                          "id", "--seed", 5, "--max_rounds", 30, "--devices", "cpu:2")
+    proc = fit_subprocess(tmp_path / "out", "--input", reference[0], *FIT, "--devices", "cpu:2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 replica(s)" in proc.stderr
     _same(tmp_path / "out", reference)
