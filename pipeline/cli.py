@@ -41,9 +41,10 @@ def _user_message(error: BaseException) -> Optional[str]:
 
 def _run_job(command: str, argv: List[str]) -> int:
     """Parse `argv` as pipeline options, build the job's graph, run it, report."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import StandardOptions
 
-    from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
+    from pipeline.options import (InputOptions, KMeansOptions, OutputOptions, ScoreOptions,
+                                  ViewCachingOptions)
 
     if command == "fit":
         classes = (InputOptions, KMeansOptions, OutputOptions)
@@ -59,7 +60,7 @@ def _run_job(command: str, argv: List[str]) -> int:
     from pipeline import fit, score, workdir
     from transforms.kmeans_step import resolve_devices
 
-    options = PipelineOptions(argv)
+    options = ViewCachingOptions(argv)
     runner = None
     if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
         runner = _local_runner(options)

@@ -165,6 +165,35 @@ def test_local_runs_use_the_fn_api_runner_with_the_options():
     assert int(encoded["beam:option:direct_num_workers:v1"]) == 2
 
 
+def test_cached_views_hold_what_beams_views_hold():
+    """ViewCachingOptions (the CLI's options): each class's view is built once, and reads,
+    writes and pickles as PipelineOptions' views do, the impersonated account blanked."""
+    import pickle
+
+    from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
+                                                      StandardOptions)
+
+    from pipeline.options import KMeansOptions, ViewCachingOptions
+
+    argv = ["--k", "4", "--max_rounds", "7", "--runner", "DirectRunner",
+            "--impersonate_service_account", "someone@example.com"]
+    cached, fresh = ViewCachingOptions(argv), PipelineOptions(argv)
+    assert cached.view_as(KMeansOptions) is cached.view_as(KMeansOptions)
+    for options in (cached, fresh):
+        options.view_as(KMeansOptions).tol = 0.5  # written through one view, read through others
+        assert options.view_as(StandardOptions).runner == "DirectRunner"
+        assert (options.view_as(KMeansOptions).tol, options.view_as(KMeansOptions).max_rounds,
+                options.view_as(GoogleCloudOptions).impersonate_service_account) == (
+                    0.5, 7, "someone@example.com")
+    assert cached.get_all_options() == fresh.get_all_options()
+    loaded = pickle.loads(pickle.dumps(cached))
+    assert loaded.view_as(GoogleCloudOptions).impersonate_service_account is None
+    assert (loaded.view_as(KMeansOptions).tol, loaded.view_as(KMeansOptions).max_rounds) == (0.5, 7)
+    loaded.view_as(KMeansOptions).tol = 0.25  # the loaded views share the loaded values
+    assert loaded.get_all_options()["tol"] == 0.25
+    assert cached.view_as(GoogleCloudOptions).impersonate_service_account == "someone@example.com"
+
+
 def test_cli_defaults_are_the_ptransforms():
     """`fit`'s defaults are KMeans's: the CLI declares them without importing TensorFlow."""
     import inspect
