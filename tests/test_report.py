@@ -116,6 +116,27 @@ def test_pca_draws_at_most_max_points(fit_inputs, monkeypatch):
     assert "50 of 300 sample rows" in html_text and len(_pngs(html_text)) == 4
 
 
+@pytest.mark.parametrize("m,d", [(2000, 6), (3, 2), (1, 3), (40, 1)])
+def test_pca_projection_is_a_full_svds(m, d):
+    """The plot's projection (PCA from the covariance) is a full SVD's, in shape and value;
+    a sample of one row projects on the centroids' components."""
+    from sklearn.decomposition import PCA
+
+    from pipeline.report import _project
+
+    rng = np.random.default_rng(m)
+    sample = rng.normal(size=(m, d)) @ rng.normal(size=(d, d))
+    centroids = rng.normal(size=(4, d))
+    points, cents, labels = _project(sample, centroids)
+    assert points.shape == (m, 2) and cents.shape == (4, 2) and len(labels) == 2
+    basis = sample if m >= 2 else centroids
+    full = PCA(min(2, d, len(basis)), svd_solver="full").fit(basis)
+    n = full.n_components_
+    np.testing.assert_allclose(points[:, :n], full.transform(sample), atol=1e-8)
+    np.testing.assert_allclose(cents[:, :n], full.transform(centroids), atol=1e-8)
+    assert not points[:, n:].any()
+
+
 def test_same_inputs_same_bytes(fit_inputs):
     assert render_report(**fit_inputs) == render_report(**fit_inputs)
 

@@ -131,6 +131,20 @@ def test_refined_start_is_better_on_the_sample():
                                   plain)  # given centroids are used as they are
 
 
+@pytest.mark.parametrize("n,d,k", [(3000, 4, 6), (25000, 32, 64)])
+def test_kmeans_plusplus_start_is_scikit_learns_bit_for_bit(n, d, k):
+    """The k-means++ start (drawn with one BLAS thread) is scikit-learn's kmeans_plusplus
+    on the sample's first seeding_rows(K) rows, as drawn with the default threads."""
+    from sklearn.cluster import kmeans_plusplus
+
+    from transforms.init import initial_centroids, seeding_rows
+
+    x = np.random.default_rng(n).normal(size=(n, d)) * np.geomspace(0.1, 10, d)
+    for seed in (0, 1):
+        expected, _ = kmeans_plusplus(x[:seeding_rows(k)], k, random_state=seed)
+        np.testing.assert_array_equal(initial_centroids(x, k, "k-means++", seed), expected)
+
+
 def test_rejected_row_with_list_values_is_written_as_json():
     """A tf.Example row with several bytes values (and a NaN list) is rejected, not a crash."""
     import json
