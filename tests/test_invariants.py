@@ -23,7 +23,7 @@ def float32_exact_table():
 
 @pytest.fixture(scope="module")
 def reference(float32_exact_table, tmp_path_factory):
-    """The default run: Parquet in 3 shards, one worker, one replica, default batch size."""
+    """The reference run (FIT): Parquet in 3 shards, one worker, one replica, default batch size."""
     base = tmp_path_factory.mktemp("reference")
     pattern = write_shards(float32_exact_table, base / "in", "parquet", shards=3)
     assert fit(base / "out", "--input", pattern, *FIT) == 0
