@@ -1,4 +1,5 @@
 """The fused step op (transforms/nearest_centroids.cc) against TensorFlow's own ops and NumPy."""
+import concurrent.futures
 import os
 import platform
 import subprocess
@@ -81,6 +82,54 @@ def test_fused_op_takes_the_first_centroid_on_ties(steps):
     np.testing.assert_array_equal(got.far_rows, np.arange(16))  # all at distance 1: row order
 
 
+def _many_units_case():
+    """(x, groups): more rows than the op's work units (4,096 rows each) hold, so its
+    threads share them out."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(70000, 16)).astype(np.float32)
+    return x, [rng.normal(size=(64, 16)).astype(np.float32) for _ in range(3)]
+
+
+def test_results_do_not_depend_on_how_many_cpus_the_op_has(steps, tmp_path):
+    """The op's thread pool has a worker per CPU the process may use: confined to one
+    CPU (its affinity, as taskset sets it), a process gets the same results bit for bit."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs to compare against 1")
+    code = ("import os, sys, numpy as np\n"
+            "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "sys.path.insert(0, 'tests')\n"
+            "from test_native_op import _many_units_case\n"
+            "from transforms.kmeans_step import KMeansStep\n"
+            "x, groups = _many_units_case()\n"
+            "r = KMeansStep(native=True).groups(x, groups)\n"
+            f"np.savez({str(tmp_path / 'one.npz')!r}, "
+            "*[getattr(g, f) for g in r for f in g._fields])\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    x, groups = _many_units_case()
+    ours = [getattr(g, f) for g in steps[0].groups(x, groups) for f in g._fields]
+    one_cpu = np.load(tmp_path / "one.npz")
+    assert len(one_cpu.files) == len(ours)
+    for i, value in enumerate(ours):
+        np.testing.assert_array_equal(one_cpu[f"arr_{i}"], value)
+
+
+def test_concurrent_calls_share_the_pool_and_each_gets_its_own_results(steps):
+    """Calls from several threads at once (a worker's Beam threads, or the replicas of
+    a strategy) each get what the same call alone returns."""
+    x, groups = _many_units_case()
+    native = steps[0]
+    calls = [(x[i * 7000:], groups[i:]) for i in range(3)]
+    alone = [native.groups(rows, cs) for rows, cs in calls]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda call: native.groups(*call), calls * 2))
+    for got, want in zip(together, alone * 2):
+        for a, b in zip(got, want):
+            for field in a._fields:
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
 def test_without_the_op_the_step_falls_back_to_tensorflow_ops(tmp_path):
     """No compiler, or the op switched off: TensorFlow's ops and the reason in the log;
     KMeansStep(native=True) refuses."""
@@ -110,7 +159,7 @@ def test_without_the_op_the_step_falls_back_to_tensorflow_ops(tmp_path):
 def test_a_fresh_build_is_for_this_cpu_and_goes_to_a_temporary_dir_if_need_be(tmp_path):
     """A build from scratch, where SHARDMEANS_CACHE_DIR cannot be a directory: the op is
     compiled under TMPDIR, and with -march=native, not the generic fall-back (which
-    TensorFlow's own headers forced on AVX512-FP16 CPUs until the build left FP16 out)."""
+    TensorFlow's C++ headers forced on AVX512-FP16 CPUs when the op was built on them)."""
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
     code = ("import logging\n"

@@ -241,8 +241,16 @@ class KMeansStep:
     def _native_step(self, x, valid, centroids, bias, per_row=True):
         """`_replica_step`'s contract, as one fused op (labels and sq_dist [0, G]
         unless per_row)."""
-        return tuple(self._op.shardmeans_nearest_centroids(x, valid, centroids, bias,
-                                                           n_far=self.n_far, per_row=per_row))
+        outputs = self._op.shardmeans_nearest_centroids(x, valid, centroids, bias,
+                                                        n_far=self.n_far, per_row=per_row)
+        # The op's own shape function cannot read its attributes (TensorFlow's C
+        # API has no way to): the shapes that depend on them are set here.
+        rows, g = x.shape[0] if per_row else 0, centroids.shape[0]
+        far = None if x.shape[0] is None else min(self.n_far, x.shape[0])
+        for i, shape in [(0, [rows, g]), (1, [rows, g]), (5, [g, far]), (6, [g, far]),
+                         (7, [g, far])]:
+            outputs[i].set_shape(shape)
+        return tuple(outputs)
 
     def _replica_step(self, x, valid, centroids, bias):
         """x float32 [b, D], valid bool [b], centroids float32 [G, K, D], bias float32 [G, K].

@@ -2,11 +2,12 @@
 
 `nearest_centroids.cc` ships with the package as source. The first process on
 a machine that asks for it compiles it with the host's C++ compiler against the
-installed TensorFlow's headers (`tf.sysconfig`), with `-march=native`, into a
-cache directory; every later process loads the cached library with
-`tf.load_op_library` (~0.1 s). The cache key covers the source, TensorFlow's
-version and flags, the compiler, the CPU's features and the -march flags tried,
-so a new TensorFlow, compiler, machine type or build recipe compiles again.
+installed TensorFlow's C API headers (`tf.sysconfig`), with `-march=native`, into
+a cache directory (~2 s: the C API's headers are plain C); every later process
+loads the cached library with `tf.load_op_library` (~0.1 s). The cache key
+covers the source, TensorFlow's version and flags, the compiler, the CPU's
+features and the build recipe, so a new TensorFlow, compiler, machine type or
+recipe compiles again.
 
 Where there is no compiler or compiling fails, `load()` returns None, says why
 in the log once, and `KMeansStep` runs the same step with TensorFlow's own ops
@@ -64,20 +65,9 @@ def _writable(directory: Path) -> Path:
     return fallback
 
 
-def _arch_flags() -> list:
-    """The -march flag sets to try, in order; the last, [], is a generic build (some
-    compilers have no -march=native).
-
-    On a CPU with AVX512-FP16 (Intel Sapphire Rapids and later), -march=native
-    turns it on, and the Eigen headers TensorFlow ships do not compile with it
-    under GCC 12 (`predux_half_dowto4<Packet32h>`: "expected initializer"). The
-    op has no half-precision code, so it is built without it; a compiler too old
-    to know -mno-avx512fp16 does not turn it on, and takes plain -march=native.
-    """
-    attempts = [["-march=native"], []]
-    if "avx512_fp16" in _cpu_features().split():
-        attempts.insert(0, ["-march=native", "-mno-avx512fp16"])
-    return attempts
+# The -march flag sets to try, in order; the last, [], is a generic build (some
+# compilers have no -march=native).
+_ARCH_FLAGS = (["-march=native"], [])
 
 
 def _compile(cxx: str, flags: list, target: Path) -> None:
@@ -88,7 +78,7 @@ def _compile(cxx: str, flags: list, target: Path) -> None:
     try:
         command = ["-shared", "-fPIC", "-O3", "-w", str(SOURCE), "-o", tmp] + flags
         native = None  # the first failed -march=native build, if one failed
-        for arch in _arch_flags():
+        for arch in _ARCH_FLAGS:
             done = subprocess.run([cxx] + arch + command, capture_output=True, text=True,
                                   timeout=_COMPILE_TIMEOUT_S)
             if done.returncode == 0:
@@ -121,10 +111,12 @@ def load():
         logging.warning("native op: no C++ compiler found; the K-Means step runs with "
                         "TensorFlow's own ops (slower on CPU)")
         return None
-    flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+    # The C API's headers and TensorFlow's framework library, which exports it.
+    flags = ["-std=c++17", "-pthread", "-I" + tf.sysconfig.get_include(),
+             *tf.sysconfig.get_link_flags()]
     key = hashlib.sha256("\0".join(
         [SOURCE.read_text(), tf.__version__, " ".join(flags), cxx, platform.machine(),
-         _cpu_features(), repr(_arch_flags())]).encode()).hexdigest()[:16]
+         _cpu_features(), repr(_ARCH_FLAGS)]).encode()).hexdigest()[:16]
     name = f"nearest_centroids-{key}.so"
     try:
         target = _cache_dir() / name

@@ -11,29 +11,36 @@
 // the tile's scores stay in L1, and the argmin, the distance and the sums are
 // done while the row is in cache, as scikit-learn's Lloyd kernel does.
 //
+// Written against TensorFlow's C API (tensorflow/c/kernels.h, ops.h), not its C++
+// one: those headers are plain C, so the op compiles in about a second instead of
+// the ~10-20 s TensorFlow's C++ headers (and the Eigen inside them) take, does
+// not depend on TensorFlow's C++ ABI, and builds with any -march (Eigen's
+// AVX512-FP16 code did not compile under GCC 12). The C API has no intra-op
+// thread pool, so the op has its own (WorkerPool below).
+//
 // Built on first use by transforms/native_op.py with the host compiler and
 // -march=native, so the vector width below is the machine's.
+#include <sched.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
 #include <vector>
 
-#include "tensorflow/core/framework/op.h"
-#include "tensorflow/core/framework/op_kernel.h"
-#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/c/kernels.h"
+#include "tensorflow/c/ops.h"
 
 namespace shardmeans {
-
-using ::tensorflow::DEVICE_CPU;
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
-using ::tensorflow::shape_inference::DimensionHandle;
-using ::tensorflow::shape_inference::InferenceContext;
-using ::tensorflow::shape_inference::ShapeHandle;
 
 // The register tile: kRows rows x kVecs centroid vectors of accumulators, the
 // kVecs centroid vectors and a broadcast row value must all fit in registers
@@ -267,180 +274,311 @@ void AssignRows(const float* x, const bool* valid, const float* centroids, const
   }
 }
 
-class NearestCentroidsOp : public OpKernel {
+// The CPUs this process may run on (its affinity mask: taskset, cgroups' cpusets).
+int AvailableCpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// One pool per process, shared by all calls of the op (several replicas or Beam
+// threads may call it at once): one worker per available CPU less one, since each
+// caller works on its own call too. A call's units are claimed one at a time by
+// its caller and any idle worker, so concurrent calls share the CPUs instead of
+// each starting a thread per CPU.
+class WorkerPool {
  public:
-  explicit NearestCentroidsOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("n_far", &n_far_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("per_row", &per_row_));
+  // The pool of this process (a child forked after the pool started has none of
+  // its threads: it gets a pool of its own; the parent's is left, never freed).
+  static WorkerPool& Get() {
+    static std::mutex mu;
+    static WorkerPool* pool = nullptr;
+    std::lock_guard<std::mutex> lock(mu);
+    if (pool == nullptr || pool->pid_ != getpid()) pool = new WorkerPool(AvailableCpus() - 1);
+    return *pool;
   }
 
-  void Compute(OpKernelContext* ctx) override {
-    const Tensor& x = ctx->input(0);
-    const Tensor& valid = ctx->input(1);
-    const Tensor& centroids = ctx->input(2);
-    const Tensor& bias = ctx->input(3);
-    OP_REQUIRES(ctx, x.dims() == 2, absl::InvalidArgumentError("x must be [rows, D]"));
-    OP_REQUIRES(ctx, centroids.dims() == 3,
-                absl::InvalidArgumentError("centroids must be [G, K, D]"));
-    const int64_t n = x.dim_size(0), g = centroids.dim_size(0), k = centroids.dim_size(1),
-                  d = centroids.dim_size(2);
-    OP_REQUIRES(ctx, x.dim_size(1) == d,
-                absl::InvalidArgumentError("x and centroids differ in their last dimension"));
-    OP_REQUIRES(ctx, valid.dims() == 1 && valid.dim_size(0) == n,
-                absl::InvalidArgumentError("valid must be [rows]"));
-    OP_REQUIRES(ctx, bias.dims() == 2 && bias.dim_size(0) == g && bias.dim_size(1) == k,
-                absl::InvalidArgumentError("bias must be [G, K]"));
-    OP_REQUIRES(ctx, g > 0 && k > 0 && d > 0,
-                absl::InvalidArgumentError("centroids must not be empty"));
-
-    OP_REQUIRES(ctx, n <= std::numeric_limits<int32_t>::max(),
-                absl::InvalidArgumentError("x has more rows than int32 indexes"));
-    const int64_t n_far = std::min<int64_t>(n_far_, n);
-    Tensor *labels_t, *sq_t, *sums_t, *counts_t, *inertia_t, *far_t, *far_sq_t, *far_label_t;
-    const int64_t per_row_n = per_row_ ? n : 0;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({per_row_n, g}), &labels_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({per_row_n, g}), &sq_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({g, k, d}), &sums_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({g, k}), &counts_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(4, TensorShape({g}), &inertia_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(5, TensorShape({g, n_far}), &far_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(6, TensorShape({g, n_far}), &far_sq_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(7, TensorShape({g, n_far}), &far_label_t));
-
-    const float* c = centroids.flat<float>().data();
-    const float* b = bias.flat<float>().data();
-    Layout L{g, k, d, RoundUp(k, kLanes), 0, {}, {}};
-    L.cols = RoundUp(g * L.k_pad, kBlockCols);
-    L.neg2_ct.assign(d * L.cols, 0.0f);
-    L.norms.assign(L.cols, std::numeric_limits<float>::infinity());  // padding never wins
-    for (int64_t gi = 0; gi < g; ++gi) {
-      for (int64_t ki = 0; ki < k; ++ki) {
-        const float* cj = c + (gi * k + ki) * d;
-        const int64_t col = gi * L.k_pad + ki;
-        float norm = 0.0f;
-        for (int64_t i = 0; i < d; ++i) {
-          norm += cj[i] * cj[i];
-          L.neg2_ct[i * L.cols + col] = -2.0f * cj[i];
-        }
-        L.norms[col] = norm + b[gi * k + ki];
-      }
+  // fn(u) for every u in [0, n), on the calling thread and the pool's; returns
+  // when all are done.
+  void Run(int64_t n, const std::function<void(int64_t)>& fn) {
+    if (n <= 1 || workers_ == 0) {
+      for (int64_t u = 0; u < n; ++u) fn(u);
+      return;
     }
-
-    // Fixed-size units of rows, each with its own float64 sums, added in unit
-    // order: the result does not depend on the number of threads.
-    const int64_t acc_bytes = g * L.k_pad * d * static_cast<int64_t>(sizeof(double));
-    const int64_t max_units = std::max<int64_t>(1, kMaxAccBytes / std::max<int64_t>(1, acc_bytes));
-    const int64_t unit_rows = std::max(kMinBlockRows, (n + max_units - 1) / max_units);
-    const int64_t units = std::max<int64_t>(1, (n + unit_rows - 1) / unit_rows);
-    std::vector<Partial> parts(units);
-    for (Partial& p : parts) {
-      p.sums.assign(g * L.k_pad * d, 0.0);
-      p.counts.assign(g * L.k_pad, 0);
-      p.inertia.assign(g, 0.0);
-      p.far.assign(g, TopN(n_far));
+    auto job = std::make_shared<Job>(n, fn);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      queue_.push_back(job);
     }
-    const float* xs = x.flat<float>().data();
-    const bool* vs = valid.flat<bool>().data();
-    int32_t* labels = per_row_ ? labels_t->flat<int32_t>().data() : nullptr;
-    float* sq = per_row_ ? sq_t->flat<float>().data() : nullptr;
-    auto work = [&](int64_t first, int64_t last) {
-      for (int64_t u = first; u < last; ++u) {
-        AssignRows(xs, vs, c, L, u * unit_rows, std::min(n, (u + 1) * unit_rows), labels, sq,
-                   &parts[u]);
-      }
-    };
-    const int64_t cost_per_unit = unit_rows * L.cols * d * 2;
-    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(units, cost_per_unit,
-                                                                         work);
-
-    double* sums = sums_t->flat<double>().data();
-    int64_t* counts = counts_t->flat<int64_t>().data();
-    double* inertia = inertia_t->flat<double>().data();
-    std::fill(sums, sums + g * k * d, 0.0);
-    std::fill(counts, counts + g * k, 0);
-    std::fill(inertia, inertia + g, 0.0);
-    int32_t* far = far_t->flat<int32_t>().data();
-    float* far_sq = far_sq_t->flat<float>().data();
-    int32_t* far_label = far_label_t->flat<int32_t>().data();
-    for (int64_t gi = 0; gi < g; ++gi) {
-      TopN all(n_far);  // units in row order: offering their items in order keeps ties by row
-      for (const Partial& p : parts)
-        for (const FarRow& item : p.far[gi].items()) all.Offer(item);
-      for (int64_t i = 0; i < n_far; ++i) {
-        const FarRow& item = all.items()[i];
-        far[gi * n_far + i] = item.row;
-        far_sq[gi * n_far + i] = item.value;
-        far_label[gi * n_far + i] = item.label;
-      }
-    }
-    for (const Partial& p : parts) {
-      for (int64_t gi = 0; gi < g; ++gi) {
-        inertia[gi] += p.inertia[gi];
-        for (int64_t ki = 0; ki < k; ++ki) {
-          const int64_t from = gi * L.k_pad + ki, to = gi * k + ki;
-          counts[to] += p.counts[from];
-          for (int64_t i = 0; i < d; ++i) sums[to * d + i] += p.sums[from * d + i];
-        }
-      }
-    }
+    wake_.notify_all();
+    Work(*job);
+    std::unique_lock<std::mutex> lock(job->mu);
+    job->all_done.wait(lock, [&] { return job->done == job->n; });
   }
 
  private:
-  int64_t n_far_;
-  bool per_row_;
+  struct Job {
+    Job(int64_t n, const std::function<void(int64_t)>& fn) : n(n), fn(fn) {}
+    const int64_t n;
+    const std::function<void(int64_t)>& fn;  // the caller's: it waits for all units
+    std::atomic<int64_t> next{0};
+    std::mutex mu;
+    std::condition_variable all_done;
+    int64_t done = 0;  // guarded by mu
+  };
+
+  explicit WorkerPool(int workers) : workers_(std::max(0, workers)), pid_(getpid()) {
+    for (int i = 0; i < workers_; ++i) std::thread([this] { Loop(); }).detach();
+  }
+
+  // Runs units of `job` until none is left to claim.
+  static void Work(Job& job) {
+    int64_t ran = 0;
+    for (int64_t u; (u = job.next.fetch_add(1)) < job.n; ++ran) job.fn(u);
+    if (ran == 0) return;
+    std::lock_guard<std::mutex> lock(job.mu);
+    job.done += ran;
+    if (job.done == job.n) job.all_done.notify_all();
+  }
+
+  void Loop() {
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        wake_.wait(lock, [&] { return !queue_.empty(); });
+        job = queue_.front();
+        // Every unit claimed (or about to be): the next worker takes the next call.
+        if (job->next.load() >= job->n - 1) queue_.pop_front();
+      }
+      Work(*job);
+    }
+  }
+
+  const int workers_;
+  const pid_t pid_;
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Job>> queue_;  // calls with units left, oldest first
 };
 
-REGISTER_OP("ShardmeansNearestCentroids")
-    .Input("x: float")
-    .Input("valid: bool")
-    .Input("centroids: float")
-    .Input("bias: float")
-    .Output("labels: int32")
-    .Output("sq_dist: float")
-    .Output("sums: double")
-    .Output("counts: int64")
-    .Output("inertia: double")
-    .Output("far: int32")
-    .Output("far_sq_dist: float")
-    .Output("far_labels: int32")
-    .Attr("n_far: int >= 0")
-    .Attr("per_row: bool = true")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle x, centroids;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &centroids));
-      DimensionHandle rows = c->Dim(x, 0), g = c->Dim(centroids, 0), k = c->Dim(centroids, 1),
-                      d = c->Dim(centroids, 2);
-      bool per_row;
-      TF_RETURN_IF_ERROR(c->GetAttr("per_row", &per_row));
-      const DimensionHandle labelled = per_row ? rows : c->MakeDim(0);
-      c->set_output(0, c->Matrix(labelled, g));
-      c->set_output(1, c->Matrix(labelled, g));
-      c->set_output(2, c->MakeShape({g, k, d}));
-      c->set_output(3, c->Matrix(g, k));
-      c->set_output(4, c->Vector(g));
-      int64_t n_far;
-      TF_RETURN_IF_ERROR(c->GetAttr("n_far", &n_far));
-      const DimensionHandle far = c->MakeDim(
-          c->ValueKnown(rows) ? std::min(n_far, c->Value(rows)) : InferenceContext::kUnknownDim);
-      for (int i = 5; i < 8; ++i) c->set_output(i, c->Matrix(g, far));
-      return absl::OkStatus();
-    })
-    .Doc(R"doc(
-Nearest of G groups of K centroids for each row, and per-cluster partial sums.
+// The op's attributes, read once per kernel instance.
+struct Attrs {
+  int64_t n_far;
+  bool per_row;
+};
 
-x: float32 [rows, D]. valid: bool [rows], false for padding rows (labelled, not summed).
-centroids: float32 [G, K, D]. bias: float32 [G, K], 0 or +inf (a padding centroid).
-labels: int32 [rows, G], first nearest on ties. sq_dist: float32 [rows, G].
-  Both [0, G] when per_row is false (the sums are all a Lloyd round needs).
-sums: float64 [G, K, D]. counts: int64 [G, K]. inertia: float64 [G], of valid rows.
-far: int32 [G, min(n_far, rows)], per group the rows farthest from their centroid,
-  farthest first (padding rows count as -1), as tf.math.top_k orders them.
-far_sq_dist: float32 [G, min(n_far, rows)], their squared distances (-1: padding).
-far_labels: int32 [G, min(n_far, rows)], their nearest centroids.
-)doc");
+void* Create(TF_OpKernelConstruction* ctx) {
+  auto* attrs = new Attrs{0, true};
+  TF_Status* status = TF_NewStatus();
+  TF_OpKernelConstruction_GetAttrInt64(ctx, "n_far", &attrs->n_far, status);
+  TF_Bool per_row = 1;
+  if (TF_GetCode(status) == TF_OK)
+    TF_OpKernelConstruction_GetAttrBool(ctx, "per_row", &per_row, status);
+  attrs->per_row = per_row != 0;
+  if (TF_GetCode(status) != TF_OK) TF_OpKernelConstruction_Failure(ctx, status);
+  TF_DeleteStatus(status);
+  return attrs;
+}
 
-REGISTER_KERNEL_BUILDER(Name("ShardmeansNearestCentroids").Device(DEVICE_CPU),
-                        NearestCentroidsOp);
+void Delete(void* attrs) { delete static_cast<Attrs*>(attrs); }
+
+// TF_Tensor handles, freed on scope exit (TF_GetInput and TF_AllocateOutput each
+// return a new one).
+struct TensorDeleter {
+  void operator()(TF_Tensor* t) const { TF_DeleteTensor(t); }
+};
+using TensorPtr = std::unique_ptr<TF_Tensor, TensorDeleter>;
+
+// The kernel's body; a non-empty return value is an InvalidArgument error.
+std::string Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
+  TensorPtr in[4];
+  for (int i = 0; i < 4; ++i) {
+    TF_Tensor* t = nullptr;
+    TF_GetInput(ctx, i, &t, status);
+    if (TF_GetCode(status) != TF_OK) return "";
+    in[i].reset(t);
+  }
+  const TF_Tensor *x = in[0].get(), *valid = in[1].get(), *centroids = in[2].get(),
+                  *bias = in[3].get();
+  if (TF_NumDims(x) != 2) return "x must be [rows, D]";
+  if (TF_NumDims(centroids) != 3) return "centroids must be [G, K, D]";
+  const int64_t n = TF_Dim(x, 0), g = TF_Dim(centroids, 0), k = TF_Dim(centroids, 1),
+                d = TF_Dim(centroids, 2);
+  if (TF_Dim(x, 1) != d) return "x and centroids differ in their last dimension";
+  if (TF_NumDims(valid) != 1 || TF_Dim(valid, 0) != n) return "valid must be [rows]";
+  if (TF_NumDims(bias) != 2 || TF_Dim(bias, 0) != g || TF_Dim(bias, 1) != k)
+    return "bias must be [G, K]";
+  if (g <= 0 || k <= 0 || d <= 0) return "centroids must not be empty";
+  if (n > std::numeric_limits<int32_t>::max()) return "x has more rows than int32 indexes";
+
+  const int64_t n_far = std::min<int64_t>(attrs.n_far, n);
+  const int64_t per_row_n = attrs.per_row ? n : 0;
+  struct Spec {
+    TF_DataType dtype;
+    std::vector<int64_t> dims;
+    size_t item;
+  };
+  const Spec specs[8] = {
+      {TF_INT32, {per_row_n, g}, sizeof(int32_t)},  // labels
+      {TF_FLOAT, {per_row_n, g}, sizeof(float)},    // sq_dist
+      {TF_DOUBLE, {g, k, d}, sizeof(double)},       // sums
+      {TF_INT64, {g, k}, sizeof(int64_t)},          // counts
+      {TF_DOUBLE, {g}, sizeof(double)},             // inertia
+      {TF_INT32, {g, n_far}, sizeof(int32_t)},      // far
+      {TF_FLOAT, {g, n_far}, sizeof(float)},        // far_sq_dist
+      {TF_INT32, {g, n_far}, sizeof(int32_t)},      // far_labels
+  };
+  TensorPtr out[8];
+  void* data[8];
+  for (int i = 0; i < 8; ++i) {
+    size_t bytes = specs[i].item;
+    for (int64_t dim : specs[i].dims) bytes *= dim;
+    out[i].reset(TF_AllocateOutput(ctx, i, specs[i].dtype, specs[i].dims.data(),
+                                   specs[i].dims.size(), bytes, status));
+    if (TF_GetCode(status) != TF_OK) return "";
+    data[i] = TF_TensorData(out[i].get());
+  }
+
+  const float* c = static_cast<const float*>(TF_TensorData(centroids));
+  const float* b = static_cast<const float*>(TF_TensorData(bias));
+  Layout L{g, k, d, RoundUp(k, kLanes), 0, {}, {}};
+  L.cols = RoundUp(g * L.k_pad, kBlockCols);
+  L.neg2_ct.assign(d * L.cols, 0.0f);
+  L.norms.assign(L.cols, std::numeric_limits<float>::infinity());  // padding never wins
+  for (int64_t gi = 0; gi < g; ++gi) {
+    for (int64_t ki = 0; ki < k; ++ki) {
+      const float* cj = c + (gi * k + ki) * d;
+      const int64_t col = gi * L.k_pad + ki;
+      float norm = 0.0f;
+      for (int64_t i = 0; i < d; ++i) {
+        norm += cj[i] * cj[i];
+        L.neg2_ct[i * L.cols + col] = -2.0f * cj[i];
+      }
+      L.norms[col] = norm + b[gi * k + ki];
+    }
+  }
+
+  // Fixed-size units of rows, each with its own float64 sums, added in unit
+  // order: the result does not depend on the number of threads.
+  const int64_t acc_bytes = g * L.k_pad * d * static_cast<int64_t>(sizeof(double));
+  const int64_t max_units = std::max<int64_t>(1, kMaxAccBytes / std::max<int64_t>(1, acc_bytes));
+  const int64_t unit_rows = std::max(kMinBlockRows, (n + max_units - 1) / max_units);
+  const int64_t units = std::max<int64_t>(1, (n + unit_rows - 1) / unit_rows);
+  std::vector<Partial> parts(units);
+  for (Partial& p : parts) {
+    p.sums.assign(g * L.k_pad * d, 0.0);
+    p.counts.assign(g * L.k_pad, 0);
+    p.inertia.assign(g, 0.0);
+    p.far.assign(g, TopN(n_far));
+  }
+  const float* xs = static_cast<const float*>(TF_TensorData(x));
+  const bool* vs = static_cast<const bool*>(TF_TensorData(valid));
+  int32_t* labels = attrs.per_row ? static_cast<int32_t*>(data[0]) : nullptr;
+  float* sq = attrs.per_row ? static_cast<float*>(data[1]) : nullptr;
+  WorkerPool::Get().Run(units, [&](int64_t u) {
+    AssignRows(xs, vs, c, L, u * unit_rows, std::min(n, (u + 1) * unit_rows), labels, sq,
+               &parts[u]);
+  });
+
+  double* sums = static_cast<double*>(data[2]);
+  int64_t* counts = static_cast<int64_t*>(data[3]);
+  double* inertia = static_cast<double*>(data[4]);
+  std::fill(sums, sums + g * k * d, 0.0);
+  std::fill(counts, counts + g * k, 0);
+  std::fill(inertia, inertia + g, 0.0);
+  int32_t* far = static_cast<int32_t*>(data[5]);
+  float* far_sq = static_cast<float*>(data[6]);
+  int32_t* far_label = static_cast<int32_t*>(data[7]);
+  for (int64_t gi = 0; gi < g; ++gi) {
+    TopN all(n_far);  // units in row order: offering their items in order keeps ties by row
+    for (const Partial& p : parts)
+      for (const FarRow& item : p.far[gi].items()) all.Offer(item);
+    for (int64_t i = 0; i < n_far; ++i) {
+      const FarRow& item = all.items()[i];
+      far[gi * n_far + i] = item.row;
+      far_sq[gi * n_far + i] = item.value;
+      far_label[gi * n_far + i] = item.label;
+    }
+  }
+  for (const Partial& p : parts) {
+    for (int64_t gi = 0; gi < g; ++gi) {
+      inertia[gi] += p.inertia[gi];
+      for (int64_t ki = 0; ki < k; ++ki) {
+        const int64_t from = gi * L.k_pad + ki, to = gi * k + ki;
+        counts[to] += p.counts[from];
+        for (int64_t i = 0; i < d; ++i) sums[to * d + i] += p.sums[from * d + i];
+      }
+    }
+  }
+  return "";
+}
+
+void ComputeOrFail(void* attrs, TF_OpKernelContext* ctx) {
+  TF_Status* status = TF_NewStatus();
+  const std::string error = Compute(*static_cast<Attrs*>(attrs), ctx, status);
+  if (!error.empty()) TF_SetStatus(status, TF_INVALID_ARGUMENT, error.c_str());
+  if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
+  TF_DeleteStatus(status);
+}
+
+// Shapes that follow from the inputs alone: sums [G, K, D], counts [G, K] and
+// inertia [G]. The others depend on the attributes, which the C API's shape
+// functions cannot read; the Python caller sets them (transforms/kmeans_step.py).
+void InferShapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
+  TF_ShapeInferenceContextSetUnknownShape(ctx, status);
+  TF_ShapeHandle* centroids = TF_NewShapeHandle();
+  TF_ShapeHandle* part = TF_NewShapeHandle();
+  TF_ShapeInferenceContextGetInput(ctx, 2, centroids, status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextWithRank(ctx, centroids, 3, centroids,
+                                                                    status);
+  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 2, centroids, status);
+  for (int64_t out = 3, rank = 2; out <= 4 && TF_GetCode(status) == TF_OK; ++out, --rank) {
+    TF_ShapeInferenceContextSubshape(ctx, centroids, 0, rank, part, status);
+    if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, out, part, status);
+  }
+  TF_DeleteShapeHandle(part);
+  TF_DeleteShapeHandle(centroids);
+}
+
+// Registers the op and its CPU kernel when tf.load_op_library loads this library.
+bool Register() {
+  constexpr char kName[] = "ShardmeansNearestCentroids";
+  TF_OpDefinitionBuilder* op = TF_NewOpDefinitionBuilder(kName);
+  for (const char* spec : {"x: float", "valid: bool", "centroids: float", "bias: float"})
+    TF_OpDefinitionBuilderAddInput(op, spec);
+  for (const char* spec : {"labels: int32", "sq_dist: float", "sums: double", "counts: int64",
+                           "inertia: double", "far: int32", "far_sq_dist: float",
+                           "far_labels: int32"})
+    TF_OpDefinitionBuilderAddOutput(op, spec);
+  TF_OpDefinitionBuilderAddAttr(op, "n_far: int >= 0");
+  TF_OpDefinitionBuilderAddAttr(op, "per_row: bool = true");
+  TF_OpDefinitionBuilderSetShapeInferenceFunction(op, InferShapes);
+  TF_Status* status = TF_NewStatus();
+  TF_RegisterOpDefinition(op, status);
+  if (TF_GetCode(status) == TF_OK) {
+    TF_KernelBuilder* kernel = TF_NewKernelBuilder(kName, "CPU", Create, ComputeOrFail, Delete);
+    TF_RegisterKernelBuilder(kName, kernel, status);
+  }
+  const bool ok = TF_GetCode(status) == TF_OK;
+  TF_DeleteStatus(status);
+  return ok;
+}
+
+const bool registered = Register();
 
 }  // namespace shardmeans
+
+// The op's contract (as REGISTER_OP's Doc would hold it; the C API has no place for it):
+//
+// ShardmeansNearestCentroids: the nearest of G groups of K centroids for each row,
+// and per-cluster partial sums.
+// x: float32 [rows, D]. valid: bool [rows], false for padding rows (labelled, not summed).
+// centroids: float32 [G, K, D]. bias: float32 [G, K], 0 or +inf (a padding centroid).
+// labels: int32 [rows, G], first nearest on ties. sq_dist: float32 [rows, G].
+//   Both [0, G] when per_row is false (the sums are all a Lloyd round needs).
+// sums: float64 [G, K, D]. counts: int64 [G, K]. inertia: float64 [G], of valid rows.
+// far: int32 [G, min(n_far, rows)], per group the rows farthest from their centroid,
+//   farthest first (padding rows count as -1), as tf.math.top_k orders them.
+// far_sq_dist: float32 [G, min(n_far, rows)], their squared distances (-1: padding).
+// far_labels: int32 [G, min(n_far, rows)], their nearest centroids.
