@@ -176,6 +176,17 @@ def test_a_fresh_build_is_for_this_cpu_and_goes_to_a_temporary_dir_if_need_be(tm
     assert list((tmp_path / f"shardmeans-{os.getuid()}").glob("nearest_centroids-*.so"))
 
 
+def test_a_library_that_registers_no_op_is_not_used(tmp_path, monkeypatch, caplog):
+    """A build whose op did not register (the C API's registration failed) falls back
+    to TensorFlow's ops with the reason in the log, instead of failing at first call."""
+    source = tmp_path / "no_op.cc"
+    source.write_text('extern "C" int shardmeans_no_op() { return 0; }\n')
+    monkeypatch.setattr(native_op, "SOURCE", source)
+    monkeypatch.setenv("SHARDMEANS_CACHE_DIR", str(tmp_path / "cache"))
+    assert native_op.load.__wrapped__() is None  # past the per-process cache of load()
+    assert "registered no ShardmeansNearestCentroids op" in caplog.text
+
+
 def _assert_result_tests_pass(env) -> str:
     """This module's result tests, in a subprocess with `env` (which op build they get,
     built there if not cached); returns their output, warnings logged included."""

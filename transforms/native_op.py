@@ -125,7 +125,10 @@ def load():
             if not target.exists():
                 logging.info("native op: compiling %s into %s", SOURCE.name, target)
                 _compile(cxx, flags, target)
-        return tf.load_op_library(str(target))
+        module = tf.load_op_library(str(target))
+        if not hasattr(module, "shardmeans_nearest_centroids"):  # its registration failed
+            raise RuntimeError(f"{target} registered no ShardmeansNearestCentroids op")
+        return module
     except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as e:
         logging.warning("native op: unavailable (%s); the K-Means step runs with "
                         "TensorFlow's own ops (slower on CPU)", e)
