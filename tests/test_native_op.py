@@ -84,35 +84,45 @@ def test_fused_op_takes_the_first_centroid_on_ties(steps):
 
 def _many_units_case():
     """(x, groups): more rows than the op's work units (4,096 rows each) hold, so its
-    threads share them out."""
+    threads share them out. Rows scaled over 12 orders of magnitude: their float64 sums
+    round, so summed in another grouping they differ in the last bits."""
     rng = np.random.default_rng(7)
-    x = rng.normal(size=(70000, 16)).astype(np.float32)
+    x = (rng.normal(size=(70000, 16)) * 10.0 ** rng.uniform(-6, 6, size=(70000, 1)))
+    x = x.astype(np.float32)
     return x, [rng.normal(size=(64, 16)).astype(np.float32) for _ in range(3)]
 
 
-def test_results_do_not_depend_on_how_many_cpus_the_op_has(steps, tmp_path):
-    """The op's thread pool has a worker per CPU the process may use: confined to one
-    CPU (its affinity, as taskset sets it), a process gets the same results bit for bit."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs 2 CPUs to compare against 1")
-    code = ("import os, sys, numpy as np\n"
-            "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+@pytest.mark.parametrize("threads", ["one CPU", "3", "two"])
+def test_results_do_not_depend_on_how_many_threads_the_op_has(steps, tmp_path, threads):
+    """The op's pool has a thread per CPU the process may use, or SHARDMEANS_OP_THREADS:
+    confined to one CPU (its affinity, as taskset sets it), or with 3 threads on any
+    machine, a process gets this one's results bit for bit. A value that is not a
+    positive integer ("two") is ignored, with a warning."""
+    env = {k: v for k, v in os.environ.items() if k != "SHARDMEANS_OP_THREADS"}
+    pin = ""
+    if threads == "one CPU":
+        pin = "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+    else:
+        env["SHARDMEANS_OP_THREADS"] = threads
+    code = ("import os, sys, numpy as np\n" + pin +
             "sys.path.insert(0, 'tests')\n"
             "from test_native_op import _many_units_case\n"
             "from transforms.kmeans_step import KMeansStep\n"
             "x, groups = _many_units_case()\n"
             "r = KMeansStep(native=True).groups(x, groups)\n"
-            f"np.savez({str(tmp_path / 'one.npz')!r}, "
+            f"np.savez({str(tmp_path / 'other.npz')!r}, "
             "*[getattr(g, f) for g in r for f in g._fields])\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    warned = "SHARDMEANS_OP_THREADS='two' is not a positive integer" in proc.stderr
+    assert warned == (threads == "two"), proc.stderr[-3000:]
     x, groups = _many_units_case()
     ours = [getattr(g, f) for g in steps[0].groups(x, groups) for f in g._fields]
-    one_cpu = np.load(tmp_path / "one.npz")
-    assert len(one_cpu.files) == len(ours)
+    other = np.load(tmp_path / "other.npz")
+    assert len(other.files) == len(ours)
     for i, value in enumerate(ours):
-        np.testing.assert_array_equal(one_cpu[f"arr_{i}"], value)
+        np.testing.assert_array_equal(other[f"arr_{i}"], value)
 
 
 def test_concurrent_calls_share_the_pool_and_each_gets_its_own_results(steps):

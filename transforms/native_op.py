@@ -15,7 +15,10 @@ in the log once, and `KMeansStep` runs the same step with TensorFlow's own ops
 
 Environment (for operators, not code): SHARDMEANS_NATIVE_OP=0 skips the op;
 SHARDMEANS_CACHE_DIR moves the cache (default ~/.cache/shardmeans; where it
-cannot be written, $TMPDIR/shardmeans-UID); CXX names the compiler (default c++).
+cannot be written, $TMPDIR/shardmeans-UID); CXX names the compiler (default c++);
+SHARDMEANS_OP_THREADS sets the op's threads, shared by all its calls in a process
+(default: one per CPU the process may run on, its affinity mask; a CPU quota,
+as in some containers, is not seen there).
 """
 import functools
 import hashlib
@@ -106,6 +109,10 @@ def load():
         return None
     import tensorflow as tf
 
+    threads = os.environ.get("SHARDMEANS_OP_THREADS")
+    if threads is not None and not (threads.isdigit() and 0 < int(threads) <= 9999):
+        logging.warning("native op: SHARDMEANS_OP_THREADS=%r is not a positive integer; "
+                        "ignored (one thread per CPU the process may run on)", threads)
     cxx = shutil.which(os.environ.get("CXX", "c++"))
     if cxx is None:
         logging.warning("native op: no C++ compiler found; the K-Means step runs with "

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -281,9 +282,22 @@ int AvailableCpus() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+// Threads for the op, the caller's included: SHARDMEANS_OP_THREADS if it is a
+// positive integer of digits (for a CPU quota, which the affinity mask does not
+// show), else AvailableCpus(). native_op.py warns about any other value.
+int OpThreads() {
+  const char* configured = std::getenv("SHARDMEANS_OP_THREADS");
+  const std::string value = configured != nullptr ? configured : "";
+  if (!value.empty() && value.size() <= 4 &&
+      std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+      std::stoi(value) > 0)
+    return std::stoi(value);
+  return AvailableCpus();
+}
+
 // One pool per process, shared by all calls of the op (several replicas or Beam
-// threads may call it at once): one worker per available CPU less one, since each
-// caller works on its own call too. A call's units are claimed one at a time by
+// threads may call it at once): OpThreads() less one workers, since each caller
+// works on its own call too. A call's units are claimed one at a time by
 // its caller and any idle worker, so concurrent calls share the CPUs instead of
 // each starting a thread per CPU.
 class WorkerPool {
@@ -294,7 +308,7 @@ class WorkerPool {
     static std::mutex mu;
     static WorkerPool* pool = nullptr;
     std::lock_guard<std::mutex> lock(mu);
-    if (pool == nullptr || pool->pid_ != getpid()) pool = new WorkerPool(AvailableCpus() - 1);
+    if (pool == nullptr || pool->pid_ != getpid()) pool = new WorkerPool(OpThreads() - 1);
     return *pool;
   }
 
@@ -348,10 +362,12 @@ class WorkerPool {
         std::unique_lock<std::mutex> lock(mu_);
         wake_.wait(lock, [&] { return !queue_.empty(); });
         job = queue_.front();
-        // Every unit claimed (or about to be): the next worker takes the next call.
-        if (job->next.load() >= job->n - 1) queue_.pop_front();
       }
       Work(*job);
+      // No unit left to claim: the call leaves the queue (if no other worker took
+      // it out already), and the next call's units are next.
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!queue_.empty() && queue_.front() == job) queue_.pop_front();
     }
   }
 
@@ -390,53 +406,60 @@ struct TensorDeleter {
 };
 using TensorPtr = std::unique_ptr<TF_Tensor, TensorDeleter>;
 
-// The kernel's body; a non-empty return value is an InvalidArgument error.
-std::string Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
+// Sets an InvalidArgument error in `status`.
+void Invalid(TF_Status* status, const char* message) {
+  TF_SetStatus(status, TF_INVALID_ARGUMENT, message);
+}
+
+// The kernel's body; an error leaves it with `status` set.
+void Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
   TensorPtr in[4];
   for (int i = 0; i < 4; ++i) {
     TF_Tensor* t = nullptr;
     TF_GetInput(ctx, i, &t, status);
-    if (TF_GetCode(status) != TF_OK) return "";
+    if (TF_GetCode(status) != TF_OK) return;
     in[i].reset(t);
   }
   const TF_Tensor *x = in[0].get(), *valid = in[1].get(), *centroids = in[2].get(),
                   *bias = in[3].get();
-  if (TF_NumDims(x) != 2) return "x must be [rows, D]";
-  if (TF_NumDims(centroids) != 3) return "centroids must be [G, K, D]";
+  if (TF_NumDims(x) != 2) return Invalid(status, "x must be [rows, D]");
+  if (TF_NumDims(centroids) != 3) return Invalid(status, "centroids must be [G, K, D]");
   const int64_t n = TF_Dim(x, 0), g = TF_Dim(centroids, 0), k = TF_Dim(centroids, 1),
                 d = TF_Dim(centroids, 2);
-  if (TF_Dim(x, 1) != d) return "x and centroids differ in their last dimension";
-  if (TF_NumDims(valid) != 1 || TF_Dim(valid, 0) != n) return "valid must be [rows]";
+  if (TF_Dim(x, 1) != d)
+    return Invalid(status, "x and centroids differ in their last dimension");
+  if (TF_NumDims(valid) != 1 || TF_Dim(valid, 0) != n)
+    return Invalid(status, "valid must be [rows]");
   if (TF_NumDims(bias) != 2 || TF_Dim(bias, 0) != g || TF_Dim(bias, 1) != k)
-    return "bias must be [G, K]";
-  if (g <= 0 || k <= 0 || d <= 0) return "centroids must not be empty";
-  if (n > std::numeric_limits<int32_t>::max()) return "x has more rows than int32 indexes";
+    return Invalid(status, "bias must be [G, K]");
+  if (g <= 0 || k <= 0 || d <= 0) return Invalid(status, "centroids must not be empty");
+  if (n > std::numeric_limits<int32_t>::max())
+    return Invalid(status, "x has more rows than int32 indexes");
 
   const int64_t n_far = std::min<int64_t>(attrs.n_far, n);
   const int64_t per_row_n = attrs.per_row ? n : 0;
   struct Spec {
     TF_DataType dtype;
     std::vector<int64_t> dims;
-    size_t item;
   };
   const Spec specs[8] = {
-      {TF_INT32, {per_row_n, g}, sizeof(int32_t)},  // labels
-      {TF_FLOAT, {per_row_n, g}, sizeof(float)},    // sq_dist
-      {TF_DOUBLE, {g, k, d}, sizeof(double)},       // sums
-      {TF_INT64, {g, k}, sizeof(int64_t)},          // counts
-      {TF_DOUBLE, {g}, sizeof(double)},             // inertia
-      {TF_INT32, {g, n_far}, sizeof(int32_t)},      // far
-      {TF_FLOAT, {g, n_far}, sizeof(float)},        // far_sq_dist
-      {TF_INT32, {g, n_far}, sizeof(int32_t)},      // far_labels
+      {TF_INT32, {per_row_n, g}},  // labels
+      {TF_FLOAT, {per_row_n, g}},  // sq_dist
+      {TF_DOUBLE, {g, k, d}},      // sums
+      {TF_INT64, {g, k}},          // counts
+      {TF_DOUBLE, {g}},            // inertia
+      {TF_INT32, {g, n_far}},      // far
+      {TF_FLOAT, {g, n_far}},      // far_sq_dist
+      {TF_INT32, {g, n_far}},      // far_labels
   };
   TensorPtr out[8];
   void* data[8];
   for (int i = 0; i < 8; ++i) {
-    size_t bytes = specs[i].item;
+    size_t bytes = TF_DataTypeSize(specs[i].dtype);
     for (int64_t dim : specs[i].dims) bytes *= dim;
     out[i].reset(TF_AllocateOutput(ctx, i, specs[i].dtype, specs[i].dims.data(),
                                    specs[i].dims.size(), bytes, status));
-    if (TF_GetCode(status) != TF_OK) return "";
+    if (TF_GetCode(status) != TF_OK) return;
     data[i] = TF_TensorData(out[i].get());
   }
 
@@ -511,13 +534,11 @@ std::string Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* stat
       }
     }
   }
-  return "";
 }
 
 void ComputeOrFail(void* attrs, TF_OpKernelContext* ctx) {
   TF_Status* status = TF_NewStatus();
-  const std::string error = Compute(*static_cast<Attrs*>(attrs), ctx, status);
-  if (!error.empty()) TF_SetStatus(status, TF_INVALID_ARGUMENT, error.c_str());
+  Compute(*static_cast<Attrs*>(attrs), ctx, status);
   if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
   TF_DeleteStatus(status);
 }
