@@ -38,6 +38,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "tensorflow/c/kernels.h"
 #include "tensorflow/c/ops.h"
 
@@ -142,23 +146,41 @@ inline V AllMin(V v) {
   return v;
 }
 
+// Bit i set where lane i of a equals lane i of b.
+inline uint32_t EqualBits(VecF a, VecF b) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ);
+#elif defined(__AVX__)
+  return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)));
+#elif defined(__SSE2__)
+  return static_cast<uint32_t>(_mm_movemask_ps(_mm_cmpeq_ps(a, b)));
+#else
+  uint32_t bits = 0;
+  for (int i = 0; i < kLanes; ++i) bits |= static_cast<uint32_t>(a[i] == b[i]) << i;
+  return bits;
+#endif
+}
+
 // Index (within [0, n_vec * kLanes)) of the smallest score, the first on ties.
+// The minimum first (vminps, no index bookkeeping: the blends that tracked one per
+// lane competed with the scoring's FMAs for the same ports), then the first score
+// equal to it, found from the bits of 64 / kLanes comparisons at a time.
 inline int32_t ArgMin(const float* s, int64_t n_vec) {
-  VecI lane;
-  for (int i = 0; i < kLanes; ++i) lane[i] = i;
   VecF best = LoadU(s);
-  VecI at = lane;
   for (int64_t c = 1; c < n_vec; ++c) {
     const VecF v = LoadU(s + c * kLanes);
-    const VecI lower = v < best;  // strict: each lane keeps its first minimum
-    best = lower ? v : best;
-    at = lower ? lane + static_cast<int32_t>(c * kLanes) : at;
+    best = v < best ? v : best;
   }
   const VecF m = AllMin(best);
-  const VecI none = VecI{} + std::numeric_limits<int32_t>::max();
-  const int32_t first = AllMin(best == m ? at : none)[0];
-  // All +inf (or NaN): argmin's convention, the first centroid.
-  return first == std::numeric_limits<int32_t>::max() ? 0 : first;
+  constexpr int64_t kPerWord = 64 / kLanes;
+  for (int64_t c0 = 0; c0 < n_vec; c0 += kPerWord) {
+    const int64_t c1 = std::min(n_vec, c0 + kPerWord);
+    uint64_t bits = 0;
+    for (int64_t c = c0; c < c1; ++c)
+      bits |= static_cast<uint64_t>(EqualBits(LoadU(s + c * kLanes), m)) << ((c - c0) * kLanes);
+    if (bits != 0) return static_cast<int32_t>(c0 * kLanes + __builtin_ctzll(bits));
+  }
+  return 0;  // all NaN: argmin's convention, the first centroid
 }
 
 // `v`, which the compiler must then hold in a register: a centroid vector folded
