@@ -16,6 +16,10 @@ import time
 
 import numpy as np
 
+# scikit-learn's iteration is the mean of this many (fit with ITERATIONS + 1 - fit
+# with 1); the step's pass is the mean of as many.
+ITERATIONS = 10
+
 
 def main():
     parser = argparse.ArgumentParser()
@@ -46,9 +50,8 @@ def main():
     rows = step.rows_per_call(args.batch_size, [c])
     print(f"rows per call: {rows} (--batch_size {args.batch_size})")
 
-    def tf_pass(passes=10):
-        # The mean of 10 passes, as scikit-learn's side is the mean of 10 iterations:
-        # one ~50 ms pass alone took the machine's noise of the moment with it.
+    def tf_pass(passes=ITERATIONS):
+        # One ~50 ms pass alone took the machine's noise of its moment with it.
         start = time.perf_counter()
         for _ in range(passes):
             for i in range(0, args.rows, rows):
@@ -64,7 +67,7 @@ def main():
     tf_times, sk_times = [], []
     for _ in range(args.repeats):
         tf_times.append(tf_pass())
-        sk_times.append((sk_fit(11) - sk_fit(1)) / 10)
+        sk_times.append((sk_fit(ITERATIONS + 1) - sk_fit(1)) / ITERATIONS)
     a, b = statistics.median(tf_times), statistics.median(sk_times)
     print(f"{args.rows} x {args.features}, K={args.k}: TF step {a * 1e3:.1f} ms, "
           f"scikit-learn Lloyd iteration {b * 1e3:.1f} ms, ratio {a / b:.2f}")

@@ -95,7 +95,7 @@ def main():
     out = lambda name: os.path.join(args.workdir, name)
     ran = {}  # rounds each run did (the last repeat's): the fixed-round runs must do all of theirs
     # Untimed: the first runs of a fresh data set paid for reading it from disk
-    # (session 12: sm5 41.4 s against 36.9 and 30.5 s after).
+    # (4M rows: 41.4 s for our 5 rounds against 36.9 and 30.5 s in later repeats).
     shardmeans(data, out("sm"), args.k, "--init", init, "--max_rounds", "5", "--tol", "0")
     sklearn(data, out("sk"), args.k, "--init", init, "--max_iter", "5", "--tol", "0")
     for _ in range(args.repeats):

@@ -38,7 +38,7 @@
 #include <thread>
 #include <vector>
 
-#if defined(__x86_64__)
+#if defined(__SSE2__)  // EqualBits' x86 branches
 #include <immintrin.h>
 #endif
 
@@ -164,7 +164,9 @@ inline uint32_t EqualBits(VecF a, VecF b) {
 // Index (within [0, n_vec * kLanes)) of the smallest score, the first on ties.
 // The minimum first (vminps, no index bookkeeping: the blends that tracked one per
 // lane competed with the scoring's FMAs for the same ports), then the first score
-// equal to it, found from the bits of 64 / kLanes comparisons at a time.
+// equal to it, found from the bits of 64 / kLanes comparisons at a time: one branch
+// per 64 scores. A branch per vector mispredicts, the minimum's place being random
+// (1M x 32, K=64: 65 against 57 ms on AVX2, 48 against 38 ms on AVX-512).
 inline int32_t ArgMin(const float* s, int64_t n_vec) {
   VecF best = LoadU(s);
   for (int64_t c = 1; c < n_vec; ++c) {
