@@ -1,14 +1,14 @@
 """The `shardmeans` command: `fit`, `score` and `generate` (also `python -m pipeline ...`).
 
 Flags the job does not define go to Beam as pipeline options (`--runner`,
-`--direct_num_workers`, `--temp_location`, ...). A user error prints one
-readable line and exits with status 2; no traceback.
+`--direct_num_workers`, `--temp_location`, ...); a flag neither knows stops the
+command (pipeline.flags). A user error prints one readable line and exits with
+status 2, Ctrl-C with 130; no traceback (`--verbose` logs it).
 """
 import argparse
 import json
 import logging
 import os
-import re
 import sys
 from typing import List, Optional
 
@@ -19,24 +19,26 @@ _USAGE = ("usage: shardmeans {fit,score,generate} [FLAGS] "
 def _help_parser(prog: str, option_classes, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description=description,
-        epilog="Any other flag is passed to Beam as a pipeline option, e.g. --runner, "
+        epilog="Beam's pipeline options are accepted too, e.g. --runner, "
                "--direct_running_mode=multi_processing --direct_num_workers=2, "
-               "--temp_location, --project, --region.")
+               "--temp_location, --project, --region. Any other flag stops the command "
+               "before it reads anything. Flags are not abbreviated.")
     for cls in option_classes:
         cls._add_argparse_args(parser.add_argument_group(cls.__doc__.strip().rstrip(".")))
+    parser.add_argument_group("The command").add_argument(
+        "--verbose", action="store_true",
+        help="log everything (DEBUG, TensorFlow's and Beam's too), and the full text and "
+             "traceback of an error the command otherwise reports in one line")
     return parser
 
 
-def _user_message(error: BaseException) -> Optional[str]:
-    """The UserInputError message inside `error`, also when a runner wrapped it in its own."""
-    from transforms.errors import UserInputError
+def _user_message(error: BaseException, output: Optional[str] = None) -> Optional[str]:
+    """The one line for an error the user can fix (bad input or flags, a full disk,
+    permission denied), also when a runner wrapped it in its own; None for a bug.
+    `output` (--output) is named for a full disk whose error names no path."""
+    from pipeline.failures import user_message
 
-    if isinstance(error, UserInputError):
-        return str(error)
-    match = re.search(r"UserInputError: (.+)", str(error))
-    if match is None:
-        return None
-    return re.sub(r" \[while running .*\]$", "", match.group(1).strip())
+    return user_message(error, output)
 
 
 def _run_job(command: str, argv: List[str]) -> int:
@@ -57,7 +59,8 @@ def _run_job(command: str, argv: List[str]) -> int:
         return 0
     import apache_beam as beam
 
-    from pipeline import fit, score, workdir
+    from pipeline import fit, run_output, score, workdir
+    from pipeline.readers import match_input
     from transforms.kmeans_step import resolve_devices
 
     options = ViewCachingOptions(argv)
@@ -66,22 +69,49 @@ def _run_job(command: str, argv: List[str]) -> int:
         runner = _local_runner(options)
     # Split the CPU (--devices cpu:N) before anything starts TensorFlow here.
     resolve_devices(options.view_as(KMeansOptions).devices)
-    out = options.view_as(OutputOptions)
-    if out.output:
-        workdir.prepare_output(out.output, out.overwrite)
-    pipeline = beam.Pipeline(runner=runner, options=options)
     if command == "fit":
         spec = fit.fit_spec(options)
-        fit.build_fit_pipeline(pipeline, spec)
+        reads = [spec.init_path] if spec.init_path else []
     else:
         spec = score.score_spec(options)
-        score.build_score_pipeline(pipeline, spec)
-    pipeline.run().wait_until_finish()
-    if workdir.is_template_run(options):
-        print("wrote a job template; nothing was run")
-        return 0
+        reads = [spec.model_dir]
+    run = run_output.begin(spec.output, command, options.view_as(OutputOptions).overwrite,
+                           reads + match_input(spec.input), input_pattern=spec.input,
+                           in_process=runner is not None)
+    work_dirs = [fit.work_dir(spec, run)] if command == "fit" else []
+    try:
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        if command == "fit":
+            fit.build_fit_pipeline(pipeline, spec, run)
+        else:
+            score.build_score_pipeline(pipeline, spec, run)
+        result = pipeline.run()
+        if workdir.is_template_run(options):
+            run_output.abort(run)  # nothing ran here: the template publishes when launched
+            print("wrote a job template; nothing was run")
+            return 0
+        _wait(result)
+        run_output.check_published(run)
+    except BaseException:
+        left = run_output.abort(run, work_dirs)
+        if left:
+            print(f"shardmeans {command}: {left}", file=sys.stderr)
+        raise
     _print_summary(spec.output)
     return 0
+
+
+def _wait(result) -> None:
+    """Wait for the job; if waiting ends in an error or Ctrl-C, cancel a job still running
+    (a remote runner's job outlives its driver) before the run's files are removed."""
+    try:
+        result.wait_until_finish()
+    except BaseException:
+        try:
+            result.cancel()
+        except Exception:  # noqa: BLE001 -- finished, or a runner that cannot cancel
+            pass
+        raise
 
 
 def _local_runner(options):
@@ -107,9 +137,13 @@ def _print_summary(output: str) -> None:
 
     with FileSystems.open(FileSystems.join(output, "metrics.json")) as f:
         m = json.load(f)
-    print(f"rows: {m['rows_read']} read, {m['rows_valid']} valid, {m['rows_rejected']} rejected")
+    files = (f" ({m['files_rejected']} unreadable files rejected)" if m.get("files_rejected")
+             else "")
+    print(f"rows: {m['rows_read']} read, {m['rows_valid']} valid, {m['rows_rejected']} "
+          f"rejected{files}")
     if "rounds" not in m:  # a score job
-        print(f"outputs: {output}/ (assignments/, rejected/, metrics.json)")
+        print(f"outputs of run {m['run_id']}: {output}/ (assignments/, rejected/, "
+              f"metrics.json)")
         return
     print(f"rounds: {m['rounds']} ({'converged' if m['converged'] else _not_converged(m)}), "
           f"inertia: {m['inertia']:.6g}")
@@ -124,7 +158,8 @@ def _print_summary(output: str) -> None:
               f"starts {how}")
     print(f"cluster sizes: {m['cluster_sizes']}")
     merged = ", hierarchy.json" if "merge_to" in m else ""
-    print(f"outputs: {output}/ (model/, transform_fn/, centroids.csv, centroids.npy, "
+    print(f"outputs of run {m['run_id']}: {output}/ (model/, transform_fn/, centroids.csv, "
+          f"centroids.npy, "
           f"metrics.json, report.html{merged}, assignments/, rejected/)")
 
 
@@ -142,7 +177,10 @@ def _generate(argv: List[str]) -> int:
     from pipeline import generate
 
     parser = generate.arg_parser()
-    args = parser.parse_args(argv)
+    if "-h" in argv or "--help" in argv:
+        parser.print_help()  # argparse's own -h would exit the process from here
+        return 0
+    args = parser.parse_args(argv)  # a bad flag: pipeline.flags.FlagError, one line
     paths = generate.generate(args.output, rows=args.rows, features=args.features,
                               clusters=args.clusters, fmt=args.format, shards=args.shards,
                               seed=args.seed)
@@ -152,34 +190,63 @@ def _generate(argv: List[str]) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; its exit status: 0, 2 for an error the user can fix (one line
+    on stderr, no traceback), 130 for Ctrl-C. A bug raises, with its traceback."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("fit", "score", "generate"):
         print(_USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
-    # TensorFlow's C++ start-up chatter (no GPU found, oneDNN) is not for users.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    command, rest = argv[0], argv[1:]
+    # --verbose is the command's own flag: taken out before the flags reach Beam,
+    # which does not know it.
+    verbose = "--verbose" in rest
+    rest = [arg for arg in rest if arg != "--verbose"]
+    if not verbose:
+        # TensorFlow's C++ start-up chatter (no GPU found, oneDNN) is not for users.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # Importing TensorFlow eagerly imports Keras 3's optimizers, and Keras 3 pulls
     # in its scikit-learn wrappers and matplotlib.pyplot: seconds of every run.
     # tf.Transform imports tf_keras anyway, so tf.keras can be tf_keras; nothing
     # in shardmeans uses tf.keras. (Must be set before TensorFlow is imported.)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("tensorflow", "absl", "apache_beam.runners", "apache_beam.io"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Beam logs a failing DoFn's traceback before re-raising; the error reaches
-    # main() either way, which prints a user error as one line and re-raises the rest.
-    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
-    command, rest = argv[0], argv[1:]
+    if verbose:
+        logging.getLogger().setLevel(logging.DEBUG)
+    # Hidden unless --verbose: TensorFlow's and Beam's INFO logs, and Beam's log of a
+    # failing DoFn's traceback (logged before it re-raises: the error reaches main()
+    # either way, which prints a user error as one line and re-raises the rest).
+    quiet = {"tensorflow": logging.WARNING, "absl": logging.WARNING,
+             "apache_beam.runners": logging.WARNING, "apache_beam.io": logging.WARNING,
+             "apache_beam.runners.common": logging.CRITICAL}
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else level)
     try:
         if command == "generate":
             return _generate(rest)
+        if "-h" not in rest and "--help" not in rest:
+            # Before anything reads the input: Beam would drop a mistyped flag with a
+            # warning and run the job on the defaults.
+            from pipeline.flags import check_job_flags
+
+            check_job_flags(rest, prog=f"shardmeans {command}")
         return _run_job(command, rest)
-    except Exception as e:  # noqa: BLE001 -- only user errors are turned into a message
-        message = _user_message(e)
-        if message is None:
-            raise
-        print(f"shardmeans {command}: error: {message}", file=sys.stderr)
-        return 2
+    except BaseException as e:  # noqa: BLE001 -- Ctrl-C and user errors: one line; the rest re-raised
+        from pipeline.failures import was_interrupted
+        from pipeline.flags import flag_value
+
+        if was_interrupted(e):  # also Ctrl-C inside a DoFn, which Beam wraps
+            status, line = 130, "interrupted"  # 128 + SIGINT, as shells report it
+        else:
+            message = (_user_message(e, output=flag_value(rest, "--output"))
+                       if isinstance(e, Exception) else None)
+            if message is None:  # a bug (or SystemExit): re-raised, with its traceback
+                raise
+            status, line = 2, f"error: {message}"
+        # The line drops the runner's wrapping (stage names, worker tracebacks); --verbose
+        # shows it all.
+        logging.getLogger(__name__).debug("the full error", exc_info=True)
+        print(f"shardmeans {command}: {line}", file=sys.stderr)
+        return status
 
 
 def run() -> None:
@@ -198,8 +265,10 @@ def run() -> None:
 
     code = main()
     # What a normal exit does first: wait for non-daemon threads, run the exit handlers.
+    # After Ctrl-C the job's threads may never end: the user asked to stop.
     for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
+        if (code != 130 and thread is not threading.current_thread() and not thread.daemon
+                and thread.is_alive()):  # (a thread created but never started cannot be joined)
             thread.join()
     atexit._run_exitfuncs()  # noqa: SLF001
     logging.shutdown()

@@ -1,5 +1,4 @@
 """The `fit` job: its validated specification, and the function that builds (not runs) its graph."""
-import uuid
 from typing import List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
@@ -12,6 +11,7 @@ from pipeline import outputs
 from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions
 from pipeline.readers import input_layout
+from pipeline.run_output import RunOutput
 from pipeline.workdir import absolute_path
 from transforms.errors import UserInputError
 from transforms.init import INIT_METHODS
@@ -27,8 +27,8 @@ class FitSpec(NamedTuple):
     passthrough: pa.Schema  # columns copied to the assignments, as read
     id_column: Optional[str]
     on_invalid: str
-    output: str
-    work_dir: str
+    output: str  # where the results are published (the run writes under its own stage first)
+    temp_location: Optional[str]  # the work directory's parent, else the run's stage
     keep_standardized: bool
     ks: Tuple[int, ...]  # one K, or the Ks of a sweep (ascending)
     n_init: int
@@ -39,6 +39,7 @@ class FitSpec(NamedTuple):
     max_rounds: int
     tol: float
     init: str  # "k-means++", "random" or "given"
+    init_path: Optional[str]  # the .npy of given centroids
     init_centroids: Optional[np.ndarray]  # float64 [K, D] when init == "given"
     init_sample_size: int
     init_refine_rounds: int
@@ -72,32 +73,41 @@ def fit_spec(options) -> FitSpec:
     if km.cache_mb is not None and km.cache_mb < 0:
         raise UserInputError(f"--cache_mb must be >= 0, got {km.cache_mb}")
 
-    layout = input_layout(inp.input, inp.format, inp.id_column)
+    layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     features = _features(inp.features, layout.schema, layout.numeric, inp.id_column, layout.path)
 
     init, given = _init(km.init, ks, km.n_init or 1, len(features))
     n_init = resolve_n_init(km.n_init, given=given is not None)
     temp_location = options.view_as(GoogleCloudOptions).temp_location
-    output = absolute_path(out.output)
-    work_dir = (f"{absolute_path(temp_location).rstrip('/')}/shardmeans-{uuid.uuid4().hex[:12]}"
-                if temp_location else FileSystems.join(output, "_work"))
     return FitSpec(
         input=absolute_path(inp.input), format=layout.format, features=features,
         passthrough=layout.passthrough,
-        id_column=inp.id_column, on_invalid=inp.on_invalid, output=output,
-        work_dir=work_dir, keep_standardized=out.keep_standardized, ks=ks, n_init=n_init,
+        id_column=inp.id_column, on_invalid=inp.on_invalid, output=absolute_path(out.output),
+        temp_location=absolute_path(temp_location) if temp_location else None,
+        keep_standardized=out.keep_standardized, ks=ks, n_init=n_init,
         restarts_on=km.restarts_on, select=km.select, seed=km.seed, init_seed=km.init_seed,
-        max_rounds=km.max_rounds, tol=km.tol, init=init, init_centroids=given,
+        max_rounds=km.max_rounds, tol=km.tol, init=init,
+        init_path=absolute_path(km.init) if given is not None else None, init_centroids=given,
         init_sample_size=km.init_sample_size, init_refine_rounds=km.init_refine_rounds,
         merge_to=km.merge_to,
         batch_size=km.batch_size, cache_mb=km.cache_mb, devices=km.devices)
 
 
 def _features(requested, schema, numeric, id_column, path) -> List[str]:
+    """The features to cluster on: `requested` (the --features text), else every column of
+    `numeric` but `id_column`. `schema` holds the columns of all input files
+    (readers.input_layout), `path` names the input in messages.
+
+    A column named explicitly may also be a list of numbers (a tf.Example feature
+    with several values in some rows, a Parquet list): its rows with exactly one
+    value are clustered, the others rejected. Such a column is never a default.
+    """
+    from pipeline.readers import column_conflict
+
     if requested is None:
         features = [n for n in numeric if n != id_column]
         if not features:
-            raise UserInputError(f"{path} has no numeric column to cluster on "
+            raise UserInputError(f"no numeric column to cluster on in {path} "
                                  f"(columns: {', '.join(schema.names)}); pass --features")
         return features
     features = [f.strip() for f in requested.split(",") if f.strip()]
@@ -105,11 +115,18 @@ def _features(requested, schema, numeric, id_column, path) -> List[str]:
         raise UserInputError("--features is empty")
     for name in features:
         if name not in schema.names:
-            raise UserInputError(f"unknown feature {name!r}: {path} has columns "
-                                 f"{', '.join(schema.names)}")
-        if name not in numeric:
+            raise UserInputError(f"unknown feature {name!r}: not a column of {path} "
+                                 f"(columns: {', '.join(schema.names)})")
+        field = schema.field(name)
+        if column_conflict(field):
+            raise UserInputError(f"feature {name!r}: {column_conflict(field)}")
+        kind = field.type
+        numbers_list = ((pa.types.is_list(kind) or pa.types.is_large_list(kind))
+                        and (pa.types.is_integer(kind.value_type)
+                             or pa.types.is_floating(kind.value_type)))
+        if name not in numeric and not numbers_list:
             raise UserInputError(f"feature {name!r} of {path} is not numeric "
-                                 f"(type {schema.field(name).type})")
+                                 f"(type {field.type})")
     if len(set(features)) != len(features):
         raise UserInputError(f"--features names a column twice: {requested!r}")
     return features
@@ -153,27 +170,36 @@ def _init(init: str, ks: Tuple[int, ...], n_init: int, d: int):
     return "given", given.astype(np.float64)
 
 
-def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec) -> None:
-    """Add the fit job to `pipeline` (runs nothing): read and validate, KMeans, write the outputs."""
+def work_dir(spec: FitSpec, run: RunOutput) -> str:
+    """The run's scratch directory (the shards): under --temp_location, else in the run's stage."""
+    if spec.temp_location:
+        return f"{spec.temp_location.rstrip('/')}/shardmeans-{run.run_id}"
+    return FileSystems.join(run.stage, "_work")
+
+
+def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -> None:
+    """Add the fit job to `pipeline` (runs nothing): read and validate, KMeans, write the
+    outputs under the run's stage, publish them to `spec.output` once all are written."""
     rows = pipeline | "Read" >> ReadValidRows(spec.input, spec.format, spec.features,
                                               spec.passthrough, spec.on_invalid,
                                               spec.batch_size)
-    _ = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(spec.output)
+    rejected = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(run.stage)
     fitted = rows["valid"] | "KMeans" >> KMeans(
-        spec.ks, spec.features, spec.output, max_iter=spec.max_rounds, tol=spec.tol,
+        spec.ks, spec.features, run.stage, max_iter=spec.max_rounds, tol=spec.tol,
         n_init=spec.n_init, init_seed=spec.init_seed, restarts_on=spec.restarts_on,
         select=spec.select,
         init=spec.init if spec.init_centroids is None else spec.init_centroids,
         random_state=spec.seed, init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,
         batch_size=spec.batch_size, cache_mb=spec.cache_mb, devices=spec.devices,
-        passthrough=spec.passthrough, work_dir=spec.work_dir,
+        passthrough=spec.passthrough, work_dir=work_dir(spec, run),
         keep_standardized=spec.keep_standardized, merge_to=spec.merge_to)
-    _ = fitted["assignments"] | "WriteAssignments" >> outputs.WriteAssignments(
-        spec.output, spec.format, spec.passthrough, merged=spec.merge_to is not None)
-    _ = fitted["state"] | "WriteResults" >> beam.Map(
+    assigned = fitted["assignments"] | "WriteAssignments" >> outputs.WriteAssignments(
+        run.stage, spec.format, spec.passthrough, merged=spec.merge_to is not None)
+    results = fitted["state"] | "WriteResults" >> beam.Map(
         outputs.write_results, selection=beam.pvalue.AsSingleton(fitted["selection"]),
         partials=beam.pvalue.AsSingleton(fitted["final"]),
         counts=beam.pvalue.AsSingleton(rows["counts"]),
-        sample=beam.pvalue.AsSingleton(fitted["sample"]), spec=spec,
-        transform_dir=FileSystems.join(spec.output, "transform_fn"))
+        sample=beam.pvalue.AsSingleton(fitted["sample"]), spec=spec, run=run)
+    _ = pipeline | "Publish" >> outputs.Publish(
+        run, rejected=rejected, assignments=assigned, results=results, fitted=fitted["done"])

@@ -12,14 +12,31 @@ import pyarrow as pa
 
 
 def arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shardmeans generate", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", required=True, help="directory for the shards")
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--features", type=int, default=8)
-    parser.add_argument("--clusters", type=int, default=6)
-    parser.add_argument("--format", choices=["parquet", "csv", "tfrecord"], default="parquet")
-    parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    """The flags of `shardmeans generate`. A bad flag raises pipeline.flags.FlagError,
+    one line, as in `fit` and `score` (no usage block, no abbreviations)."""
+    from pipeline.flags import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(prog="shardmeans generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True,
+                        help="directory for the shards (created if missing)")
+    parser.add_argument("--rows", type=int, default=200_000,
+                        help="rows in all, split evenly over the shards; default 200000")
+    parser.add_argument("--features", type=int, default=8,
+                        help="feature columns f0, f1, ... (float64), each of its own scale "
+                             "and offset; default 8")
+    parser.add_argument("--clusters", type=int, default=6,
+                        help="Gaussian blobs; the column 'blob' names each row's; default 6")
+    parser.add_argument("--format", choices=["parquet", "csv", "tfrecord"], default="parquet",
+                        help="file format (tfrecord: tf.Example); default parquet")
+    parser.add_argument("--shards", type=int, default=4,
+                        help="files to write, one at a time (memory holds one shard); "
+                             "default 4")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the blobs' layout and of every shard's rows; default 0")
+    # Taken out by the command before the others are parsed; here for --help.
+    parser.add_argument("--verbose", action="store_true",
+                        help="log everything, and the full text and traceback of an error "
+                             "the command otherwise reports in one line")
     return parser
 
 

@@ -4,16 +4,19 @@ from typing import List
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io import fileio
 
-from pipeline.readers import read_chunks
-from pipeline.validation import check_chunk
+from pipeline.readers import FileUnreadable, match_input, read_chunks
+from pipeline.validation import check_chunk, file_rejection
 from transforms.errors import UserInputError
 from transforms.shards import FEATURES_COLUMN
 
+# counts: int64 [4]
+ROWS_READ, ROWS_VALID, ROWS_REJECTED, FILES_REJECTED = range(4)
+
 
 class _ReadAndValidateFn(beam.DoFn):
-    """file path -> valid record batches (main), rejected JSON lines, and [read, valid, rejected]."""
+    """file path -> valid record batches (main), rejected JSON lines, and the counts
+    (int64 [4]: rows read, valid, rejected; files rejected)."""
 
     REJECTED, COUNTS = "rejected", "counts"
 
@@ -23,26 +26,42 @@ class _ReadAndValidateFn(beam.DoFn):
         self._on_invalid, self._batch_rows = on_invalid, batch_rows
 
     def process(self, path: str):
-        counts = np.zeros(3, np.int64)
-        for chunk in read_chunks(path, self._fmt, self._batch_rows):
-            checked = check_chunk(chunk, self._features, self._passthrough, FEATURES_COLUMN)
-            if checked.first_error and self._on_invalid == "fail":
-                raise UserInputError(f"invalid row (--on_invalid=fail): {checked.first_error}")
-            n_valid = 0 if checked.valid is None else checked.valid.num_rows
-            counts += (checked.n_read, n_valid, len(checked.rejected))
-            if n_valid:
-                yield checked.valid
-            for line in checked.rejected:
-                yield beam.pvalue.TaggedOutput(self.REJECTED, line)
+        counts = np.zeros(4, np.int64)
+        try:
+            for chunk in read_chunks(path, self._fmt, self._batch_rows):
+                checked = check_chunk(chunk, self._features, self._passthrough, FEATURES_COLUMN)
+                if checked.first_error and self._on_invalid == "fail":
+                    raise UserInputError(f"invalid row (--on_invalid=fail): {checked.first_error}")
+                n_valid = 0 if checked.valid is None else checked.valid.num_rows
+                counts[[ROWS_READ, ROWS_VALID, ROWS_REJECTED]] += (
+                    checked.n_read, n_valid, len(checked.rejected))
+                if n_valid:
+                    yield checked.valid
+                for line in checked.rejected:
+                    yield beam.pvalue.TaggedOutput(self.REJECTED, line)
+        except FileUnreadable as e:
+            # Raised before the file's first row: nothing of it was emitted.
+            if self._on_invalid == "fail":
+                raise UserInputError(f"{e} (--on_invalid=fail)") from None
+            counts[FILES_REJECTED] += 1
+            yield beam.pvalue.TaggedOutput(self.REJECTED, file_rejection(path, e.reason))
         yield beam.pvalue.TaggedOutput(self.COUNTS, counts)
+
+
+def _match(pattern: str) -> List[str]:
+    """The files matching `pattern` when the job runs, those that cannot be stat'ed included
+    (readers.match_input): each reaches the reading DoFn, which reports what it cannot read."""
+    return match_input(pattern)
 
 
 class ReadValidRows(beam.PTransform):
     """A file pattern -> {'valid', 'rejected', 'counts'}.
 
     valid:    pa.RecordBatch: `FEATURES_COLUMN` (list<float64>, D values) + passthrough columns.
-    rejected: str, one JSON object per rejected row (file, row, column, reason, values).
-    counts:   one int64 [3] array: rows read, valid, rejected (read == valid + rejected).
+    rejected: str, one JSON object per line: a rejected row (file, row, column, reason, values
+              or text), or a file that cannot be read (file, row and column null, reason).
+    counts:   one int64 [4] array: rows read, valid, rejected (read == valid + rejected);
+              files rejected (unreadable, with --on_invalid reject).
     """
 
     def __init__(self, pattern: str, fmt: str, features: List[str], passthrough: pa.Schema,
@@ -54,15 +73,16 @@ class ReadValidRows(beam.PTransform):
     def expand(self, pbegin):
         outputs = (
             pbegin
-            # The driver matched the pattern already: matching nothing here (a worker
-            # that does not see the files) is an error, not an empty input.
-            | "MatchFiles" >> fileio.MatchFiles(
-                self._pattern, empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
-            | "PathOf" >> beam.Map(lambda metadata: metadata.path)
+            # Matched when the job runs (a template's run sees the files then), as
+            # fileio.MatchFiles would, but keeping the entries Beam's match drops
+            # (dangling links); matching nothing here (a worker that does not see
+            # the files) is an error, not an empty input.
+            | "Pattern" >> beam.Create([self._pattern])
+            | "MatchFiles" >> beam.FlatMap(_match)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadAndValidate" >> beam.ParDo(self._fn).with_outputs(
                 _ReadAndValidateFn.REJECTED, _ReadAndValidateFn.COUNTS, main="valid"))
         counts = outputs[_ReadAndValidateFn.COUNTS] | "SumCounts" >> beam.CombineGlobally(
-            lambda arrays: np.sum(list(arrays), axis=0) if arrays else np.zeros(3, np.int64))
+            lambda arrays: np.sum(list(arrays), axis=0) if arrays else np.zeros(4, np.int64))
         return {"valid": outputs.valid, "rejected": outputs[_ReadAndValidateFn.REJECTED],
                 "counts": counts}

@@ -1,6 +1,8 @@
-"""Writers of the fit outputs: rejected/, assignments/, centroids, metrics, and clean-up.
+"""Writers of the job outputs: rejected/, assignments/, centroids, metrics, and publishing them.
 
 Everything goes through Beam's FileSystems, so OUTPUT may be local or gs://.
+Every writer writes under the run's own directory (`RunOutput.stage`);
+`Publish`, the job's last step, puts it in place of OUTPUT (pipeline.run_output).
 The files written by `write_results` are rewritten whole if a runner retries
 the step: the same bytes land at the same paths.
 """
@@ -13,7 +15,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import report
+from pipeline import report, run_output
+from pipeline.run_output import RunOutput
 from transforms.lloyd import RoundState
 from transforms.partials import Partials
 from transforms.preprocessing import Standardizer
@@ -67,14 +70,44 @@ class WriteAssignments(beam.PTransform):
                                                            file_name_suffix=".parquet"))
 
 
+class Publish(beam.PTransform):
+    """PBegin -> OUTPUT (one str), once every PCollection in `after` is complete.
+
+    `after` names the PCollections of the run's writers (file names, results):
+    the publish step takes them as side inputs, so it runs after all of them.
+    """
+
+    def __init__(self, run: RunOutput, **after: beam.PCollection):
+        super().__init__()
+        self._run, self._after = run, after
+
+    def expand(self, pbegin):
+        after = {name: beam.pvalue.AsList(pcoll) for name, pcoll in self._after.items()}
+        return (pbegin
+                | "Once" >> beam.Create([None])
+                | "Publish" >> beam.Map(run_output.publish, run=self._run, **after))
+
+
+def counts_metrics(counts: np.ndarray) -> dict:
+    """ReadValidRows' counts -> the metrics' row and file counts."""
+    return {"rows_read": int(counts[0]), "rows_valid": int(counts[1]),
+            "rows_rejected": int(counts[2]),
+            "files_rejected": int(counts[3]) if len(counts) > 3 else 0}
+
+
+def write_json(path: str, value: dict) -> None:
+    _write_bytes(path, json.dumps(value, indent=2).encode("utf-8"))
+
+
 def _write_bytes(path: str, data: bytes) -> None:
     with FileSystems.create(path) as f:
         f.write(data)
 
 
 def write_results(state: RoundState, selection: Selection, partials: Partials,
-                  counts: np.ndarray, sample, spec, transform_dir: str) -> dict:
-    """Write centroids.npy, centroids.csv, metrics.json and report.html; return the metrics.
+                  counts: np.ndarray, sample, spec, run: RunOutput) -> dict:
+    """Write centroids.npy, centroids.csv, metrics.json and report.html under the run's
+    stage; return the metrics.
 
     `state` is the chosen fit (after any merge), `selection` what it was chosen
     from (restarts, sweep). `partials` are those of the final assignment pass:
@@ -83,12 +116,13 @@ def write_results(state: RoundState, selection: Selection, partials: Partials,
     drawn in the report.
     """
     k = len(state.centroids)
+    out = run.stage
     centroids = state.centroids.astype(np.float32)
     buffer = io.BytesIO()
     np.save(buffer, centroids, allow_pickle=False)
-    _write_bytes(FileSystems.join(spec.output, "centroids.npy"), buffer.getvalue())
+    _write_bytes(FileSystems.join(out, "centroids.npy"), buffer.getvalue())
 
-    standardizer = Standardizer(transform_dir, len(spec.features))
+    standardizer = Standardizer(FileSystems.join(out, "transform_fn"), len(spec.features))
     mean, std = standardizer.mean_and_std()
     original = state.centroids * np.where(std > 0, std, 1.0) + mean
     table = pa.table([pa.array(np.arange(k, dtype=np.int64))]
@@ -96,14 +130,13 @@ def write_results(state: RoundState, selection: Selection, partials: Partials,
                      names=["cluster_id"] + list(spec.features))
     buffer = io.BytesIO()
     pacsv.write_csv(table, buffer)
-    _write_bytes(FileSystems.join(spec.output, "centroids.csv"), buffer.getvalue())
+    _write_bytes(FileSystems.join(out, "centroids.csv"), buffer.getvalue())
 
     metrics = {
+        "run_id": run.run_id,
         "k": k,
         "features": list(spec.features),
-        "rows_read": int(counts[0]),
-        "rows_valid": int(counts[1]),
-        "rows_rejected": int(counts[2]),
+        **counts_metrics(counts),
         "rounds": state.rounds,
         "converged": state.converged,
         "inertia": partials.inertia,
@@ -133,16 +166,14 @@ def write_results(state: RoundState, selection: Selection, partials: Partials,
         hierarchy = {"k": k, "merge_to": spec.merge_to,
                      "linkage": state.linkage.tolist(),
                      "fine_to_merged": state.merge_map.tolist()}
-        _write_bytes(FileSystems.join(spec.output, "hierarchy.json"),
-                     json.dumps(hierarchy, indent=2).encode("utf-8"))
-    _write_bytes(FileSystems.join(spec.output, "metrics.json"),
-                 json.dumps(metrics, indent=2).encode("utf-8"))
+        write_json(FileSystems.join(out, "hierarchy.json"), hierarchy)
+    write_json(FileSystems.join(out, "metrics.json"), metrics)
 
     from sklearn.metrics import pairwise_distances_argmin
 
     z = standardizer(sample.rows).astype(np.float64)
     labels = pairwise_distances_argmin(z, state.centroids)  # chunked: bounded memory
-    report.write_report(FileSystems.join(spec.output, "report.html"), report.render_report(
+    report.write_report(FileSystems.join(out, "report.html"), report.render_report(
         metrics, original, list(spec.features), z, labels.astype(np.int64), state.centroids,
         sweep=sweep, linkage=state.linkage))
     return metrics

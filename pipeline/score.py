@@ -1,5 +1,5 @@
 """The `score` job: apply a fitted model to new data, with the fit's validation and dead letter."""
-import json
+import posixpath
 from typing import List, NamedTuple
 
 import apache_beam as beam
@@ -11,6 +11,7 @@ from pipeline import outputs
 from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
 from pipeline.readers import input_layout
+from pipeline.run_output import MARKER, RunOutput
 from pipeline.workdir import absolute_path
 from transforms.assign import AssignClusters, describe_model
 from transforms.errors import UserInputError
@@ -29,11 +30,37 @@ class ScoreSpec(NamedTuple):
 
 
 def _model_dir(path: str) -> str:
-    for candidate in (FileSystems.join(path, "model"), path):
-        if FileSystems.exists(FileSystems.join(candidate, "saved_model.pb")):
-            return candidate
-    raise UserInputError(f"--model {path}: no SavedModel there nor in {path}/model "
-                         f"(pass a fit output directory)")
+    """The SavedModel directory that `--model PATH` names, once its fit has finished.
+
+    PATH is a fit's output directory (its `_SUCCESS` must be there) or the
+    model/ inside one; a model directory copied elsewhere is taken as it is.
+    """
+    path = path.rstrip("/") or path
+    if FileSystems.exists(FileSystems.join(path, "model", "saved_model.pb")):
+        fit_output, model_dir = path, FileSystems.join(path, "model")
+    elif FileSystems.exists(FileSystems.join(path, "saved_model.pb")):
+        fit_output, model_dir = posixpath.dirname(path), path
+        if not FileSystems.exists(FileSystems.join(fit_output, "metrics.json")):
+            fit_output = None  # a model copied out of its fit's output
+    else:
+        raise UserInputError(f"--model {path}: no SavedModel there nor in {path}/model "
+                             f"(pass a fit output directory)")
+    if fit_output is not None and not FileSystems.exists(FileSystems.join(fit_output, MARKER)):
+        raise UserInputError(f"--model {path}: {fit_output} has no {MARKER} marker: the fit "
+                             f"that wrote it did not finish (or is still running)")
+    if not FileSystems.exists(FileSystems.join(model_dir, "variables", "variables.index")):
+        raise UserInputError(f"--model {path}: the SavedModel in {model_dir} has no "
+                             f"variables/ (an incomplete copy?)")
+    return model_dir
+
+
+def _describe(model_dir: str):
+    try:
+        return describe_model(model_dir)
+    except Exception as e:  # noqa: BLE001 -- any load failure is the model's, named below
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"--model {model_dir} cannot be loaded as a shardmeans "
+                             f"model: {first}") from None
 
 
 def score_spec(options) -> ScoreSpec:
@@ -43,28 +70,32 @@ def score_spec(options) -> ScoreSpec:
     for flag, value in (("--model", model), ("--input", inp.input), ("--output", out.output)):
         if value is None:
             raise UserInputError(f"{flag} is required")
-    model_dir = _model_dir(model)
-    features, merged = describe_model(model_dir)
-    layout = input_layout(inp.input, inp.format, inp.id_column)
+    model_dir = _model_dir(absolute_path(model))
+    features, merged = _describe(model_dir)
+    layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     return ScoreSpec(absolute_path(inp.input), layout.format, features, layout.passthrough,
                      inp.on_invalid,
                      absolute_path(model_dir), absolute_path(out.output), km.batch_size, merged)
 
 
-def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec) -> None:
-    """Add the score job to `pipeline` (runs nothing): read and validate, assign, write."""
+def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutput) -> None:
+    """Add the score job to `pipeline` (runs nothing): read and validate, assign, write under
+    the run's stage, publish to `spec.output` once all are written."""
     rows = pipeline | "Read" >> ReadValidRows(spec.input, spec.format, spec.features,
                                               spec.passthrough, spec.on_invalid, spec.batch_size)
-    _ = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(spec.output)
-    _ = (rows["valid"]
-         | "AssignClusters" >> AssignClusters(spec.model_dir)
-         | "WriteAssignments" >> outputs.WriteAssignments(spec.output, spec.format, spec.passthrough,
-                                                         merged=spec.merged))
-    _ = rows["counts"] | "WriteMetrics" >> beam.Map(_write_metrics, spec=spec)
+    rejected = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(run.stage)
+    assigned = (rows["valid"]
+                | "AssignClusters" >> AssignClusters(spec.model_dir)
+                | "WriteAssignments" >> outputs.WriteAssignments(run.stage, spec.format,
+                                                                spec.passthrough,
+                                                                merged=spec.merged))
+    results = rows["counts"] | "WriteMetrics" >> beam.Map(_write_metrics, spec=spec, run=run)
+    _ = pipeline | "Publish" >> outputs.Publish(
+        run, rejected=rejected, assignments=assigned, results=results)
 
 
-def _write_metrics(counts: np.ndarray, spec: ScoreSpec) -> None:
-    metrics = {"model": spec.model_dir, "features": spec.features, "rows_read": int(counts[0]),
-               "rows_valid": int(counts[1]), "rows_rejected": int(counts[2])}
-    with FileSystems.create(FileSystems.join(spec.output, "metrics.json")) as f:
-        f.write(json.dumps(metrics, indent=2).encode("utf-8"))
+def _write_metrics(counts: np.ndarray, spec: ScoreSpec, run: RunOutput) -> dict:
+    metrics = {"run_id": run.run_id, "model": spec.model_dir, "features": spec.features,
+               **outputs.counts_metrics(counts)}
+    outputs.write_json(FileSystems.join(run.stage, "metrics.json"), metrics)
+    return metrics

@@ -1,8 +1,10 @@
 """Row validation: which rows of a chunk are clustered, and why the others are not.
 
-A row is valid when every selected feature holds exactly one finite number.
-Everything else is a rejection with a reason that names the column; nothing is
-dropped silently: read == valid + rejected for every chunk.
+A row is valid when every selected feature holds exactly one finite number and
+every passthrough column's value has (or casts to) the column's type; a
+passthrough column the file lacks is null. Everything else is a rejection with
+a reason that names the column; nothing is dropped silently: read == valid +
+rejected for every chunk.
 """
 import json
 import math
@@ -12,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.readers import Chunk
+from pipeline.readers import Chunk, parse_numbers
 from transforms.shards import matrix_to_features
 
 
@@ -53,11 +55,12 @@ def _as_float(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         text = pc.utf8_trim_whitespace(col)
         empty = pc.fill_null(pc.equal(text, ""), False).to_numpy(zero_copy_only=False)
         if empty.any():  # (else a copy of the column that changes nothing)
-            text = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
-        try:
-            values = pc.cast(text, pa.float64())
-        except pa.ArrowInvalid:  # some value is not a number: find which, in Python
-            values, non_numeric = _parse_in_python(text)
+            text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+        values, not_a_number = parse_numbers(text)
+        if not_a_number.any():
+            non_numeric = np.full(n, None, dtype=object)
+            rows = np.flatnonzero(not_a_number)
+            non_numeric[rows] = text.take(pa.array(rows)).to_pylist()
     elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type):
         values = pc.cast(col, pa.float64())
     else:
@@ -72,17 +75,102 @@ def _as_float(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
                             None if non_numeric is None else non_numeric[bad])
 
 
-def _parse_in_python(text: pa.Array) -> Tuple[pa.Array, np.ndarray]:
-    """(float64 [n], null where unparsed; object [n]: the text that is not a number, else None)."""
-    parsed = []
-    non_numeric = np.full(len(text), None, dtype=object)
-    for i, v in enumerate(text.to_pylist()):
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return any(is_kind(kind) for is_kind in (pa.types.is_string, pa.types.is_large_string,
+                                             pa.types.is_binary, pa.types.is_large_binary))
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+_NONE = (np.zeros(0, np.int64), np.zeros(0, dtype=object))
+
+
+def conform(col: pa.Array, target: pa.DataType) -> Tuple[pa.Array, np.ndarray, np.ndarray]:
+    """A passthrough column as the input layout's type.
+
+    Returns (values [n] of type `target`, null in the rows that do not fit;
+    bad int64 [k] those rows, ascending; reasons object [k]: a str for each).
+
+    The files of one input differ: int32 here where the layout says int64
+    (widened), ints where it says float64 (converted, precision loss accepted),
+    a tf.Example feature with several values in some rows of a column the
+    layout says is scalar (such a row is rejected, a row without a value is
+    null), bytes where the layout expects numbers or the other way round
+    (rejected: a value's kind is not converted).
+    """
+    if col.type == target:
+        return (col, *_NONE)
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    many = _NONE
+    if _is_list(col.type) and not _is_list(target):
+        lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(lengths > 1)
+        many = (rows, np.array([f"{lengths[i]} values where one is expected" for i in rows],
+                               dtype=object))
+        starts = col.offsets.to_numpy()[:-1]
+        col = pc.take(col.values, pa.array(starts, mask=lengths != 1))
+    elif _is_list(target) and not _is_list(col.type) and not pa.types.is_null(col.type):
+        # A tf.Example feature read as scalars (no row of this chunk has several values).
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int64)
+        col = pa.LargeListArray.from_arrays(pa.array(offsets), col.filter(pa.array(valid)),
+                                            mask=pa.array(~valid))
+    values, bad, why = _cast(col, target)
+    if many[0].size:
+        order = np.argsort(np.concatenate([many[0], bad]), kind="stable")
+        bad, why = np.concatenate([many[0], bad])[order], np.concatenate([many[1], why])[order]
+    return values, bad, why
+
+
+def _cast(col: pa.Array, target: pa.DataType) -> Tuple[pa.Array, np.ndarray, np.ndarray]:
+    """`col` cast to `target`: (values, rows that do not fit, their reasons), as conform."""
+    if col.type == target:
+        return (col, *_NONE)
+    source_item = col.type.value_type if _is_list(col.type) else col.type
+    target_item = target.value_type if _is_list(target) else target
+    mismatch = ((_is_text(source_item) and _is_number(target_item))
+                or (_is_number(source_item) and _is_text(target_item)))
+    if mismatch:  # (Arrow would parse text as numbers, or print numbers as text)
+        return _none_fit(col, target)
+    # Numbers into floats may round (int64 -> float64, float64 -> float32): accepted, as
+    # the layout made the column float because its files hold both.
+    safe = not (_is_number(source_item) and pa.types.is_floating(target_item))
+    try:
+        return (pc.cast(col, target, safe=safe), *_NONE)
+    except pa.ArrowNotImplementedError:
+        return _none_fit(col, target)
+    except pa.ArrowInvalid:
+        pass
+    parts, bad, why = [], [], []  # some values do not fit: which, one at a time
+    for i in range(len(col)):
         try:
-            parsed.append(None if v is None else float(v))
-        except ValueError:
-            parsed.append(None)
-            non_numeric[i] = v
-    return pa.array(parsed, pa.float64()), non_numeric
+            parts.append(pc.cast(col.slice(i, 1), target, safe=safe))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            parts.append(pa.nulls(1, target))
+            bad.append(i)
+            why.append(f"value does not fit type {target}: {str(e).strip().splitlines()[0]}")
+    return pa.concat_arrays(parts), np.array(bad, np.int64), np.array(why, dtype=object)
+
+
+def _none_fit(col: pa.Array, target: pa.DataType) -> Tuple[pa.Array, np.ndarray, np.ndarray]:
+    """No value of `col` can be a `target`: every row holding one is rejected."""
+    bad = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
+    return (pa.nulls(len(col), target), bad,
+            np.full(bad.size, f"a value of type {col.type} where {target} is expected",
+                    dtype=object))
+
+
+def file_rejection(path: str, reason: str) -> str:
+    """The rejected output's record of a whole file that cannot be read (a JSON line)."""
+    return json.dumps({"file": path, "row": None, "column": None,
+                       "reason": f"cannot read file: {reason}"})
 
 
 def _reasons(x, missing, lengths, empty, non_numeric) -> np.ndarray:
@@ -128,12 +216,14 @@ def _json_safe(value):
 
 def check_chunk(chunk: Chunk, features: List[str], passthrough: pa.Schema,
                 features_column: str) -> Checked:
-    """Validate `chunk` for `features`; carry the `passthrough` columns (cast to their types)."""
+    """Validate `chunk` for `features`; carry the `passthrough` columns, conformed to their
+    types (`conform`), null where the chunk's file lacks them."""
     batch, n = chunk.batch, chunk.batch.num_rows
     names = batch.schema.names
     x = np.empty((n, len(features)))
     # Each rejected row's reason and column: the first feature (in `features`
-    # order) with a problem, else the first missing passthrough column.
+    # order) with a problem, else the first passthrough column whose value does
+    # not fit its type.
     is_rejected = np.zeros(n, dtype=bool)
     reason = np.full(n, None, dtype=object)
     column = np.full(n, None, dtype=object)
@@ -149,11 +239,13 @@ def check_chunk(chunk: Chunk, features: List[str], passthrough: pa.Schema,
     passthrough_columns = []
     for field in passthrough:
         if field.name in names:
-            passthrough_columns.append(batch.column(field.name).cast(field.type))
-        else:
-            reason[~is_rejected], column[~is_rejected] = "the file has no such column", field.name
-            is_rejected[:] = True
-            passthrough_columns.append(pa.nulls(n, field.type))
+            values, bad, why = conform(batch.column(field.name), field.type)
+            first = ~is_rejected[bad]
+            bad = bad[first]
+            reason[bad], column[bad], is_rejected[bad] = why[first], field.name, True
+        else:  # a column other files have: null in this one's rows
+            values = pa.nulls(n, field.type)
+        passthrough_columns.append(values)
 
     bad = np.flatnonzero(is_rejected)
     rejected = [json.dumps({"file": chunk.path, "row": int(r), "column": None, "reason": why,

@@ -1,24 +1,10 @@
-"""The output directory before a run, and how a run ends (executed, or only a template written)."""
+"""Paths as workers see them, and how a run ends (executed, or only a template written).
+
+The output directory's protocol is pipeline.run_output."""
 import os
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions
-
-from transforms.errors import UserInputError
-
-
-def prepare_output(output: str, overwrite: bool) -> None:
-    """Refuse a non-empty `output` unless `overwrite`, in which case empty it first."""
-    try:
-        existing = [m.path for m in FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list]
-    except Exception:  # nothing there yet
-        existing = []
-    if not existing:
-        return
-    if not overwrite:
-        raise UserInputError(f"output directory {output} exists and is not empty; "
-                             f"pass --overwrite to replace its contents")
-    FileSystems.delete(existing)
 
 
 def is_template_run(options) -> bool:

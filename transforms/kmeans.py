@@ -85,6 +85,9 @@ class KMeans(beam.PTransform):
       model:       one element, the model directory, once the SavedModel is written.
       sample:      one init.Sample: the bottom-m rows (raw, float64 [m, D]) the
                    initialisation used; bounded by init_sample_size.
+      done:        one element, the model directory, once everything `KMeans`
+                   writes is written and its work directory is removed (unless
+                   kept): what a step that publishes OUTPUT_DIR waits for.
     OUTPUT_DIR/transform_fn/ and OUTPUT_DIR/model/ are written.
 
     Arguments follow scikit-learn's KMeans where they can: n_clusters, max_iter,
@@ -220,12 +223,14 @@ class KMeans(beam.PTransform):
         model = state | "ExportModel" >> beam.Map(
             _export, model_dir=self.model_dir, transform_dir=self.transform_dir,
             features=self.features, ready=transform_ready)
+        done = model
         if not self.keep_standardized:
             # After the final pass has read every shard (its partials are complete).
-            _ = model | "RemoveWorkDir" >> beam.Map(
+            done = model | "RemoveWorkDir" >> beam.Map(
                 _remove_dir, path=self.work_dir, after=beam.pvalue.AsList(assigned["partials"]))
         return {"state": state, "selection": selection, "final": assigned["partials"],
-                "assignments": assigned["assignments"], "model": model, "sample": sample}
+                "assignments": assigned["assignments"], "model": model, "sample": sample,
+                "done": done}
 
 
 def _check_ks(ks: tuple) -> tuple:
@@ -300,8 +305,10 @@ def _export(state: RoundState, model_dir: str, transform_dir: str, features: Lis
     return model_dir
 
 
-def _remove_dir(unused_element, path: str, after) -> None:
+def _remove_dir(model_dir: str, path: str, after) -> str:
+    """Remove the work directory; return `model_dir` (the fit's last step is done)."""
     del after
     if FileSystems.exists(path):
         FileSystems.delete([path])
         logging.info("removed work directory %s", path)
+    return model_dir

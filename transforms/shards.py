@@ -21,6 +21,7 @@ import collections
 import contextlib
 import functools
 import os
+import posixpath
 import threading
 from typing import Callable, Iterator, Optional, Tuple
 
@@ -169,8 +170,19 @@ def _standardizer_of(metadata: Optional[dict], n_features: int, path: str) -> Ca
     if not metadata or TRANSFORM_DIR_KEY not in metadata:
         raise ValueError(f"{path} is not a shardmeans shard: its schema does not name "
                          f"the transform_fn that standardizes it")
-    return _standardizer(metadata[TRANSFORM_DIR_KEY].decode(), n_features,
+    return _standardizer(_transform_dir(metadata[TRANSFORM_DIR_KEY].decode(), path), n_features,
                          metadata.get(RUN_KEY, b"").decode())
+
+
+def _transform_dir(recorded: str, shard_path: str) -> str:
+    """The transform_fn a shard names, or, once that path is gone, the one beside the work
+    directory that holds the shard (OUTPUT/_work/shards/x.arrow -> OUTPUT/transform_fn):
+    a fit writes under a run directory that is then moved to OUTPUT, or a user moves it."""
+    if FileSystems.exists(recorded):
+        return recorded
+    work_dir = posixpath.dirname(posixpath.dirname(shard_path))
+    beside = FileSystems.join(posixpath.dirname(work_dir), posixpath.basename(recorded))
+    return beside if FileSystems.exists(beside) else recorded
 
 
 @functools.lru_cache(maxsize=4)

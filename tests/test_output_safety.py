@@ -1,0 +1,254 @@
+"""The output protocol: no input deleted, no row duplicated, no half-written output taken
+for a finished one; reruns after killed, failed and concurrent runs."""
+import glob
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pytest
+
+from conftest import ROOT, assignments, fit, metrics, scaled_blobs, write_shards
+from pipeline import run_output
+from pipeline.cli import main
+
+FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
+
+
+@pytest.fixture()
+def csv_input(tmp_path):
+    """300 rows in 3 CSV files under tmp_path/in; returns the glob."""
+    return write_shards(scaled_blobs(300, 3, 2, seed=1), tmp_path / "in", "csv")
+
+
+def _digests(pattern):
+    return {p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+            for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)}
+
+
+def _leftovers(output):
+    """Anything a run leaves beside OUTPUT: its lock, run directories, a replaced tree."""
+    return sorted(glob.glob(str(output) + ".*"))
+
+
+def _marker(output):
+    with open(os.path.join(output, run_output.MARKER)) as f:
+        return json.load(f)
+
+
+def _assert_complete(output):
+    """OUTPUT is one run's: the marker, the metrics and every file agree, the rows once each."""
+    marker, m = _marker(output), metrics(output)
+    assert marker["run_id"] == m["run_id"]
+    listed = {f["path"] for f in marker["files"]}
+    on_disk = {os.path.relpath(os.path.join(d, f), output)
+               for d, _, files in os.walk(output) for f in files} - {run_output.MARKER}
+    assert listed == on_disk
+    ids = assignments(output).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == m["rows_valid"]
+    assert not _leftovers(output)
+
+
+def test_output_overlapping_the_input_is_refused_before_anything_is_deleted(csv_input, tmp_path,
+                                                                          capsys):
+    before = _digests(csv_input)
+    # The input's own directory as the output, with --overwrite: refused, nothing touched.
+    assert fit(tmp_path / "in", "--input", csv_input, *FAST, "--overwrite") == 2
+    assert "overlaps the input" in capsys.readouterr().err
+    # An input reached through a symlink inside the output directory.
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink(tmp_path / "in", out / "data")
+    assert fit(out, "--input", str(out / "data" / "*.csv"), *FAST, "--overwrite") == 2
+    # A pattern that would match the run's own files.
+    assert fit(tmp_path / "in" / "o", "--input", str(tmp_path / "in" / "*"), *FAST) == 2
+    assert "would also match" in capsys.readouterr().err
+    assert _digests(csv_input) == before
+    assert not _leftovers(tmp_path / "in") and not _leftovers(out)
+
+
+def test_an_output_holding_only_directories_is_not_empty(csv_input, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "assignments" / "beam-temp-part-1").mkdir(parents=True)
+    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST, "--overwrite") == 0
+    _assert_complete(out)
+    assert not os.path.exists(out / "assignments" / "beam-temp-part-1")
+    # A file as the output is refused in one line.
+    (tmp_path / "file").write_text("x")
+    assert fit(tmp_path / "file", "--input", csv_input, *FAST) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_two_workers_then_one_with_overwrite_keeps_every_row_once(csv_input, tmp_path):
+    out = tmp_path / "out"
+    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST,
+               "--direct_running_mode=multi_processing", "--direct_num_workers=2") == 0
+    _assert_complete(out)
+    first = _marker(out)["run_id"]
+    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST, "--overwrite") == 0
+    _assert_complete(out)
+    assert _marker(out)["run_id"] != first
+    assert metrics(out)["rows_valid"] == 300
+
+
+def test_a_failed_rerun_leaves_the_previous_output_intact(csv_input, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST) == 0
+    good = _marker(out)
+    before = _digests(str(out / "**" / "*"))
+    # A bad row found while the job runs (not while the graph is built) fails the rerun.
+    with open(tmp_path / "in" / "part-1.csv", "a") as f:
+        f.write("999,1.0,oops,2.0\n")
+    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST, "--overwrite",
+               "--on_invalid", "fail") == 2
+    assert "oops" in capsys.readouterr().err
+    assert _marker(out) == good and _digests(str(out / "**" / "*")) == before
+    assert not _leftovers(out)
+
+
+def _start_fit(output, pattern, *args):
+    return subprocess.Popen([sys.executable, "-m", "pipeline", "fit", "--output", str(output),
+                             "--input", pattern, *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(condition, proc, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_concurrent_and_killed_runs(tmp_path, capsys):
+    """A second run into an output being written is refused; a killed --overwrite rerun leaves
+    the previous output as it was, and the next rerun takes over its lock and files."""
+    pattern = write_shards(scaled_blobs(200_000, 8, 4, seed=2), tmp_path / "in", "parquet")
+    out = tmp_path / "out"
+    assert fit(out, "--input", pattern, "--id_column", "id", *FAST) == 0
+    good = _marker(out)
+    slow = _start_fit(out, pattern, "--id_column", "id", "--k", 8, "--n_init", 1,
+                      "--init_refine_rounds", 0, "--max_rounds", 30, "--tol", 0,
+                      "--cache_mb", 0, "--overwrite")
+    try:
+        lock = str(out) + run_output.LOCK_SUFFIX
+        _wait_for(lambda: os.path.exists(lock), slow)
+        held = json.load(open(lock))
+        assert fit(out, "--input", pattern, "--id_column", "id", *FAST, "--overwrite") == 2
+        err = capsys.readouterr().err
+        assert f"run {held['run_id']}" in err and "is writing to" in err
+        _wait_for(lambda: glob.glob(os.path.join(held["stage"], "_work", "shards", "*.arrow")),
+                  slow)
+    finally:
+        slow.send_signal(signal.SIGKILL)
+        slow.wait()
+    assert _marker(out) == good and os.path.exists(lock) and os.path.isdir(held["stage"])
+    assert main(["fit", "--output", str(out), "--input", pattern, "--id_column", "id", *map(
+        str, FAST), "--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    _assert_complete(out)
+    assert f"run {metrics(out)['run_id']}:" in printed and metrics(out)["rows_valid"] == 200_000
+
+
+def test_score_refuses_an_unfinished_or_incomplete_model(csv_input, tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST) == 0
+
+    def score(model, output):
+        return main(["score", "--model", str(model), "--input", csv_input,
+                     "--output", str(tmp_path / output)])
+
+    # Scoring into the model's own directory would replace the model.
+    assert score(out, "fit") == 2
+    assert "overlaps the input" in capsys.readouterr().err
+    os.rename(out / run_output.MARKER, tmp_path / "marker")
+    for model in (out, out / "model"):
+        assert score(model, "scored") == 2
+        assert "no _SUCCESS marker" in capsys.readouterr().err
+    os.rename(tmp_path / "marker", out / run_output.MARKER)
+    os.rename(out / "model" / "variables", tmp_path / "variables")
+    assert score(out, "scored") == 2
+    assert "has no variables/" in capsys.readouterr().err
+    os.rename(tmp_path / "variables", out / "model" / "variables")
+    assert score(out / "model", "scored") == 0
+    _assert_complete(tmp_path / "scored")
+
+
+def _stage(tmp_path, run, files):
+    for path, text in files.items():
+        full = os.path.join(run.stage, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w") as f:
+            f.write(text)
+
+
+def _tree(directory):
+    return {os.path.relpath(os.path.join(d, f), directory): open(os.path.join(d, f)).read()
+            for d, _, files in os.walk(directory) for f in files}
+
+
+NEW = {"metrics.json": "{}", "assignments/part-00000-of-00001.csv": "id\n1\n",
+       "model/saved_model.pb": "pb"}
+OLD = {"_SUCCESS": json.dumps({"run_id": "old"}), "metrics.json": "old",
+       "assignments/part-00000-of-00002.csv": "id\n1\n", "assignments/part-00001-of-00002.csv": "id\n2\n"}
+
+
+@pytest.mark.parametrize("how", ["rename", "copy"])
+def test_publish_replaces_the_whole_tree_and_finishes_an_interrupted_attempt(tmp_path, how):
+    """Both ways of publishing (rename: local; copy: object stores, run here on local paths)
+    leave exactly the new run's files with its marker, also when an attempt stopped midway."""
+    out = str(tmp_path / "out")
+    for path, text in OLD.items():
+        os.makedirs(os.path.dirname(os.path.join(out, path)), exist_ok=True)
+        with open(os.path.join(out, path), "w") as f:
+            f.write(text)
+    run = run_output.RunOutput(out, "new", "fit", True, True)
+    _stage(tmp_path, run, NEW)
+    manifest = run_output._manifest(run)
+    # An attempt that stopped midway.
+    if how == "rename":
+        os.rename(out, run.replaced)
+    else:
+        os.remove(os.path.join(out, "_SUCCESS"))
+        os.remove(os.path.join(out, "metrics.json"))
+        os.rename(os.path.join(run.stage, "metrics.json"), os.path.join(out, "metrics.json"))
+    for _ in range(2):  # the second time as a retried step would
+        run_output._publish(run, by_rename=how == "rename")
+    tree = _tree(out)
+    assert json.loads(tree.pop("_SUCCESS")) == manifest
+    assert tree == NEW
+    assert {f["path"] for f in manifest["files"]} == set(NEW)
+    assert not _leftovers(out)
+
+
+def test_publish_without_overwrite_never_replaces_an_output_filled_meanwhile(tmp_path):
+    out = str(tmp_path / "out")
+    run = run_output.begin(out, "fit", overwrite=False, inputs=[])
+    _stage(tmp_path, run, NEW)
+    os.makedirs(out)
+    with open(os.path.join(out, "theirs.txt"), "w") as f:
+        f.write("x")
+    with pytest.raises(Exception, match="filled by something else"):
+        run_output.publish(None, run=run)
+    staged = _tree(run.stage)
+    assert _tree(out) == {"theirs.txt": "x"} and json.loads(staged.pop("_SUCCESS"))["run_id"] == run.run_id
+    assert staged == NEW
+    assert run_output.abort(run) is None
+    assert not _leftovers(out)
+
+
+def test_kept_shards_are_read_after_the_output_is_published(tmp_path):
+    out = tmp_path / "out"
+    pattern = write_shards(pa.table({"id": list(range(40)), "x": [float(i % 7) for i in range(40)]}),
+                           tmp_path / "in", "parquet", shards=2)
+    assert fit(out, "--input", pattern, "--id_column", "id", *FAST, "--keep_standardized") == 0
+    from transforms.shards import iter_standardized
+
+    paths = glob.glob(str(out / "_work" / "shards" / "*.arrow"))
+    assert paths and sum(len(z) for p in paths for _, z in iter_standardized(p, 1, 100)) == 40
