@@ -60,7 +60,7 @@ def _run_job(command: str, argv: List[str]) -> int:
     import apache_beam as beam
 
     from pipeline import fit, run_output, score, workdir
-    from pipeline.readers import match_input
+    from pipeline.files import match_input
     from transforms.kmeans_step import resolve_devices
 
     options = ViewCachingOptions(argv)

@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 from pipeline import outputs
 from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions
-from pipeline.readers import input_layout
+from pipeline.layout import input_layout
 from pipeline.run_output import RunOutput
 from pipeline.workdir import absolute_path
 from transforms.errors import UserInputError
@@ -96,13 +96,13 @@ def fit_spec(options) -> FitSpec:
 def _features(requested, schema, numeric, id_column, path) -> List[str]:
     """The features to cluster on: `requested` (the --features text), else every column of
     `numeric` but `id_column`. `schema` holds the columns of all input files
-    (readers.input_layout), `path` names the input in messages.
+    (layout.input_layout), `path` names the input in messages.
 
     A column named explicitly may also be a list of numbers (a tf.Example feature
     with several values in some rows, a Parquet list): its rows with exactly one
     value are clustered, the others rejected. Such a column is never a default.
     """
-    from pipeline.readers import column_conflict
+    from pipeline.layout import column_conflict
 
     if requested is None:
         features = [n for n in numeric if n != id_column]

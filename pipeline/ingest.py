@@ -5,7 +5,8 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipeline.readers import FileUnreadable, match_input, read_chunks
+from pipeline.files import FileUnreadable, match_input
+from pipeline.readers import read_chunks
 from pipeline.validation import check_chunk, file_rejection
 from transforms.errors import UserInputError
 from transforms.shards import FEATURES_COLUMN
@@ -48,12 +49,6 @@ class _ReadAndValidateFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(self.COUNTS, counts)
 
 
-def _match(pattern: str) -> List[str]:
-    """The files matching `pattern` when the job runs, those that cannot be stat'ed included
-    (readers.match_input): each reaches the reading DoFn, which reports what it cannot read."""
-    return match_input(pattern)
-
-
 class ReadValidRows(beam.PTransform):
     """A file pattern -> {'valid', 'rejected', 'counts'}.
 
@@ -78,7 +73,7 @@ class ReadValidRows(beam.PTransform):
             # (dangling links); matching nothing here (a worker that does not see
             # the files) is an error, not an empty input.
             | "Pattern" >> beam.Create([self._pattern])
-            | "MatchFiles" >> beam.FlatMap(_match)
+            | "MatchFiles" >> beam.FlatMap(match_input)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadAndValidate" >> beam.ParDo(self._fn).with_outputs(
                 _ReadAndValidateFn.REJECTED, _ReadAndValidateFn.COUNTS, main="valid"))

@@ -10,7 +10,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import outputs
 from pipeline.ingest import ReadValidRows
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
-from pipeline.readers import input_layout
+from pipeline.layout import input_layout
 from pipeline.run_output import MARKER, RunOutput
 from pipeline.workdir import absolute_path
 from transforms.assign import AssignClusters, describe_model

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.readers import Chunk, parse_numbers
+from pipeline.readers import Chunk, is_list, parse_numbers
 from transforms.shards import matrix_to_features
 
 
@@ -75,10 +75,6 @@ def _as_float(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
                             None if non_numeric is None else non_numeric[bad])
 
 
-def _is_list(kind: pa.DataType) -> bool:
-    return pa.types.is_list(kind) or pa.types.is_large_list(kind)
-
-
 def _is_text(kind: pa.DataType) -> bool:
     return any(is_kind(kind) for is_kind in (pa.types.is_string, pa.types.is_large_string,
                                              pa.types.is_binary, pa.types.is_large_binary))
@@ -109,14 +105,14 @@ def conform(col: pa.Array, target: pa.DataType) -> Tuple[pa.Array, np.ndarray, n
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     many = _NONE
-    if _is_list(col.type) and not _is_list(target):
+    if is_list(col.type) and not is_list(target):
         lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(lengths > 1)
         many = (rows, np.array([f"{lengths[i]} values where one is expected" for i in rows],
                                dtype=object))
         starts = col.offsets.to_numpy()[:-1]
         col = pc.take(col.values, pa.array(starts, mask=lengths != 1))
-    elif _is_list(target) and not _is_list(col.type) and not pa.types.is_null(col.type):
+    elif is_list(target) and not is_list(col.type) and not pa.types.is_null(col.type):
         # A tf.Example feature read as scalars (no row of this chunk has several values).
         valid = col.is_valid().to_numpy(zero_copy_only=False)
         offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int64)
@@ -133,8 +129,8 @@ def _cast(col: pa.Array, target: pa.DataType) -> Tuple[pa.Array, np.ndarray, np.
     """`col` cast to `target`: (values, rows that do not fit, their reasons), as conform."""
     if col.type == target:
         return (col, *_NONE)
-    source_item = col.type.value_type if _is_list(col.type) else col.type
-    target_item = target.value_type if _is_list(target) else target
+    source_item = col.type.value_type if is_list(col.type) else col.type
+    target_item = target.value_type if is_list(target) else target
     mismatch = ((_is_text(source_item) and _is_number(target_item))
                 or (_is_number(source_item) and _is_text(target_item)))
     if mismatch:  # (Arrow would parse text as numbers, or print numbers as text)

@@ -8,6 +8,8 @@ import bz2
 import gzip
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -15,12 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assignments, fit, metrics, rejected
-from pipeline import readers
+from conftest import ROOT, assignments, fit, metrics, rejected
+from pipeline import files, readers
 from pipeline.fit import _features
 from pipeline.ingest import FILES_REJECTED, ReadValidRows, _ReadAndValidateFn
-from pipeline.readers import (FileUnreadable, input_layout, match_input, parse_numbers,
-                              read_chunks, unify_types)
+from pipeline.files import FileUnreadable, match_input
+from pipeline.layout import InputLayout, input_layout, unify_types
+from pipeline.readers import parse_numbers, read_chunks
 from pipeline.validation import check_chunk, conform
 from transforms.errors import UserInputError
 
@@ -233,7 +236,7 @@ def test_bom_is_stripped_and_duplicate_header_is_an_error(tmp_path):
 def test_compressed_csv_reads_like_plain_csv(tmp_path, suffix, compress):
     path = tmp_path / f"data.csv{suffix}"
     path.write_bytes(compress("\ufeffid,x\n1,1.5\n2,2,9\n3,3.5\n".encode("utf-8")))
-    assert readers.format_from_path(str(path)) == "csv"
+    assert files.format_from_path(str(path)) == "csv"
     (chunk,) = _chunks(path, "csv")
     assert chunk.batch.to_pylist() == [{"id": "1", "x": "1.5"}, {"id": "3", "x": "3.5"}]
     assert chunk.rows.tolist() == [1, 3]
@@ -316,7 +319,7 @@ def test_tfrecord_passthrough_scalar_in_layout_with_lists_later(tmp_path):
     records = [_example(x=[float(i)], tag=[i]) for i in range(5)]
     records += [_example(x=[9.0], tag=[1, 2]), _example(x=[8.0], tag=[])]
     _write_tfrecord(path, records)
-    layout = readers.InputLayout(str(path), "tfrecord", None, ["x", "tag"],
+    layout = InputLayout(str(path), "tfrecord", None, ["x", "tag"],
                                  pa.schema([("x", pa.float32()), ("tag", pa.int64())]))
     valid, rejects = _check_all(path, "tfrecord", ["x"], layout)
     assert [r["tag"] for r in valid] == [0, 1, 2, 3, 4, None]
@@ -379,13 +382,27 @@ def test_read_fn_rejects_an_unreadable_file_whole_or_fails(tmp_path):
         list(fn.process(path))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file without read permission")
-def test_file_without_read_permission_is_unreadable(tmp_path):
-    path = tmp_path / "a.csv"
-    path.write_text("a\n1\n")
-    path.chmod(0)
-    with pytest.raises(FileUnreadable, match="PermissionError"):
-        _chunks(path, "csv")
+def test_file_without_read_permission_is_rejected_whole(tmp_path):
+    """A fit whose process may not read one input file: that file is one rejected record.
+
+    Root reads any file: the fit runs without the capabilities that let it
+    (setpriv drops them), as an ordinary user would."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.csv").write_text("id,x\n1,1.0\n2,2.0\n3,9.0\n")
+    (d / "b.csv").write_text("id,x\n4,1.0\n")
+    (d / "b.csv").chmod(0)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline", "fit", "--input", str(d / "*.csv"),
+               "--output", str(out), "--id_column", "id", *map(str, FAST)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] + command
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    m = metrics(out)
+    assert (m["rows_read"], m["rows_valid"], m["files_rejected"]) == (3, 3, 1)
+    (record,) = rejected(out)
+    assert record["file"] == str(d / "b.csv") and "PermissionError" in record["reason"]
 
 
 def test_read_valid_rows_counts_files_rejected(with_dangling_link):
