@@ -28,9 +28,11 @@ offer no create-if-absent on object stores, so there the lock is written and
 read back: two runs started within the same moment can both pass it.
 """
 import datetime
+import errno
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
 import socket
@@ -106,7 +108,14 @@ def begin(output: str, command: str, overwrite: bool, inputs: Iterable[str],
     run = RunOutput(output, new_run_id(), command, overwrite, in_process)
     if input_pattern is not None:
         _check_pattern(input_pattern, run)
-    _take_lock(run)
+    try:
+        _take_lock(run)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # The lock is the run's first write: name the directory, not the lock's file.
+        raise UserInputError(f"--output {output}: cannot write in "
+                             f"{posixpath.dirname(run.lock)}: {e.strerror}") from None
     try:
         if not overwrite and _entries(output):
             raise UserInputError(f"output directory {output} exists and is not empty; pass "

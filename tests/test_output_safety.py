@@ -131,13 +131,23 @@ def test_concurrent_and_killed_runs(tmp_path, capsys):
     the previous output as it was, and the next rerun takes over its lock and files."""
     pattern = write_shards(scaled_blobs(200_000, 8, 4, seed=2), tmp_path / "in", "parquet")
     out = tmp_path / "out"
-    assert fit(out, "--input", pattern, "--id_column", "id", *FAST) == 0
-    good = _marker(out)
-    slow = _start_fit(out, pattern, "--id_column", "id", "--k", 8, "--n_init", 1,
-                      "--init_refine_rounds", 0, "--max_rounds", 30, "--tol", 0,
-                      "--cache_mb", 0, "--overwrite")
+    lock = str(out) + run_output.LOCK_SUFFIX
+    slow_flags = ("--id_column", "id", "--k", 8, "--n_init", 1, "--init_refine_rounds", 0,
+                  "--max_rounds", 30, "--tol", 0, "--cache_mb", 0)
+    # A first run killed while it writes: the rerun needs no --overwrite.
+    slow = _start_fit(out, pattern, *slow_flags)
     try:
-        lock = str(out) + run_output.LOCK_SUFFIX
+        _wait_for(lambda: glob.glob(str(out) + ".incomplete-*/_work/shards/*.arrow"), slow)
+    finally:
+        slow.send_signal(signal.SIGKILL)
+        slow.wait()
+    assert not os.path.exists(out) and os.path.exists(lock)
+    assert fit(out, "--input", pattern, "--id_column", "id", *FAST) == 0
+    _assert_complete(out)
+    good = _marker(out)
+    # A run into the output while an --overwrite rerun writes it; then that rerun killed.
+    slow = _start_fit(out, pattern, *slow_flags, "--overwrite")
+    try:
         _wait_for(lambda: os.path.exists(lock), slow)
         held = json.load(open(lock))
         assert fit(out, "--input", pattern, "--id_column", "id", *FAST, "--overwrite") == 2
@@ -252,3 +262,19 @@ def test_kept_shards_are_read_after_the_output_is_published(tmp_path):
 
     paths = glob.glob(str(out / "_work" / "shards" / "*.arrow"))
     assert paths and sum(len(z) for p in paths for _, z in iter_standardized(p, 1, 100)) == 40
+
+
+def test_an_output_where_the_run_may_not_write_is_one_line(csv_input, tmp_path):
+    """Root writes anywhere: the fit runs without the capabilities that let it (setpriv)."""
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    parent.chmod(0o555)
+    command = [sys.executable, "-m", "pipeline", "fit", "--input", csv_input,
+               "--output", str(parent / "out"), *map(str, FAST)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] + command
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("shardmeans")]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert f"cannot write in {parent}: Permission denied" in lines[0]
+    assert "Traceback" not in proc.stderr
