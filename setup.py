@@ -1,4 +1,4 @@
-"""The shardmeans distribution: packages `pipeline` and `transforms`.
+"""The shardmeans distribution: packages `pipeline` and `transforms` (and their sub-packages).
 
 This file is also what Dataflow's `--setup_file` ships to the workers, so the
 pins below are the versions every worker runs.
@@ -15,10 +15,11 @@ setuptools.setup(
     name="shardmeans",
     version="0.1.0",
     description="K-Means for data too large for one machine: Apache Beam, tf.Transform, TensorFlow.",
-    packages=["pipeline", "transforms"],
+    # pipeline and transforms, with every sub-package (transforms.core, .step, .beam, ...).
+    packages=setuptools.find_packages(include=["pipeline*", "transforms*"]),
     # The fused step's op is compiled from source on the machine that runs it
-    # (transforms/native_op.py), so the source ships, not a binary.
-    package_data={"transforms": ["nearest_centroids.cc"]},
+    # (transforms/step/native/build.py), so the source ships, not a binary.
+    package_data={"transforms.step.native": ["nearest_centroids.cc"]},
     python_requires=">=3.10",
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",

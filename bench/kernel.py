@@ -3,7 +3,7 @@
 Usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/kernel.py [--rows 1000000]
        [--features 32] [--k 64] [--batch_size 65536] [--repeats 5]
 
-The step: transforms.kmeans_step.KMeansStep over the array as a round calls it
+The step: transforms.step.step.KMeansStep over the array as a round calls it
 on a cached shard: calls of `KMeansStep.rows_per_call` rows, no per-row
 results (nearest centroids, float64 sums, counts, inertia, the far rows); the
 mean of 10 passes. scikit-learn: the cost of
@@ -33,7 +33,8 @@ def main():
     import threadpoolctl
     from sklearn.cluster import KMeans
 
-    from transforms.kmeans_step import KMeansStep, aligned_empty
+    from transforms.step.buffers import aligned_empty
+    from transforms.step.step import KMeansStep
 
     rng = np.random.default_rng(0)
     # Aligned as the pipeline's shard cache is, so the step reads it in place.
@@ -44,7 +45,7 @@ def main():
     print("step:", "fused op" if step.native else "TensorFlow ops (XLA)")
     print("BLAS:", [(i["internal_api"], i.get("architecture")) for i in threadpoolctl.threadpool_info()])
 
-    # Calls as a round makes them on a cached shard (transforms/rounds.py): as
+    # Calls as a round makes them on a cached shard (transforms/beam/rounds.py): as
     # many rows as the step takes, and no per-row labels or distances (a round
     # needs the sums, counts, inertia and far rows).
     rows = step.rows_per_call(args.batch_size, [c])

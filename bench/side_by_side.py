@@ -63,7 +63,8 @@ def blas_info():
 def step_kind():
     """Which K-Means step the fit's workers run; builds the fused op first if it must
     be, so no timed run pays for compiling it."""
-    code = ("import logging; logging.disable(logging.WARNING); from transforms import native_op; "
+    code = ("import logging; logging.disable(logging.WARNING); "
+            "from transforms.step.native import build as native_op; "
             "print('fused op' if native_op.load() else 'TensorFlow ops (the op did not build)')")
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
                           text=True).stdout.strip()

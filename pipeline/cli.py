@@ -59,9 +59,10 @@ def _run_job(command: str, argv: List[str]) -> int:
         return 0
     import apache_beam as beam
 
-    from pipeline import fit, run_output, score, workdir
-    from pipeline.files import match_input
-    from transforms.kmeans_step import resolve_devices
+    from pipeline import fit, score, workdir
+    from pipeline.io.files import match_input
+    from pipeline.outputs import run_output
+    from transforms.step.devices import resolve_devices
 
     options = ViewCachingOptions(argv)
     runner = None

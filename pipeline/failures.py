@@ -3,7 +3,7 @@
 The command prints `user_message(error)` alone (no traceback) and exits with
 status 2 when it is not None:
 
-- a user error: bad input or options (transforms.errors.UserInputError), a
+- a user error: bad input or options (transforms.core.errors.UserInputError), a
   flag the command cannot take (pipeline.flags.FlagError);
 - a full disk (ENOSPC, or EDQUOT: a quota is full), named with the path where
   it happened when the error carries it;
@@ -26,7 +26,7 @@ the FnApiRunner; tests/test_cli_errors.py builds each):
 - From an SDK worker in another process (--direct_running_mode=multi_processing,
   a portable runner, Flink, Dataflow): a RuntimeError whose message is the
   worker's formatted traceback, with lines such as
-  "transforms.errors.UserInputError: MESSAGE" and, after "During handling of
+  "transforms.core.errors.UserInputError: MESSAGE" and, after "During handling of
   the above exception", the annotated one; a portable job's error is prefixed
   with "Pipeline JOB failed in state FAILED: Error running pipeline." The stage
   annotation is then mid-string, followed by more lines.
@@ -122,7 +122,7 @@ def _from_exception(exc: BaseException, output: Optional[str]) -> Optional[str]:
 def _is_user_input_error(exc: BaseException) -> bool:
     # Only look once the module is loaded: if it is not, no UserInputError was
     # raised in this process, and importing it would import TensorFlow (seconds).
-    errors = sys.modules.get("transforms.errors")
+    errors = sys.modules.get("transforms.core.errors")
     return errors is not None and isinstance(exc, errors.UserInputError)
 
 

@@ -7,15 +7,15 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
-from pipeline import outputs
-from pipeline.ingest import ReadValidRows
+from pipeline.io.ingest import ReadValidRows
+from pipeline.io.layout import input_layout
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions
-from pipeline.layout import input_layout
-from pipeline.run_output import RunOutput
+from pipeline.outputs import writers
+from pipeline.outputs.run_output import RunOutput
 from pipeline.workdir import absolute_path
-from transforms.errors import UserInputError
-from transforms.init import INIT_METHODS
-from transforms.kmeans import KMeans, resolve_n_init
+from transforms.beam.kmeans import KMeans, resolve_n_init
+from transforms.core.errors import UserInputError
+from transforms.core.seeding import INIT_METHODS
 
 
 class FitSpec(NamedTuple):
@@ -96,13 +96,13 @@ def fit_spec(options) -> FitSpec:
 def _features(requested, schema, numeric, id_column, path) -> List[str]:
     """The features to cluster on: `requested` (the --features text), else every column of
     `numeric` but `id_column`. `schema` holds the columns of all input files
-    (layout.input_layout), `path` names the input in messages.
+    (io.layout.input_layout), `path` names the input in messages.
 
     A column named explicitly may also be a list of numbers (a tf.Example feature
     with several values in some rows, a Parquet list): its rows with exactly one
     value are clustered, the others rejected. Such a column is never a default.
     """
-    from pipeline.layout import column_conflict
+    from pipeline.io.layout import column_conflict
 
     if requested is None:
         features = [n for n in numeric if n != id_column]
@@ -183,7 +183,7 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
     rows = pipeline | "Read" >> ReadValidRows(spec.input, spec.format, spec.features,
                                               spec.passthrough, spec.on_invalid,
                                               spec.batch_size)
-    rejected = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(run.stage)
+    rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     fitted = rows["valid"] | "KMeans" >> KMeans(
         spec.ks, spec.features, run.stage, max_iter=spec.max_rounds, tol=spec.tol,
         n_init=spec.n_init, init_seed=spec.init_seed, restarts_on=spec.restarts_on,
@@ -194,12 +194,12 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         batch_size=spec.batch_size, cache_mb=spec.cache_mb, devices=spec.devices,
         passthrough=spec.passthrough, work_dir=work_dir(spec, run),
         keep_standardized=spec.keep_standardized, merge_to=spec.merge_to)
-    assigned = fitted["assignments"] | "WriteAssignments" >> outputs.WriteAssignments(
+    assigned = fitted["assignments"] | "WriteAssignments" >> writers.WriteAssignments(
         run.stage, spec.format, spec.passthrough, merged=spec.merge_to is not None)
     results = fitted["state"] | "WriteResults" >> beam.Map(
-        outputs.write_results, selection=beam.pvalue.AsSingleton(fitted["selection"]),
+        writers.write_results, selection=beam.pvalue.AsSingleton(fitted["selection"]),
         partials=beam.pvalue.AsSingleton(fitted["final"]),
         counts=beam.pvalue.AsSingleton(rows["counts"]),
         sample=beam.pvalue.AsSingleton(fitted["sample"]), spec=spec, run=run)
-    _ = pipeline | "Publish" >> outputs.Publish(
+    _ = pipeline | "Publish" >> writers.Publish(
         run, rejected=rejected, assignments=assigned, results=results, fitted=fitted["done"])

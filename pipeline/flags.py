@@ -27,7 +27,7 @@ from typing import Iterable, List, Optional, Sequence
 class FlagError(ValueError):
     """A flag the command cannot take: printed alone as the command's error line, exit 2.
 
-    A user error like transforms.errors.UserInputError, but a class of its own:
+    A user error like transforms.core.errors.UserInputError, but a class of its own:
     importing that one imports the `transforms` package, TensorFlow and
     tf.Transform with it (seconds), which `generate` never needs.
     """

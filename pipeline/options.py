@@ -103,7 +103,8 @@ class OutputOptions(PipelineOptions):
                             help="replace the contents of a non-empty output directory")
         parser.add_argument("--keep_standardized", action="store_true",
                             help="keep the shards (OUTPUT/_work/shards/): the valid rows as read, "
-                                 "which transform_fn/ standardizes (transforms.shards.iter_standardized)")
+                                 "which transform_fn/ standardizes "
+                                 "(transforms.beam.shards.iter_standardized)")
 
 
 class ScoreOptions(PipelineOptions):

@@ -7,14 +7,14 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import outputs
-from pipeline.ingest import ReadValidRows
+from pipeline.io.ingest import ReadValidRows
+from pipeline.io.layout import input_layout
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
-from pipeline.layout import input_layout
-from pipeline.run_output import MARKER, RunOutput
+from pipeline.outputs import writers
+from pipeline.outputs.run_output import MARKER, RunOutput
 from pipeline.workdir import absolute_path
-from transforms.assign import AssignClusters, describe_model
-from transforms.errors import UserInputError
+from transforms.beam.assign import AssignClusters, describe_model
+from transforms.core.errors import UserInputError
 
 
 class ScoreSpec(NamedTuple):
@@ -83,19 +83,19 @@ def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutpu
     the run's stage, publish to `spec.output` once all are written."""
     rows = pipeline | "Read" >> ReadValidRows(spec.input, spec.format, spec.features,
                                               spec.passthrough, spec.on_invalid, spec.batch_size)
-    rejected = rows["rejected"] | "WriteRejected" >> outputs.WriteRejected(run.stage)
+    rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     assigned = (rows["valid"]
                 | "AssignClusters" >> AssignClusters(spec.model_dir)
-                | "WriteAssignments" >> outputs.WriteAssignments(run.stage, spec.format,
+                | "WriteAssignments" >> writers.WriteAssignments(run.stage, spec.format,
                                                                 spec.passthrough,
                                                                 merged=spec.merged))
     results = rows["counts"] | "WriteMetrics" >> beam.Map(_write_metrics, spec=spec, run=run)
-    _ = pipeline | "Publish" >> outputs.Publish(
+    _ = pipeline | "Publish" >> writers.Publish(
         run, rejected=rejected, assignments=assigned, results=results)
 
 
 def _write_metrics(counts: np.ndarray, spec: ScoreSpec, run: RunOutput) -> dict:
     metrics = {"run_id": run.run_id, "model": spec.model_dir, "features": spec.features,
-               **outputs.counts_metrics(counts)}
-    outputs.write_json(FileSystems.join(run.stage, "metrics.json"), metrics)
+               **writers.counts_metrics(counts)}
+    writers.write_json(FileSystems.join(run.stage, "metrics.json"), metrics)
     return metrics

@@ -28,7 +28,7 @@ from pipeline import cli, flags, generate
 from pipeline.cli import main
 from pipeline.failures import user_message, was_interrupted, without_stage
 from pipeline.options import KMeansOptions
-from transforms.errors import UserInputError
+from transforms.core.errors import UserInputError
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 STAGE = "KMeans/Lloyd/Round003/PartialSums"
@@ -404,7 +404,8 @@ def test_stage_names_are_trimmed_wherever_they_are():
     assert without_stage("bad [while running 'A/B (x)'] more") == "bad more"
     assert without_stage("bad [while running 'A'] [while running 'B']") == "bad"
     assert without_stage("column 'x' [0, 9]: bad") == "column 'x' [0, 9]: bad"
-    text = f"boom\ntransforms.errors.UserInputError: bad value [while running '{STAGE}']\n\nmore"
+    text = (f"boom\ntransforms.core.errors.UserInputError: bad value "
+            f"[while running '{STAGE}']\n\nmore")
     assert user_message(RuntimeError(text)) == "bad value"
 
 

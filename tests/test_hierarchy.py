@@ -1,4 +1,5 @@
-"""Size-weighted Ward merging (transforms/hierarchy.py), with SciPy and scikit-learn as oracles."""
+"""Size-weighted Ward merging (transforms/core/hierarchy.py), with SciPy and scikit-learn
+as oracles."""
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import is_monotonic, is_valid_linkage, linkage
@@ -6,7 +7,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from transforms.hierarchy import merge_map, ward_linkage, ward_merge
+from transforms.core.hierarchy import merge_map, ward_linkage, ward_merge
 
 
 def _brute_force_ward(c: np.ndarray, w: np.ndarray) -> list:

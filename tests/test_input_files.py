@@ -1,7 +1,7 @@
 """Input files as users have them (issue #20, the input half): every file's columns, empty and
 odd shards, encodings, compression, number grammar, tf.Example kinds, unreadable files.
 
-Mostly unit tests of pipeline.readers / pipeline.validation / pipeline.ingest; a few
+Mostly unit tests of pipeline.io.readers / pipeline.io.validation / pipeline.io.ingest; a few
 CLI fits where the whole path matters.
 """
 import bz2
@@ -18,14 +18,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, assignments, fit, metrics, rejected
-from pipeline import files, readers
 from pipeline.fit import _features
-from pipeline.ingest import FILES_REJECTED, ReadValidRows, _ReadAndValidateFn
-from pipeline.files import FileUnreadable, match_input
-from pipeline.layout import InputLayout, input_layout, unify_types
-from pipeline.readers import parse_numbers, read_chunks
-from pipeline.validation import check_chunk, conform
-from transforms.errors import UserInputError
+from pipeline.io import files, readers
+from pipeline.io.files import FileUnreadable, match_input
+from pipeline.io.ingest import FILES_REJECTED, ReadValidRows, _ReadAndValidateFn
+from pipeline.io.layout import InputLayout, input_layout, unify_types
+from pipeline.io.readers import parse_numbers, read_chunks
+from pipeline.io.validation import check_chunk, conform
+from transforms.core.errors import UserInputError
 
 FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
 F = "__features__"

@@ -8,10 +8,10 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import (assignments, centroids, fit, main, metrics, scaled_blobs, write_shards)
-from transforms.kmeans_step import get_step
-from transforms.lloyd import Candidates, RoundState
-from transforms.partials import Partials
-from transforms.select import select
+from transforms.core.lloyd import Candidates, RoundState
+from transforms.core.partials import Partials
+from transforms.core.selection import select
+from transforms.step.step import get_step
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_step_scores_groups_of_different_k_in_one_call():
 
 
 def test_rows_per_call_bounds_the_call_temporaries():
-    from transforms.kmeans_step import CALL_BUDGET_BYTES, call_bytes_per_row, rows_per_call
+    from transforms.step.buffers import CALL_BUDGET_BYTES, call_bytes_per_row, rows_per_call
 
     assert rows_per_call(65536, [np.zeros((64, 32))] * 4) == 65536  # the default fit
     for groups in ([np.zeros((128, 8))] * 32, [np.zeros((8, 2000))] * 4):
@@ -205,7 +205,8 @@ def test_rows_per_call_bounds_the_call_temporaries():
 
 
 def test_cached_shards_go_to_the_fused_op_in_large_calls():
-    from transforms.kmeans_step import NATIVE_MAX_CENTROID_BYTES, KMeansStep, rows_per_call
+    from transforms.step.buffers import rows_per_call
+    from transforms.step.step import NATIVE_MAX_CENTROID_BYTES, KMeansStep
 
     native, xla = KMeansStep(native=True), KMeansStep(native=False)
     small = [np.zeros((64, 32), np.float32)] * 4
@@ -218,7 +219,7 @@ def test_cached_shards_go_to_the_fused_op_in_large_calls():
 
 
 def test_candidate_partials_merge_is_order_free():
-    from transforms.partials import CandidatePartialsCombineFn
+    from transforms.beam.combiners import CandidatePartialsCombineFn
 
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1200, 3)).astype(np.float32)
@@ -242,9 +243,9 @@ def test_candidate_partials_merge_is_order_free():
 
 
 def test_lloyd_update_fn_merges_in_any_order_then_updates():
-    from transforms.lloyd import update_candidates
-    from transforms.partials import CandidatePartialsCombineFn
-    from transforms.rounds import LloydUpdateFn, ShardPartials
+    from transforms.beam.combiners import CandidatePartialsCombineFn
+    from transforms.beam.rounds import LloydUpdateFn, ShardPartials
+    from transforms.core.lloyd import update_candidates
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(900, 3)).astype(np.float32)

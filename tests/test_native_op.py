@@ -1,4 +1,5 @@
-"""The fused step op (transforms/nearest_centroids.cc) against TensorFlow's own ops and NumPy."""
+"""The fused step op (transforms/step/native/nearest_centroids.cc) against TensorFlow's own
+ops and NumPy."""
 import concurrent.futures
 import os
 import platform
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from transforms import native_op
-from transforms.kmeans_step import KMeansStep
+from transforms.step.native import build as native_op
+from transforms.step.step import KMeansStep
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def test_results_do_not_depend_on_how_many_threads_the_op_has(steps, tmp_path, t
     code = ("import os, sys, numpy as np\n" + pin +
             "sys.path.insert(0, 'tests')\n"
             "from test_native_op import _many_units_case\n"
-            "from transforms.kmeans_step import KMeansStep\n"
+            "from transforms.step.step import KMeansStep\n"
             "x, groups = _many_units_case()\n"
             "r = KMeansStep(native=True).groups(x, groups)\n"
             f"np.savez({str(tmp_path / 'other.npz')!r}, "
@@ -146,7 +147,7 @@ def test_without_the_op_the_step_falls_back_to_tensorflow_ops(tmp_path):
     code = (
         "import logging, numpy as np\n"
         "logging.basicConfig(level=logging.INFO)\n"
-        "from transforms.kmeans_step import KMeansStep\n"
+        "from transforms.step.step import KMeansStep\n"
         "step = KMeansStep()\n"
         "assert not step.native\n"
         "x = np.arange(12, dtype=np.float32).reshape(6, 2)\n"
@@ -174,7 +175,7 @@ def test_a_fresh_build_is_for_this_cpu_and_goes_to_a_temporary_dir_if_need_be(tm
     not_a_dir.write_text("")
     code = ("import logging\n"
             "logging.basicConfig(level=logging.INFO)\n"
-            "from transforms.kmeans_step import KMeansStep\n"
+            "from transforms.step.step import KMeansStep\n"
             "print(KMeansStep().native)\n")
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -210,7 +211,7 @@ def _assert_result_tests_pass(env) -> str:
 
 
 def test_centroid_sets_past_the_cache_bound_go_to_the_xla_step(steps):
-    from transforms.kmeans_step import NATIVE_MAX_CENTROID_BYTES
+    from transforms.step.step import NATIVE_MAX_CENTROID_BYTES
 
     native, xla = steps
     rng = np.random.default_rng(1)

@@ -15,7 +15,7 @@ def test_standardization_equals_standard_scaler(blob_table, blob_parquet, tmp_pa
     assert fit(out, "--input", blob_parquet, "--k", 3, "--id_column", "id", "--max_rounds", 1,
                "--keep_standardized") == 0
     # The kept shards hold the rows as read; the rounds standardize them as they load them.
-    from transforms.shards import iter_standardized
+    from transforms.beam.shards import iter_standardized
 
     paths = glob.glob(os.path.join(out, "_work", "shards", "*.arrow"))
     ids, rows = [], []

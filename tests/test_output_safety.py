@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import ROOT, assignments, fit, metrics, scaled_blobs, write_shards
-from pipeline import run_output
+from pipeline.outputs import run_output
 from pipeline.cli import main
 
 FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
@@ -258,7 +258,7 @@ def test_kept_shards_are_read_after_the_output_is_published(tmp_path):
     pattern = write_shards(pa.table({"id": list(range(40)), "x": [float(i % 7) for i in range(40)]}),
                            tmp_path / "in", "parquet", shards=2)
     assert fit(out, "--input", pattern, "--id_column", "id", *FAST, "--keep_standardized") == 0
-    from transforms.shards import iter_standardized
+    from transforms.beam.shards import iter_standardized
 
     paths = glob.glob(str(out / "_work" / "shards" / "*.arrow"))
     assert paths and sum(len(z) for p in paths for _, z in iter_standardized(p, 1, 100)) == 40

@@ -1,4 +1,4 @@
-"""The HTML fit report (pipeline/report.py): sections, inline PNGs, escaping, writing."""
+"""The HTML fit report (pipeline/outputs/report.py): sections, inline PNGs, escaping, writing."""
 import base64
 import re
 import subprocess
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from pipeline.report import PNG_SIGNATURE, render_report, write_report
+from pipeline.outputs.report import PNG_SIGNATURE, render_report, write_report
 
 K, D, M = 3, 4, 300
 FEATURES = ["height", "<b>w&h</b>", 'say "hi"', "price_$"]
@@ -77,7 +77,7 @@ def test_report_with_sweep(fit_inputs):
 
 
 def test_report_with_linkage(fit_inputs):
-    from transforms.hierarchy import ward_linkage
+    from transforms.core.hierarchy import ward_linkage
 
     z = ward_linkage(fit_inputs["centroids_standardized"], fit_inputs["metrics"]["cluster_sizes"])
     html_text = render_report(**fit_inputs, linkage=z)
@@ -95,7 +95,7 @@ def test_report_edge_cases_render(fit_inputs):
     metrics = dict(fit_inputs["metrics"], k=k, inertia_history=[], rounds=0,
                    cluster_sizes=list(rng.integers(1, 100, k)))
     sizes = np.array(metrics["cluster_sizes"])
-    from transforms.hierarchy import ward_linkage
+    from transforms.core.hierarchy import ward_linkage
 
     html_text = render_report(metrics, c * 3 + 1, ["only"], np.zeros((0, 1)),
                               np.zeros(0, np.int64), c, sweep={5: {"inertia": 1.0,
@@ -109,7 +109,7 @@ def test_report_edge_cases_render(fit_inputs):
 
 
 def test_pca_draws_at_most_max_points(fit_inputs, monkeypatch):
-    import pipeline.report as report
+    import pipeline.outputs.report as report
 
     monkeypatch.setattr(report, "MAX_POINTS", 50)
     html_text = render_report(**fit_inputs)
@@ -122,7 +122,7 @@ def test_pca_projection_is_a_full_svds(m, d):
     a sample of one row projects on the centroids' components."""
     from sklearn.decomposition import PCA
 
-    from pipeline.report import _project
+    from pipeline.outputs.report import _project
 
     rng = np.random.default_rng(m)
     sample = rng.normal(size=(m, d)) @ rng.normal(size=(d, d))
@@ -153,7 +153,7 @@ def test_bad_shapes_raise(fit_inputs):
 def test_import_has_no_side_effects():
     # A fresh interpreter: importing the module loads no plotting or ML library
     # (so it cannot pick or switch a matplotlib backend).
-    code = ("import sys, pipeline.report; print(*(m in sys.modules for m in "
+    code = ("import sys, pipeline.outputs.report; print(*(m in sys.modules for m in "
             "('matplotlib', 'matplotlib.pyplot', 'sklearn', 'scipy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True, timeout=120)

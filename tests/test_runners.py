@@ -3,7 +3,7 @@
 - the portable runner: a local job service and an EXTERNAL SDK worker pool, the Fn API
   path of Flink, Spark and Dataflow Runner v2, give the DirectRunner's centroids;
 - Dataflow, offline: a job template is written, nothing is submitted, and the staged
-  package holds pipeline/ and transforms/;
+  package holds pipeline/ and transforms/, every sub-package and the op's source;
 - launch/: the versions agree with setup.py's pins, the scripts parse and build the
   Beam flags they document, the Flex Template metadata validates the CLI's values.
 """
@@ -244,9 +244,12 @@ def test_dataflow_writes_a_template_and_stages_the_package(blobs, tmp_path):
     tarball = staging / "workflow.tar.gz"
     with tarfile.open(tarball) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
-    for package in ("pipeline", "transforms"):
-        modules = {os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, package, "*.py"))}
+    for package in ("pipeline", "transforms"):  # every sub-package, and the op's source
+        modules = {os.path.relpath(p, ROOT)
+                   for pattern in ("*.py", "*.cc")
+                   for p in glob.glob(os.path.join(ROOT, package, "**", pattern), recursive=True)}
         assert modules and modules <= members, f"{tarball} lacks {sorted(modules - members)}"
+    assert "transforms/step/native/nearest_centroids.cc" in members
     # tf.Transform's temp dir is under the (local) --temp_location: built offline.
     assert glob.glob(str(temp / "shardmeans-*" / "tft"))
 

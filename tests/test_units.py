@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from transforms.init import BottomSampleFn, row_hashes
-from transforms.kmeans_step import get_step
-from transforms.lloyd import RoundState, lloyd_update
-from transforms.partials import Partials, PartialsCombineFn, merge
+from transforms.beam.combiners import BottomSampleFn, PartialsCombineFn
+from transforms.core.lloyd import RoundState, lloyd_update
+from transforms.core.partials import Partials, merge
+from transforms.core.sampling import row_hashes
+from transforms.step.step import get_step
 
 
 def _data(n=5000, d=6, k=7, dtype=np.float32, seed=0):
@@ -40,7 +41,7 @@ def test_two_replicas_give_the_same_sums():
     the fused op (no padding, halves of any length) and the XLA step (padded)."""
     code = (
         "import numpy as np\n"
-        "from transforms.kmeans_step import KMeansStep\n"
+        "from transforms.step.step import KMeansStep\n"
         "rng = np.random.default_rng(0)\n"
         "x = rng.normal(size=(10001, 5)).astype(np.float32)\n"
         "c = rng.normal(size=(6, 5)).astype(np.float32)\n"
@@ -117,7 +118,7 @@ def test_update_stops_at_tolerance():
 def test_refined_start_is_better_on_the_sample():
     from sklearn.datasets import make_blobs
 
-    from transforms.init import initial_centroids
+    from transforms.core.seeding import initial_centroids
 
     x, _ = make_blobs(3000, 4, centers=6, cluster_std=2.0, random_state=1)
 
@@ -137,7 +138,7 @@ def test_kmeans_plusplus_start_is_scikit_learns_bit_for_bit(n, d, k):
     on the sample's first seeding_rows(K) rows, as drawn with the default threads."""
     from sklearn.cluster import kmeans_plusplus
 
-    from transforms.init import initial_centroids, seeding_rows
+    from transforms.core.seeding import initial_centroids, seeding_rows
 
     x = np.random.default_rng(n).normal(size=(n, d)) * np.geomspace(0.1, 10, d)
     for seed in (0, 1):
@@ -151,8 +152,8 @@ def test_rejected_row_with_list_values_is_written_as_json():
 
     import pyarrow as pa
 
-    from pipeline.readers import Chunk
-    from pipeline.validation import check_chunk
+    from pipeline.io.readers import Chunk
+    from pipeline.io.validation import check_chunk
 
     batch = pa.RecordBatch.from_pydict({
         "x": pa.array([[1.0], [2.0, float("nan")], [3.0]], pa.list_(pa.float64())),
@@ -216,7 +217,7 @@ def test_cli_defaults_are_the_ptransforms():
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.options import KMeansOptions
-    from transforms.kmeans import KMeans
+    from transforms.beam.kmeans import KMeans
 
     cli = PipelineOptions([]).view_as(KMeansOptions)
     defaults = inspect.signature(KMeans).parameters

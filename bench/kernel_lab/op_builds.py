@@ -8,7 +8,7 @@ own; the libraries take turns (A B A B ...), each turn printing the median of
 the libraries by hand, e.g. two sources or two -march flags:
 
   c++ -march=x86-64-v3 -shared -fPIC -O3 -std=c++17 -pthread \\
-      transforms/nearest_centroids.cc -o /tmp/avx2.so \\
+      transforms/step/native/nearest_centroids.cc -o /tmp/avx2.so \\
       -I$(python -c 'import tensorflow as tf; print(tf.sysconfig.get_include())') \\
       $(python -c 'import tensorflow as tf; print(" ".join(tf.sysconfig.get_link_flags()))')
 """
@@ -21,7 +21,7 @@ _ONE_LIBRARY = """
 import sys, time
 import numpy as np
 import tensorflow as tf
-from transforms.kmeans_step import aligned_empty
+from transforms.step.buffers import aligned_empty
 
 lib = tf.load_op_library(sys.argv[1])
 rng = np.random.default_rng(0)

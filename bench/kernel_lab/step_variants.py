@@ -6,7 +6,7 @@ Usage (always without the OpenBLAS variables):
       [--variants kmstep current::0:xla map:oh32r:4096:xla ...] [--check_only] [--G 1]
 
 A variant is `loop:sums:tile:mode` (see variants.body_fused), or `current::0:xla|graph`
-(the current body, generalized to G groups), or `best::TILE:xla` (best_step.replica_step), or `kmstep` (transforms.kmeans_step.KMeansStep
+(the current body, generalized to G groups), or `best::TILE:xla` (best_step.replica_step), or `kmstep` (transforms.step.step.KMeansStep
 as the pipeline calls it, G=1 only). Every variant is first checked against a NumPy
 float64 reference (padding rows, +inf bias, offset and standardized data, G groups),
 then all are timed over the same in-memory rows, alternating (rotated order each
@@ -172,7 +172,7 @@ def main():
     passes = {}
     for name in a.variants:
         if name == "kmstep":
-            from transforms.kmeans_step import KMeansStep
+            from transforms.step.step import KMeansStep
             step = KMeansStep()
 
             def kpass(step=step):

@@ -59,7 +59,7 @@ def _far(sq, valid, n_far, chunk):
 
 
 def body_current(G, K, n_far):
-    """transforms/kmeans_step.py _replica_step, generalized to G groups and bias."""
+    """transforms/step/step.py _replica_step, generalized to G groups and bias."""
 
     def f(x, valid, centroids, bias):
         cross = tf.matmul(x, centroids, transpose_b=True)

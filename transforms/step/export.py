@@ -32,7 +32,7 @@ def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, fea
     """
     import tensorflow as tf
 
-    from transforms.preprocessing import FEATURES
+    from transforms.step.preprocessing import FEATURES
 
     class KMeansModel(tf.Module):
         def __init__(self):

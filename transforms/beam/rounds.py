@@ -14,11 +14,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from transforms.kmeans_step import get_step, rows_per_call
-from transforms.lloyd import Candidates, RoundState, update_candidates
-from transforms.partials import CandidatePartialsCombineFn, Partials, PartialsCombineFn, merge
-from transforms.shards import (FEATURES_COLUMN, get_shard_cache, iter_passthrough,
-                               iter_standardized)
+from transforms.beam.combiners import CandidatePartialsCombineFn, PartialsCombineFn
+from transforms.beam.shards import (FEATURES_COLUMN, get_shard_cache, iter_passthrough,
+                                    iter_standardized)
+from transforms.core.lloyd import Candidates, RoundState, update_candidates
+from transforms.core.partials import Partials, merge
+from transforms.step.buffers import rows_per_call
+from transforms.step.step import get_step
 
 
 class StepConfig(NamedTuple):

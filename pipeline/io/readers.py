@@ -3,7 +3,7 @@
 Every reader yields `Chunk`s: a record batch of the columns as read, with the
 1-based row number of each row in its file, plus the rows the format itself
 could not parse (a CSV row with the wrong number of fields, a TFRecord record
-that is not a tf.Example). Files are opened through pipeline.files (CSV,
+that is not a tf.Example). Files are opened through pipeline.io.files (CSV,
 Parquet: Beam's FileSystems, compressed CSV too) or TensorFlow (TFRecord).
 
 A file that cannot be opened raises files.FileUnreadable before its first
@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.files import FileUnreadable, open_raw, open_stream
-from transforms.errors import UserInputError
+from pipeline.io.files import FileUnreadable, open_raw, open_stream
+from transforms.core.errors import UserInputError
 
 _CSV_BLOCK_BYTES = 1 << 22
 # A CSV record longer than a block is read by retrying with blocks 4x larger, up to this.

@@ -28,16 +28,20 @@ import pyarrow as pa
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.elements import batch_elements, split_kinds
-from transforms.errors import UserInputError
-from transforms.export import export_model
-from transforms.init import RESTARTS_ON, BottomSampleFn, InitialCandidates, row_hashes
-from transforms.lloyd import RoundState, merge_clusters
-from transforms.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
-from transforms.rounds import AssignShards, LloydRounds, StepConfig
-from transforms.select import CRITERIA, ChooseCandidate
-from transforms.shards import (FEATURES_COLUMN, WriteShards, default_cache_mb,
-                               features_to_matrix, matrix_to_features, raw_shard_schema)
+from transforms.beam.candidates import ChooseCandidate, InitialCandidates
+from transforms.beam.combiners import BottomSampleFn
+from transforms.beam.elements import batch_elements, split_kinds
+from transforms.beam.rounds import AssignShards, LloydRounds, StepConfig
+from transforms.beam.shards import (FEATURES_COLUMN, WriteShards, default_cache_mb,
+                                    features_to_matrix, matrix_to_features, raw_shard_schema)
+from transforms.core.errors import UserInputError
+from transforms.core.hierarchy import merge_clusters
+from transforms.core.lloyd import RoundState
+from transforms.core.sampling import row_hashes
+from transforms.core.seeding import RESTARTS_ON
+from transforms.core.selection import CRITERIA
+from transforms.step.export import export_model
+from transforms.step.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 
 
 # Restarts by default (bench/RESULTS.md): on 500k x 32, K=64, 4 restarts run over
@@ -76,14 +80,14 @@ class KMeans(beam.PTransform):
     Output:
       state:       one RoundState of the chosen fit (centroids float64 [K, D]
                    standardized, rounds, converged, inertia_history).
-      selection:   one select.Selection: the chosen fit and, with restarts or a
+      selection:   one core.selection.Selection: the chosen fit and, with restarts or a
                    sweep, the inertia of every candidate and the scores of every K.
       final:       one Partials of the final pass against the final centroids
                    (counts = cluster sizes, inertia).
       assignments: record batches: passthrough columns + cluster_id (int64) +
                    distance (float32, Euclidean, standardized space).
       model:       one element, the model directory, once the SavedModel is written.
-      sample:      one init.Sample: the bottom-m rows (raw, float64 [m, D]) the
+      sample:      one core.sampling.Sample: the bottom-m rows (raw, float64 [m, D]) the
                    initialisation used; bounded by init_sample_size.
       done:        one element, the model directory, once everything `KMeans`
                    writes is written and its work directory is removed (unless
@@ -107,7 +111,7 @@ class KMeans(beam.PTransform):
     init_refine_rounds: Lloyd rounds on the init sample, in memory, before the
     first pass over all rows (k-means++ and random starts only; 0: none).
     merge_to: merge the fitted clusters into this many groups by size-weighted
-    Ward linkage (transforms.hierarchy); the state gets merge_map and linkage,
+    Ward linkage (transforms.core.hierarchy); the state gets merge_map and linkage,
     the assignments and the SavedModel a merged_cluster_id.
     """
 

@@ -5,11 +5,11 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from pipeline.files import FileUnreadable, match_input
-from pipeline.readers import read_chunks
-from pipeline.validation import check_chunk, file_rejection
-from transforms.errors import UserInputError
-from transforms.shards import FEATURES_COLUMN
+from pipeline.io.files import FileUnreadable, match_input
+from pipeline.io.readers import read_chunks
+from pipeline.io.validation import check_chunk, file_rejection
+from transforms.beam.shards import FEATURES_COLUMN
+from transforms.core.errors import UserInputError
 
 # counts: int64 [4]
 ROWS_READ, ROWS_VALID, ROWS_REJECTED, FILES_REJECTED = range(4)

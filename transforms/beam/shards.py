@@ -32,7 +32,7 @@ from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.kmeans_step import aligned_empty
+from transforms.step.buffers import aligned_empty
 
 FEATURES_COLUMN = "__features__"
 # Schema metadata of a raw shard: where its transform_fn is, and the run that
@@ -189,7 +189,7 @@ def _transform_dir(recorded: str, shard_path: str) -> str:
 def _standardizer(transform_dir: str, n_features: int, run: str):
     """One loaded transform_fn per process and run (loading it is a SavedModel load)."""
     del run  # part of the key only
-    from transforms.preprocessing import Standardizer
+    from transforms.step.preprocessing import Standardizer
 
     return Standardizer(transform_dir, n_features)
 

@@ -17,7 +17,7 @@ from apache_beam.io.filesystem import CompressedFile, CompressionTypes, FileMeta
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 
-from transforms.errors import UserInputError
+from transforms.core.errors import UserInputError
 
 FORMATS = ("csv", "parquet", "tfrecord")
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet",

@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from transforms.partials import Partials
+from transforms.core.partials import Partials
 
 
 class RoundState(NamedTuple):
@@ -23,7 +23,7 @@ class RoundState(NamedTuple):
     inertia_history: inertia of each round against its starting centroids.
     reseeded: total number of empty clusters re-seeded so far.
     counts: int64 [K], rows per cluster in the last round (after re-seeding).
-    merge_map: int64 [K], fine cluster -> merged group (see transforms.hierarchy), or None.
+    merge_map: int64 [K], fine cluster -> merged group (see transforms.core.hierarchy), or None.
     linkage: float64 [K-1, 4], the Ward linkage behind merge_map, or None.
     """
 
@@ -118,12 +118,3 @@ def update_candidates(candidates: Candidates, partials: Sequence[Partials],
         lloyd_update(state, part, tol,
                      f" (K={len(state.centroids)}, seed {seed})" if several else "")
         for state, part, seed in zip(candidates.states, partials, candidates.seeds)))
-
-
-def merge_clusters(state: RoundState, n_groups: int) -> RoundState:
-    """`state` with the size-weighted Ward merge of its centroids into `n_groups` groups."""
-    from transforms.hierarchy import ward_merge
-
-    linkage, mapping = ward_merge(state.centroids, state.counts, n_groups)
-    logging.info("merged %d clusters into %d groups (Ward)", len(state.centroids), n_groups)
-    return state._replace(merge_map=mapping.astype(np.int64), linkage=linkage)

@@ -419,7 +419,7 @@ def render_report(metrics: dict, centroids_original: np.ndarray, features: List[
         adds the "K sweep" section (a plot of inertia and silhouette by K, and a
         table of every value given).
     linkage: optional float64 [n-1, 4] SciPy linkage of fine clusters (e.g.
-        `transforms.hierarchy.ward_linkage`); adds the "Cluster hierarchy" section.
+        `transforms.core.hierarchy.ward_linkage`); adds the "Cluster hierarchy" section.
 
     Images: 4 (inertia, sizes, PCA, heatmap), +1 with `sweep`, +1 with a linkage
     of at least 2 leaves. Raises ValueError when shapes disagree.

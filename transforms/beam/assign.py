@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.utils import shared
 
-from transforms.elements import batch_elements, split_kinds
-from transforms.export import CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID
-from transforms.shards import FEATURES_COLUMN, features_to_matrix
+from transforms.beam.elements import batch_elements, split_kinds
+from transforms.beam.shards import FEATURES_COLUMN, features_to_matrix
+from transforms.step.export import CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID
 
 
 class LoadedModel:

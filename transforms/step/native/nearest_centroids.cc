@@ -18,7 +18,7 @@
 // AVX512-FP16 code did not compile under GCC 12). The C API has no intra-op
 // thread pool, so the op has its own (WorkerPool below).
 //
-// Built on first use by transforms/native_op.py with the host compiler and
+// Built on first use by transforms/step/native/build.py with the host compiler and
 // -march=native, so the vector width below is the machine's.
 #include <sched.h>
 #include <unistd.h>
@@ -308,7 +308,7 @@ int AvailableCpus() {
 
 // Threads for the op, the caller's included: SHARDMEANS_OP_THREADS if it is a
 // positive integer of digits (for a CPU quota, which the affinity mask does not
-// show), else AvailableCpus(). native_op.py warns about any other value.
+// show), else AvailableCpus(). build.py warns about any other value.
 int OpThreads() {
   const char* configured = std::getenv("SHARDMEANS_OP_THREADS");
   const std::string value = configured != nullptr ? configured : "";
@@ -569,7 +569,7 @@ void ComputeOrFail(void* attrs, TF_OpKernelContext* ctx) {
 
 // Shapes that follow from the inputs alone: sums [G, K, D], counts [G, K] and
 // inertia [G]. The others depend on the attributes, which the C API's shape
-// functions cannot read; the Python caller sets them (transforms/kmeans_step.py).
+// functions cannot read; the Python caller sets them (transforms/step/step.py).
 void InferShapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
   TF_ShapeInferenceContextSetUnknownShape(ctx, status);
   TF_ShapeHandle* centroids = TF_NewShapeHandle();
@@ -610,7 +610,7 @@ bool Register() {
   return ok;
 }
 
-[[maybe_unused]] const bool registered = Register();  // native_op.py checks the op is there
+[[maybe_unused]] const bool registered = Register();  // build.py checks the op is there
 
 }  // namespace shardmeans
 

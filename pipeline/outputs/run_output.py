@@ -42,7 +42,7 @@ from typing import Iterable, List, NamedTuple, Optional
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.errors import UserInputError
+from transforms.core.errors import UserInputError
 
 MARKER = "_SUCCESS"
 LOCK_SUFFIX = ".shardmeans-lock"

@@ -12,7 +12,7 @@ centroids at once (the restarts and Ks fitted together): one matrix product
 against all of them, then argmin, distances and sums per set.
 
 On CPU replicas the per-replica work is one fused TensorFlow op
-(`native_op`, compiled on first use): it scores a few rows against the
+(`native.build`, compiled on first use): it scores a few rows against the
 centroids in registers and takes the argmin, distance and float64 sums while
 the rows are in cache. On GPUs, or where the op cannot be built, it is the
 same step in TensorFlow's own ops compiled by XLA (a matrix product, argmin,
@@ -29,65 +29,13 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-# Rows of a batch for the XLA step are padded up to a power of two (at least
-# this), so XLA compiles a handful of shapes, not one per shard length. The
-# fused op takes any row count as it comes.
-_MIN_BUCKET = 256
-
-# TensorFlow's CPU buffers are 64-byte aligned (EIGEN_MAX_ALIGN_BYTES): a NumPy
-# array that is aligned enters a step call without a copy (DLPack), any other is
-# copied (~0.8 ms for 65,536 x 32 rows, ~15% of the fused step).
-TF_ALIGN_BYTES = 64
+from transforms.step.buffers import _MIN_BUCKET, TF_ALIGN_BYTES, aligned_empty, rows_per_call
+from transforms.step.devices import resolve_devices
 
 # Largest centroid set (G x K x D float32) the fused op scores; larger ones go to
 # the XLA step. Measured per 65,536-row call: 512 KiB (K=512, D=256) op 0.73x
 # XLA's time; 2 MiB (K=1024, D=512) 1.02-1.22x (two runs, bench/RESULTS.md).
 NATIVE_MAX_CENTROID_BYTES = 1 << 20
-
-# Bound on the per-row temporaries of one call (256 MiB). The XLA step's, per
-# row and group: the scores (float32 [K_max]), the float64 copy of the row and
-# the float32 difference ([D] each); with many candidates, a large K or many
-# features a call takes fewer rows (see rows_per_call). The fused op keeps only
-# its outputs per row, so it takes far larger calls.
-CALL_BUDGET_BYTES = 256 << 20
-
-# Per row and group, what a fused call allocates: the op's label and distance
-# (4 + 4 bytes) and the int64 labels of its BatchResult (8).
-_FUSED_BYTES_PER_ROW = 16
-
-
-def call_bytes_per_row(centroids: Sequence[np.ndarray], fused: bool = False) -> int:
-    """Bytes of a call's temporaries per row against `centroids` (G arrays [K_g, D])."""
-    k_max, d = max(len(c) for c in centroids), centroids[0].shape[1]
-    if fused:
-        return len(centroids) * _FUSED_BYTES_PER_ROW
-    return len(centroids) * (4 * k_max + 12 * d)
-
-
-def rows_per_call(batch_size: int, centroids: Sequence[np.ndarray], fused: bool = False) -> int:
-    """Rows per step call against `centroids`.
-
-    The XLA step: `batch_size`, or a power of two small enough that the call's
-    temporaries fit CALL_BUDGET_BYTES. The fused op: as many rows as fit the
-    budget (at least `batch_size`). Each call costs ~1 ms of runtime whatever
-    its size (the tf.function, the op's thread pool), which at 65,536 rows is
-    a third of the op's own time; a cached shard goes through in a call or two.
-    """
-    per_row = call_bytes_per_row(centroids, fused)
-    if fused:
-        return max(batch_size, CALL_BUDGET_BYTES // per_row)
-    if batch_size * per_row <= CALL_BUDGET_BYTES:
-        return batch_size
-    return max(_MIN_BUCKET, 1 << int(np.log2(max(1, CALL_BUDGET_BYTES // per_row))))
-
-
-def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
-    """An uninitialised C-contiguous array with TF_ALIGN_BYTES-aligned data."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    buf = np.empty(nbytes + TF_ALIGN_BYTES, np.uint8)
-    start = -buf.ctypes.data % TF_ALIGN_BYTES
-    return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
 class BatchResult(NamedTuple):
@@ -115,54 +63,6 @@ class BatchResult(NamedTuple):
     far_labels: np.ndarray
 
 
-def split_cpu(n: int) -> None:
-    """Split the CPU into `n` logical devices (must run before TensorFlow initialises).
-
-    This is how the multi-replica path of MirroredStrategy is exercised on a
-    machine without GPUs.
-    """
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
-
-
-def resolve_devices(spec: Optional[str]) -> Optional[list]:
-    """Turn a `--devices` value into a device list for MirroredStrategy.
-
-    None or "auto": all local GPUs, else the CPU (MirroredStrategy's default).
-    "cpu": the CPU only, even when GPUs exist.
-    "cpu:N": the CPU split into N logical devices (testing the multi-replica path).
-    "gpu:0,2": those GPUs.
-    """
-    import tensorflow as tf
-
-    if spec in (None, "", "auto"):
-        return None
-    if spec == "cpu":
-        return ["/cpu:0"]
-    kind, _, rest = spec.partition(":")
-    if kind == "cpu" and rest.isdigit():
-        n = int(rest)
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        # Asking for the logical devices would initialise the runtime; the
-        # configuration does not.
-        if len(tf.config.get_logical_device_configuration(cpu) or []) < n:
-            try:
-                split_cpu(n)
-            except RuntimeError:
-                raise ValueError(
-                    f"--devices={spec}: TensorFlow had started in this process before the CPU "
-                    f"could be split into {n} devices; call resolve_devices() at process "
-                    f"start (the shardmeans CLI does)") from None
-        return [f"/cpu:{i}" for i in range(n)]
-    if kind == "gpu" and rest:
-        return [f"/gpu:{int(i)}" for i in rest.split(",")]
-    raise ValueError(
-        f"--devices={spec!r} is not one of: auto, cpu, cpu:N, gpu:I[,J...]")
-
-
 @functools.lru_cache(maxsize=None)
 def get_step(devices: Optional[str] = None, n_far: int = 16) -> "KMeansStep":
     """The process-wide KMeansStep for a `--devices` spec (built on first use)."""
@@ -181,7 +81,7 @@ class KMeansStep:
                  native: Optional[bool] = None):
         import tensorflow as tf
 
-        from transforms import native_op
+        from transforms.step.native import build as native_op
 
         for gpu in tf.config.list_physical_devices("GPU"):
             # tf.Transform and the step may share the GPUs of a worker.
@@ -233,7 +133,7 @@ class KMeansStep:
 
     def rows_per_call(self, batch_size: int, centroids: Sequence[np.ndarray]) -> int:
         """Rows per call against `centroids` (G arrays [K_g, D]) when the rows are
-        already in memory (a cached shard): see the module's `rows_per_call`."""
+        already in memory (a cached shard): see `buffers.rows_per_call`."""
         k_max, d = max(len(c) for c in centroids), centroids[0].shape[1]
         fused = self._fused_for_bytes(len(centroids) * k_max * d * 4)
         return rows_per_call(batch_size, centroids, fused)

@@ -31,10 +31,13 @@ of the linkage. They do not move any centroid.
 Pure NumPy/SciPy on O(K x D) inputs and an O(K^2) distance matrix; it runs once,
 on one worker, after the fit. Never imports `pipeline`.
 """
+import logging
 import operator
 from typing import Tuple
 
 import numpy as np
+
+from transforms.core.lloyd import RoundState
 
 
 def _check_inputs(centroids, sizes) -> Tuple[np.ndarray, np.ndarray]:
@@ -228,3 +231,10 @@ def ward_merge(centroids: np.ndarray, sizes: np.ndarray,
         _check_n_groups(n_groups, k)
     z = ward_linkage(centroids, sizes)
     return z, merge_map(z, n_groups)
+
+
+def merge_clusters(state: RoundState, n_groups: int) -> RoundState:
+    """`state` with the size-weighted Ward merge of its centroids into `n_groups` groups."""
+    linkage, mapping = ward_merge(state.centroids, state.counts, n_groups)
+    logging.info("merged %d clusters into %d groups (Ward)", len(state.centroids), n_groups)
+    return state._replace(merge_map=mapping.astype(np.int64), linkage=linkage)

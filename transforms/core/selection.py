@@ -1,19 +1,18 @@
 """Choose one fit among candidates: the best restart of each K, then K by a criterion.
 
 Runs once, on one worker, on O(candidates x K x D) state and the bounded init
-sample: the inertias come from a pass over all rows (`EvaluateCandidates`);
-the silhouette, Calinski-Harabasz and Davies-Bouldin scores, which need rows
+sample: the inertias come from a pass over all rows
+(`transforms.beam.rounds.EvaluateCandidates`); the silhouette,
+Calinski-Harabasz and Davies-Bouldin scores, which need rows
 and labels, from the sample (scikit-learn's `sklearn.metrics`).
 """
 from typing import NamedTuple, Optional, Sequence, Tuple
 
-import apache_beam as beam
 import numpy as np
 
-from transforms.errors import UserInputError
-from transforms.lloyd import Candidates, RoundState
-from transforms.partials import Partials
-from transforms.rounds import EvaluateCandidates, StepConfig
+from transforms.core.errors import UserInputError
+from transforms.core.lloyd import Candidates, RoundState
+from transforms.core.partials import Partials
 
 # criterion -> True when larger is better
 CRITERIA = {"silhouette": True, "calinski_harabasz": True, "davies_bouldin": False}
@@ -44,37 +43,6 @@ class Selection(NamedTuple):
     restarts: Tuple[dict, ...] = ()
     sweep: Optional[Tuple[dict, ...]] = None
     criterion: Optional[str] = None
-
-
-class ChooseCandidate(beam.PTransform):
-    """shard paths -> one Selection, given the candidates after their rounds.
-
-    With a single candidate there is nothing to choose and no extra pass; else
-    one pass scores every candidate against its final centroids, then `select`.
-    candidates: a PCollection of one lloyd.Candidates, of `n_candidates` fits.
-    sample: side input, the standardized init sample, float64 [m, D].
-    """
-
-    def __init__(self, candidates, n_candidates: int, sample, config: StepConfig,
-                 criterion: str, seed: int):
-        super().__init__()
-        self._candidates, self._n, self._sample, self._config = (
-            candidates, n_candidates, sample, config)
-        self._criterion, self._seed = criterion, seed
-
-    def expand(self, shard_paths):
-        if self._n == 1:
-            return self._candidates | "OnlyCandidate" >> beam.Map(only_candidate)
-        candidates = beam.pvalue.AsSingleton(self._candidates)
-        final = shard_paths | "Evaluate" >> EvaluateCandidates(self._candidates, self._config)
-        return final | "Select" >> beam.Map(
-            _select, candidates=candidates, sample=self._sample, criterion=self._criterion,
-            seed=self._seed)
-
-
-def _select(final: tuple, candidates: Candidates, sample: np.ndarray, criterion: str,
-            seed: int) -> Selection:
-    return select(candidates, final, sample, criterion, seed)
 
 
 def only_candidate(candidates: Candidates) -> Selection:

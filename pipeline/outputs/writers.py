@@ -2,7 +2,7 @@
 
 Everything goes through Beam's FileSystems, so OUTPUT may be local or gs://.
 Every writer writes under the run's own directory (`RunOutput.stage`);
-`Publish`, the job's last step, puts it in place of OUTPUT (pipeline.run_output).
+`Publish`, the job's last step, puts it in place of OUTPUT (pipeline.outputs.run_output).
 The files written by `write_results` are rewritten whole if a runner retries
 the step: the same bytes land at the same paths.
 """
@@ -15,12 +15,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import report, run_output
-from pipeline.run_output import RunOutput
-from transforms.lloyd import RoundState
-from transforms.partials import Partials
-from transforms.preprocessing import Standardizer
-from transforms.select import Selection
+from pipeline.outputs import report, run_output
+from pipeline.outputs.run_output import RunOutput
+from transforms.core.lloyd import RoundState
+from transforms.core.partials import Partials
+from transforms.core.selection import Selection
+from transforms.step.preprocessing import Standardizer
 
 
 class WriteRejected(beam.PTransform):

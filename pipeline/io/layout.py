@@ -12,10 +12,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.files import FileUnreadable, format_from_path, match_input, open_raw
-from pipeline.readers import (csv_header, decode_examples, is_empty, is_list, parse_numbers,
-                              read_chunks, tfrecord_batches)
-from transforms.errors import UserInputError
+from pipeline.io.files import FileUnreadable, format_from_path, match_input, open_raw
+from pipeline.io.readers import (csv_header, decode_examples, is_empty, is_list,
+                                 parse_numbers, read_chunks, tfrecord_batches)
+from transforms.core.errors import UserInputError
 
 # Threads reading Parquet footers, CSV headers and TFRecord samples at graph
 # construction: each is a small read, mostly waiting on storage (gs://).

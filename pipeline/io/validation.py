@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.readers import Chunk, is_list, parse_numbers
-from transforms.shards import matrix_to_features
+from pipeline.io.readers import Chunk, is_list, parse_numbers
+from transforms.beam.shards import matrix_to_features
 
 
 class Checked(NamedTuple):

@@ -1,0 +1,107 @@
+"""The CombineFns: the partial sums of a round merged across workers, and the bottom-m sample.
+
+What they merge, and how, is NumPy in `transforms.core.partials` and
+`transforms.core.sampling`; these wrap it for Beam's combiners.
+"""
+from typing import Iterable, Optional
+
+import apache_beam as beam
+import numpy as np
+
+from transforms.core.partials import Partials, merge
+from transforms.core.sampling import Sample, _Bottom, _bottom
+
+
+class PartialsCombineFn(beam.CombineFn):
+    """Merges the `Partials` of all workers into one.
+
+    The accumulator starts as None (nothing yet), so the CombineFn needs not
+    know K: the candidates of a sweep have different Ks, and the final pass
+    sees the K the sweep chose. An empty input gives None.
+    """
+
+    def __init__(self, n_far: int = 16):
+        self._n_far = n_far
+
+    def create_accumulator(self) -> Optional[Partials]:
+        return None
+
+    def add_input(self, accumulator: Optional[Partials], element: Partials) -> Partials:
+        return element if accumulator is None else merge([accumulator, element], self._n_far)
+
+    def merge_accumulators(self, accumulators: Iterable[Optional[Partials]]) -> Optional[Partials]:
+        parts = [a for a in accumulators if a is not None]
+        return merge(parts, self._n_far) if parts else None
+
+    def extract_output(self, accumulator: Optional[Partials]) -> Optional[Partials]:
+        return accumulator
+
+
+class CandidatePartialsCombineFn(beam.CombineFn):
+    """Merges tuples of Partials, one per candidate fit (restarts, Ks), element-wise.
+
+    Like `PartialsCombineFn`, it needs not know the candidates' Ks; an empty
+    input gives None.
+    """
+
+    def __init__(self, n_far: int = 16):
+        self._n_far = n_far
+
+    def create_accumulator(self) -> Optional[tuple]:
+        return None
+
+    def add_input(self, accumulator: Optional[tuple], element: tuple) -> tuple:
+        return self.merge_accumulators([accumulator, element])
+
+    def merge_accumulators(self, accumulators: Iterable[Optional[tuple]]) -> Optional[tuple]:
+        accumulators = [a for a in accumulators if a is not None]
+        if len(accumulators) < 2:
+            return tuple(accumulators[0]) if accumulators else None
+        return tuple(merge(parts, self._n_far) for parts in zip(*accumulators))
+
+    def extract_output(self, accumulator: Optional[tuple]) -> Optional[tuple]:
+        return accumulator
+
+
+class BottomSampleFn(beam.CombineFn):
+    """Combines (hashes uint64 [n], rows float64 [n, D]) batches into the bottom-m Sample."""
+
+    def __init__(self, m: int, n_features: int):
+        self._m, self._d = m, n_features
+
+    def create_accumulator(self) -> _Bottom:
+        return _Bottom(Sample(np.zeros(0, np.uint64), np.zeros((0, self._d))))
+
+    def add_input(self, accumulator: _Bottom, element) -> _Bottom:
+        hashes, rows = element
+        if len(accumulator.sample.hashes) == self._m:
+            # Full: only rows that hash below its largest can get in.
+            keep = hashes <= accumulator.sample.hashes[-1]
+            hashes, rows = hashes[keep], rows[keep]
+        if len(hashes):
+            accumulator.pending.append((hashes, rows))
+            accumulator.n_pending += len(hashes)
+        if accumulator.n_pending >= self._m:
+            self._settle(accumulator)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[_Bottom]) -> _Bottom:
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged.pending += [tuple(accumulator.sample)] + accumulator.pending
+        return self._settle(merged)
+
+    def compact(self, accumulator: _Bottom) -> _Bottom:
+        return self._settle(accumulator)  # before it is encoded: m rows, not up to 2m
+
+    def extract_output(self, accumulator: _Bottom) -> Sample:
+        return self._settle(accumulator).sample
+
+    def _settle(self, accumulator: _Bottom) -> _Bottom:
+        """Merge the pending batches into the sample."""
+        if accumulator.pending:
+            parts = [tuple(accumulator.sample)] + accumulator.pending
+            accumulator.sample = _bottom(np.concatenate([h for h, _ in parts]),
+                                         np.concatenate([r for _, r in parts]), self._m)
+            accumulator.pending, accumulator.n_pending = [], 0
+        return accumulator
