@@ -1,10 +1,12 @@
 # make demo: create the venv, install, run the fit job on built-in sample data.
 # make test: create or reuse the same venv, run the test suite.
+# make lint: the linters and formatters' checks (ruff, shellcheck, clang-format), as CI runs them;
+# make format: let ruff and clang-format rewrite what `make lint` would refuse.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint format clean
 
 install: $(VENV)/.installed
 
@@ -12,11 +14,11 @@ install: $(VENV)/.installed
 # --compile-bytecode: uv writes no .pyc by default (pip does), and where
 # PYTHONDONTWRITEBYTECODE is set nothing ever writes them, so every process would
 # compile TensorFlow's, Beam's and tf.Transform's sources again: ~7 s of each start.
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv || true
-	if [ -x $(VENV)/bin/uv ]; then $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[test]'; \
-	else $(PY) -m pip install -q -e '.[test]'; fi
+	if [ -x $(VENV)/bin/uv ]; then $(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) -e '.[test,lint]'; \
+	else $(PY) -m pip install -q -e '.[test,lint]'; fi
 	touch $@
 
 demo: install
@@ -25,6 +27,20 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+SHELL_SCRIPTS := launch/*.sh launch/common.bash .ci/run
+CC_SOURCES = $(shell find transforms -name '*.cc')
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
+	$(VENV)/bin/clang-format --dry-run --Werror $(CC_SOURCES)
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/clang-format -i $(CC_SOURCES)
 
 clean:
 	rm -rf $(VENV) $(DEMO)

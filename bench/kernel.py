@@ -10,6 +10,7 @@ mean of 10 passes. scikit-learn: the cost of
 one Lloyd iteration, (fit with max_iter=11 - fit with max_iter=1) / 10 (a fit
 also does a final assignment pass). Alternated; medians and the ratio.
 """
+
 import argparse
 import statistics
 import time
@@ -43,7 +44,10 @@ def main():
     c = x[rng.choice(args.rows, args.k, replace=False)].copy()
     step = KMeansStep()
     print("step:", "fused op" if step.native else "TensorFlow ops (XLA)")
-    print("BLAS:", [(i["internal_api"], i.get("architecture")) for i in threadpoolctl.threadpool_info()])
+    print(
+        "BLAS:",
+        [(i["internal_api"], i.get("architecture")) for i in threadpoolctl.threadpool_info()],
+    )
 
     # Calls as a round makes them on a cached shard (transforms/beam/rounds.py): as
     # many rows as the step takes, and no per-row labels or distances (a round
@@ -56,7 +60,7 @@ def main():
         start = time.perf_counter()
         for _ in range(passes):
             for i in range(0, args.rows, rows):
-                step.groups(x[i:i + rows], [c], per_row=False)
+                step.groups(x[i : i + rows], [c], per_row=False)
         return (time.perf_counter() - start) / passes
 
     def sk_fit(iters):
@@ -70,8 +74,10 @@ def main():
         tf_times.append(tf_pass())
         sk_times.append((sk_fit(ITERATIONS + 1) - sk_fit(1)) / ITERATIONS)
     a, b = statistics.median(tf_times), statistics.median(sk_times)
-    print(f"{args.rows} x {args.features}, K={args.k}: TF step {a * 1e3:.1f} ms, "
-          f"scikit-learn Lloyd iteration {b * 1e3:.1f} ms, ratio {a / b:.2f}")
+    print(
+        f"{args.rows} x {args.features}, K={args.k}: TF step {a * 1e3:.1f} ms, "
+        f"scikit-learn Lloyd iteration {b * 1e3:.1f} ms, ratio {a / b:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ the expected final inertia of the best of R (restarts on all rows) and of
 the start the sample picks (restarts on the sample), relative to one
 restart: the quality curves without noise from the wall clock.
 """
+
 import argparse
 import json
 import os
@@ -21,7 +22,6 @@ import statistics
 import sys
 
 import numpy as np
-
 from side_by_side import blas_info, run  # same environment (BLAS variables unset)
 
 
@@ -39,19 +39,53 @@ def main():
     restarts = [int(r) for r in args.restarts.split(",")]
     data_dir = os.path.join(args.workdir, f"data-{args.rows}x{args.features}-c{args.clusters}")
     if not os.path.isdir(data_dir):
-        run([sys.executable, "-m", "pipeline", "generate", "--output", data_dir, "--rows",
-             str(args.rows), "--features", str(args.features), "--clusters", str(args.clusters),
-             "--shards", "8"])
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "generate",
+                "--output",
+                data_dir,
+                "--rows",
+                str(args.rows),
+                "--features",
+                str(args.features),
+                "--clusters",
+                str(args.clusters),
+                "--shards",
+                "8",
+            ]
+        )
     print(f"BLAS: {blas_info()}")
-    print(f"data: {args.rows} rows x {args.features} features from {args.clusters} blobs, "
-          f"K={args.k}, --restarts_on {args.restarts_on}, {args.repeats} repeats")
+    print(
+        f"data: {args.rows} rows x {args.features} features from {args.clusters} blobs, "
+        f"K={args.k}, --restarts_on {args.restarts_on}, {args.repeats} repeats"
+    )
 
     def fit(r, restarts_on):
         out = os.path.join(args.workdir, f"n_init-{r}")
-        seconds, _ = run([sys.executable, "-m", "pipeline", "fit", "--input",
-                          os.path.join(data_dir, "*.parquet"), "--output", out,
-                          "--k", str(args.k), "--id_column", "id", "--n_init", str(r),
-                          "--restarts_on", restarts_on, "--overwrite"])
+        seconds, _ = run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "fit",
+                "--input",
+                os.path.join(data_dir, "*.parquet"),
+                "--output",
+                out,
+                "--k",
+                str(args.k),
+                "--id_column",
+                "id",
+                "--n_init",
+                str(r),
+                "--restarts_on",
+                restarts_on,
+                "--overwrite",
+            ]
+        )
         with open(os.path.join(out, "metrics.json")) as f:
             return seconds, json.load(f)
 
@@ -66,16 +100,20 @@ def main():
     print(f"{'n_init':>6} {'wall s':>8} {'time / R=1':>11} {'rounds':>7} {'inertia / R=1':>14}")
     for r in restarts:
         t = statistics.median(times[r])
-        print(f"{r:>6} {t:>8.1f} {t / base_t:>11.2f} {metrics[r]['rounds']:>7} "
-              f"{metrics[r]['inertia'] / base_i:>14.4f}")
+        print(
+            f"{r:>6} {t:>8.1f} {t / base_t:>11.2f} {metrics[r]['rounds']:>7} "
+            f"{metrics[r]['inertia'] / base_i:>14.4f}"
+        )
     largest = max(restarts)
     if largest > 1:
         every = fit(largest, "all")[1]["restarts"]
         final = np.array([row["inertia"] for row in every])
         sample = np.array([row["sample_inertia"] for row in every])
-        print(f"expected final inertia / one restart's, over windows of R of the {largest} "
-              f"restarts of n_init={largest} --restarts_on all (spread of one restart: "
-              f"{final.std() / final.mean():.2%}):")
+        print(
+            f"expected final inertia / one restart's, over windows of R of the {largest} "
+            f"restarts of n_init={largest} --restarts_on all (spread of one restart: "
+            f"{final.std() / final.mean():.2%}):"
+        )
         print(f"{'R':>4} {'best on all rows':>17} {'best on the sample':>19}")
         for r in restarts:
             windows = [slice(i, i + r) for i in range(len(final) - r + 1)]

@@ -14,6 +14,7 @@ numpy's GEMM about 2x on this machine). Prints medians and ratios:
   - the rounds each kind of run did (a fixed-round run that stopped early, its
     centroids no longer moving, would understate the cost of a round).
 """
+
 import argparse
 import json
 import os
@@ -38,36 +39,69 @@ def run(cmd):
 
 
 def shardmeans(data, out, k, *extra):
-    seconds, _ = run([sys.executable, "-m", "pipeline", "fit", "--input", data, "--output", out,
-                      "--k", str(k), "--id_column", "id", "--overwrite", *extra])
+    seconds, _ = run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "fit",
+            "--input",
+            data,
+            "--output",
+            out,
+            "--k",
+            str(k),
+            "--id_column",
+            "id",
+            "--overwrite",
+            *extra,
+        ]
+    )
     with open(os.path.join(out, "metrics.json")) as f:
         m = json.load(f)
     return seconds, m["inertia"], m["rounds"]
 
 
 def sklearn(data, out, k, *extra):
-    seconds, stdout = run([sys.executable, "bench/sklearn_job.py", "--input", data, "--output", out,
-                           "--k", str(k), *extra])
+    seconds, stdout = run(
+        [
+            sys.executable,
+            "bench/sklearn_job.py",
+            "--input",
+            data,
+            "--output",
+            out,
+            "--k",
+            str(k),
+            *extra,
+        ]
+    )
     result = json.loads(stdout.strip().splitlines()[-1])
     return seconds, result["inertia"], result["n_iter"]
 
 
 def blas_info():
-    code = ("import numpy, threadpoolctl, json; "
-            "print(json.dumps([{k: i.get(k) for k in ('internal_api', 'architecture', 'num_threads')}"
-            " for i in threadpoolctl.threadpool_info()]))")
-    return subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
-                          text=True).stdout.strip()
+    code = (
+        "import numpy, threadpoolctl, json; "
+        "print(json.dumps([{k: i.get(k) for k in ('internal_api', 'architecture', 'num_threads')}"
+        " for i in threadpoolctl.threadpool_info()]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], env=ENV, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def step_kind():
     """Which K-Means step the fit's workers run; builds the fused op first if it must
     be, so no timed run pays for compiling it."""
-    code = ("import logging; logging.disable(logging.WARNING); "
-            "from transforms.step.native import build as native_op; "
-            "print('fused op' if native_op.load() else 'TensorFlow ops (the op did not build)')")
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True).stdout.strip()
+    code = (
+        "import logging; logging.disable(logging.WARNING); "
+        "from transforms.step.native import build as native_op; "
+        "print('fused op' if native_op.load() else 'TensorFlow ops (the op did not build)')"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def main():
@@ -81,9 +115,24 @@ def main():
     data_dir = os.path.join(args.workdir, f"data-{args.rows}x{args.features}")
     data = os.path.join(data_dir, "*.parquet")
     if not os.path.isdir(data_dir):
-        run([sys.executable, "-m", "pipeline", "generate", "--output", data_dir, "--rows",
-             str(args.rows), "--features", str(args.features), "--clusters", str(args.k),
-             "--shards", "8"])
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "generate",
+                "--output",
+                data_dir,
+                "--rows",
+                str(args.rows),
+                "--features",
+                str(args.features),
+                "--clusters",
+                str(args.k),
+                "--shards",
+                "8",
+            ]
+        )
     init = os.path.join(args.workdir, f"init-{args.k}x{args.features}.npy")
     rng = np.random.default_rng(0)
     np.save(init, rng.normal(size=(args.k, args.features)).astype(np.float32))
@@ -101,11 +150,13 @@ def main():
     sklearn(data, out("sk"), args.k, "--init", init, "--max_iter", "5", "--tol", "0")
     for _ in range(args.repeats):
         for rounds in (5, 20):
-            t, _, ran[f"sm{rounds}"] = shardmeans(data, out("sm"), args.k, "--init", init,
-                                                  "--max_rounds", str(rounds), "--tol", "0")
+            t, _, ran[f"sm{rounds}"] = shardmeans(
+                data, out("sm"), args.k, "--init", init, "--max_rounds", str(rounds), "--tol", "0"
+            )
             times[f"sm{rounds}"].append(t)
-            t, _, ran[f"sk{rounds}"] = sklearn(data, out("sk"), args.k, "--init", init,
-                                               "--max_iter", str(rounds), "--tol", "0")
+            t, _, ran[f"sk{rounds}"] = sklearn(
+                data, out("sk"), args.k, "--init", init, "--max_iter", str(rounds), "--tol", "0"
+            )
             times[f"sk{rounds}"].append(t)
         t, inertia["sm"], ran["sm_default"] = shardmeans(data, out("sm"), args.k)
         times["sm_default"].append(t)
@@ -116,9 +167,11 @@ def main():
     sm_round = (med["sm20"] - med["sm5"]) / 15
     sk_round = (med["sk20"] - med["sk5"]) / 15
     print(f"{'measure':<34}{'shardmeans':>12}{'scikit-learn':>14}{'ratio':>8}")
-    for name, a, b in (("end to end, 20 rounds (s)", med["sm20"], med["sk20"]),
-                       ("marginal cost per round (s)", sm_round, sk_round),
-                       ("time to quality, defaults (s)", med["sm_default"], med["sk_default"])):
+    for name, a, b in (
+        ("end to end, 20 rounds (s)", med["sm20"], med["sk20"]),
+        ("marginal cost per round (s)", sm_round, sk_round),
+        ("time to quality, defaults (s)", med["sm_default"], med["sk_default"]),
+    ):
         print(f"{name:<34}{a:>12.3f}{b:>14.3f}{a / b:>8.2f}")
     for side in ("sm", "sk"):
         # A round of ours (~0.2 s at 4M rows) is far below the run-to-run spread of a
@@ -126,10 +179,14 @@ def main():
         spread = max(max(times[side + str(r)]) - min(times[side + str(r)]) for r in (5, 20))
         if med[side + "20"] - med[side + "5"] < spread:
             paired = [(b - a) / 15 for a, b in zip(times[side + "5"], times[side + "20"])]
-            print(f"{'shardmeans' if side == 'sm' else 'scikit-learn'}'s marginal cost is "
-                  f"noise-bound: 15 rounds took less than the spread between repeats "
-                  f"({spread:.1f} s); per repeat: {', '.join(f'{p:.3f}' for p in paired)} s")
-    print(f"final inertia with defaults, relative to scikit-learn's: {inertia['sm'] / inertia['sk']:.4f}")
+            print(
+                f"{'shardmeans' if side == 'sm' else 'scikit-learn'}'s marginal cost is "
+                f"noise-bound: 15 rounds took less than the spread between repeats "
+                f"({spread:.1f} s); per repeat: {', '.join(f'{p:.3f}' for p in paired)} s"
+            )
+    print(
+        f"final inertia with defaults, relative to scikit-learn's: {inertia['sm'] / inertia['sk']:.4f}"
+    )
     print("rounds run:", json.dumps(ran))
     print("raw:", json.dumps(times))
 

@@ -4,6 +4,7 @@ Usage: python bench/sklearn_job.py --input GLOB --output DIR --k K [--init PATH.
        [--max_iter N] [--tol X]   (no --init: scikit-learn's defaults, k-means++ over all rows)
 Prints one JSON line: inertia, n_iter, seconds.
 """
+
 import argparse
 import glob
 import json
@@ -33,16 +34,31 @@ def main():
     x = np.column_stack([table.column(n).to_numpy() for n in names])
     z = StandardScaler().fit_transform(x)
     if args.init:
-        km = KMeans(args.k, init=np.load(args.init).astype(np.float64), n_init=1,
-                    max_iter=args.max_iter, tol=args.tol, algorithm="lloyd")
+        km = KMeans(
+            args.k,
+            init=np.load(args.init).astype(np.float64),
+            n_init=1,
+            max_iter=args.max_iter,
+            tol=args.tol,
+            algorithm="lloyd",
+        )
     else:
         km = KMeans(args.k, random_state=args.seed)
     km.fit(z)
     os.makedirs(args.output, exist_ok=True)
-    pq.write_table(pa.table({"id": table.column("id"), "cluster_id": km.labels_}),
-                   os.path.join(args.output, "labels.parquet"))
-    print(json.dumps({"inertia": float(km.inertia_), "n_iter": int(km.n_iter_),
-                      "seconds": time.perf_counter() - start}))
+    pq.write_table(
+        pa.table({"id": table.column("id"), "cluster_id": km.labels_}),
+        os.path.join(args.output, "labels.parquet"),
+    )
+    print(
+        json.dumps(
+            {
+                "inertia": float(km.inertia_),
+                "n_iter": int(km.n_iter_),
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ job_pid=""
 pool_pid=""
 status=1
 
+# shellcheck disable=SC2329  # called by cleanup, which the EXIT trap runs
 stop() {  # stop a service's whole process group (the worker pool's SDK workers too)
   local pid="$1"
   [[ -n "$pid" ]] || return 0
@@ -42,6 +43,7 @@ stop() {  # stop a service's whole process group (the worker pool's SDK workers 
   kill -KILL -- "-$pid" 2>/dev/null || true
 }
 
+# shellcheck disable=SC2329  # run by the EXIT trap
 cleanup() {
   stop "$pool_pid"
   stop "$job_pid"

@@ -5,6 +5,7 @@ Flags the job does not define go to Beam as pipeline options (`--runner`,
 command (pipeline.flags). A user error prints one readable line and exits with
 status 2, Ctrl-C with 130; no traceback (`--verbose` logs it).
 """
+
 import argparse
 import json
 import logging
@@ -12,23 +13,26 @@ import os
 import sys
 from typing import List, Optional
 
-_USAGE = ("usage: shardmeans {fit,score,generate} [FLAGS] "
-          "(shardmeans COMMAND --help for the flags)")
+_USAGE = "usage: shardmeans {fit,score,generate} [FLAGS] (shardmeans COMMAND --help for the flags)"
 
 
 def _help_parser(prog: str, option_classes, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description=description,
+        prog=prog,
+        description=description,
         epilog="Beam's pipeline options are accepted too, e.g. --runner, "
-               "--direct_running_mode=multi_processing --direct_num_workers=2, "
-               "--temp_location, --project, --region. Any other flag stops the command "
-               "before it reads anything. Flags are not abbreviated.")
+        "--direct_running_mode=multi_processing --direct_num_workers=2, "
+        "--temp_location, --project, --region. Any other flag stops the command "
+        "before it reads anything. Flags are not abbreviated.",
+    )
     for cls in option_classes:
         cls._add_argparse_args(parser.add_argument_group(cls.__doc__.strip().rstrip(".")))
     parser.add_argument_group("The command").add_argument(
-        "--verbose", action="store_true",
+        "--verbose",
+        action="store_true",
         help="log everything (DEBUG, TensorFlow's and Beam's too), and the full text and "
-             "traceback of an error the command otherwise reports in one line")
+        "traceback of an error the command otherwise reports in one line",
+    )
     return parser
 
 
@@ -45,8 +49,13 @@ def _run_job(command: str, argv: List[str]) -> int:
     """Parse `argv` as pipeline options, build the job's graph, run it, report."""
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from pipeline.options import (InputOptions, KMeansOptions, OutputOptions, ScoreOptions,
-                                  ViewCachingOptions)
+    from pipeline.options import (
+        InputOptions,
+        KMeansOptions,
+        OutputOptions,
+        ScoreOptions,
+        ViewCachingOptions,
+    )
 
     if command == "fit":
         classes = (InputOptions, KMeansOptions, OutputOptions)
@@ -76,9 +85,14 @@ def _run_job(command: str, argv: List[str]) -> int:
     else:
         spec = score.score_spec(options)
         reads = [spec.model_dir]
-    run = run_output.begin(spec.output, command, options.view_as(OutputOptions).overwrite,
-                           reads + match_input(spec.input), input_pattern=spec.input,
-                           in_process=runner is not None)
+    run = run_output.begin(
+        spec.output,
+        command,
+        options.view_as(OutputOptions).overwrite,
+        reads + match_input(spec.input),
+        input_pattern=spec.input,
+        in_process=runner is not None,
+    )
     work_dirs = [fit.work_dir(spec, run)] if command == "fit" else []
     try:
         pipeline = beam.Pipeline(runner=runner, options=options)
@@ -129,8 +143,11 @@ def _local_runner(options):
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+        )
+    )
 
 
 def _print_summary(output: str) -> None:
@@ -138,30 +155,43 @@ def _print_summary(output: str) -> None:
 
     with FileSystems.open(FileSystems.join(output, "metrics.json")) as f:
         m = json.load(f)
-    files = (f" ({m['files_rejected']} unreadable files rejected)" if m.get("files_rejected")
-             else "")
-    print(f"rows: {m['rows_read']} read, {m['rows_valid']} valid, {m['rows_rejected']} "
-          f"rejected{files}")
+    files = f" ({m['files_rejected']} unreadable files rejected)" if m.get("files_rejected") else ""
+    print(
+        f"rows: {m['rows_read']} read, {m['rows_valid']} valid, {m['rows_rejected']} "
+        f"rejected{files}"
+    )
     if "rounds" not in m:  # a score job
-        print(f"outputs of run {m['run_id']}: {output}/ (assignments/, rejected/, "
-              f"metrics.json)")
+        print(f"outputs of run {m['run_id']}: {output}/ (assignments/, rejected/, metrics.json)")
         return
-    print(f"rounds: {m['rounds']} ({'converged' if m['converged'] else _not_converged(m)}), "
-          f"inertia: {m['inertia']:.6g}")
+    print(
+        f"rounds: {m['rounds']} ({'converged' if m['converged'] else _not_converged(m)}), "
+        f"inertia: {m['inertia']:.6g}"
+    )
     if m.get("restarts"):
-        scores = "".join(f"{k}: {v[m['select']]:.3g}, " if v[m["select"]] is not None else ""
-                         for k, v in m.get("sweep", {}).items())
-        chosen = (f"K={m['k']} by {m['select']} ({scores.rstrip(', ')}), " if "sweep" in m
-                  else f"K={m['k']}, ")
-        how = ("on the init sample" if m.get("restarts_on") == "sample"
-               else "fitted together over all rows")
-        print(f"chosen: {chosen}seed {m['init_seed']}, the best of {len(m['restarts'])} "
-              f"starts {how}")
+        scores = "".join(
+            f"{k}: {v[m['select']]:.3g}, " if v[m["select"]] is not None else ""
+            for k, v in m.get("sweep", {}).items()
+        )
+        chosen = (
+            f"K={m['k']} by {m['select']} ({scores.rstrip(', ')}), "
+            if "sweep" in m
+            else f"K={m['k']}, "
+        )
+        how = (
+            "on the init sample"
+            if m.get("restarts_on") == "sample"
+            else "fitted together over all rows"
+        )
+        print(
+            f"chosen: {chosen}seed {m['init_seed']}, the best of {len(m['restarts'])} starts {how}"
+        )
     print(f"cluster sizes: {m['cluster_sizes']}")
     merged = ", hierarchy.json" if "merge_to" in m else ""
-    print(f"outputs of run {m['run_id']}: {output}/ (model/, transform_fn/, centroids.csv, "
-          f"centroids.npy, "
-          f"metrics.json, report.html{merged}, assignments/, rejected/)")
+    print(
+        f"outputs of run {m['run_id']}: {output}/ (model/, transform_fn/, centroids.csv, "
+        f"centroids.npy, "
+        f"metrics.json, report.html{merged}, assignments/, rejected/)"
+    )
 
 
 def _not_converged(m: dict) -> str:
@@ -182,11 +212,19 @@ def _generate(argv: List[str]) -> int:
         parser.print_help()  # argparse's own -h would exit the process from here
         return 0
     args = parser.parse_args(argv)  # a bad flag: pipeline.flags.FlagError, one line
-    paths = generate.generate(args.output, rows=args.rows, features=args.features,
-                              clusters=args.clusters, fmt=args.format, shards=args.shards,
-                              seed=args.seed)
-    print(f"wrote {args.rows} rows x {args.features} features ({args.clusters} blobs) "
-          f"in {len(paths)} {args.format} files under {args.output}")
+    paths = generate.generate(
+        args.output,
+        rows=args.rows,
+        features=args.features,
+        clusters=args.clusters,
+        fmt=args.format,
+        shards=args.shards,
+        seed=args.seed,
+    )
+    print(
+        f"wrote {args.rows} rows x {args.features} features ({args.clusters} blobs) "
+        f"in {len(paths)} {args.format} files under {args.output}"
+    )
     return 0
 
 
@@ -210,15 +248,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     # tf.Transform imports tf_keras anyway, so tf.keras can be tf_keras; nothing
     # in shardmeans uses tf.keras. (Must be set before TensorFlow is imported.)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if verbose:
         logging.getLogger().setLevel(logging.DEBUG)
     # Hidden unless --verbose: TensorFlow's and Beam's INFO logs, and Beam's log of a
     # failing DoFn's traceback (logged before it re-raises: the error reaches main()
     # either way, which prints a user error as one line and re-raises the rest).
-    quiet = {"tensorflow": logging.WARNING, "absl": logging.WARNING,
-             "apache_beam.runners": logging.WARNING, "apache_beam.io": logging.WARNING,
-             "apache_beam.runners.common": logging.CRITICAL}
+    quiet = {
+        "tensorflow": logging.WARNING,
+        "absl": logging.WARNING,
+        "apache_beam.runners": logging.WARNING,
+        "apache_beam.io": logging.WARNING,
+        "apache_beam.runners.common": logging.CRITICAL,
+    }
     for name, level in quiet.items():
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else level)
     try:
@@ -231,15 +275,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             check_job_flags(rest, prog=f"shardmeans {command}")
         return _run_job(command, rest)
-    except BaseException as e:  # noqa: BLE001 -- Ctrl-C and user errors: one line; the rest re-raised
+    except BaseException as e:
         from pipeline.failures import was_interrupted
         from pipeline.flags import flag_value
 
         if was_interrupted(e):  # also Ctrl-C inside a DoFn, which Beam wraps
             status, line = 130, "interrupted"  # 128 + SIGINT, as shells report it
         else:
-            message = (_user_message(e, output=flag_value(rest, "--output"))
-                       if isinstance(e, Exception) else None)
+            message = (
+                _user_message(e, output=flag_value(rest, "--output"))
+                if isinstance(e, Exception)
+                else None
+            )
             if message is None:  # a bug (or SystemExit): re-raised, with its traceback
                 raise
             status, line = 2, f"error: {message}"
@@ -268,8 +315,12 @@ def run() -> None:
     # What a normal exit does first: wait for non-daemon threads, run the exit handlers.
     # After Ctrl-C the job's threads may never end: the user asked to stop.
     for thread in threading.enumerate():
-        if (code != 130 and thread is not threading.current_thread() and not thread.daemon
-                and thread.is_alive()):  # (a thread created but never started cannot be joined)
+        if (
+            code != 130
+            and thread is not threading.current_thread()
+            and not thread.daemon
+            and thread.is_alive()
+        ):  # (a thread created but never started cannot be joined)
             thread.join()
     atexit._run_exitfuncs()  # noqa: SLF001
     logging.shutdown()

@@ -35,6 +35,7 @@ The stage annotation names a step of the graph (`KMeans/Round 3/...`), which
 means nothing to a user: it is removed from the line printed; the command logs
 the full error at DEBUG (shown with --verbose).
 """
+
 import errno
 import os
 import re
@@ -54,14 +55,23 @@ _INTERRUPT_TEXT = re.compile(r"^(?:[\w.]+: )?KeyboardInterrupt(?: \[while runnin
 # (and a second one, "-> '/other'", after it for a rename).
 _OS_ERROR_TEXT = re.compile(
     r"\[Errno (?P<errno>\d+)\] (?P<strerror>[^\n]*?)(?:: (?P<path>'[^'\n]*'|\"[^\"\n]*\"))?"
-    r"(?= ->| \[while running|$|\n)", re.MULTILINE)
+    r"(?= ->| \[while running|$|\n)",
+    re.MULTILINE,
+)
 
 # The OS errors a user fixes where the job runs (free space, permissions, a writable
 # location), not in the code.
-ENVIRONMENT_ERRNOS = tuple(code for code in (
-    errno.ENOSPC, getattr(errno, "EDQUOT", None),  # a full disk or quota
-    errno.EACCES, errno.EPERM, errno.EROFS,  # may not read or write there
-) if code is not None)
+ENVIRONMENT_ERRNOS = tuple(
+    code
+    for code in (
+        errno.ENOSPC,
+        getattr(errno, "EDQUOT", None),  # a full disk or quota
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,  # may not read or write there
+    )
+    if code is not None
+)
 
 
 def user_message(error: BaseException, output: Optional[str] = None) -> Optional[str]:
@@ -93,8 +103,10 @@ def was_interrupted(error: BaseException) -> bool:
     _reraise_augmented wraps every BaseException, and a KeyboardInterrupt has no
     message to append the stage to.
     """
-    return any(isinstance(exc, KeyboardInterrupt) or _INTERRUPT_TEXT.search(str(exc))
-               for exc in _exception_chain(error))
+    return any(
+        isinstance(exc, KeyboardInterrupt) or _INTERRUPT_TEXT.search(str(exc))
+        for exc in _exception_chain(error)
+    )
 
 
 def without_stage(message: str) -> str:

@@ -1,4 +1,5 @@
 """The `fit` job: its validated specification, and the function that builds (not runs) its graph."""
+
 from typing import List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
@@ -56,15 +57,19 @@ def fit_spec(options) -> FitSpec:
         if value is None:
             raise UserInputError(f"{flag} is required")
     ks = _ks(km.k)
-    for flag, value, low in (("--max_rounds", km.max_rounds, 1), ("--batch_size", km.batch_size, 1),
-                             ("--n_init", 1 if km.n_init is None else km.n_init, 1),
-                             ("--init_refine_rounds", km.init_refine_rounds, 0),
-                             ("--init_sample_size", km.init_sample_size, max(ks))):
+    for flag, value, low in (
+        ("--max_rounds", km.max_rounds, 1),
+        ("--batch_size", km.batch_size, 1),
+        ("--n_init", 1 if km.n_init is None else km.n_init, 1),
+        ("--init_refine_rounds", km.init_refine_rounds, 0),
+        ("--init_sample_size", km.init_sample_size, max(ks)),
+    ):
         if value < low:
             raise UserInputError(f"{flag} must be at least {low}, got {value}")
     if km.merge_to is not None and not 1 <= km.merge_to <= min(ks):
-        raise UserInputError(f"--merge_to must be in 1..{min(ks)} (the smallest --k), "
-                             f"got {km.merge_to}")
+        raise UserInputError(
+            f"--merge_to must be in 1..{min(ks)} (the smallest --k), got {km.merge_to}"
+        )
     for flag, value in (("--seed", km.seed), ("--init_seed", km.init_seed)):
         if value is not None and not 0 <= value < 2**32:
             raise UserInputError(f"{flag} must be in [0, 2**32), got {value}")
@@ -80,17 +85,33 @@ def fit_spec(options) -> FitSpec:
     n_init = resolve_n_init(km.n_init, given=given is not None)
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     return FitSpec(
-        input=absolute_path(inp.input), format=layout.format, features=features,
+        input=absolute_path(inp.input),
+        format=layout.format,
+        features=features,
         passthrough=layout.passthrough,
-        id_column=inp.id_column, on_invalid=inp.on_invalid, output=absolute_path(out.output),
+        id_column=inp.id_column,
+        on_invalid=inp.on_invalid,
+        output=absolute_path(out.output),
         temp_location=absolute_path(temp_location) if temp_location else None,
-        keep_standardized=out.keep_standardized, ks=ks, n_init=n_init,
-        restarts_on=km.restarts_on, select=km.select, seed=km.seed, init_seed=km.init_seed,
-        max_rounds=km.max_rounds, tol=km.tol, init=init,
-        init_path=absolute_path(km.init) if given is not None else None, init_centroids=given,
-        init_sample_size=km.init_sample_size, init_refine_rounds=km.init_refine_rounds,
+        keep_standardized=out.keep_standardized,
+        ks=ks,
+        n_init=n_init,
+        restarts_on=km.restarts_on,
+        select=km.select,
+        seed=km.seed,
+        init_seed=km.init_seed,
+        max_rounds=km.max_rounds,
+        tol=km.tol,
+        init=init,
+        init_path=absolute_path(km.init) if given is not None else None,
+        init_centroids=given,
+        init_sample_size=km.init_sample_size,
+        init_refine_rounds=km.init_refine_rounds,
         merge_to=km.merge_to,
-        batch_size=km.batch_size, cache_mb=km.cache_mb, devices=km.devices)
+        batch_size=km.batch_size,
+        cache_mb=km.cache_mb,
+        devices=km.devices,
+    )
 
 
 def _features(requested, schema, numeric, id_column, path) -> List[str]:
@@ -107,26 +128,29 @@ def _features(requested, schema, numeric, id_column, path) -> List[str]:
     if requested is None:
         features = [n for n in numeric if n != id_column]
         if not features:
-            raise UserInputError(f"no numeric column to cluster on in {path} "
-                                 f"(columns: {', '.join(schema.names)}); pass --features")
+            raise UserInputError(
+                f"no numeric column to cluster on in {path} "
+                f"(columns: {', '.join(schema.names)}); pass --features"
+            )
         return features
     features = [f.strip() for f in requested.split(",") if f.strip()]
     if not features:
         raise UserInputError("--features is empty")
     for name in features:
         if name not in schema.names:
-            raise UserInputError(f"unknown feature {name!r}: not a column of {path} "
-                                 f"(columns: {', '.join(schema.names)})")
+            raise UserInputError(
+                f"unknown feature {name!r}: not a column of {path} "
+                f"(columns: {', '.join(schema.names)})"
+            )
         field = schema.field(name)
         if column_conflict(field):
             raise UserInputError(f"feature {name!r}: {column_conflict(field)}")
         kind = field.type
-        numbers_list = ((pa.types.is_list(kind) or pa.types.is_large_list(kind))
-                        and (pa.types.is_integer(kind.value_type)
-                             or pa.types.is_floating(kind.value_type)))
+        numbers_list = (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and (
+            pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)
+        )
         if name not in numeric and not numbers_list:
-            raise UserInputError(f"feature {name!r} of {path} is not numeric "
-                                 f"(type {field.type})")
+            raise UserInputError(f"feature {name!r} of {path} is not numeric (type {field.type})")
     if len(set(features)) != len(features):
         raise UserInputError(f"--features names a column twice: {requested!r}")
     return features
@@ -137,15 +161,18 @@ def _ks(value) -> Tuple[int, ...]:
     try:
         ks = [int(part) for part in str(value).split(",")]
     except ValueError:
-        raise UserInputError(f"--k must be a whole number or a comma-separated list of them "
-                             f"(e.g. 4,8,16), got {value!r}") from None
+        raise UserInputError(
+            f"--k must be a whole number or a comma-separated list of them "
+            f"(e.g. 4,8,16), got {value!r}"
+        ) from None
     if min(ks) < 1:
         raise UserInputError(f"--k must be at least 1, got {value}")
     if len(set(ks)) != len(ks):
         raise UserInputError(f"--k lists a K twice: {value}")
     if len(ks) > 1 and min(ks) < 2:
-        raise UserInputError(f"a --k sweep compares clusterings: every K must be at least 2, "
-                             f"got {value}")
+        raise UserInputError(
+            f"a --k sweep compares clusterings: every K must be at least 2, got {value}"
+        )
     return tuple(sorted(ks))
 
 
@@ -153,20 +180,25 @@ def _init(init: str, ks: Tuple[int, ...], n_init: int, d: int):
     if init in INIT_METHODS:
         return init, None
     if not init.endswith(".npy"):
-        raise UserInputError(f"--init must be one of {', '.join(INIT_METHODS)} or a .npy file, "
-                             f"got {init!r}")
+        raise UserInputError(
+            f"--init must be one of {', '.join(INIT_METHODS)} or a .npy file, got {init!r}"
+        )
     if len(ks) > 1 or n_init > 1:
-        raise UserInputError(f"--init {init} is one start for one K: it takes neither a --k "
-                             f"list nor --n_init above 1")
+        raise UserInputError(
+            f"--init {init} is one start for one K: it takes neither a --k "
+            f"list nor --n_init above 1"
+        )
     k = ks[0]
     try:
         with FileSystems.open(init) as f:
             given = np.load(f, allow_pickle=False)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- any failure to read it is the file's
         raise UserInputError(f"cannot read --init {init}: {e}") from None
     if given.shape != (k, d) or not np.all(np.isfinite(given)):
-        raise UserInputError(f"--init {init} holds an array of shape {given.shape}; expected "
-                             f"finite [{k}, {d}] (k, number of features)")
+        raise UserInputError(
+            f"--init {init} holds an array of shape {given.shape}; expected "
+            f"finite [{k}, {d}] (k, number of features)"
+        )
     return "given", given.astype(np.float64)
 
 
@@ -180,26 +212,44 @@ def work_dir(spec: FitSpec, run: RunOutput) -> str:
 def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -> None:
     """Add the fit job to `pipeline` (runs nothing): read and validate, KMeans, write the
     outputs under the run's stage, publish them to `spec.output` once all are written."""
-    rows = pipeline | "Read" >> ReadValidRows(spec.input, spec.format, spec.features,
-                                              spec.passthrough, spec.on_invalid,
-                                              spec.batch_size)
+    rows = pipeline | "Read" >> ReadValidRows(
+        spec.input, spec.format, spec.features, spec.passthrough, spec.on_invalid, spec.batch_size
+    )
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     fitted = rows["valid"] | "KMeans" >> KMeans(
-        spec.ks, spec.features, run.stage, max_iter=spec.max_rounds, tol=spec.tol,
-        n_init=spec.n_init, init_seed=spec.init_seed, restarts_on=spec.restarts_on,
+        spec.ks,
+        spec.features,
+        run.stage,
+        max_iter=spec.max_rounds,
+        tol=spec.tol,
+        n_init=spec.n_init,
+        init_seed=spec.init_seed,
+        restarts_on=spec.restarts_on,
         select=spec.select,
         init=spec.init if spec.init_centroids is None else spec.init_centroids,
-        random_state=spec.seed, init_sample_size=spec.init_sample_size,
+        random_state=spec.seed,
+        init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,
-        batch_size=spec.batch_size, cache_mb=spec.cache_mb, devices=spec.devices,
-        passthrough=spec.passthrough, work_dir=work_dir(spec, run),
-        keep_standardized=spec.keep_standardized, merge_to=spec.merge_to)
+        batch_size=spec.batch_size,
+        cache_mb=spec.cache_mb,
+        devices=spec.devices,
+        passthrough=spec.passthrough,
+        work_dir=work_dir(spec, run),
+        keep_standardized=spec.keep_standardized,
+        merge_to=spec.merge_to,
+    )
     assigned = fitted["assignments"] | "WriteAssignments" >> writers.WriteAssignments(
-        run.stage, spec.format, spec.passthrough, merged=spec.merge_to is not None)
+        run.stage, spec.format, spec.passthrough, merged=spec.merge_to is not None
+    )
     results = fitted["state"] | "WriteResults" >> beam.Map(
-        writers.write_results, selection=beam.pvalue.AsSingleton(fitted["selection"]),
+        writers.write_results,
+        selection=beam.pvalue.AsSingleton(fitted["selection"]),
         partials=beam.pvalue.AsSingleton(fitted["final"]),
         counts=beam.pvalue.AsSingleton(rows["counts"]),
-        sample=beam.pvalue.AsSingleton(fitted["sample"]), spec=spec, run=run)
+        sample=beam.pvalue.AsSingleton(fitted["sample"]),
+        spec=spec,
+        run=run,
+    )
     _ = pipeline | "Publish" >> writers.Publish(
-        run, rejected=rejected, assignments=assigned, results=results, fitted=fitted["done"])
+        run, rejected=rejected, assignments=assigned, results=results, fitted=fitted["done"]
+    )

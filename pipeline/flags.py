@@ -18,6 +18,7 @@ argument). No abbreviations: Beam's parsers are built with allow_abbrev=False,
 so `--max_round` is not taken for `--max_rounds`; refusing it is what keeps
 Beam from running on the defaults. `generate` follows the same rules.
 """
+
 import argparse
 import difflib
 import importlib
@@ -87,7 +88,7 @@ def check_job_flags(argv: Sequence[str], prog: str) -> None:
         _, unknown = parser.parse_known_args(argv)
     except FlagError:
         raise
-    except Exception as e:  # noqa: BLE001 -- a Beam option's own action choked on its value
+    except Exception as e:
         # (e.g. --sdk_harness_log_level_overrides 1: JSON, but not an object)
         raise FlagError(f"{_failing_flag(parser, argv)}: {type(e).__name__}: {e}") from e
     if unknown:
@@ -131,7 +132,7 @@ def pipeline_options_parser() -> argparse.ArgumentParser:
     for cls in PipelineOptions.__subclasses__():
         classes.setdefault(str(cls), cls)
     for cls in classes.values():
-        cls._add_argparse_args(parser)  # noqa: SLF001 -- how Beam gathers them too
+        cls._add_argparse_args(parser)
     return parser
 
 
@@ -222,5 +223,5 @@ def flag_value(argv: Sequence[str], flag: str) -> Optional[str]:
         if arg == flag and i + 1 < len(argv):
             value = argv[i + 1]
         elif arg.startswith(flag + "="):
-            value = arg[len(flag) + 1:]
+            value = arg[len(flag) + 1 :]
     return value

@@ -3,6 +3,7 @@
 The demo's data and the benchmarks'. Shards are generated one at a time from
 their own seed, so memory stays at one shard whatever --rows is.
 """
+
 import argparse
 import os
 from typing import List
@@ -17,31 +18,58 @@ def arg_parser() -> argparse.ArgumentParser:
     from pipeline.flags import OneLineArgumentParser
 
     parser = OneLineArgumentParser(prog="shardmeans generate", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", required=True,
-                        help="directory for the shards (created if missing)")
-    parser.add_argument("--rows", type=int, default=200_000,
-                        help="rows in all, split evenly over the shards; default 200000")
-    parser.add_argument("--features", type=int, default=8,
-                        help="feature columns f0, f1, ... (float64), each of its own scale "
-                             "and offset; default 8")
-    parser.add_argument("--clusters", type=int, default=6,
-                        help="Gaussian blobs; the column 'blob' names each row's; default 6")
-    parser.add_argument("--format", choices=["parquet", "csv", "tfrecord"], default="parquet",
-                        help="file format (tfrecord: tf.Example); default parquet")
-    parser.add_argument("--shards", type=int, default=4,
-                        help="files to write, one at a time (memory holds one shard); "
-                             "default 4")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the blobs' layout and of every shard's rows; default 0")
+    parser.add_argument(
+        "--output", required=True, help="directory for the shards (created if missing)"
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=200_000,
+        help="rows in all, split evenly over the shards; default 200000",
+    )
+    parser.add_argument(
+        "--features",
+        type=int,
+        default=8,
+        help="feature columns f0, f1, ... (float64), each of its own scale and offset; default 8",
+    )
+    parser.add_argument(
+        "--clusters",
+        type=int,
+        default=6,
+        help="Gaussian blobs; the column 'blob' names each row's; default 6",
+    )
+    parser.add_argument(
+        "--format",
+        choices=["parquet", "csv", "tfrecord"],
+        default="parquet",
+        help="file format (tfrecord: tf.Example); default parquet",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=4,
+        help="files to write, one at a time (memory holds one shard); default 4",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the blobs' layout and of every shard's rows; default 0",
+    )
     # Taken out by the command before the others are parsed; here for --help.
-    parser.add_argument("--verbose", action="store_true",
-                        help="log everything, and the full text and traceback of an error "
-                             "the command otherwise reports in one line")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log everything, and the full text and traceback of an error "
+        "the command otherwise reports in one line",
+    )
     return parser
 
 
-def blobs(rows: int, features: int, clusters: int, seed: int, shard: int = 0,
-          first_id: int = 0) -> pa.Table:
+def blobs(
+    rows: int, features: int, clusters: int, seed: int, shard: int = 0, first_id: int = 0
+) -> pa.Table:
     """A table: id (int64), f0..f{D-1} (float64), blob (string, the true cluster)."""
     layout = np.random.default_rng(seed)
     centers = layout.uniform(-10, 10, size=(clusters, features))
@@ -87,8 +115,15 @@ def _example(row: dict):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def generate(output: str, rows: int, features: int, clusters: int, fmt: str = "parquet",
-             shards: int = 4, seed: int = 0) -> List[str]:
+def generate(
+    output: str,
+    rows: int,
+    features: int,
+    clusters: int,
+    fmt: str = "parquet",
+    shards: int = 4,
+    seed: int = 0,
+) -> List[str]:
     """Write `rows` rows in `shards` files under `output`; return their paths."""
     os.makedirs(output, exist_ok=True)
     suffix = {"parquet": "parquet", "csv": "csv", "tfrecord": "tfrecord"}[fmt]

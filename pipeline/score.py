@@ -1,4 +1,5 @@
 """The `score` job: apply a fitted model to new data, with the fit's validation and dead letter."""
+
 import posixpath
 from typing import List, NamedTuple
 
@@ -43,14 +44,18 @@ def _model_dir(path: str) -> str:
         if not FileSystems.exists(FileSystems.join(fit_output, "metrics.json")):
             fit_output = None  # a model copied out of its fit's output
     else:
-        raise UserInputError(f"--model {path}: no SavedModel there nor in {path}/model "
-                             f"(pass a fit output directory)")
+        raise UserInputError(
+            f"--model {path}: no SavedModel there nor in {path}/model (pass a fit output directory)"
+        )
     if fit_output is not None and not FileSystems.exists(FileSystems.join(fit_output, MARKER)):
-        raise UserInputError(f"--model {path}: {fit_output} has no {MARKER} marker: the fit "
-                             f"that wrote it did not finish (or is still running)")
+        raise UserInputError(
+            f"--model {path}: {fit_output} has no {MARKER} marker: the fit "
+            f"that wrote it did not finish (or is still running)"
+        )
     if not FileSystems.exists(FileSystems.join(model_dir, "variables", "variables.index")):
-        raise UserInputError(f"--model {path}: the SavedModel in {model_dir} has no "
-                             f"variables/ (an incomplete copy?)")
+        raise UserInputError(
+            f"--model {path}: the SavedModel in {model_dir} has no variables/ (an incomplete copy?)"
+        )
     return model_dir
 
 
@@ -59,13 +64,18 @@ def _describe(model_dir: str):
         return describe_model(model_dir)
     except Exception as e:  # noqa: BLE001 -- any load failure is the model's, named below
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserInputError(f"--model {model_dir} cannot be loaded as a shardmeans "
-                             f"model: {first}") from None
+        raise UserInputError(
+            f"--model {model_dir} cannot be loaded as a shardmeans model: {first}"
+        ) from None
 
 
 def score_spec(options) -> ScoreSpec:
     """Validate the score options against the model and the first input file."""
-    inp, out, km = options.view_as(InputOptions), options.view_as(OutputOptions), options.view_as(KMeansOptions)
+    inp, out, km = (
+        options.view_as(InputOptions),
+        options.view_as(OutputOptions),
+        options.view_as(KMeansOptions),
+    )
     model = options.view_as(ScoreOptions).model
     for flag, value in (("--model", model), ("--input", inp.input), ("--output", out.output)):
         if value is None:
@@ -73,29 +83,44 @@ def score_spec(options) -> ScoreSpec:
     model_dir = _model_dir(absolute_path(model))
     features, merged = _describe(model_dir)
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
-    return ScoreSpec(absolute_path(inp.input), layout.format, features, layout.passthrough,
-                     inp.on_invalid,
-                     absolute_path(model_dir), absolute_path(out.output), km.batch_size, merged)
+    return ScoreSpec(
+        absolute_path(inp.input),
+        layout.format,
+        features,
+        layout.passthrough,
+        inp.on_invalid,
+        absolute_path(model_dir),
+        absolute_path(out.output),
+        km.batch_size,
+        merged,
+    )
 
 
 def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutput) -> None:
     """Add the score job to `pipeline` (runs nothing): read and validate, assign, write under
     the run's stage, publish to `spec.output` once all are written."""
-    rows = pipeline | "Read" >> ReadValidRows(spec.input, spec.format, spec.features,
-                                              spec.passthrough, spec.on_invalid, spec.batch_size)
+    rows = pipeline | "Read" >> ReadValidRows(
+        spec.input, spec.format, spec.features, spec.passthrough, spec.on_invalid, spec.batch_size
+    )
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
-    assigned = (rows["valid"]
-                | "AssignClusters" >> AssignClusters(spec.model_dir)
-                | "WriteAssignments" >> writers.WriteAssignments(run.stage, spec.format,
-                                                                spec.passthrough,
-                                                                merged=spec.merged))
+    assigned = (
+        rows["valid"]
+        | "AssignClusters" >> AssignClusters(spec.model_dir)
+        | "WriteAssignments"
+        >> writers.WriteAssignments(run.stage, spec.format, spec.passthrough, merged=spec.merged)
+    )
     results = rows["counts"] | "WriteMetrics" >> beam.Map(_write_metrics, spec=spec, run=run)
     _ = pipeline | "Publish" >> writers.Publish(
-        run, rejected=rejected, assignments=assigned, results=results)
+        run, rejected=rejected, assignments=assigned, results=results
+    )
 
 
 def _write_metrics(counts: np.ndarray, spec: ScoreSpec, run: RunOutput) -> dict:
-    metrics = {"run_id": run.run_id, "model": spec.model_dir, "features": spec.features,
-               **writers.counts_metrics(counts)}
+    metrics = {
+        "run_id": run.run_id,
+        "model": spec.model_dir,
+        "features": spec.features,
+        **writers.counts_metrics(counts),
+    }
     writers.write_json(FileSystems.join(run.stage, "metrics.json"), metrics)
     return metrics

@@ -1,6 +1,7 @@
 """Paths as workers see them, and how a run ends (executed, or only a template written).
 
 The output directory's protocol is pipeline.outputs.run_output."""
+
 import os
 
 from apache_beam.io.filesystems import FileSystems

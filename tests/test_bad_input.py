@@ -1,4 +1,5 @@
 """A corpus of bad input through both --on_invalid modes, and every clear error."""
+
 import subprocess
 import sys
 
@@ -25,8 +26,21 @@ def corpus(tmp_path):
     a header-only file, and a file without column y."""
     d = tmp_path / "in"
     d.mkdir()
-    lines = ["id,x,y", GOOD[0], "6,nan,1.0", GOOD[1], "7,1.0,inf", "8,,1.0", "11,3.0",
-             GOOD[2], "9,1.0,abc", "12,1,2,3", "10,-inf,2", GOOD[3], GOOD[4]]
+    lines = [
+        "id,x,y",
+        GOOD[0],
+        "6,nan,1.0",
+        GOOD[1],
+        "7,1.0,inf",
+        "8,,1.0",
+        "11,3.0",
+        GOOD[2],
+        "9,1.0,abc",
+        "12,1,2,3",
+        "10,-inf,2",
+        GOOD[3],
+        GOOD[4],
+    ]
     (d / "a.csv").write_text("\n".join(lines) + "\n")
     (d / "b.csv").write_text("")
     (d / "c.csv").write_text("id,x,y\n")
@@ -36,8 +50,22 @@ def corpus(tmp_path):
 
 def test_reject_mode_counts_and_reasons(corpus, tmp_path):
     out = tmp_path / "out"
-    assert fit(out, "--input", corpus, "--k", 2, "--features", "x,y", "--id_column", "id",
-               "--max_rounds", 10) == 0
+    assert (
+        fit(
+            out,
+            "--input",
+            corpus,
+            "--k",
+            2,
+            "--features",
+            "x,y",
+            "--id_column",
+            "id",
+            "--max_rounds",
+            10,
+        )
+        == 0
+    )
     m = metrics(out)
     assert (m["rows_read"], m["rows_valid"], m["rows_rejected"]) == (14, 5, 9)
     rows = rejected(out)
@@ -59,8 +87,13 @@ def test_reject_mode_counts_and_reasons(corpus, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _assert_clear_error(proc, *fragments):
@@ -73,34 +106,70 @@ def _assert_clear_error(proc, *fragments):
 
 
 def test_fail_mode_names_file_row_and_column(corpus, tmp_path):
-    proc = _cli("fit", "--input", corpus, "--output", tmp_path / "out", "--k", 2,
-                "--features", "x,y", "--on_invalid", "fail")
+    proc = _cli(
+        "fit",
+        "--input",
+        corpus,
+        "--output",
+        tmp_path / "out",
+        "--k",
+        2,
+        "--features",
+        "x,y",
+        "--on_invalid",
+        "fail",
+    )
     # Files are read in parallel: the job stops at the first bad row of whichever comes first.
     _assert_clear_error(proc, "--on_invalid=fail")
     message = proc.stderr.strip().splitlines()[-1]
-    assert ("a.csv, row 2, column 'x': NaN" in message
-            or "d.csv, row 1, column 'y': the file has no such column" in message), message
+    assert (
+        "a.csv, row 2, column 'x': NaN" in message
+        or "d.csv, row 1, column 'y': the file has no such column" in message
+    ), message
 
 
 @pytest.fixture()
 def small_parquet(tmp_path):
     d = tmp_path / "pq"
     d.mkdir()
-    pq.write_table(pa.table({"id": np.arange(6), "x": np.arange(6.0), "y": np.ones(6),
-                             "name": [f"n{i}" for i in range(6)]}), d / "a.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "id": np.arange(6),
+                "x": np.arange(6.0),
+                "y": np.ones(6),
+                "name": [f"n{i}" for i in range(6)],
+            }
+        ),
+        d / "a.parquet",
+    )
     return d
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--input", "{tmp}/nothing*.parquet", "--k", 2], ["no file matches"]),
-    (["--input", "{pq}/*.parquet", "--k", 2, "--features", "x,zz"], ["unknown feature 'zz'", "a.parquet"]),
-    (["--input", "{pq}/*.parquet", "--k", 2, "--features", "x,name"], ["feature 'name'", "not numeric"]),
-    (["--input", "{pq}/*.parquet", "--k", 0], ["--k must be at least 1, got 0"]),
-    (["--input", "{pq}/*.parquet", "--k", 7, "--features", "x,y", "--init_sample_size", 10],
-     ["--k 7 is larger than the number of valid rows (6)"]),
-    (["--input", "{pq}/*.parquet", "--k", 2, "--id_column", "nope"], ["--id_column 'nope'"]),
-    (["--input", "{pq}/*.parquet", "--k", 2, "--init", "{tmp}/missing.npy"], ["cannot read --init"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--input", "{tmp}/nothing*.parquet", "--k", 2], ["no file matches"]),
+        (
+            ["--input", "{pq}/*.parquet", "--k", 2, "--features", "x,zz"],
+            ["unknown feature 'zz'", "a.parquet"],
+        ),
+        (
+            ["--input", "{pq}/*.parquet", "--k", 2, "--features", "x,name"],
+            ["feature 'name'", "not numeric"],
+        ),
+        (["--input", "{pq}/*.parquet", "--k", 0], ["--k must be at least 1, got 0"]),
+        (
+            ["--input", "{pq}/*.parquet", "--k", 7, "--features", "x,y", "--init_sample_size", 10],
+            ["--k 7 is larger than the number of valid rows (6)"],
+        ),
+        (["--input", "{pq}/*.parquet", "--k", 2, "--id_column", "nope"], ["--id_column 'nope'"]),
+        (
+            ["--input", "{pq}/*.parquet", "--k", 2, "--init", "{tmp}/missing.npy"],
+            ["cannot read --init"],
+        ),
+    ],
+)
 def test_clear_errors(tmp_path, small_parquet, args, fragments, capsys):
     args = [str(a).format(tmp=tmp_path, pq=small_parquet) for a in args]
     assert fit(tmp_path / "out", *args) == 2
@@ -113,9 +182,21 @@ def test_clear_errors(tmp_path, small_parquet, args, fragments, capsys):
 def test_unreadable_file_is_named(tmp_path, small_parquet):
     (small_parquet / "b.parquet").write_bytes(b"this is not parquet")
     # the first file probes fine; the second fails while the job runs
-    _assert_clear_error(_cli("fit", "--input", small_parquet / "*.parquet", "--output",
-                             tmp_path / "out", "--k", 2, "--features", "x,y"),
-                        "cannot read parquet file", "b.parquet")
+    _assert_clear_error(
+        _cli(
+            "fit",
+            "--input",
+            small_parquet / "*.parquet",
+            "--output",
+            tmp_path / "out",
+            "--k",
+            2,
+            "--features",
+            "x,y",
+        ),
+        "cannot read parquet file",
+        "b.parquet",
+    )
 
 
 def test_nothing_valid_left(tmp_path, capsys):
@@ -130,8 +211,19 @@ def test_existing_output_needs_overwrite(tmp_path, small_parquet):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    args = ["fit", "--input", small_parquet / "*.parquet", "--output", out, "--k", 2,
-            "--features", "x,y"]
+    args = [
+        "fit",
+        "--input",
+        small_parquet / "*.parquet",
+        "--output",
+        out,
+        "--k",
+        2,
+        "--features",
+        "x,y",
+    ]
     _assert_clear_error(_cli(*args), "exists and is not empty", "--overwrite")
-    assert fit(out, *args[1:3], "--k", 2, "--features", "x,y", "--overwrite", "--max_rounds", 5) == 0
+    assert (
+        fit(out, *args[1:3], "--k", 2, "--features", "x,y", "--overwrite", "--max_rounds", 5) == 0
+    )
     assert not (out / "keep.txt").exists() and metrics(out)["rows_valid"] == 6

@@ -9,6 +9,7 @@ of a traceback for what the user causes, Ctrl-C.
 - Ctrl-C is "interrupted", status 130; a full disk and a refused write are one line
   naming the path; a bug keeps its traceback.
 """
+
 import errno
 import logging
 import os
@@ -23,12 +24,13 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-from conftest import ROOT
 from pipeline import cli, flags, generate
 from pipeline.cli import main
 from pipeline.failures import user_message, was_interrupted, without_stage
 from pipeline.options import KMeansOptions
 from transforms.core.errors import UserInputError
+
+from conftest import ROOT
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 STAGE = "KMeans/Lloyd/Round003/PartialSums"
@@ -52,6 +54,7 @@ def tiny_csv(tmp_path):
 @pytest.fixture()
 def no_job(monkeypatch):
     """Fails the test if a job (or generate's writing) starts."""
+
     def job(*args, **kwargs):
         raise AssertionError("the job ran")
 
@@ -61,26 +64,42 @@ def no_job(monkeypatch):
 
 # --- unknown and malformed flags -------------------------------------------------
 
-@pytest.mark.parametrize("command, extra, line", [
-    ("fit", ["--max_round", "2"], "unknown flag --max_round (did you mean --max_rounds?)"),
-    ("fit", ["--max_round=2"], "unknown flag --max_round (did you mean --max_rounds?)"),
-    ("fit", ["--n-init", "1"], "unknown flag --n-init (did you mean --n_init?)"),
-    ("fit", ["--runer", "DirectRunner"], "unknown flag --runer (did you mean --runner?)"),
-    ("fit", ["-k", "3"], "unknown flag -k (did you mean --k?)"),
-    ("fit", ["--zzyzx"], "unknown flag --zzyzx (shardmeans fit --help lists the flags)"),
-    ("fit", ["--max_round", "2", "--n-init", "1"],
-     "unknown flag --max_round (did you mean --max_rounds?); "
-     "unknown flag --n-init (did you mean --n_init?)"),
-    ("score", ["--modle", "m"], "unknown flag --modle (did you mean --model?)"),
-    ("score", ["--ouput_dir", "o"], "unknown flag --ouput_dir (did you mean --output?)"),
-])
-def test_unknown_job_flag_is_one_line_before_the_job(command, extra, line, tiny_csv, tmp_path,
-                                                     capfd, no_job):
+
+@pytest.mark.parametrize(
+    "command, extra, line",
+    [
+        ("fit", ["--max_round", "2"], "unknown flag --max_round (did you mean --max_rounds?)"),
+        ("fit", ["--max_round=2"], "unknown flag --max_round (did you mean --max_rounds?)"),
+        ("fit", ["--n-init", "1"], "unknown flag --n-init (did you mean --n_init?)"),
+        ("fit", ["--runer", "DirectRunner"], "unknown flag --runer (did you mean --runner?)"),
+        ("fit", ["-k", "3"], "unknown flag -k (did you mean --k?)"),
+        ("fit", ["--zzyzx"], "unknown flag --zzyzx (shardmeans fit --help lists the flags)"),
+        (
+            "fit",
+            ["--max_round", "2", "--n-init", "1"],
+            "unknown flag --max_round (did you mean --max_rounds?); "
+            "unknown flag --n-init (did you mean --n_init?)",
+        ),
+        ("score", ["--modle", "m"], "unknown flag --modle (did you mean --model?)"),
+        ("score", ["--ouput_dir", "o"], "unknown flag --ouput_dir (did you mean --output?)"),
+    ],
+)
+def test_unknown_job_flag_is_one_line_before_the_job(
+    command, extra, line, tiny_csv, tmp_path, capfd, no_job
+):
     out = tmp_path / "out"
     argv = [command, "--input", tiny_csv, "--output", str(out), "--k", "2", *extra]
     if command == "score":
-        argv = [command, "--model", str(tmp_path / "model"), "--input", tiny_csv,
-                "--output", str(out), *extra]
+        argv = [
+            command,
+            "--model",
+            str(tmp_path / "model"),
+            "--input",
+            tiny_csv,
+            "--output",
+            str(out),
+            *extra,
+        ]
     assert main(argv) == 2
     captured = capfd.readouterr()
     assert _one_line(captured.err) == f"shardmeans {command}: error: {line}"
@@ -88,14 +107,17 @@ def test_unknown_job_flag_is_one_line_before_the_job(command, extra, line, tiny_
     assert not out.exists()
 
 
-@pytest.mark.parametrize("extra, line", [
-    (["--rowz", "10"], "unknown flag --rowz (did you mean --rows?)"),
-    (["--row", "10"], "unknown flag --row (did you mean --rows?)"),  # no abbreviations
-    (["--n-clusters", "3"], "unknown flag --n-clusters (did you mean --clusters?)"),
-    (["--rows", "ten"], "argument --rows: invalid int value: 'ten'"),
-    (["--format", "xls"], "argument --format: invalid choice: 'xls'"),
-    (["extra"], "unexpected argument 'extra' (flags are --name value or --name=value)"),
-])
+@pytest.mark.parametrize(
+    "extra, line",
+    [
+        (["--rowz", "10"], "unknown flag --rowz (did you mean --rows?)"),
+        (["--row", "10"], "unknown flag --row (did you mean --rows?)"),  # no abbreviations
+        (["--n-clusters", "3"], "unknown flag --n-clusters (did you mean --clusters?)"),
+        (["--rows", "ten"], "argument --rows: invalid int value: 'ten'"),
+        (["--format", "xls"], "argument --format: invalid choice: 'xls'"),
+        (["extra"], "unexpected argument 'extra' (flags are --name value or --name=value)"),
+    ],
+)
 def test_generate_flag_errors_are_one_line(extra, line, tmp_path, capfd, no_job):
     out = tmp_path / "gen"
     assert main(["generate", "--output", str(out), *extra]) == 2
@@ -107,22 +129,32 @@ def test_generate_flag_errors_are_one_line(extra, line, tmp_path, capfd, no_job)
 def test_generate_without_output_is_one_line(capfd, no_job):
     assert main(["generate", "--rows", "10"]) == 2
     assert _one_line(capfd.readouterr().err) == (
-        "shardmeans generate: error: the following arguments are required: --output")
+        "shardmeans generate: error: the following arguments are required: --output"
+    )
 
 
-@pytest.mark.parametrize("extra, line", [
-    (["--max_rounds", "abc"], "argument --max_rounds: invalid int value: 'abc'"),
-    (["--on_invalid", "skip"], "argument --on_invalid: invalid choice: 'skip'"),
-    (["--overwrite=true"], "argument --overwrite: ignored explicit argument 'true'"),
-    (["--max_rounds"], "argument --max_rounds: expected one argument"),
-    (["--experiments", "a", "b"],  # one value per flag, as Beam parses it
-     "unexpected argument 'b' (flags are --name value or --name=value)"),
-    (["--sdk_harness_log_level_overrides", "1"],  # a Beam action that raises TypeError
-     "argument --sdk_harness_log_level_overrides 1: TypeError: 'int' object is not iterable"),
-])
+@pytest.mark.parametrize(
+    "extra, line",
+    [
+        (["--max_rounds", "abc"], "argument --max_rounds: invalid int value: 'abc'"),
+        (["--on_invalid", "skip"], "argument --on_invalid: invalid choice: 'skip'"),
+        (["--overwrite=true"], "argument --overwrite: ignored explicit argument 'true'"),
+        (["--max_rounds"], "argument --max_rounds: expected one argument"),
+        (
+            ["--experiments", "a", "b"],  # one value per flag, as Beam parses it
+            "unexpected argument 'b' (flags are --name value or --name=value)",
+        ),
+        (
+            ["--sdk_harness_log_level_overrides", "1"],  # a Beam action that raises TypeError
+            "argument --sdk_harness_log_level_overrides 1: TypeError: 'int' object is not iterable",
+        ),
+    ],
+)
 def test_malformed_job_flag_is_one_line(extra, line, tiny_csv, tmp_path, capfd, no_job):
-    assert main(["fit", "--input", tiny_csv, "--output", str(tmp_path / "out"), "--k", "2",
-                 *extra]) == 2
+    assert (
+        main(["fit", "--input", tiny_csv, "--output", str(tmp_path / "out"), "--k", "2", *extra])
+        == 2
+    )
     assert _one_line(capfd.readouterr().err).startswith(f"shardmeans fit: error: {line}")
 
 
@@ -130,12 +162,30 @@ def test_unknown_flag_in_a_real_process_is_one_line(tiny_csv, tmp_path):
     """The whole command: nothing else on stderr (no Beam warning, no TensorFlow
     start-up lines: the check runs before TensorFlow is imported), nothing written."""
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "fit", "--input", tiny_csv,
-                           "--output", str(out), "--k", "2", "--max_round", "2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "fit",
+            "--input",
+            tiny_csv,
+            "--output",
+            str(out),
+            "--k",
+            "2",
+            "--max_round",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert _one_line(proc.stderr) == (
-        "shardmeans fit: error: unknown flag --max_round (did you mean --max_rounds?)")
+        "shardmeans fit: error: unknown flag --max_round (did you mean --max_rounds?)"
+    )
     assert proc.stdout == "" and not out.exists()
 
 
@@ -149,51 +199,94 @@ def test_beam_itself_drops_a_mistyped_flag():
 # Real Beam flags, as launch/ and the docs pass them; each must be accepted by Beam
 # (no "Discarding unparseable args") and by the check.
 BEAM_FLAGS = [
-    ["--runner", "DirectRunner"], ["--runner=DataflowRunner"], ["--runner", "FlinkRunner"],
-    ["--runner=SparkRunner"], ["--runner", "PortableRunner"], ["--runner=PrismRunner"],
-    ["--direct_num_workers", "2"], ["--direct_num_workers=0"],
-    ["--direct_running_mode=multi_processing"], ["--direct_running_mode", "multi_threading"],
-    ["--temp_location", "gs://b/shardmeans/temp"], ["--staging_location=gs://b/staging"],
-    ["--project", "my-project"], ["--region=europe-west1"], ["--job_name", "shardmeans-1"],
+    ["--runner", "DirectRunner"],
+    ["--runner=DataflowRunner"],
+    ["--runner", "FlinkRunner"],
+    ["--runner=SparkRunner"],
+    ["--runner", "PortableRunner"],
+    ["--runner=PrismRunner"],
+    ["--direct_num_workers", "2"],
+    ["--direct_num_workers=0"],
+    ["--direct_running_mode=multi_processing"],
+    ["--direct_running_mode", "multi_threading"],
+    ["--temp_location", "gs://b/shardmeans/temp"],
+    ["--staging_location=gs://b/staging"],
+    ["--project", "my-project"],
+    ["--region=europe-west1"],
+    ["--job_name", "shardmeans-1"],
     ["--sdk_container_image", "europe-docker.pkg.dev/p/r/shardmeans:1"],
     ["--template_location", "gs://b/templates/fit.json"],
-    ["--experiments", "no_use_multiple_sdk_containers"], ["--experiments=a,b", "--experiments=c"],
+    ["--experiments", "no_use_multiple_sdk_containers"],
+    ["--experiments=a,b", "--experiments=c"],
     ["--experiment", "use_runner_v2"],
     ["--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"],
-    ["--flink_master", "localhost:8081"], ["--flink_master=[local]"], ["--flink_version=1.19"],
-    ["--flink_job_server_jar", "/jars/flink.jar"], ["--flink_submit_uber_jar"],
-    ["--parallelism", "4"], ["--max_parallelism=8"],
-    ["--spark_master_url", "spark://host:7077"], ["--spark_submit_uber_jar"],
-    ["--spark_rest_url=http://host:6066"], ["--spark_job_server_jar", "/jars/spark.jar"],
-    ["--job_endpoint", "localhost:8099"], ["--job_endpoint=embed"],
-    ["--artifact_endpoint", "localhost:8098"], ["--environment_type", "LOOPBACK"],
+    ["--flink_master", "localhost:8081"],
+    ["--flink_master=[local]"],
+    ["--flink_version=1.19"],
+    ["--flink_job_server_jar", "/jars/flink.jar"],
+    ["--flink_submit_uber_jar"],
+    ["--parallelism", "4"],
+    ["--max_parallelism=8"],
+    ["--spark_master_url", "spark://host:7077"],
+    ["--spark_submit_uber_jar"],
+    ["--spark_rest_url=http://host:6066"],
+    ["--spark_job_server_jar", "/jars/spark.jar"],
+    ["--job_endpoint", "localhost:8099"],
+    ["--job_endpoint=embed"],
+    ["--artifact_endpoint", "localhost:8098"],
+    ["--environment_type", "LOOPBACK"],
     ["--environment_type=EXTERNAL", "--environment_config=localhost:50000"],
     ["--environment_type=DOCKER", "--environment_config=apache/beam_python3.11_sdk:2.77.0"],
     ["--environment_options=process_command=/opt/apache/beam/boot"],
-    ["--sdk_worker_parallelism", "2"], ["--job_server_timeout", "60"],
-    ["--job-server-timeout=60"], ["--prism_location", "/bin/prism"],
-    ["--render_output", "graph.svg"], ["--render_port=0"],  # RenderRunner's, its own module
-    ["--setup_file", "./setup.py"], ["--requirements_file=requirements.txt"],
-    ["--extra_package", "dist/x.tar.gz"], ["--save_main_session"], ["--no_save_main_session"],
-    ["--pickle_library=cloudpickle"], ["--sdk_location", "container"],
-    ["--machine_type", "n1-standard-4"], ["--worker_machine_type=n1-highmem-8"],
-    ["--num_workers", "3"], ["--max_num_workers=10"], ["--autoscaling_algorithm", "NONE"],
-    ["--disk_size_gb", "100"], ["--network", "default"],
-    ["--subnetwork=regions/europe-west1/subnetworks/s"], ["--no_use_public_ips"],
-    ["--use_public_ips"], ["--worker_zone", "europe-west1-b"],
+    ["--sdk_worker_parallelism", "2"],
+    ["--job_server_timeout", "60"],
+    ["--job-server-timeout=60"],
+    ["--prism_location", "/bin/prism"],
+    ["--render_output", "graph.svg"],
+    ["--render_port=0"],  # RenderRunner's, its own module
+    ["--setup_file", "./setup.py"],
+    ["--requirements_file=requirements.txt"],
+    ["--extra_package", "dist/x.tar.gz"],
+    ["--save_main_session"],
+    ["--no_save_main_session"],
+    ["--pickle_library=cloudpickle"],
+    ["--sdk_location", "container"],
+    ["--machine_type", "n1-standard-4"],
+    ["--worker_machine_type=n1-highmem-8"],
+    ["--num_workers", "3"],
+    ["--max_num_workers=10"],
+    ["--autoscaling_algorithm", "NONE"],
+    ["--disk_size_gb", "100"],
+    ["--network", "default"],
+    ["--subnetwork=regions/europe-west1/subnetworks/s"],
+    ["--no_use_public_ips"],
+    ["--use_public_ips"],
+    ["--worker_zone", "europe-west1-b"],
     ["--service_account_email=sa@p.iam.gserviceaccount.com"],
-    ["--labels", "team=ml"], ["--label=owner=me"], ["--no_auth"],
+    ["--labels", "team=ml"],
+    ["--label=owner=me"],
+    ["--no_auth"],
     ["--impersonate_service_account", "sa@p.iam.gserviceaccount.com"],
-    ["--dataflow_endpoint=https://dataflow.googleapis.com"], ["--update"],
-    ['--transform_name_mapping={"a": "b"}'], ["--flexrs_goal", "COST_OPTIMIZED"],
-    ["--enable_streaming_engine"], ["--dataflow_kms_key=k"], ["--streaming"],
-    ["--type_check_strictness=ALL_REQUIRED"], ["--runtime_type_check"],
-    ["--no_pipeline_type_check"], ["--profile_cpu"], ["--profile_location", "/tmp/profiles"],
-    ["--hdfs_host", "namenode"], ["--s3_region_name=us-east-1"],
+    ["--dataflow_endpoint=https://dataflow.googleapis.com"],
+    ["--update"],
+    ['--transform_name_mapping={"a": "b"}'],
+    ["--flexrs_goal", "COST_OPTIMIZED"],
+    ["--enable_streaming_engine"],
+    ["--dataflow_kms_key=k"],
+    ["--streaming"],
+    ["--type_check_strictness=ALL_REQUIRED"],
+    ["--runtime_type_check"],
+    ["--no_pipeline_type_check"],
+    ["--profile_cpu"],
+    ["--profile_location", "/tmp/profiles"],
+    ["--hdfs_host", "namenode"],
+    ["--s3_region_name=us-east-1"],
     ["--default_sdk_harness_log_level", "DEBUG"],
     ["--sdk_harness_log_level_overrides", '{"apache_beam": "INFO"}'],
-    ["--beam_services={}"], ["--resource_hints", "min_ram=4GB"],
-    ["--number_of_worker_harness_threads", "4"], ["--max_cache_memory_usage_mb=0"],
+    ["--beam_services={}"],
+    ["--resource_hints", "min_ram=4GB"],
+    ["--number_of_worker_harness_threads", "4"],
+    ["--max_cache_memory_usage_mb=0"],
     # shardmeans' own, next to Beam's
     ["--k", "4,8", "--n_init=2", "--devices", "cpu:2", "--seed", "-1", "--tol=-1e-4"],
     ["--model", "out/model", "--overwrite", "--keep_standardized"],
@@ -208,21 +301,44 @@ def test_real_beam_flags_are_accepted(argv, caplog):
     assert "Discarding unparseable args" not in caplog.text, argv
 
 
-@pytest.mark.parametrize("script, args", [
-    ("dataflow.sh", ["p", "europe-west1", "gs://b", "--machine_type=n1-standard-8"]),
-    ("dataflow.sh", ["p", "us-central1", "b", "--gpu", "nvidia-l4:1", "--max_num_workers", "4"]),
-    ("flink.sh", ["--flink_master", "jm:8081", "--environment", "docker", "--parallelism", "4"]),
-    ("flink.sh", ["--flink_master", "jm:8081", "--environment", "external",
-                  "--worker_pool", "tm:50000"]),
-    ("flink.sh", ["--flink_master", "jm:8081", "--environment", "process"]),
-])
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("dataflow.sh", ["p", "europe-west1", "gs://b", "--machine_type=n1-standard-8"]),
+        (
+            "dataflow.sh",
+            ["p", "us-central1", "b", "--gpu", "nvidia-l4:1", "--max_num_workers", "4"],
+        ),
+        (
+            "flink.sh",
+            ["--flink_master", "jm:8081", "--environment", "docker", "--parallelism", "4"],
+        ),
+        (
+            "flink.sh",
+            ["--flink_master", "jm:8081", "--environment", "external", "--worker_pool", "tm:50000"],
+        ),
+        ("flink.sh", ["--flink_master", "jm:8081", "--environment", "process"]),
+    ],
+)
 def test_launch_scripts_flags_are_accepted(script, args):
     """The commands launch/ builds (printed by its dry run) pass the check."""
-    proc = subprocess.run([os.path.join(ROOT, "launch", script), *args, "--input", "gs://b/in/*",
-                           "--output", "gs://b/out", "--k", "8"],
-                          capture_output=True, text=True, timeout=60, check=True,
-                          env=dict(os.environ, SHARDMEANS_DRY_RUN="1",
-                                   SHARDMEANS_PYTHON=sys.executable))
+    proc = subprocess.run(
+        [
+            os.path.join(ROOT, "launch", script),
+            *args,
+            "--input",
+            "gs://b/in/*",
+            "--output",
+            "gs://b/out",
+            "--k",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=dict(os.environ, SHARDMEANS_DRY_RUN="1", SHARDMEANS_PYTHON=sys.executable),
+    )
     command = shlex.split(proc.stdout)
     assert command[2:4] == ["pipeline", "fit"], command
     flags.check_job_flags(command[4:], "shardmeans fit")
@@ -231,7 +347,7 @@ def test_launch_scripts_flags_are_accepted(script, args):
 def _a_value(action) -> str:
     """A value `action` takes, from its choices, or the first of a few its type accepts."""
     if action.choices:
-        return str(list(action.choices)[0])
+        return str(next(iter(action.choices)))
     for candidate in ('{"k": "INFO"}', "1"):  # JSON objects first: the dict flags
         try:
             if action.type:
@@ -277,14 +393,24 @@ def test_flag_value():
 
 # --- help ----------------------------------------------------------------------------
 
+
 def test_generate_help_explains_every_flag(capsys):
     parser = generate.arg_parser()
     assert all(action.help for action in parser._actions), [
-        action.option_strings for action in parser._actions if not action.help]
+        action.option_strings for action in parser._actions if not action.help
+    ]
     assert main(["generate", "--help"]) == 0
     text = capsys.readouterr().out
-    for flag in ("--output", "--rows", "--features", "--clusters", "--format", "--shards",
-                 "--seed", "--verbose"):
+    for flag in (
+        "--output",
+        "--rows",
+        "--features",
+        "--clusters",
+        "--format",
+        "--shards",
+        "--seed",
+        "--verbose",
+    ):
         assert flag in text
 
 
@@ -295,6 +421,7 @@ def test_fit_help_lists_verbose_and_says_unknown_flags_stop(capsys):
 
 
 # --- how Beam's runners deliver a worker's exception ---------------------------------
+
 
 class Raise(beam.DoFn):
     """Raises `what` (a picklable exception, or 'interrupt') on its first element."""
@@ -321,7 +448,7 @@ WANTED = {
     "user": "a.csv, row 3, column 'x': NaN (--on_invalid=fail)",
     "full_disk": f"no space left on device: {FULL}",
     "full_disk_no_path": "no space left on device (the error names no path; "
-                         "--verbose shows the full error)",
+    "--verbose shows the full error)",
     "denied": f"permission denied: {LOCKED}",
     "read_only": f"read-only file system: {LOCKED}",
     "bug": None,
@@ -332,8 +459,11 @@ WANTED = {
 def _run_failing(what, options=None, runner=None) -> Exception:
     """What `pipeline.run().wait_until_finish()` raises when a DoFn at STAGE raises `what`."""
     pipeline = beam.Pipeline(runner=runner, options=options)
-    _ = (pipeline | beam.Create([1, 2])
-         | "KMeans" >> (beam.Map(lambda x: x) | STAGE.split("/", 1)[1] >> beam.ParDo(Raise(what))))
+    _ = (
+        pipeline
+        | beam.Create([1, 2])
+        | "KMeans" >> (beam.Map(lambda x: x) | STAGE.split("/", 1)[1] >> beam.ParDo(Raise(what)))
+    )
     with pytest.raises(Exception) as info:
         pipeline.run().wait_until_finish()
     return info.value
@@ -345,8 +475,10 @@ def in_process():
     quiet = logging.getLogger("apache_beam.runners.common")
     level, quiet.level = quiet.level, logging.CRITICAL  # its log of each DoFn's traceback
     try:
-        return {kind: _run_failing(what, runner=fn_runner.FnApiRunner())
-                for kind, what in RAISED.items()}
+        return {
+            kind: _run_failing(what, runner=fn_runner.FnApiRunner())
+            for kind, what in RAISED.items()
+        }
     finally:
         quiet.setLevel(level)
 
@@ -364,7 +496,10 @@ def test_in_process_shapes_are_what_beam_produces(in_process):
     assert str(user) == f"{WANTED['user']} [while running '{STAGE}']"
     full = in_process["full_disk"]
     assert type(full) is RuntimeError and isinstance(full.__context__, OSError)
-    assert str(full) == f"OSError: [Errno 28] No space left on device: '{FULL}' [while running '{STAGE}']"
+    assert (
+        str(full)
+        == f"OSError: [Errno 28] No space left on device: '{FULL}' [while running '{STAGE}']"
+    )
     interrupted = in_process["interrupt"]
     assert type(interrupted) is RuntimeError
     assert str(interrupted) == f"KeyboardInterrupt [while running '{STAGE}']"
@@ -376,10 +511,13 @@ def test_classifier_on_in_process_errors(in_process, kind):
     assert was_interrupted(in_process[kind]) == (kind == "interrupt")
 
 
-@pytest.mark.parametrize("prefix", [
-    "",  # --direct_running_mode=multi_processing, a worker pool
-    "Pipeline job-1f0 failed in state FAILED: Error running pipeline.\n",  # a portable job
-])
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "",  # --direct_running_mode=multi_processing, a worker pool
+        "Pipeline job-1f0 failed in state FAILED: Error running pipeline.\n",  # a portable job
+    ],
+)
 @pytest.mark.parametrize("kind", list(RAISED))
 def test_classifier_on_worker_text(in_process, kind, prefix):
     """Text only: the exception objects stayed in the worker's process."""
@@ -394,8 +532,12 @@ def test_classifier_on_a_real_multi_process_run(kind, monkeypatch):
     """The runner with SDK worker processes, for real: the error arrives as text."""
     # The workers unpickle Raise: they import this module (and transforms) by name.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, ROOT]))
-    error = _run_failing(RAISED[kind], options=PipelineOptions(
-        ["--direct_running_mode=multi_processing", "--direct_num_workers=1"]))
+    error = _run_failing(
+        RAISED[kind],
+        options=PipelineOptions(
+            ["--direct_running_mode=multi_processing", "--direct_num_workers=1"]
+        ),
+    )
     assert type(error) is RuntimeError and "Traceback (most recent call last)" in str(error)
     assert user_message(error) == WANTED[kind]
 
@@ -404,21 +546,25 @@ def test_stage_names_are_trimmed_wherever_they_are():
     assert without_stage("bad [while running 'A/B (x)'] more") == "bad more"
     assert without_stage("bad [while running 'A'] [while running 'B']") == "bad"
     assert without_stage("column 'x' [0, 9]: bad") == "column 'x' [0, 9]: bad"
-    text = (f"boom\ntransforms.core.errors.UserInputError: bad value "
-            f"[while running '{STAGE}']\n\nmore")
+    text = (
+        f"boom\ntransforms.core.errors.UserInputError: bad value [while running '{STAGE}']\n\nmore"
+    )
     assert user_message(RuntimeError(text)) == "bad value"
 
 
 def test_full_disk_without_a_path_names_the_output():
-    error = OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] "
-                                  "No space left on device")  # pyarrow's
+    error = OSError(
+        errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device"
+    )  # pyarrow's
     assert user_message(error, output="/data/out") == (
-        "no space left on device (the error names no path; the job writes under /data/out)")
+        "no space left on device (the error names no path; the job writes under /data/out)"
+    )
     tf_style = RuntimeError("/data/out/x; No space left on device")  # words, no errno
     assert user_message(tf_style).startswith("no space left on device (")
 
 
 # --- the command: one line, or the traceback of a bug ---------------------------------
+
 
 @pytest.mark.parametrize("kind", ["user", "full_disk", "denied", "read_only"])
 @pytest.mark.parametrize("delivery", ["in_process", "worker_text"])
@@ -444,8 +590,11 @@ def test_command_keeps_the_traceback_of_a_bug(in_process, monkeypatch, tmp_path)
 
 @pytest.mark.parametrize("raised", ["bare", "in_a_dofn", "in_a_worker"])
 def test_ctrl_c_is_one_line_and_130(in_process, raised, monkeypatch, tmp_path, capfd):
-    error = {"bare": KeyboardInterrupt(), "in_a_dofn": in_process["interrupt"],
-             "in_a_worker": _as_worker_text(in_process["interrupt"])}[raised]
+    error = {
+        "bare": KeyboardInterrupt(),
+        "in_a_dofn": in_process["interrupt"],
+        "in_a_worker": _as_worker_text(in_process["interrupt"]),
+    }[raised]
 
     def job(command, argv):
         raise error
@@ -470,15 +619,37 @@ def test_ctrl_c_during_a_real_fit(tmp_path):
     TensorFlow's) is dropped by Python ("Exception ignored in"): then the job finishes,
     status 0, and the test sends it again to a new run."""
     data = tmp_path / "in.csv"
-    data.write_text("id,x,y\n" + "".join(f"{i},{(i * 37) % 101},{(i * 91) % 103}\n"
-                                        for i in range(3000)))
+    data.write_text(
+        "id,x,y\n" + "".join(f"{i},{(i * 37) % 101},{(i * 91) % 103}\n" for i in range(3000))
+    )
     for attempt in range(3):
         out = tmp_path / f"out{attempt}"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "fit", "--input", str(data), "--output", str(out),
-             "--k", "8", "--n_init", "1", "--init_refine_rounds", "0", "--max_rounds", "30",
-             "--tol", "0"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "fit",
+                "--input",
+                str(data),
+                "--output",
+                str(out),
+                "--k",
+                "8",
+                "--n_init",
+                "1",
+                "--init_refine_rounds",
+                "0",
+                "--max_rounds",
+                "30",
+                "--tol",
+                "0",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         seen = []
         for line in proc.stderr:  # the job logs as it runs; interrupt it in its first pass
             seen.append(line)
@@ -498,6 +669,7 @@ def test_ctrl_c_during_a_real_fit(tmp_path):
 
 # --- a real refused write, end to end (generate: no Beam job needed) ------------------
 
+
 def test_refused_write_is_one_line(tmp_path, capfd):
     """A directory in sysfs cannot be created, even by root: EPERM or EACCES (or EROFS
     where /sys is mounted read-only)."""
@@ -506,15 +678,22 @@ def test_refused_write_is_one_line(tmp_path, capfd):
         pytest.skip(f"{target} exists")
     assert main(["generate", "--output", target, "--rows", "10", "--shards", "1"]) == 2
     line = _one_line(capfd.readouterr().err)
-    assert line in {f"shardmeans generate: error: {os.strerror(code).lower()}: {target}"
-                    for code in (errno.EPERM, errno.EACCES, errno.EROFS)}, line
+    assert line in {
+        f"shardmeans generate: error: {os.strerror(code).lower()}: {target}"
+        for code in (errno.EPERM, errno.EACCES, errno.EROFS)
+    }, line
 
 
 @pytest.fixture()
 def restore_logging():
     root = logging.getLogger()
-    names = ("tensorflow", "absl", "apache_beam.runners", "apache_beam.io",
-             "apache_beam.runners.common")
+    names = (
+        "tensorflow",
+        "absl",
+        "apache_beam.runners",
+        "apache_beam.io",
+        "apache_beam.runners.common",
+    )
     levels = root.level, {name: logging.getLogger(name).level for name in names}
     yield
     root.setLevel(levels[0])
@@ -522,8 +701,9 @@ def restore_logging():
         logging.getLogger(name).setLevel(level)
 
 
-def test_verbose_logs_the_full_error_and_never_reaches_beam(monkeypatch, tmp_path, capfd, caplog,
-                                                            in_process, restore_logging):
+def test_verbose_logs_the_full_error_and_never_reaches_beam(
+    monkeypatch, tmp_path, capfd, caplog, in_process, restore_logging
+):
     seen = {}
 
     def job(command, argv):
@@ -532,12 +712,26 @@ def test_verbose_logs_the_full_error_and_never_reaches_beam(monkeypatch, tmp_pat
 
     monkeypatch.setattr(cli, "_run_job", job)
     with caplog.at_level(logging.DEBUG):
-        assert main(["fit", "--verbose", "--input", "x.csv", "--output", str(tmp_path / "o"),
-                     "--k", "2"]) == 2
+        assert (
+            main(
+                [
+                    "fit",
+                    "--verbose",
+                    "--input",
+                    "x.csv",
+                    "--output",
+                    str(tmp_path / "o"),
+                    "--k",
+                    "2",
+                ]
+            )
+            == 2
+        )
     assert "--verbose" not in seen["argv"]
     # not quieted: Beam's log of a failing DoFn's traceback shows too
     assert logging.getLogger("apache_beam.runners.common").level == logging.NOTSET
     assert _one_line(capfd.readouterr().err) == f"shardmeans fit: error: {WANTED['full_disk']}"
     logged = [r for r in caplog.records if r.name == "pipeline.cli" and r.exc_info]
     assert logged and f"[while running '{STAGE}']" in "".join(
-        traceback.format_exception(*logged[0].exc_info))
+        traceback.format_exception(*logged[0].exc_info)
+    )

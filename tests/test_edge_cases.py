@@ -1,4 +1,5 @@
 """Edge cases of the fit: empty clusters, K=1, D=1, constant columns, duplicates."""
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -18,11 +19,14 @@ def _fit_table(table, tmp_path, *args):
 def test_empty_cluster_is_reseeded_as_sklearn_does(tmp_path, caplog):
     table = scaled_blobs(1500, 3, 3, seed=2)
     z = StandardScaler().fit_transform(features_of(table))
-    init = np.vstack([z[:2], [[50.0, 50.0, 50.0]]]).astype(np.float32)  # the third is far from all rows
+    init = np.vstack([z[:2], [[50.0, 50.0, 50.0]]]).astype(
+        np.float32
+    )  # the third is far from all rows
     np.save(tmp_path / "init.npy", init)
     out = _fit_table(table, tmp_path, "--k", 3, "--init", tmp_path / "init.npy", "--tol", 0)
-    km = KMeans(3, init=init.astype(np.float64), n_init=1, max_iter=30, tol=0,
-                algorithm="lloyd").fit(z)
+    km = KMeans(
+        3, init=init.astype(np.float64), n_init=1, max_iter=30, tol=0, algorithm="lloyd"
+    ).fit(z)
     np.testing.assert_allclose(centroids(out), km.cluster_centers_, rtol=1e-5, atol=1e-6)
     m = metrics(out)
     assert m["reseeded_clusters"] >= 1 and min(m["cluster_sizes"]) > 0
@@ -37,8 +41,9 @@ def test_k_equal_1_is_the_mean(tmp_path):
     m = metrics(out)
     assert m["inertia"] == pytest.approx(800 * 3, rel=1e-5)  # unit variance per column
     csv = np.genfromtxt(out / "centroids.csv", delimiter=",", names=True)
-    np.testing.assert_allclose([csv[f"f{j}"] for j in range(3)],
-                               features_of(table).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        [csv[f"f{j}"] for j in range(3)], features_of(table).mean(axis=0), rtol=1e-5
+    )
 
 
 def test_one_feature(tmp_path):
@@ -51,14 +56,16 @@ def test_one_feature(tmp_path):
 
 def test_constant_column_matches_sklearn(tmp_path):
     table = scaled_blobs(1000, 3, 3, seed=5, cluster_std=2.0).append_column(
-        "f9", pa.array(np.full(1000, 42.0)))
+        "f9", pa.array(np.full(1000, 42.0))
+    )
     x = features_of(table)
     z = StandardScaler().fit_transform(x)
     init = z[[0, 1, 2]].astype(np.float32)
     np.save(tmp_path / "init.npy", init)
     out = _fit_table(table, tmp_path, "--k", 3, "--init", tmp_path / "init.npy", "--tol", 0)
-    km = KMeans(3, init=init.astype(np.float64), n_init=1, max_iter=30, tol=0,
-                algorithm="lloyd").fit(z)
+    km = KMeans(
+        3, init=init.astype(np.float64), n_init=1, max_iter=30, tol=0, algorithm="lloyd"
+    ).fit(z)
     np.testing.assert_allclose(centroids(out), km.cluster_centers_, rtol=1e-5, atol=1e-6)
     csv = np.genfromtxt(out / "centroids.csv", delimiter=",", names=True)
     np.testing.assert_allclose(csv["f9"], 42.0)
@@ -74,5 +81,6 @@ def test_k_equal_to_distinct_points_with_duplicates(tmp_path):
     assert sorted(m["cluster_sizes"]) == [1, 3, 4, 7, 10]
     csv = np.genfromtxt(out / "centroids.csv", delimiter=",", names=True)
     found = np.column_stack([csv["f0"], csv["f1"]])
-    np.testing.assert_allclose(found[np.lexsort(found.T[::-1])], points[np.lexsort(points.T[::-1])],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        found[np.lexsort(found.T[::-1])], points[np.lexsort(points.T[::-1])], atol=1e-5
+    )

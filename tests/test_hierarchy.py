@@ -1,5 +1,6 @@
 """Size-weighted Ward merging (transforms/core/hierarchy.py), with SciPy and scikit-learn
 as oracles."""
+
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import is_monotonic, is_valid_linkage, linkage
@@ -61,10 +62,10 @@ def test_sizes_change_which_pair_merges_first():
 
     z = ward_linkage(x, np.array([100, 100, 1]))
     assert z[0, :2].tolist() == [1, 2]
-    np.testing.assert_allclose(z[0, 2], np.sqrt(2 * 100 * 1 / 101 * 1.2 ** 2))
+    np.testing.assert_allclose(z[0, 2], np.sqrt(2 * 100 * 1 / 101 * 1.2**2))
     bc = (100 * 1.0 + 1 * 2.2) / 101  # the merged centroid is the size-weighted mean
     assert z[1, :2].tolist() == [0, 3] and z[1, 3] == 3
-    np.testing.assert_allclose(z[1, 2], np.sqrt(2 * 100 * 101 / 201 * bc ** 2))
+    np.testing.assert_allclose(z[1, 2], np.sqrt(2 * 100 * 101 / 201 * bc**2))
 
 
 def test_weighted_equals_brute_force_and_increases_sum_to_total_ss():
@@ -93,8 +94,14 @@ def test_weighting_a_centroid_by_n_equals_n_duplicate_points():
 
 
 def test_forty_fine_clusters_merge_back_into_four_blobs():
-    x, truth = make_blobs(n_samples=4000, n_features=3, centers=4, cluster_std=1.0,
-                          center_box=(-40, 40), random_state=0)
+    x, truth = make_blobs(
+        n_samples=4000,
+        n_features=3,
+        centers=4,
+        cluster_std=1.0,
+        center_box=(-40, 40),
+        random_state=0,
+    )
     fine = KMeans(40, n_init=1, random_state=0).fit(x)
     sizes = np.bincount(fine.labels_, minlength=40).astype(np.int64)
     z, mapping = ward_merge(fine.cluster_centers_, sizes, 4)

@@ -4,6 +4,7 @@ odd shards, encodings, compression, number grammar, tf.Example kinds, unreadable
 Mostly unit tests of pipeline.io.readers / pipeline.io.validation / pipeline.io.ingest; a few
 CLI fits where the whole path matters.
 """
+
 import bz2
 import gzip
 import json
@@ -17,7 +18,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, assignments, fit, metrics, rejected
 from pipeline.fit import _features
 from pipeline.io import files, readers
 from pipeline.io.files import FileUnreadable, match_input
@@ -27,11 +27,14 @@ from pipeline.io.readers import parse_numbers, read_chunks
 from pipeline.io.validation import check_chunk, conform
 from transforms.core.errors import UserInputError
 
+from conftest import ROOT, assignments, fit, metrics, rejected
+
 FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
 F = "__features__"
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def _example(**features) -> bytes:
     """A serialized tf.Example: each value a list of bytes, ints or floats (by its first item)."""
@@ -67,8 +70,9 @@ def _check_all(path, fmt, features, layout):
     valid, rejects = [], []
     for chunk in _chunks(path, fmt):
         checked = check_chunk(chunk, features, layout.passthrough, F)
-        assert checked.n_read == (0 if checked.valid is None else checked.valid.num_rows) \
-            + len(checked.rejected)
+        assert checked.n_read == (0 if checked.valid is None else checked.valid.num_rows) + len(
+            checked.rejected
+        )
         valid += [] if checked.valid is None else checked.valid.to_pylist()
         rejects += [json.loads(line) for line in checked.rejected]
     return valid, rejects
@@ -81,6 +85,7 @@ def _ab_csv(d, rows=8):
 
 
 # ----------------------------------------------------------------------------- layout: all files
+
 
 def test_layout_reads_every_file_and_skips_empty_ones(tmp_path):
     """A 0-byte, a header-only and a zero-row first shard do not decide (or fail) anything;
@@ -95,8 +100,10 @@ def test_layout_reads_every_file_and_skips_empty_ones(tmp_path):
     assert layout.passthrough.names == ["id", "x", "y"]
     assert "4 files" in layout.path
 
-    pq.write_table(pa.table({"id": pa.array([], pa.int64()), "s": pa.array([], pa.string())}),
-                   tmp_path / "a.parquet")
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.int64()), "s": pa.array([], pa.string())}),
+        tmp_path / "a.parquet",
+    )
     pq.write_table(pa.table({"id": [1, 2], "s": [1.5, 2.5]}), tmp_path / "b.parquet")
     layout = input_layout(str(tmp_path / "*.parquet"))
     # the zero-row file's string type does not conflict with the rows' double
@@ -119,8 +126,10 @@ def test_empty_parquet_and_tfrecord_shards_have_no_rows(tmp_path):
 def test_no_column_anywhere_is_one_error(tmp_path):
     (tmp_path / "a.csv").write_text("")
     (tmp_path / "b.csv").write_text("")
-    with pytest.raises(UserInputError, match="no column to read: the 2 files matching .* are all "
-                                             "empty or unreadable"):
+    with pytest.raises(
+        UserInputError,
+        match="no column to read: the 2 files matching .* are all empty or unreadable",
+    ):
         input_layout(str(tmp_path / "*.csv"))
 
 
@@ -143,7 +152,8 @@ def test_missing_passthrough_column_is_null_missing_feature_is_a_reject(tmp_path
     valid, rejects = _check_all(tmp_path / "c.csv", "csv", ["x"], layout)
     assert valid == []
     assert [(r["row"], r["column"], r["reason"]) for r in rejects] == [
-        (1, "x", "the file has no such column")]
+        (1, "x", "the file has no such column")
+    ]
 
 
 def test_type_unification():
@@ -156,18 +166,36 @@ def test_type_unification():
     assert unify_types(pa.list_(pa.int32()), pa.list_(pa.float64())) == pa.list_(pa.float64())
     assert unify_types(pa.int64(), pa.string()) is None
     assert unify_types(pa.float32(), pa.list_(pa.float32())) is None
-    assert unify_types(pa.float32(), pa.large_list(pa.float32()),
-                       lists_take_scalars=True) == pa.large_list(pa.float32())
+    assert unify_types(
+        pa.float32(), pa.large_list(pa.float32()), lists_take_scalars=True
+    ) == pa.large_list(pa.float32())
 
 
 def test_parquet_columns_unify_across_files_and_conflicts_name_both(tmp_path):
-    pq.write_table(pa.table({"id": pa.array([1], pa.int32()), "v": pa.array([1], pa.int64()),
-                             "s": pa.array(["a"], pa.string())}), tmp_path / "a.parquet")
-    pq.write_table(pa.table({"id": pa.array([2], pa.int64()), "v": pa.array([2.5]),
-                             "s": pa.array(["b"], pa.large_string())}), tmp_path / "b.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "id": pa.array([1], pa.int32()),
+                "v": pa.array([1], pa.int64()),
+                "s": pa.array(["a"], pa.string()),
+            }
+        ),
+        tmp_path / "a.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "id": pa.array([2], pa.int64()),
+                "v": pa.array([2.5]),
+                "s": pa.array(["b"], pa.large_string()),
+            }
+        ),
+        tmp_path / "b.parquet",
+    )
     layout = input_layout(str(tmp_path / "*.parquet"))
     assert layout.passthrough == pa.schema(
-        [("id", pa.int64()), ("v", pa.float64()), ("s", pa.large_string())])
+        [("id", pa.int64()), ("v", pa.float64()), ("s", pa.large_string())]
+    )
     valid, rejects = _check_all(tmp_path / "a.parquet", "parquet", ["v"], layout)
     assert rejects == [] and valid == [{F: [1.0], "id": 1, "v": 1.0, "s": "a"}]
 
@@ -188,7 +216,8 @@ def test_parquet_columns_unify_across_files_and_conflicts_name_both(tmp_path):
 
 def test_dictionary_column_passes_through_as_its_values(tmp_path):
     pd.DataFrame({"x": [1.0, 2.0, 3.0], "kind": pd.Categorical(["u", "v", "u"])}).to_parquet(
-        tmp_path / "a.parquet")
+        tmp_path / "a.parquet"
+    )
     layout = input_layout(str(tmp_path / "*.parquet"))
     assert layout.passthrough.field("kind").type == pa.string()
     assert layout.numeric == ["x"]
@@ -197,9 +226,16 @@ def test_dictionary_column_passes_through_as_its_values(tmp_path):
 
 
 def test_list_column_is_never_a_default_feature(tmp_path):
-    pq.write_table(pa.table({"id": [1, 2], "x": [1.0, 2.0],
-                             "vec": pa.array([[1.0], [2.0, 3.0]], pa.list_(pa.float64()))}),
-                   tmp_path / "a.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "id": [1, 2],
+                "x": [1.0, 2.0],
+                "vec": pa.array([[1.0], [2.0, 3.0]], pa.list_(pa.float64())),
+            }
+        ),
+        tmp_path / "a.parquet",
+    )
     layout = input_layout(str(tmp_path / "*.parquet"), id_column="id")
     assert layout.numeric == ["id", "x"]
     assert _features(None, layout.schema, layout.numeric, "id", layout.path) == ["x"]
@@ -208,7 +244,8 @@ def test_list_column_is_never_a_default_feature(tmp_path):
     valid, rejects = _check_all(tmp_path / "a.parquet", "parquet", ["x", "vec"], layout)
     assert [r["id"] for r in valid] == [1]
     assert [(r["row"], r["column"], r["reason"]) for r in rejects] == [
-        (2, "vec", "2 values where one is expected")]
+        (2, "vec", "2 values where one is expected")
+    ]
 
 
 def test_features_messages_name_the_input(tmp_path):
@@ -221,6 +258,7 @@ def test_features_messages_name_the_input(tmp_path):
 
 
 # ----------------------------------------------------------------------------- CSV text
+
 
 def test_bom_is_stripped_and_duplicate_header_is_an_error(tmp_path):
     (tmp_path / "a.csv").write_text("\ufeffid,x\n1,2\n", encoding="utf-8")
@@ -263,8 +301,11 @@ def test_cell_larger_than_the_block_is_read(tmp_path, monkeypatch):
     rows = np.concatenate([c.rows for c in chunks]).tolist()
     assert rows == [r for r in range(1, 201) if r != 120]
     assert [u[0] for c in chunks for u in c.unparsed] == [120]
-    notes = {int(i): n for c in chunks for i, n in zip(c.batch.column("id").to_pylist(),
-                                                       c.batch.column("note").to_pylist())}
+    notes = {
+        int(i): n
+        for c in chunks
+        for i, n in zip(c.batch.column("id").to_pylist(), c.batch.column("note").to_pylist())
+    }
     assert notes[150] == big and notes[199] == "n199" and len(notes) == 199
 
     monkeypatch.setattr(readers, "_CSV_MAX_BLOCK_BYTES", 1 << 14)
@@ -273,8 +314,25 @@ def test_cell_larger_than_the_block_is_read(tmp_path, monkeypatch):
 
 
 def test_number_grammar():
-    text = pa.array(["1", "-2.5", "+.5", "5.", "1e3", "1E-2", "nan", "-inf", "Infinity",
-                     "1_000", "\u0661\u0662\u0663", "0x10", "1,5", "\uff11", None])
+    text = pa.array(
+        [
+            "1",
+            "-2.5",
+            "+.5",
+            "5.",
+            "1e3",
+            "1E-2",
+            "nan",
+            "-inf",
+            "Infinity",
+            "1_000",
+            "\u0661\u0662\u0663",
+            "0x10",
+            "1,5",
+            "\uff11",
+            None,
+        ]
+    )
     values, non_numeric = parse_numbers(text)
     got = values.to_pylist()
     assert got[:6] == [1.0, -2.5, 0.5, 5.0, 1000.0, 0.01]
@@ -285,31 +343,50 @@ def test_number_grammar():
 
 def test_csv_rows_with_non_decimal_numbers_are_rejected(tmp_path):
     (tmp_path / "a.csv").write_text(
-        "id,x\n1, 2.5 \n2,1_000\n3,\u0661\u0662\u0663\n4,nan\n5,inf\n6,\n7,-1e2\n",
-        encoding="utf-8")
+        "id,x\n1, 2.5 \n2,1_000\n3,\u0661\u0662\u0663\n4,nan\n5,inf\n6,\n7,-1e2\n", encoding="utf-8"
+    )
     layout = input_layout(str(tmp_path / "a.csv"), id_column="id")
     valid, rejects = _check_all(tmp_path / "a.csv", "csv", ["x"], layout)
     assert [(r["id"], r[F]) for r in valid] == [("1", [2.5]), ("7", [-100.0])]
     assert [(r["row"], r["column"], r["reason"]) for r in rejects] == [
-        (2, "x", "non-numeric value '1_000'"), (3, "x", "non-numeric value '\u0661\u0662\u0663'"),
-        (4, "x", "NaN"), (5, "x", "infinite value"), (6, "x", "empty value")]
+        (2, "x", "non-numeric value '1_000'"),
+        (3, "x", "non-numeric value '\u0661\u0662\u0663'"),
+        (4, "x", "NaN"),
+        (5, "x", "infinite value"),
+        (6, "x", "empty value"),
+    ]
 
 
 # ----------------------------------------------------------------------------- tf.Example
 
+
 def test_tfrecord_mixed_kinds_are_numbers_and_bytes_rows_are_rejected(tmp_path):
     path = tmp_path / "a.tfrecord"
-    _write_tfrecord(path, [
-        _example(id=[b"a"], x=[1.5]), _example(id=[b"b"], x=[2]), _example(id=[b"c"], x=[b"z"]),
-        _example(id=[b"d"], x=[3.5]), _example(id=[b"e"], x=[4]), _example(id=[b"f"])])
+    _write_tfrecord(
+        path,
+        [
+            _example(id=[b"a"], x=[1.5]),
+            _example(id=[b"b"], x=[2]),
+            _example(id=[b"c"], x=[b"z"]),
+            _example(id=[b"d"], x=[3.5]),
+            _example(id=[b"e"], x=[4]),
+            _example(id=[b"f"]),
+        ],
+    )
     layout = input_layout(str(path), id_column="id")
     assert layout.numeric == ["x"]
     assert layout.passthrough == pa.schema([("id", pa.large_binary())])
     valid, rejects = _check_all(path, "tfrecord", ["x"], layout)
     assert sorted((r["id"], r[F]) for r in valid) == [
-        (b"a", [1.5]), (b"b", [2.0]), (b"d", [3.5]), (b"e", [4.0])]
+        (b"a", [1.5]),
+        (b"b", [2.0]),
+        (b"d", [3.5]),
+        (b"e", [4.0]),
+    ]
     assert sorted((r["row"], r["column"], r["reason"]) for r in rejects) == [
-        (3, "x", "value of type large_binary, not a number"), (6, "x", "missing value")]
+        (3, "x", "value of type large_binary, not a number"),
+        (6, "x", "missing value"),
+    ]
 
 
 def test_tfrecord_passthrough_scalar_in_layout_with_lists_later(tmp_path):
@@ -319,12 +396,18 @@ def test_tfrecord_passthrough_scalar_in_layout_with_lists_later(tmp_path):
     records = [_example(x=[float(i)], tag=[i]) for i in range(5)]
     records += [_example(x=[9.0], tag=[1, 2]), _example(x=[8.0], tag=[])]
     _write_tfrecord(path, records)
-    layout = InputLayout(str(path), "tfrecord", None, ["x", "tag"],
-                                 pa.schema([("x", pa.float32()), ("tag", pa.int64())]))
+    layout = InputLayout(
+        str(path),
+        "tfrecord",
+        None,
+        ["x", "tag"],
+        pa.schema([("x", pa.float32()), ("tag", pa.int64())]),
+    )
     valid, rejects = _check_all(path, "tfrecord", ["x"], layout)
     assert [r["tag"] for r in valid] == [0, 1, 2, 3, 4, None]
     assert [(r["row"], r["column"], r["reason"]) for r in rejects] == [
-        (6, "tag", "2 values where one is expected")]
+        (6, "tag", "2 values where one is expected")
+    ]
 
 
 def test_conform_casts_per_row_where_it_must():
@@ -338,6 +421,7 @@ def test_conform_casts_per_row_where_it_must():
 
 
 # ----------------------------------------------------------------------------- unreadable files
+
 
 @pytest.fixture()
 def with_dangling_link(tmp_path):
@@ -377,8 +461,9 @@ def test_read_fn_rejects_an_unreadable_file_whole_or_fails(tmp_path):
     assert record["reason"].startswith("cannot read file: FileNotFoundError")
     assert counts.tolist() == [0, 0, 0, 1] and FILES_REJECTED == 3
     fn = _ReadAndValidateFn("csv", ["a"], pa.schema([]), "fail", 100)
-    with pytest.raises(UserInputError,
-                       match=r"cannot read file .*vanished\.csv.*--on_invalid=fail"):
+    with pytest.raises(
+        UserInputError, match=r"cannot read file .*vanished\.csv.*--on_invalid=fail"
+    ):
         list(fn.process(path))
 
 
@@ -393,8 +478,19 @@ def test_file_without_read_permission_is_rejected_whole(tmp_path):
     (d / "b.csv").write_text("id,x\n4,1.0\n")
     (d / "b.csv").chmod(0)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "pipeline", "fit", "--input", str(d / "*.csv"),
-               "--output", str(out), "--id_column", "id", *map(str, FAST)]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "fit",
+        "--input",
+        str(d / "*.csv"),
+        "--output",
+        str(out),
+        "--id_column",
+        "id",
+        *map(str, FAST),
+    ]
     if os.geteuid() == 0:
         command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] + command
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -415,14 +511,21 @@ def test_read_valid_rows_counts_files_rejected(with_dangling_link):
     passthrough = pa.schema([("id", pa.string())])
     with beam.Pipeline(runner=fn_runner.FnApiRunner()) as p:
         rows = p | ReadValidRows(str(d / "*.csv"), "csv", ["a", "b"], passthrough)
-        assert_that(rows["counts"] | beam.Map(lambda c: (c.dtype.name, c.tolist())),
-                    equal_to([("int64", [9, 8, 1, 1])]), label="Counts")
+        assert_that(
+            rows["counts"] | beam.Map(lambda c: (c.dtype.name, c.tolist())),
+            equal_to([("int64", [9, 8, 1, 1])]),
+            label="Counts",
+        )
         reasons = rows["rejected"] | beam.Map(lambda line: json.loads(line)["reason"][:22])
-        assert_that(reasons, equal_to(["cannot read file: File", "non-numeric value 'oop"]),
-                    label="Rejected")
+        assert_that(
+            reasons,
+            equal_to(["cannot read file: File", "non-numeric value 'oop"]),
+            label="Rejected",
+        )
 
 
 # ----------------------------------------------------------------------------- whole fits
+
 
 def test_fit_with_empty_and_header_only_first_shards(tmp_path):
     d = tmp_path / "in"
@@ -430,8 +533,11 @@ def test_fit_with_empty_and_header_only_first_shards(tmp_path):
     (d / "a.csv").write_text("")
     (d / "b.csv").write_text("id,a,b\n")
     (d / "c.csv").write_text(_ab_csv(d, 6))
-    (d / "d.csv").write_text("id,a,b,extra\n" + "\n".join(
-        f"{i},{(i % 2) * 10},{(i % 2) * 10},e{i}" for i in range(6, 10)) + "\n")
+    (d / "d.csv").write_text(
+        "id,a,b,extra\n"
+        + "\n".join(f"{i},{(i % 2) * 10},{(i % 2) * 10},e{i}" for i in range(6, 10))
+        + "\n"
+    )
     out = tmp_path / "out"
     assert fit(out, "--input", d / "*.csv", *FAST) == 0
     m = metrics(out)
@@ -460,13 +566,21 @@ def test_fit_parquet_shards_that_differ(tmp_path):
     int32 in one shard where another has int64: all rows valid, passed through as values."""
     d = tmp_path / "in"
     d.mkdir()
-    pq.write_table(pa.table({"id": pa.array([], pa.int64()), "a": pa.array([], pa.float64())}),
-                   d / "p0.parquet")
-    pd.DataFrame({"id": np.arange(4, dtype=np.int32), "a": [0.0, 10.0, 0.5, 10.5],
-                  "kind": pd.Categorical(["u", "v", "u", "v"]),
-                  "vec": [[1.0], [1.0, 2.0], [], [3.0]]}).to_parquet(d / "p1.parquet")
-    pd.DataFrame({"id": np.arange(4, 8), "a": [0.2, 10.2, 0.1, 10.1],
-                  "b": [1.0, 2.0, 3.0, 4.0]}).to_parquet(d / "p2.parquet")
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.int64()), "a": pa.array([], pa.float64())}),
+        d / "p0.parquet",
+    )
+    pd.DataFrame(
+        {
+            "id": np.arange(4, dtype=np.int32),
+            "a": [0.0, 10.0, 0.5, 10.5],
+            "kind": pd.Categorical(["u", "v", "u", "v"]),
+            "vec": [[1.0], [1.0, 2.0], [], [3.0]],
+        }
+    ).to_parquet(d / "p1.parquet")
+    pd.DataFrame(
+        {"id": np.arange(4, 8), "a": [0.2, 10.2, 0.1, 10.1], "b": [1.0, 2.0, 3.0, 4.0]}
+    ).to_parquet(d / "p2.parquet")
     out = tmp_path / "out"
     assert fit(out, "--input", d / "*.parquet", "--features", "a", *FAST) == 0
     m = metrics(out)
@@ -513,8 +627,12 @@ def test_fit_dangling_link_reject_mode_writes_one_file_record(with_dangling_link
 
 
 def test_fit_dangling_link_fail_mode_names_the_file(with_dangling_link, tmp_path, capsys):
-    assert fit(tmp_path / "out", "--input", with_dangling_link / "*.csv", "--on_invalid", "fail",
-               *FAST) == 2
+    assert (
+        fit(
+            tmp_path / "out", "--input", with_dangling_link / "*.csv", "--on_invalid", "fail", *FAST
+        )
+        == 2
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("shardmeans fit: error: cannot read file ")
     assert "b.csv" in last and "--on_invalid=fail" in last

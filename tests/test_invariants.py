@@ -17,8 +17,12 @@ def float32_exact_table():
     """Values exactly representable in float32, so CSV, Parquet and TFRecord (float_list)
     carry the same numbers and the init sample (a hash of the values) is the same."""
     table = scaled_blobs(4000, 4, K, seed=11, cluster_std=2.0)
-    return pa.table({n: (c if n == "id" else pa.array(c.to_numpy().astype(np.float32).astype(np.float64)))
-                      for n, c in zip(table.schema.names, table.columns)})
+    return pa.table(
+        {
+            n: (c if n == "id" else pa.array(c.to_numpy().astype(np.float32).astype(np.float64)))
+            for n, c in zip(table.schema.names, table.columns)
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +41,15 @@ def _same(out, reference):
     assert metrics(out)["inertia"] == pytest.approx(reference[2]["inertia"], rel=1e-6)
 
 
-@pytest.mark.parametrize("extra", [
-    ["--batch_size", 500],
-    ["--batch_size", 65536, "--cache_mb", 0],
-    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
-], ids=["batch500", "no-cache", "2-workers"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--batch_size", 500],
+        ["--batch_size", 65536, "--cache_mb", 0],
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    ],
+    ids=["batch500", "no-cache", "2-workers"],
+)
 def test_same_centroids(reference, tmp_path, extra):
     out = tmp_path / "out"
     assert fit(out, "--input", reference[0], *FIT, *extra) == 0
@@ -49,8 +57,12 @@ def test_same_centroids(reference, tmp_path, extra):
 
 
 def test_same_centroids_with_other_sharding(float32_exact_table, reference, tmp_path):
-    pattern = write_shards(float32_exact_table.take(np.random.default_rng(0).permutation(4000)),
-                           tmp_path / "in", "parquet", shards=7)
+    pattern = write_shards(
+        float32_exact_table.take(np.random.default_rng(0).permutation(4000)),
+        tmp_path / "in",
+        "parquet",
+        shards=7,
+    )
     assert fit(tmp_path / "out", "--input", pattern, *FIT) == 0
     _same(tmp_path / "out", reference)
 

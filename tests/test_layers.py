@@ -10,6 +10,7 @@
 The import statements are read from the files (ast), not from `sys.modules`: importing any
 `transforms.x` runs `transforms/__init__.py`, which imports every layer.
 """
+
 import ast
 import glob
 import os
@@ -26,7 +27,7 @@ def _modules(package: str):
     """(dotted name, path) of every module under `package` (a directory under ROOT)."""
     for path in sorted(glob.glob(os.path.join(ROOT, package, "**", "*.py"), recursive=True)):
         relative = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
-        yield relative[:-len(".__init__")] if relative.endswith(".__init__") else relative, path
+        yield relative[: -len(".__init__")] if relative.endswith(".__init__") else relative, path
 
 
 def _imports(name: str, path: str):
@@ -41,17 +42,23 @@ def _imports(name: str, path: str):
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: resolve against the module's package
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module
             yield module, node.lineno
             for alias in node.names:  # `from transforms.step import step` imports a module too
                 yield f"{module}.{alias.name}", node.lineno
-        elif (isinstance(node, ast.Call) and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-              and (getattr(node.func, "attr", None) == "import_module"
-                   or getattr(node.func, "id", None) in ("import_module", "__import__"))):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+            and (
+                getattr(node.func, "attr", None) == "import_module"
+                or getattr(node.func, "id", None) in ("import_module", "__import__")
+            )
+        ):
             yield node.args[0].value, node.lineno
 
 
@@ -60,10 +67,12 @@ def _under(module: str, prefix: str) -> bool:
 
 
 def _violations(package: str, forbidden) -> list:
-    return [f"{os.path.relpath(path, ROOT)}:{line} imports {imported}"
-            for name, path in _modules(package)
-            for imported, line in _imports(name, path)
-            if any(_under(imported, f) for f in forbidden)]
+    return [
+        f"{os.path.relpath(path, ROOT)}:{line} imports {imported}"
+        for name, path in _modules(package)
+        for imported, line in _imports(name, path)
+        if any(_under(imported, f) for f in forbidden)
+    ]
 
 
 def test_the_layers_are_packages():
@@ -86,19 +95,26 @@ def test_core_imports_no_tensorflow_beam_or_other_layer():
     """Its own import statements: only other core modules of shardmeans, no heavy library.
     `import transforms` (the package itself) would run its __init__, which imports all."""
     assert _violations("transforms/core", HEAVY + ("transforms.step", "transforms.beam")) == []
-    bare = [f"{os.path.relpath(path, ROOT)}:{line}"
-            for name, path in _modules("transforms/core")
-            for imported, line in _imports(name, path)
-            if imported == "transforms" or (_under(imported, "transforms")
-                                            and not _under(imported, "transforms.core"))]
+    bare = [
+        f"{os.path.relpath(path, ROOT)}:{line}"
+        for name, path in _modules("transforms/core")
+        for imported, line in _imports(name, path)
+        if imported == "transforms"
+        or (_under(imported, "transforms") and not _under(imported, "transforms.core"))
+    ]
     assert bare == []
 
 
 def test_step_imports_neither_beam_nor_core():
-    assert _violations("transforms/step", ["apache_beam", "transforms.core",
-                                           "transforms.beam"]) == []
-    assert [m for name, path in _modules("transforms/step") for m, _ in _imports(name, path)
-            if m == "transforms"] == []
+    assert (
+        _violations("transforms/step", ["apache_beam", "transforms.core", "transforms.beam"]) == []
+    )
+    assert [
+        m
+        for name, path in _modules("transforms/step")
+        for m, _ in _imports(name, path)
+        if m == "transforms"
+    ] == []
 
 
 def test_pipeline_io_and_outputs_import_neither_each_other():
@@ -179,6 +195,7 @@ def test_core_runs_where_tensorflow_and_beam_cannot_be_imported():
     modules = [name for name, _ in _modules("transforms/core")]
     assert "transforms.core.lloyd" in modules and "transforms.core" in modules
     code = _CORE_WITHOUT_TF.format(heavy=HEAVY, root=ROOT, modules=modules)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

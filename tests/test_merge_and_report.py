@@ -1,4 +1,5 @@
 """--merge_to (Ward merge of fine clusters) and report.html, through the fit job."""
+
 import json
 import re
 
@@ -20,8 +21,22 @@ def test_ward_merge_recovers_the_blobs(tmp_path):
     table = pa.table({"id": np.arange(len(x)), **{f"f{j}": x[:, j] for j in range(3)}})
     pattern = write_shards(table, tmp_path / "in", "parquet", shards=2)
     out = tmp_path / "out"
-    assert fit(out, "--input", pattern, "--k", 40, "--merge_to", 4, "--id_column", "id",
-               "--max_rounds", 15) == 0
+    assert (
+        fit(
+            out,
+            "--input",
+            pattern,
+            "--k",
+            40,
+            "--merge_to",
+            4,
+            "--id_column",
+            "id",
+            "--max_rounds",
+            15,
+        )
+        == 0
+    )
 
     merged = assignments(out).column("merged_cluster_id").to_numpy()
     assert adjusted_rand_score(truth, merged) >= 0.99
@@ -33,15 +48,31 @@ def test_ward_merge_recovers_the_blobs(tmp_path):
     assert _images(out) == 5  # the plain four and the dendrogram
 
     model = tf.saved_model.load(str(out / "model"))
-    served = model.signatures["predict_raw"](**{f"f{j}": tf.constant(x[:50, j], tf.float32)
-                                                for j in range(3)})
+    served = model.signatures["predict_raw"](
+        **{f"f{j}": tf.constant(x[:50, j], tf.float32) for j in range(3)}
+    )
     np.testing.assert_array_equal(served["merged_cluster_id"].numpy(), merged[:50])
 
     # scoring with a merged model carries the merged id too
-    assert main(["score", "--model", str(out), "--input", pattern, "--output",
-                 str(tmp_path / "scored"), "--id_column", "id"]) == 0
-    np.testing.assert_array_equal(assignments(tmp_path / "scored").column("merged_cluster_id"),
-                                  merged)
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(out),
+                "--input",
+                pattern,
+                "--output",
+                str(tmp_path / "scored"),
+                "--id_column",
+                "id",
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_array_equal(
+        assignments(tmp_path / "scored").column("merged_cluster_id"), merged
+    )
 
 
 def test_every_fit_writes_a_report(blob_parquet, tmp_path, capsys):

@@ -1,4 +1,5 @@
 """Choosing the model: --n_init restarts and --k sweeps, fitted together in shared passes."""
+
 import re
 
 import numpy as np
@@ -7,31 +8,47 @@ import pytest
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from conftest import (assignments, centroids, fit, main, metrics, scaled_blobs, write_shards)
 from transforms.core.lloyd import Candidates, RoundState
 from transforms.core.partials import Partials
 from transforms.core.selection import select
 from transforms.step.step import get_step
 
+from conftest import assignments, centroids, fit, main, metrics, scaled_blobs, write_shards
+
 
 @pytest.fixture(scope="module")
 def ambiguous_parquet(tmp_path_factory):
     """10 overlapping blobs fitted with K=5: different starts end in different optima."""
-    return write_shards(scaled_blobs(3000, 3, 10, seed=3, cluster_std=1.5),
-                        tmp_path_factory.mktemp("ambiguous"), "parquet", shards=2)
+    return write_shards(
+        scaled_blobs(3000, 3, 10, seed=3, cluster_std=1.5),
+        tmp_path_factory.mktemp("ambiguous"),
+        "parquet",
+        shards=2,
+    )
 
 
 @pytest.fixture(scope="module")
 def four_blobs():
-    x, truth = make_blobs(2400, 3, centers=4, cluster_std=0.6, center_box=(-15, 15),
-                          random_state=4)
+    x, truth = make_blobs(2400, 3, centers=4, cluster_std=0.6, center_box=(-15, 15), random_state=4)
     return x * [1.0, 50.0, 0.01], truth  # columns in different units
 
 
 # No refinement on the sample: the full passes do all of the Lloyd work (the three
 # restarts converge in 5 to 9 rounds).
-RESTARTS = ("--k", 5, "--id_column", "id", "--seed", 5, "--init_refine_rounds", 0,
-            "--max_rounds", 15, "--tol", 0)
+RESTARTS = (
+    "--k",
+    5,
+    "--id_column",
+    "id",
+    "--seed",
+    5,
+    "--init_refine_rounds",
+    0,
+    "--max_rounds",
+    15,
+    "--tol",
+    0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +56,25 @@ def each_restart_alone(ambiguous_parquet, tmp_path_factory):
     """Restarts 0..2 of RESTARTS, each fitted alone (--n_init 1 --init_seed 5+r): (dirs, metrics)."""
     dirs = [tmp_path_factory.mktemp(f"alone{r}") for r in range(3)]
     for r, out in enumerate(dirs):
-        assert fit(out, "--input", ambiguous_parquet, *RESTARTS, "--n_init", 1,
-                   "--init_seed", 5 + r) == 0
+        assert (
+            fit(out, "--input", ambiguous_parquet, *RESTARTS, "--n_init", 1, "--init_seed", 5 + r)
+            == 0
+        )
     alone = [metrics(out) for out in dirs]
     inertias = [m["inertia"] for m in alone]
     assert max(inertias) > min(inertias) * 1.01, "the restarts should reach different optima"
     return dirs, alone
 
 
-def test_restarts_on_all_rows_match_each_restart_alone(ambiguous_parquet, each_restart_alone,
-                                                       tmp_path):
+def test_restarts_on_all_rows_match_each_restart_alone(
+    ambiguous_parquet, each_restart_alone, tmp_path
+):
     dirs, alone = each_restart_alone
     out = tmp_path / "together"
-    assert fit(out, "--input", ambiguous_parquet, *RESTARTS, "--n_init", 3,
-               "--restarts_on", "all") == 0
+    assert (
+        fit(out, "--input", ambiguous_parquet, *RESTARTS, "--n_init", 3, "--restarts_on", "all")
+        == 0
+    )
     together = metrics(out)
     inertias = [m["inertia"] for m in alone]
     assert together["inertia"] <= min(inertias) * (1 + 1e-6)
@@ -68,8 +90,9 @@ def test_restarts_on_all_rows_match_each_restart_alone(ambiguous_parquet, each_r
     assert together["n_init"] == 3 and together["restarts_on"] == "all"
 
 
-def test_restarts_on_the_sample_carry_the_best_start(ambiguous_parquet, each_restart_alone,
-                                                     tmp_path, capsys):
+def test_restarts_on_the_sample_carry_the_best_start(
+    ambiguous_parquet, each_restart_alone, tmp_path, capsys
+):
     dirs, alone = each_restart_alone
     out = tmp_path / "sample"
     assert fit(out, "--input", ambiguous_parquet, *RESTARTS, "--n_init", 3) == 0
@@ -78,8 +101,7 @@ def test_restarts_on_the_sample_carry_the_best_start(ambiguous_parquet, each_res
     # The 3000 rows are all in the init sample, and the starts are not refined on it,
     # so a start's sample inertia is the first full round's inertia when it runs alone.
     sample_inertias = [r["sample_inertia"] for r in m["restarts"]]
-    np.testing.assert_allclose(sample_inertias, [a["inertia_history"][0] for a in alone],
-                               rtol=1e-6)
+    np.testing.assert_allclose(sample_inertias, [a["inertia_history"][0] for a in alone], rtol=1e-6)
     best = int(np.argmin(sample_inertias))
     assert [r["carried"] for r in m["restarts"]] == [r == best for r in range(3)]
     left = [r for r in m["restarts"] if not r["carried"]]
@@ -98,8 +120,24 @@ def test_sweep_picks_the_known_k(four_blobs, tmp_path, capsys, criterion):
     table = pa.table({"id": np.arange(len(x)), **{f"f{j}": x[:, j] for j in range(3)}})
     pattern = write_shards(table, tmp_path / "in", "parquet", shards=2)
     out = tmp_path / "out"
-    assert fit(out, "--input", pattern, "--k", "6,2,3,4,5", "--select", criterion,
-               "--n_init", 2, "--id_column", "id", "--max_rounds", 10) == 0
+    assert (
+        fit(
+            out,
+            "--input",
+            pattern,
+            "--k",
+            "6,2,3,4,5",
+            "--select",
+            criterion,
+            "--n_init",
+            2,
+            "--id_column",
+            "id",
+            "--max_rounds",
+            10,
+        )
+        == 0
+    )
 
     m = metrics(out)
     assert m["k"] == 4 and m["select"] == criterion
@@ -122,8 +160,22 @@ def test_sweep_picks_the_known_k(four_blobs, tmp_path, capsys, criterion):
     assert "K sweep" in html and "Candidates" in html and html.count(">chosen<") == 1
     assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 5
     scored = tmp_path / "scored"
-    assert main(["score", "--model", str(out), "--input", pattern, "--output", str(scored),
-                 "--id_column", "id"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--model",
+                str(out),
+                "--input",
+                pattern,
+                "--output",
+                str(scored),
+                "--id_column",
+                "id",
+            ]
+        )
+        == 0
+    )
     np.testing.assert_array_equal(assignments(scored).column("cluster_id").to_numpy(), labels)
 
 
@@ -132,8 +184,22 @@ def test_sweep_with_merge(four_blobs, tmp_path):
     table = pa.table({"id": np.arange(len(x)), **{f"f{j}": x[:, j] for j in range(3)}})
     pattern = write_shards(table, tmp_path / "in", "parquet", shards=1)
     out = tmp_path / "out"
-    assert fit(out, "--input", pattern, "--k", "8,12", "--merge_to", 4, "--id_column", "id",
-               "--max_rounds", 10) == 0  # and the default 4 restarts of each K
+    assert (
+        fit(
+            out,
+            "--input",
+            pattern,
+            "--k",
+            "8,12",
+            "--merge_to",
+            4,
+            "--id_column",
+            "id",
+            "--max_rounds",
+            10,
+        )
+        == 0
+    )  # and the default 4 restarts of each K
     m = metrics(out)
     assert m["k"] in (8, 12) and len(m["merged_cluster_sizes"]) == 4
     assert m["n_init"] == 4 and len(m["restarts"]) == 8
@@ -141,14 +207,17 @@ def test_sweep_with_merge(four_blobs, tmp_path):
     assert adjusted_rand_score(truth, merged) >= 0.99
 
 
-@pytest.mark.parametrize("args,message", [
-    (("--k", "4,x"), "--k must be a whole number or a comma-separated list"),
-    (("--k", "1,4"), "every K must be at least 2"),
-    (("--k", "4,4"), "--k lists a K twice"),
-    (("--k", "3", "--n_init", "0"), "--n_init must be at least 1"),
-    (("--k", "3,5", "--merge_to", "4"), "--merge_to must be in 1..3 (the smallest --k)"),
-    (("--k", "3", "--init_seed", "-1"), "--init_seed must be in [0, 2**32)"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--k", "4,x"), "--k must be a whole number or a comma-separated list"),
+        (("--k", "1,4"), "every K must be at least 2"),
+        (("--k", "4,4"), "--k lists a K twice"),
+        (("--k", "3", "--n_init", "0"), "--n_init must be at least 1"),
+        (("--k", "3,5", "--merge_to", "4"), "--merge_to must be in 1..3 (the smallest --k)"),
+        (("--k", "3", "--init_seed", "-1"), "--init_seed must be in [0, 2**32)"),
+    ],
+)
 def test_bad_choice_flags(blob_parquet, tmp_path, capsys, args, message):
     assert fit(tmp_path / "out", "--input", blob_parquet, *args) == 2
     assert message in capsys.readouterr().err
@@ -164,8 +233,9 @@ def test_sweep_with_a_k_above_the_valid_rows(tmp_path, capsys):
 def test_given_centroids_take_no_restarts(blob_parquet, tmp_path, capsys):
     path = tmp_path / "c.npy"
     np.save(path, np.zeros((3, 5), np.float32))
-    assert fit(tmp_path / "out", "--input", blob_parquet, "--k", 3, "--init", path,
-               "--n_init", 2) == 2
+    assert (
+        fit(tmp_path / "out", "--input", blob_parquet, "--k", 3, "--init", path, "--n_init", 2) == 2
+    )
     assert "takes neither a --k list nor --n_init above 1" in capsys.readouterr().err
 
 
@@ -186,8 +256,9 @@ def test_step_scores_groups_of_different_k_in_one_call():
         d = ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1)
         np.testing.assert_array_equal(together.labels, d.argmin(1))
         for j in range(len(c)):
-            np.testing.assert_allclose(together.sums[j], x[together.labels == j].sum(0, np.float64),
-                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(
+                together.sums[j], x[together.labels == j].sum(0, np.float64), rtol=1e-12, atol=1e-12
+            )
         assert together.inertia == pytest.approx(d.min(1).sum(), rel=1e-6)
 
 
@@ -225,12 +296,19 @@ def test_candidate_partials_merge_is_order_free():
     x = rng.normal(size=(1200, 3)).astype(np.float32)
     groups = [x[:2].copy(), x[5:9].copy()]
     step = get_step()
-    tuples = [tuple(Partials.from_batch(x[i:i + 300], r)
-                    for r in step.groups(x[i:i + 300], groups)) for i in range(0, 1200, 300)]
+    tuples = [
+        tuple(Partials.from_batch(x[i : i + 300], r) for r in step.groups(x[i : i + 300], groups))
+        for i in range(0, 1200, 300)
+    ]
     fn = CandidatePartialsCombineFn(n_far=16)
-    a = fn.merge_accumulators([fn.add_input(fn.add_input(fn.create_accumulator(), tuples[0]),
-                                            tuples[1]), fn.create_accumulator(),
-                               fn.add_input(fn.create_accumulator(), tuples[2]), tuples[3]])
+    a = fn.merge_accumulators(
+        [
+            fn.add_input(fn.add_input(fn.create_accumulator(), tuples[0]), tuples[1]),
+            fn.create_accumulator(),
+            fn.add_input(fn.create_accumulator(), tuples[2]),
+            tuples[3],
+        ]
+    )
     b = fn.extract_output(fn.merge_accumulators([tuples[3], tuples[1], tuples[2], tuples[0]]))
     whole = step.groups(x, groups)
     for got, other, ref in zip(a, b, whole):
@@ -241,7 +319,6 @@ def test_candidate_partials_merge_is_order_free():
     assert fn.extract_output(fn.create_accumulator()) is None
 
 
-
 def test_lloyd_update_fn_merges_in_any_order_then_updates():
     from transforms.beam.combiners import CandidatePartialsCombineFn
     from transforms.beam.rounds import LloydUpdateFn, ShardPartials
@@ -249,26 +326,47 @@ def test_lloyd_update_fn_merges_in_any_order_then_updates():
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(900, 3)).astype(np.float32)
-    candidates = Candidates((RoundState(x[:3].astype(np.float64)),
-                             RoundState(x[10:14].astype(np.float64))), (0, 1))
+    candidates = Candidates(
+        (RoundState(x[:3].astype(np.float64)), RoundState(x[10:14].astype(np.float64))), (0, 1)
+    )
     groups = [s.centroids.astype(np.float32) for s in candidates.states]
-    shards = [ShardPartials(candidates, tuple(Partials.from_batch(x[i:i + 300], r)
-                                              for r in get_step().groups(x[i:i + 300], groups)))
-              for i in range(0, 900, 300)]
+    shards = [
+        ShardPartials(
+            candidates,
+            tuple(
+                Partials.from_batch(x[i : i + 300], r)
+                for r in get_step().groups(x[i : i + 300], groups)
+            ),
+        )
+        for i in range(0, 900, 300)
+    ]
     fn = LloydUpdateFn(n_far=16, tol=1e-4)
-    one = fn.extract_output(fn.merge_accumulators(
-        [fn.add_input(fn.create_accumulator(), shards[2]), fn.create_accumulator(),
-         fn.add_input(fn.add_input(fn.create_accumulator(), shards[0]), shards[1])]))
+    one = fn.extract_output(
+        fn.merge_accumulators(
+            [
+                fn.add_input(fn.create_accumulator(), shards[2]),
+                fn.create_accumulator(),
+                fn.add_input(fn.add_input(fn.create_accumulator(), shards[0]), shards[1]),
+            ]
+        )
+    )
     merged = CandidatePartialsCombineFn(16).merge_accumulators([s.partials for s in shards])
     expected = update_candidates(candidates, merged, 1e-4)
     for got, ref in zip(one.states, expected.states):
         np.testing.assert_allclose(got.centroids, ref.centroids, rtol=1e-12)
         assert got.rounds == 1 and got.inertia_history == pytest.approx(ref.inertia_history)
 
+
 def _candidate(k, inertia):
     state = RoundState(centroids=np.zeros((k, 2)), rounds=3, converged=True)
-    part = Partials(np.zeros((k, 2)), np.ones(k, np.int64), inertia, np.zeros(0),
-                    np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
+    part = Partials(
+        np.zeros((k, 2)),
+        np.ones(k, np.int64),
+        inertia,
+        np.zeros(0),
+        np.zeros((0, 2), np.float32),
+        np.zeros(0, np.int64),
+    )
     return state, part
 
 

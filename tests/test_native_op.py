@@ -1,5 +1,6 @@
 """The fused step op (transforms/step/native/nearest_centroids.cc) against TensorFlow's own
 ops and NumPy."""
+
 import concurrent.futures
 import os
 import platform
@@ -9,9 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from transforms.step.native import build as native_op
 from transforms.step.step import KMeansStep
+
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +22,17 @@ def steps():
     return KMeansStep(native=True), KMeansStep(native=False)
 
 
-@pytest.mark.parametrize("n,d,ks", [
-    (1, 3, [2]),
-    (255, 5, [7]),
-    (4099, 6, [7]),
-    (3000, 33, [70]),  # several register tiles of centroids; D not a multiple of the lanes
-    (2000, 4, [3, 8, 2]),  # groups of different K in one call (padding centroids)
-    (70000, 16, [64, 64, 64, 64]),  # more rows than a work unit; restarts together
-])
+@pytest.mark.parametrize(
+    "n,d,ks",
+    [
+        (1, 3, [2]),
+        (255, 5, [7]),
+        (4099, 6, [7]),
+        (3000, 33, [70]),  # several register tiles of centroids; D not a multiple of the lanes
+        (2000, 4, [3, 8, 2]),  # groups of different K in one call (padding centroids)
+        (70000, 16, [64, 64, 64, 64]),  # more rows than a work unit; restarts together
+    ],
+)
 def test_fused_op_equals_tensorflow_ops_and_numpy(steps, n, d, ks):
     native, xla = steps
     rng = np.random.default_rng(n)
@@ -88,7 +93,7 @@ def _many_units_case():
     threads share them out. Rows scaled over 12 orders of magnitude: their float64 sums
     round, so summed in another grouping they differ in the last bits."""
     rng = np.random.default_rng(7)
-    x = (rng.normal(size=(70000, 16)) * 10.0 ** rng.uniform(-6, 6, size=(70000, 1)))
+    x = rng.normal(size=(70000, 16)) * 10.0 ** rng.uniform(-6, 6, size=(70000, 1))
     x = x.astype(np.float32)
     return x, [rng.normal(size=(64, 16)).astype(np.float32) for _ in range(3)]
 
@@ -105,16 +110,18 @@ def test_results_do_not_depend_on_how_many_threads_the_op_has(steps, tmp_path, t
         pin = "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
     else:
         env["SHARDMEANS_OP_THREADS"] = threads
-    code = ("import os, sys, numpy as np\n" + pin +
-            "sys.path.insert(0, 'tests')\n"
-            "from test_native_op import _many_units_case\n"
-            "from transforms.step.step import KMeansStep\n"
-            "x, groups = _many_units_case()\n"
-            "r = KMeansStep(native=True).groups(x, groups)\n"
-            f"np.savez({str(tmp_path / 'other.npz')!r}, "
-            "*[getattr(g, f) for g in r for f in g._fields])\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env=env)
+    code = (
+        "import os, sys, numpy as np\n" + pin + "sys.path.insert(0, 'tests')\n"
+        "from test_native_op import _many_units_case\n"
+        "from transforms.step.step import KMeansStep\n"
+        "x, groups = _many_units_case()\n"
+        "r = KMeansStep(native=True).groups(x, groups)\n"
+        f"np.savez({str(tmp_path / 'other.npz')!r}, "
+        "*[getattr(g, f) for g in r for f in g._fields])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     warned = "SHARDMEANS_OP_THREADS='two' is not a positive integer" in proc.stderr
     assert warned == (threads == "two"), proc.stderr[-3000:]
@@ -131,7 +138,7 @@ def test_concurrent_calls_share_the_pool_and_each_gets_its_own_results(steps):
     a strategy) each get what the same call alone returns."""
     x, groups = _many_units_case()
     native = steps[0]
-    calls = [(x[i * 7000:], groups[i:]) for i in range(3)]
+    calls = [(x[i * 7000 :], groups[i:]) for i in range(3)]
     alone = [native.groups(rows, cs) for rows, cs in calls]
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         together = list(pool.map(lambda call: native.groups(*call), calls * 2))
@@ -155,12 +162,20 @@ def test_without_the_op_the_step_falls_back_to_tensorflow_ops(tmp_path):
         "try:\n"
         "    KMeansStep(native=True)\n"
         "except RuntimeError as e:\n"
-        "    print('refused:', e)\n")
-    for env, reason in [({"CXX": str(tmp_path / "no-such-compiler")}, "no C++ compiler found"),
-                        ({"SHARDMEANS_NATIVE_OP": "0"}, "SHARDMEANS_NATIVE_OP=0")]:
+        "    print('refused:', e)\n"
+    )
+    for env, reason in [
+        ({"CXX": str(tmp_path / "no-such-compiler")}, "no C++ compiler found"),
+        ({"SHARDMEANS_NATIVE_OP": "0"}, "SHARDMEANS_NATIVE_OP=0"),
+    ]:
         proc = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
-            env={**os.environ, "SHARDMEANS_CACHE_DIR": str(tmp_path / "cache"), **env})
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "SHARDMEANS_CACHE_DIR": str(tmp_path / "cache"), **env},
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "refused: KMeansStep(native=True)" in proc.stdout
         assert reason in proc.stderr
@@ -173,14 +188,24 @@ def test_a_fresh_build_is_for_this_cpu_and_goes_to_a_temporary_dir_if_need_be(tm
     TensorFlow's C++ headers forced on AVX512-FP16 CPUs when the op was built on them)."""
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
-    code = ("import logging\n"
-            "logging.basicConfig(level=logging.INFO)\n"
-            "from transforms.step.step import KMeansStep\n"
-            "print(KMeansStep().native)\n")
+    code = (
+        "import logging\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from transforms.step.step import KMeansStep\n"
+        "print(KMeansStep().native)\n"
+    )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "SHARDMEANS_CACHE_DIR": str(not_a_dir / "cache"),
-             "TMPDIR": str(tmp_path)})
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            **os.environ,
+            "SHARDMEANS_CACHE_DIR": str(not_a_dir / "cache"),
+            "TMPDIR": str(tmp_path),
+        },
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-3000:]
     assert "native op: compiling" in proc.stderr
     assert "built for a generic CPU instead" not in proc.stderr, proc.stderr[-3000:]
@@ -202,10 +227,26 @@ def _assert_result_tests_pass(env) -> str:
     """This module's result tests, in a subprocess with `env` (which op build they get,
     built there if not cached); returns their output, warnings logged included."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-         "-k", "equals or per_row or ties or past_the_cache",
-         "-o", "log_cli=true", "--log-cli-level=WARNING"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "equals or per_row or ties or past_the_cache",
+            "-o",
+            "log_cli=true",
+            "--log-cli-level=WARNING",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -224,7 +265,8 @@ def test_centroid_sets_past_the_cache_bound_go_to_the_xla_step(steps):
     c = rng.normal(size=(k, d)).astype(np.float32)
     got = native(x, c)
     np.testing.assert_array_equal(
-        got.labels, ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1).argmin(1))
+        got.labels, ((x[:, None, :].astype(np.float64) - c[None]) ** 2).sum(-1).argmin(1)
+    )
 
 
 def test_no_far_rows_asked_for():
@@ -240,7 +282,7 @@ _WIDTHS = [("x86-64-v3", "avx2", 8), ("x86-64-v4", "avx512f", 16)]
 
 
 def _narrower_builds() -> list:
-    """"generic" (what a failed -march=native falls back to: SSE2's 4 lanes on x86-64),
+    """ "generic" (what a failed -march=native falls back to: SSE2's 4 lanes on x86-64),
     then each -march of _WIDTHS narrower than the host's own that this CPU runs."""
     if platform.machine() != "x86_64":
         return ["generic"]
@@ -257,18 +299,23 @@ def test_every_narrower_build_gives_the_same_results(tmp_path, build):
     log = tmp_path / "cxx.log"
     cxx = tmp_path / "cxx"
     if build == "generic":
-        cxx.write_text('#!/bin/sh\n'
-                       'case "$*" in *-march=native*) echo "no native build here" >&2; exit 1;; '
-                       'esac\n'
-                       'exec c++ "$@"\n')
+        cxx.write_text(
+            "#!/bin/sh\n"
+            'case "$*" in *-march=native*) echo "no native build here" >&2; exit 1;; '
+            "esac\n"
+            'exec c++ "$@"\n'
+        )
     else:
-        cxx.write_text('#!/bin/sh\n'
-                       f'args=$(echo "$@" | sed "s/-march=native/-march={build}/")\n'
-                       f'echo "$args" >> {log}\n'
-                       'exec c++ $args\n')
+        cxx.write_text(
+            "#!/bin/sh\n"
+            f'args=$(echo "$@" | sed "s/-march=native/-march={build}/")\n'
+            f'echo "$args" >> {log}\n'
+            "exec c++ $args\n"
+        )
     cxx.chmod(0o755)
     output = _assert_result_tests_pass(
-        {**os.environ, "CXX": str(cxx), "SHARDMEANS_CACHE_DIR": str(tmp_path / "cache")})
+        {**os.environ, "CXX": str(cxx), "SHARDMEANS_CACHE_DIR": str(tmp_path / "cache")}
+    )
     if build == "generic":
         assert "built for a generic CPU instead: no native build here" in output
     else:

@@ -1,4 +1,5 @@
 """The fit job against scikit-learn and NumPy on the same data."""
+
 import glob
 import os
 
@@ -12,8 +13,21 @@ from conftest import assignments, centroids, features_of, fit, metrics
 
 def test_standardization_equals_standard_scaler(blob_table, blob_parquet, tmp_path):
     out = tmp_path / "out"
-    assert fit(out, "--input", blob_parquet, "--k", 3, "--id_column", "id", "--max_rounds", 1,
-               "--keep_standardized") == 0
+    assert (
+        fit(
+            out,
+            "--input",
+            blob_parquet,
+            "--k",
+            3,
+            "--id_column",
+            "id",
+            "--max_rounds",
+            1,
+            "--keep_standardized",
+        )
+        == 0
+    )
     # The kept shards hold the rows as read; the rounds standardize them as they load them.
     from transforms.beam.shards import iter_standardized
 
@@ -37,11 +51,28 @@ def test_same_init_gives_sklearn_lloyd(blob_table, blob_parquet, tmp_path, max_r
     init = z[np.random.default_rng(1).choice(len(z), 4, replace=False)].astype(np.float32)
     np.save(tmp_path / "init.npy", init)
     out = tmp_path / "out"
-    assert fit(out, "--input", blob_parquet, "--k", 4, "--id_column", "id", "--tol", 0,
-               "--max_rounds", max_rounds, "--init", tmp_path / "init.npy") == 0
+    assert (
+        fit(
+            out,
+            "--input",
+            blob_parquet,
+            "--k",
+            4,
+            "--id_column",
+            "id",
+            "--tol",
+            0,
+            "--max_rounds",
+            max_rounds,
+            "--init",
+            tmp_path / "init.npy",
+        )
+        == 0
+    )
 
-    km = KMeans(4, init=init.astype(np.float64), n_init=1, max_iter=max_rounds, tol=0,
-                algorithm="lloyd").fit(z)
+    km = KMeans(
+        4, init=init.astype(np.float64), n_init=1, max_iter=max_rounds, tol=0, algorithm="lloyd"
+    ).fit(z)
     np.testing.assert_allclose(centroids(out), km.cluster_centers_, rtol=1e-5, atol=1e-6)
     m = metrics(out)
     assert m["inertia"] == pytest.approx(km.inertia_, rel=1e-6)
@@ -55,8 +86,22 @@ def test_same_init_gives_sklearn_lloyd(blob_table, blob_parquet, tmp_path, max_r
 
 def test_distances_are_numpy_nearest_centroid(blob_table, blob_parquet, tmp_path):
     out = tmp_path / "out"
-    assert fit(out, "--input", blob_parquet, "--k", 5, "--id_column", "id", "--seed", 7,
-               "--max_rounds", 30) == 0
+    assert (
+        fit(
+            out,
+            "--input",
+            blob_parquet,
+            "--k",
+            5,
+            "--id_column",
+            "id",
+            "--seed",
+            7,
+            "--max_rounds",
+            30,
+        )
+        == 0
+    )
     z = StandardScaler().fit_transform(features_of(blob_table))
     c = centroids(out).astype(np.float64)
     d = np.sqrt(((z[:, None, :] - c[None]) ** 2).sum(-1))

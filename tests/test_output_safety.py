@@ -1,5 +1,6 @@
 """The output protocol: no input deleted, no row duplicated, no half-written output taken
 for a finished one; reruns after killed, failed and concurrent runs."""
+
 import glob
 import hashlib
 import json
@@ -12,9 +13,10 @@ import time
 import pyarrow as pa
 import pytest
 
-from conftest import ROOT, assignments, fit, metrics, scaled_blobs, write_shards
-from pipeline.outputs import run_output
 from pipeline.cli import main
+from pipeline.outputs import run_output
+
+from conftest import ROOT, assignments, fit, metrics, scaled_blobs, write_shards
 
 FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
 
@@ -26,8 +28,11 @@ def csv_input(tmp_path):
 
 
 def _digests(pattern):
-    return {p: hashlib.sha256(open(p, "rb").read()).hexdigest()
-            for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)}
+    return {
+        p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+        for p in glob.glob(pattern, recursive=True)
+        if os.path.isfile(p)
+    }
 
 
 def _leftovers(output):
@@ -45,16 +50,20 @@ def _assert_complete(output):
     marker, m = _marker(output), metrics(output)
     assert marker["run_id"] == m["run_id"]
     listed = {f["path"] for f in marker["files"]}
-    on_disk = {os.path.relpath(os.path.join(d, f), output)
-               for d, _, files in os.walk(output) for f in files} - {run_output.MARKER}
+    on_disk = {
+        os.path.relpath(os.path.join(d, f), output)
+        for d, _, files in os.walk(output)
+        for f in files
+    } - {run_output.MARKER}
     assert listed == on_disk
     ids = assignments(output).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == m["rows_valid"]
     assert not _leftovers(output)
 
 
-def test_output_overlapping_the_input_is_refused_before_anything_is_deleted(csv_input, tmp_path,
-                                                                          capsys):
+def test_output_overlapping_the_input_is_refused_before_anything_is_deleted(
+    csv_input, tmp_path, capsys
+):
     before = _digests(csv_input)
     # The input's own directory as the output, with --overwrite: refused, nothing touched.
     assert fit(tmp_path / "in", "--input", csv_input, *FAST, "--overwrite") == 2
@@ -87,8 +96,19 @@ def test_an_output_holding_only_directories_is_not_empty(csv_input, tmp_path, ca
 
 def test_two_workers_then_one_with_overwrite_keeps_every_row_once(csv_input, tmp_path):
     out = tmp_path / "out"
-    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST,
-               "--direct_running_mode=multi_processing", "--direct_num_workers=2") == 0
+    assert (
+        fit(
+            out,
+            "--input",
+            csv_input,
+            "--id_column",
+            "id",
+            *FAST,
+            "--direct_running_mode=multi_processing",
+            "--direct_num_workers=2",
+        )
+        == 0
+    )
     _assert_complete(out)
     first = _marker(out)["run_id"]
     assert fit(out, "--input", csv_input, "--id_column", "id", *FAST, "--overwrite") == 0
@@ -105,17 +125,43 @@ def test_a_failed_rerun_leaves_the_previous_output_intact(csv_input, tmp_path, c
     # A bad row found while the job runs (not while the graph is built) fails the rerun.
     with open(tmp_path / "in" / "part-1.csv", "a") as f:
         f.write("999,1.0,oops,2.0\n")
-    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST, "--overwrite",
-               "--on_invalid", "fail") == 2
+    assert (
+        fit(
+            out,
+            "--input",
+            csv_input,
+            "--id_column",
+            "id",
+            *FAST,
+            "--overwrite",
+            "--on_invalid",
+            "fail",
+        )
+        == 2
+    )
     assert "oops" in capsys.readouterr().err
     assert _marker(out) == good and _digests(str(out / "**" / "*")) == before
     assert not _leftovers(out)
 
 
 def _start_fit(output, pattern, *args):
-    return subprocess.Popen([sys.executable, "-m", "pipeline", "fit", "--output", str(output),
-                             "--input", pattern, *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "fit",
+            "--output",
+            str(output),
+            "--input",
+            pattern,
+            *map(str, args),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(condition, proc, timeout=300):
@@ -132,8 +178,22 @@ def test_concurrent_and_killed_runs(tmp_path, capsys):
     pattern = write_shards(scaled_blobs(200_000, 8, 4, seed=2), tmp_path / "in", "parquet")
     out = tmp_path / "out"
     lock = str(out) + run_output.LOCK_SUFFIX
-    slow_flags = ("--id_column", "id", "--k", 8, "--n_init", 1, "--init_refine_rounds", 0,
-                  "--max_rounds", 30, "--tol", 0, "--cache_mb", 0)
+    slow_flags = (
+        "--id_column",
+        "id",
+        "--k",
+        8,
+        "--n_init",
+        1,
+        "--init_refine_rounds",
+        0,
+        "--max_rounds",
+        30,
+        "--tol",
+        0,
+        "--cache_mb",
+        0,
+    )
     # A first run killed while it writes: the rerun needs no --overwrite.
     slow = _start_fit(out, pattern, *slow_flags)
     try:
@@ -149,18 +209,34 @@ def test_concurrent_and_killed_runs(tmp_path, capsys):
     slow = _start_fit(out, pattern, *slow_flags, "--overwrite")
     try:
         _wait_for(lambda: os.path.exists(lock), slow)
-        held = json.load(open(lock))
+        with open(lock) as f:
+            held = json.load(f)
         assert fit(out, "--input", pattern, "--id_column", "id", *FAST, "--overwrite") == 2
         err = capsys.readouterr().err
         assert f"run {held['run_id']}" in err and "is writing to" in err
-        _wait_for(lambda: glob.glob(os.path.join(held["stage"], "_work", "shards", "*.arrow")),
-                  slow)
+        _wait_for(
+            lambda: glob.glob(os.path.join(held["stage"], "_work", "shards", "*.arrow")), slow
+        )
     finally:
         slow.send_signal(signal.SIGKILL)
         slow.wait()
     assert _marker(out) == good and os.path.exists(lock) and os.path.isdir(held["stage"])
-    assert main(["fit", "--output", str(out), "--input", pattern, "--id_column", "id", *map(
-        str, FAST), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--output",
+                str(out),
+                "--input",
+                pattern,
+                "--id_column",
+                "id",
+                *map(str, FAST),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     _assert_complete(out)
     assert f"run {metrics(out)['run_id']}:" in printed and metrics(out)["rows_valid"] == 200_000
@@ -171,8 +247,17 @@ def test_score_refuses_an_unfinished_or_incomplete_model(csv_input, tmp_path, ca
     assert fit(out, "--input", csv_input, "--id_column", "id", *FAST) == 0
 
     def score(model, output):
-        return main(["score", "--model", str(model), "--input", csv_input,
-                     "--output", str(tmp_path / output)])
+        return main(
+            [
+                "score",
+                "--model",
+                str(model),
+                "--input",
+                csv_input,
+                "--output",
+                str(tmp_path / output),
+            ]
+        )
 
     # Scoring into the model's own directory would replace the model.
     assert score(out, "fit") == 2
@@ -199,14 +284,24 @@ def _stage(tmp_path, run, files):
 
 
 def _tree(directory):
-    return {os.path.relpath(os.path.join(d, f), directory): open(os.path.join(d, f)).read()
-            for d, _, files in os.walk(directory) for f in files}
+    return {
+        os.path.relpath(os.path.join(d, f), directory): open(os.path.join(d, f)).read()
+        for d, _, files in os.walk(directory)
+        for f in files
+    }
 
 
-NEW = {"metrics.json": "{}", "assignments/part-00000-of-00001.csv": "id\n1\n",
-       "model/saved_model.pb": "pb"}
-OLD = {"_SUCCESS": json.dumps({"run_id": "old"}), "metrics.json": "old",
-       "assignments/part-00000-of-00002.csv": "id\n1\n", "assignments/part-00001-of-00002.csv": "id\n2\n"}
+NEW = {
+    "metrics.json": "{}",
+    "assignments/part-00000-of-00001.csv": "id\n1\n",
+    "model/saved_model.pb": "pb",
+}
+OLD = {
+    "_SUCCESS": json.dumps({"run_id": "old"}),
+    "metrics.json": "old",
+    "assignments/part-00000-of-00002.csv": "id\n1\n",
+    "assignments/part-00001-of-00002.csv": "id\n2\n",
+}
 
 
 @pytest.mark.parametrize("how", ["rename", "copy"])
@@ -247,7 +342,10 @@ def test_publish_without_overwrite_never_replaces_an_output_filled_meanwhile(tmp
     with pytest.raises(Exception, match="filled by something else"):
         run_output.publish(None, run=run)
     staged = _tree(run.stage)
-    assert _tree(out) == {"theirs.txt": "x"} and json.loads(staged.pop("_SUCCESS"))["run_id"] == run.run_id
+    assert (
+        _tree(out) == {"theirs.txt": "x"}
+        and json.loads(staged.pop("_SUCCESS"))["run_id"] == run.run_id
+    )
     assert staged == NEW
     assert run_output.abort(run) is None
     assert not _leftovers(out)
@@ -255,8 +353,12 @@ def test_publish_without_overwrite_never_replaces_an_output_filled_meanwhile(tmp
 
 def test_kept_shards_are_read_after_the_output_is_published(tmp_path):
     out = tmp_path / "out"
-    pattern = write_shards(pa.table({"id": list(range(40)), "x": [float(i % 7) for i in range(40)]}),
-                           tmp_path / "in", "parquet", shards=2)
+    pattern = write_shards(
+        pa.table({"id": list(range(40)), "x": [float(i % 7) for i in range(40)]}),
+        tmp_path / "in",
+        "parquet",
+        shards=2,
+    )
     assert fit(out, "--input", pattern, "--id_column", "id", *FAST, "--keep_standardized") == 0
     from transforms.beam.shards import iter_standardized
 
@@ -269,8 +371,17 @@ def test_an_output_where_the_run_may_not_write_is_one_line(csv_input, tmp_path):
     parent = tmp_path / "read-only"
     parent.mkdir()
     parent.chmod(0o555)
-    command = [sys.executable, "-m", "pipeline", "fit", "--input", csv_input,
-               "--output", str(parent / "out"), *map(str, FAST)]
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "fit",
+        "--input",
+        csv_input,
+        "--output",
+        str(parent / "out"),
+        *map(str, FAST),
+    ]
     if os.geteuid() == 0:
         command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] + command
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -1,4 +1,5 @@
 """The HTML fit report (pipeline/outputs/report.py): sections, inline PNGs, escaping, writing."""
+
 import base64
 import re
 import subprocess
@@ -7,14 +8,20 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from pipeline.outputs.report import PNG_SIGNATURE, render_report, write_report
+
+from conftest import ROOT
 
 K, D, M = 3, 4, 300
 FEATURES = ["height", "<b>w&h</b>", 'say "hi"', "price_$"]
 IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
-BASE_SECTIONS = ["Summary", "Inertia by round", "Cluster sizes", "PCA projection of the sample",
-                 "Centroids by feature"]
+BASE_SECTIONS = [
+    "Summary",
+    "Inertia by round",
+    "Cluster sizes",
+    "PCA projection of the sample",
+    "Centroids by feature",
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +33,28 @@ def fit_inputs():
     sample = centroids_std[labels] + rng.normal(0, 0.3, size=(M, D))
     mean, std = np.array([170.0, 0.5, 1e4, 3.0]), np.array([10.0, 0.01, 2e3, 1.0])
     centroids_orig = centroids_std * std + mean  # features on very different scales
-    metrics = {"k": K, "features": FEATURES, "rows_read": 1005, "rows_valid": 1000,
-               "rows_rejected": 5, "rounds": 4, "max_rounds": 30, "converged": True,
-               "inertia": 123.456789,
-               "inertia_history": [900.5, 300.25, 130.0, 123.456789],
-               "cluster_sizes": [340, 330, 330], "seed": 0}
-    return dict(metrics=metrics, centroids_original=centroids_orig, features=FEATURES,
-                sample=sample, sample_labels=labels, centroids_standardized=centroids_std)
+    metrics = {
+        "k": K,
+        "features": FEATURES,
+        "rows_read": 1005,
+        "rows_valid": 1000,
+        "rows_rejected": 5,
+        "rounds": 4,
+        "max_rounds": 30,
+        "converged": True,
+        "inertia": 123.456789,
+        "inertia_history": [900.5, 300.25, 130.0, 123.456789],
+        "cluster_sizes": [340, 330, 330],
+        "seed": 0,
+    }
+    return dict(
+        metrics=metrics,
+        centroids_original=centroids_orig,
+        features=FEATURES,
+        sample=sample,
+        sample_labels=labels,
+        centroids_standardized=centroids_std,
+    )
 
 
 def _pngs(html_text: str) -> list:
@@ -52,7 +74,7 @@ def _check_common(html_text: str) -> None:
     assert "say &quot;hi&quot;" in html_text and 'say "hi"' not in html_text
     assert "price_$" in html_text
     for value in ("1,005", "1,000", "30", "123.457", "yes"):  # the summary table
-        assert f"<td class=\"text\">{value}</td>" in html_text
+        assert f'<td class="text">{value}</td>' in html_text
 
 
 def test_plain_report(fit_inputs):
@@ -63,9 +85,11 @@ def test_plain_report(fit_inputs):
 
 
 def test_report_with_sweep(fit_inputs):
-    sweep = {"4": {"inertia": 100.0, "silhouette": 0.41, "rounds": 7},
-             "2": {"inertia": 400.0, "silhouette": 0.55, "rounds": 3},
-             "3": {"inertia": 123.5, "silhouette": 0.72, "rounds": 4}}
+    sweep = {
+        "4": {"inertia": 100.0, "silhouette": 0.41, "rounds": 7},
+        "2": {"inertia": 400.0, "silhouette": 0.55, "rounds": 3},
+        "3": {"inertia": 123.5, "silhouette": 0.72, "rounds": 4},
+    }
     html_text = render_report(**fit_inputs, sweep=sweep)
     _check_common(html_text)
     assert "<h2>K sweep</h2>" in html_text and "Cluster hierarchy" not in html_text
@@ -92,19 +116,29 @@ def test_report_edge_cases_render(fit_inputs):
     rng = np.random.default_rng(1)
     k = 70
     c = np.sort(rng.normal(size=(k, 1)), axis=0)
-    metrics = dict(fit_inputs["metrics"], k=k, inertia_history=[], rounds=0,
-                   cluster_sizes=list(rng.integers(1, 100, k)))
+    metrics = dict(
+        fit_inputs["metrics"],
+        k=k,
+        inertia_history=[],
+        rounds=0,
+        cluster_sizes=list(rng.integers(1, 100, k)),
+    )
     sizes = np.array(metrics["cluster_sizes"])
     from transforms.core.hierarchy import ward_linkage
 
-    html_text = render_report(metrics, c * 3 + 1, ["only"], np.zeros((0, 1)),
-                              np.zeros(0, np.int64), c, sweep={5: {"inertia": 1.0,
-                                                                   "silhouette": None}},
-                              linkage=ward_linkage(c, sizes))
+    html_text = render_report(
+        metrics,
+        c * 3 + 1,
+        ["only"],
+        np.zeros((0, 1)),
+        np.zeros(0, np.int64),
+        c,
+        sweep={5: {"inertia": 1.0, "silhouette": None}},
+        linkage=ward_linkage(c, sizes),
+    )
     assert len(_pngs(html_text)) == 6
     sample = rng.normal(size=(50, 1))
-    html_text = render_report(metrics, c * 3 + 1, ["only"], sample,
-                              rng.integers(0, k, 50), c)
+    html_text = render_report(metrics, c * 3 + 1, ["only"], sample, rng.integers(0, k, 50), c)
     assert len(_pngs(html_text)) == 4
 
 
@@ -153,10 +187,18 @@ def test_bad_shapes_raise(fit_inputs):
 def test_import_has_no_side_effects():
     # A fresh interpreter: importing the module loads no plotting or ML library
     # (so it cannot pick or switch a matplotlib backend).
-    code = ("import sys, pipeline.outputs.report; print(*(m in sys.modules for m in "
-            "('matplotlib', 'matplotlib.pyplot', 'sklearn', 'scipy')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, check=True, timeout=120)
+    code = (
+        "import sys, pipeline.outputs.report; print(*(m in sys.modules for m in "
+        "('matplotlib', 'matplotlib.pyplot', 'sklearn', 'scipy')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+    )
     assert out.stdout.split() == ["False"] * 4
 
 

@@ -7,6 +7,7 @@
 - launch/: the versions agree with setup.py's pins, the scripts parse and build the
   Beam flags they document, the Flex Template metadata validates the CLI's values.
 """
+
 import ast
 import glob
 import json
@@ -24,14 +25,32 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from conftest import (ROOT, assignments, centroids, fit, fit_subprocess, metrics, scaled_blobs,
-                      write_shards)
+from conftest import (
+    ROOT,
+    assignments,
+    centroids,
+    fit,
+    fit_subprocess,
+    metrics,
+    scaled_blobs,
+    write_shards,
+)
 
 K = 3
 SEED = 7
 # No refinement on the init sample: the rounds on each runner do the Lloyd work (3 to converge).
-FIT_ARGS = ("--k", K, "--id_column", "id", "--seed", SEED, "--init_refine_rounds", 0,
-            "--max_rounds", 10)
+FIT_ARGS = (
+    "--k",
+    K,
+    "--id_column",
+    "id",
+    "--seed",
+    SEED,
+    "--init_refine_rounds",
+    0,
+    "--max_rounds",
+    10,
+)
 LAUNCH = os.path.join(ROOT, "launch")
 SCRIPTS = sorted(glob.glob(os.path.join(LAUNCH, "*.sh")))
 PIN_NAMES = ("BEAM_VERSION", "TENSORFLOW_VERSION", "TFT_VERSION")
@@ -41,9 +60,14 @@ def _pins() -> dict:
     """BEAM_VERSION, TENSORFLOW_VERSION, TFT_VERSION as assigned in setup.py."""
     with open(os.path.join(ROOT, "setup.py")) as f:
         tree = ast.parse(f.read())
-    pins = {node.targets[0].id: node.value.value for node in tree.body
-            if isinstance(node, ast.Assign) and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Name) and node.targets[0].id in PIN_NAMES}
+    pins = {
+        node.targets[0].id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id in PIN_NAMES
+    }
     assert set(pins) == set(PIN_NAMES), f"setup.py must assign {PIN_NAMES}, found {pins}"
     return pins
 
@@ -74,6 +98,7 @@ def direct(blobs, tmp_path_factory):
 
 # -- the portable runner ---------------------------------------------------------------
 
+
 def _free_ports(n: int):
     sockets = [socket.socket() for _ in range(n)]
     try:
@@ -97,11 +122,15 @@ def _wait_listening(name, port, proc, log, timeout=120.0):
     deadline = time.monotonic() + timeout
     while not _listening(port):
         if proc.poll() is not None:
-            pytest.fail(f"the {name} exited with {proc.returncode} before listening on "
-                        f"{port}:\n{log.read_text()[-3000:]}")
+            pytest.fail(
+                f"the {name} exited with {proc.returncode} before listening on "
+                f"{port}:\n{log.read_text()[-3000:]}"
+            )
         if time.monotonic() > deadline:
-            pytest.fail(f"the {name} is not listening on localhost:{port} after {timeout:.0f}s:"
-                        f"\n{log.read_text()[-3000:]}")
+            pytest.fail(
+                f"the {name} is not listening on localhost:{port} after {timeout:.0f}s:"
+                f"\n{log.read_text()[-3000:]}"
+            )
         time.sleep(0.2)
 
 
@@ -130,23 +159,42 @@ def portable_services(tmp_path_factory):
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-    resolved = subprocess.run(["python", "-c", "import sys; print(sys.prefix)"], env=env,
-                              capture_output=True, text=True, check=True).stdout.strip()
+    resolved = subprocess.run(
+        ["python", "-c", "import sys; print(sys.prefix)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert resolved == sys.prefix, f"`python` on the workers' PATH is {resolved}, not {sys.prefix}"
 
     job_port, pool_port = _free_ports(2)
     procs = []
     try:
         for name, module, flag, port in (
-                ("job service", "apache_beam.runners.portability.local_job_service_main",
-                 "--port", job_port),
-                ("worker pool", "apache_beam.runners.worker.worker_pool_main",
-                 "--service_port", pool_port)):
+            (
+                "job service",
+                "apache_beam.runners.portability.local_job_service_main",
+                "--port",
+                job_port,
+            ),
+            (
+                "worker pool",
+                "apache_beam.runners.worker.worker_pool_main",
+                "--service_port",
+                pool_port,
+            ),
+        ):
             log = logs / f"{name.replace(' ', '_')}.log"
             with open(log, "w") as f:
-                proc = subprocess.Popen(["python", "-m", module, flag, str(port)], cwd=ROOT,
-                                        env=env, stdout=f, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                proc = subprocess.Popen(
+                    ["python", "-m", module, flag, str(port)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             procs.append(proc)
             _wait_listening(name, port, proc, log)
         yield job_port, pool_port, logs
@@ -155,13 +203,22 @@ def portable_services(tmp_path_factory):
             _stop(proc)
 
 
-def test_portable_runner_gives_the_direct_runners_centroids(blobs, direct, portable_services,
-                                                           tmp_path):
+def test_portable_runner_gives_the_direct_runners_centroids(
+    blobs, direct, portable_services, tmp_path
+):
     job_port, pool_port, logs = portable_services
     out = tmp_path / "out"
-    proc = fit_subprocess(out, "--input", blobs, *FIT_ARGS, "--runner=PortableRunner",
-                          f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
-                          f"--environment_config=localhost:{pool_port}", timeout=400)
+    proc = fit_subprocess(
+        out,
+        "--input",
+        blobs,
+        *FIT_ARGS,
+        "--runner=PortableRunner",
+        f"--job_endpoint=localhost:{job_port}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config=localhost:{pool_port}",
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     _same_as_direct(out, direct)
     # It really ran there: the job service ran the job, the pool started `python` workers.
@@ -170,11 +227,29 @@ def test_portable_runner_gives_the_direct_runners_centroids(blobs, direct, porta
 
     # The score job too, unchanged: the same assignments as the fit's.
     scored = subprocess.run(
-        [sys.executable, "-m", "pipeline", "score", "--model", str(out), "--input", blobs,
-         "--output", str(tmp_path / "scored"), "--id_column", "id", "--runner=PortableRunner",
-         f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
-         f"--environment_config=localhost:{pool_port}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=400)
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "score",
+            "--model",
+            str(out),
+            "--input",
+            blobs,
+            "--output",
+            str(tmp_path / "scored"),
+            "--id_column",
+            "id",
+            "--runner=PortableRunner",
+            f"--job_endpoint=localhost:{job_port}",
+            "--environment_type=EXTERNAL",
+            f"--environment_config=localhost:{pool_port}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert scored.returncode == 0, scored.stderr[-5000:]
     ours, fitted = assignments(tmp_path / "scored"), assignments(out)
     np.testing.assert_array_equal(ours.column("cluster_id"), fitted.column("cluster_id"))
@@ -183,15 +258,31 @@ def test_portable_runner_gives_the_direct_runners_centroids(blobs, direct, porta
 def test_portable_script_end_to_end(blobs, direct, tmp_path):
     """launch/portable.sh with relative paths: starts, runs, and stops both services."""
     os.symlink(os.path.dirname(blobs), tmp_path / "in")
-    env = dict(os.environ, SHARDMEANS_PYTHON=sys.executable,
-               PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
-    proc = subprocess.run([os.path.join(LAUNCH, "portable.sh"), "--input", "in/*.parquet",
-                           "--output", "out", *map(str, FIT_ARGS)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=400)
+    env = dict(
+        os.environ,
+        SHARDMEANS_PYTHON=sys.executable,
+        PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+    )
+    proc = subprocess.run(
+        [
+            os.path.join(LAUNCH, "portable.sh"),
+            "--input",
+            "in/*.parquet",
+            "--output",
+            "out",
+            *map(str, FIT_ARGS),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     _same_as_direct(tmp_path / "out", direct)
-    ports = re.search(r"job service on localhost:(\d+), worker pool on localhost:(\d+)",
-                      proc.stderr)
+    ports = re.search(
+        r"job service on localhost:(\d+), worker pool on localhost:(\d+)", proc.stderr
+    )
     assert ports, proc.stderr[-3000:]
     assert not any(_listening(int(p)) for p in ports.groups()), "a service outlived the script"
 
@@ -201,10 +292,14 @@ def test_portable_script_refuses_a_python_without_the_job(tmp_path):
     isolated = tmp_path / "isolated-python"
     isolated.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S "$@"\n')
     isolated.chmod(0o755)
-    proc = subprocess.run([os.path.join(LAUNCH, "portable.sh"), "--input", "x", "--output",
-                           "y", "--k", "2"], cwd=tmp_path, capture_output=True, text=True,
-                          env=dict(os.environ, SHARDMEANS_PYTHON=str(isolated),
-                                   TMPDIR=str(tmp_path)), timeout=60)
+    proc = subprocess.run(
+        [os.path.join(LAUNCH, "portable.sh"), "--input", "x", "--output", "y", "--k", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, SHARDMEANS_PYTHON=str(isolated), TMPDIR=str(tmp_path)),
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert not glob.glob(str(tmp_path / "shardmeans-portable.*")), "left its work directory"
     assert "cannot import the job" in proc.stderr and "SHARDMEANS_PYTHON" in proc.stderr
@@ -212,15 +307,27 @@ def test_portable_script_refuses_a_python_without_the_job(tmp_path):
 
 # -- Dataflow, offline -----------------------------------------------------------------
 
+
 def test_dataflow_writes_a_template_and_stages_the_package(blobs, tmp_path):
     temp, staging, template = tmp_path / "temp", tmp_path / "staging", tmp_path / "job.json"
     temp.mkdir()
     staging.mkdir()
     proc = fit_subprocess(
-        tmp_path / "out", "--input", blobs, *FIT_ARGS, "--runner=DataflowRunner",
-        "--project=demo-project", "--region=us-central1", "--dataflow_endpoint=http://localhost:1",
-        "--no_auth", f"--temp_location={temp}", f"--staging_location={staging}",
-        f"--template_location={template}", f"--setup_file={ROOT}/setup.py", timeout=400)
+        tmp_path / "out",
+        "--input",
+        blobs,
+        *FIT_ARGS,
+        "--runner=DataflowRunner",
+        "--project=demo-project",
+        "--region=us-central1",
+        "--dataflow_endpoint=http://localhost:1",
+        "--no_auth",
+        f"--temp_location={temp}",
+        f"--staging_location={staging}",
+        f"--template_location={template}",
+        f"--setup_file={ROOT}/setup.py",
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "wrote a job template; nothing was run" in proc.stdout
     assert not (tmp_path / "out" / "metrics.json").exists()
@@ -231,7 +338,10 @@ def test_dataflow_writes_a_template_and_stages_the_package(blobs, tmp_path):
     options = job["environment"]["sdkPipelineOptions"]["options"]
     assert (options["project"], options["region"]) == ("demo-project", "us-central1")
     assert (options["input"], int(options["k"]), options["setup_file"]) == (
-        blobs, K, f"{ROOT}/setup.py")
+        blobs,
+        K,
+        f"{ROOT}/setup.py",
+    )
     # Runner v2 keeps the steps in the staged pipeline proto the template points to.
     from apache_beam.portability.api import beam_runner_api_pb2
 
@@ -245,9 +355,11 @@ def test_dataflow_writes_a_template_and_stages_the_package(blobs, tmp_path):
     with tarfile.open(tarball) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
     for package in ("pipeline", "transforms"):  # every sub-package, and the op's source
-        modules = {os.path.relpath(p, ROOT)
-                   for pattern in ("*.py", "*.cc")
-                   for p in glob.glob(os.path.join(ROOT, package, "**", pattern), recursive=True)}
+        modules = {
+            os.path.relpath(p, ROOT)
+            for pattern in ("*.py", "*.cc")
+            for p in glob.glob(os.path.join(ROOT, package, "**", pattern), recursive=True)
+        }
         assert modules and modules <= members, f"{tarball} lacks {sorted(modules - members)}"
     assert "transforms/step/native/nearest_centroids.cc" in members
     # tf.Transform's temp dir is under the (local) --temp_location: built offline.
@@ -255,6 +367,7 @@ def test_dataflow_writes_a_template_and_stages_the_package(blobs, tmp_path):
 
 
 # -- versions --------------------------------------------------------------------------
+
 
 def test_installed_versions_are_the_pinned_ones():
     pins = _pins()
@@ -264,8 +377,11 @@ def test_installed_versions_are_the_pinned_ones():
 
     assert apache_beam.__version__ == pins["BEAM_VERSION"] == metadata.version("apache-beam")
     assert tensorflow.__version__ == pins["TENSORFLOW_VERSION"] == metadata.version("tensorflow")
-    assert (tensorflow_transform.__version__ == pins["TFT_VERSION"]
-            == metadata.version("tensorflow-transform"))
+    assert (
+        tensorflow_transform.__version__
+        == pins["TFT_VERSION"]
+        == metadata.version("tensorflow-transform")
+    )
 
 
 def test_dockerfile_builds_the_pinned_versions():
@@ -276,9 +392,11 @@ def test_dockerfile_builds_the_pinned_versions():
     assert {name: args.get(name) for name in PIN_NAMES} == pins
     froms = re.findall(r"^FROM (\S+)", text, re.M)
     assert "apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}" in froms
-    for requirement in ("apache-beam[gcp]==${BEAM_VERSION}",
-                        "tensorflow[and-cuda]==${TENSORFLOW_VERSION}",
-                        "tensorflow-transform==${TFT_VERSION}"):
+    for requirement in (
+        "apache-beam[gcp]==${BEAM_VERSION}",
+        "tensorflow[and-cuda]==${TENSORFLOW_VERSION}",
+        "tensorflow-transform==${TFT_VERSION}",
+    ):
         assert requirement in text
     assert re.search(r"^COPY setup\.py ", text, re.M)
     assert re.search(r"^COPY pipeline ", text, re.M) and re.search(r"^COPY transforms ", text, re.M)
@@ -292,13 +410,15 @@ def test_launch_files_state_no_other_version():
         with open(path) as f:
             text = f.read()
         if path.endswith(".sh"):
-            assert not pins & set(re.findall(r"\d+\.\d+\.\d+", text)), \
+            assert not pins & set(re.findall(r"\d+\.\d+\.\d+", text)), (
                 f"{path} hard-codes a pinned version; read it from setup.py"
-        stray = {v for v in re.findall(r"(?<![\w.])\d+\.\d+\.\d+(?![\w.])", text)} - pins
+            )
+        stray = set(re.findall(r"(?<![\w.])\d+\.\d+\.\d+(?![\w.])", text)) - pins
         assert not stray, f"{path} names versions {sorted(stray)} that setup.py does not pin"
 
 
 # -- the launch scripts ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
 def test_script_parses_and_is_documented(script):
@@ -322,10 +442,14 @@ def _dry_run(script, *args):
 
     import pipeline.options  # noqa: F401 -- defines the job's own flags
 
-    proc = subprocess.run([os.path.join(LAUNCH, script), *args], capture_output=True,
-                          text=True, timeout=60, check=True,
-                          env=dict(os.environ, SHARDMEANS_DRY_RUN="1",
-                                   SHARDMEANS_PYTHON=sys.executable))
+    proc = subprocess.run(
+        [os.path.join(LAUNCH, script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=dict(os.environ, SHARDMEANS_DRY_RUN="1", SHARDMEANS_PYTHON=sys.executable),
+    )
     command = shlex.split(proc.stdout)
     assert command[:4] == [sys.executable, "-m", "pipeline", "fit"], command
     return PipelineOptions(command[4:])
@@ -333,16 +457,27 @@ def _dry_run(script, *args):
 
 def _image_tag():
     pins = _pins()
-    return (f"beam{pins['BEAM_VERSION']}-tf{pins['TENSORFLOW_VERSION']}"
-            f"-tft{pins['TFT_VERSION']}")
+    return f"beam{pins['BEAM_VERSION']}-tf{pins['TENSORFLOW_VERSION']}-tft{pins['TFT_VERSION']}"
 
 
 def test_dataflow_script_cpu_ships_setup_py():
-    from apache_beam.options.pipeline_options import (GoogleCloudOptions, SetupOptions,
-                                                      StandardOptions, WorkerOptions)
+    from apache_beam.options.pipeline_options import (
+        GoogleCloudOptions,
+        SetupOptions,
+        StandardOptions,
+        WorkerOptions,
+    )
 
-    options = _dry_run("dataflow.sh", "my-project", "europe-west1", "gs://my-bucket/",
-                       "--input", "gs://my-bucket/in/*.parquet", "--k", "8")
+    options = _dry_run(
+        "dataflow.sh",
+        "my-project",
+        "europe-west1",
+        "gs://my-bucket/",
+        "--input",
+        "gs://my-bucket/in/*.parquet",
+        "--k",
+        "8",
+    )
     gcp = options.view_as(GoogleCloudOptions)
     assert options.view_as(StandardOptions).runner == "DataflowRunner"
     assert (gcp.project, gcp.region) == ("my-project", "europe-west1")
@@ -354,43 +489,80 @@ def test_dataflow_script_cpu_ships_setup_py():
 
 
 def test_dataflow_script_gpu_uses_the_container_one_process_per_vm():
-    from apache_beam.options.pipeline_options import (DebugOptions, GoogleCloudOptions,
-                                                      SetupOptions, WorkerOptions)
+    from apache_beam.options.pipeline_options import (
+        DebugOptions,
+        GoogleCloudOptions,
+        SetupOptions,
+        WorkerOptions,
+    )
 
     from pipeline.options import KMeansOptions
 
-    options = _dry_run("dataflow.sh", "my-project", "us-central1", "my-bucket",
-                       "--gpu", "nvidia-tesla-t4:2", "--input", "gs://my-bucket/in/*",
-                       "--k", "8", "--machine_type=n1-standard-16")
+    options = _dry_run(
+        "dataflow.sh",
+        "my-project",
+        "us-central1",
+        "my-bucket",
+        "--gpu",
+        "nvidia-tesla-t4:2",
+        "--input",
+        "gs://my-bucket/in/*",
+        "--k",
+        "8",
+        "--machine_type=n1-standard-16",
+    )
     assert options.view_as(GoogleCloudOptions).dataflow_service_options == [
-        "worker_accelerator=type:nvidia-tesla-t4;count:2;install-nvidia-driver"]
+        "worker_accelerator=type:nvidia-tesla-t4;count:2;install-nvidia-driver"
+    ]
     assert "no_use_multiple_sdk_containers" in options.view_as(DebugOptions).experiments
     assert options.view_as(KMeansOptions).devices == "auto"
     workers = options.view_as(WorkerOptions)
     assert workers.sdk_container_image == (
-        f"us-central1-docker.pkg.dev/my-project/shardmeans/worker:{_image_tag()}")
+        f"us-central1-docker.pkg.dev/my-project/shardmeans/worker:{_image_tag()}"
+    )
     assert workers.machine_type == "n1-standard-16"
     assert options.view_as(SetupOptions).setup_file is None
     # An explicit image, and a malformed --gpu.
     options = _dry_run("dataflow.sh", "p", "r", "b", "--gpu=nvidia-l4:1", "--image=reg/img:1")
     assert options.view_as(WorkerOptions).sdk_container_image == "reg/img:1"
-    bad = subprocess.run([os.path.join(LAUNCH, "dataflow.sh"), "p", "r", "b", "--gpu", "t4"],
-                         capture_output=True, text=True, env=dict(os.environ, SHARDMEANS_DRY_RUN="1"))
+    bad = subprocess.run(
+        [os.path.join(LAUNCH, "dataflow.sh"), "p", "r", "b", "--gpu", "t4"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, SHARDMEANS_DRY_RUN="1"),
+    )
     assert bad.returncode == 2 and "TYPE:COUNT" in bad.stderr
 
 
-@pytest.mark.parametrize("environment, config", [
-    ("DOCKER", None), ("EXTERNAL", "tm-sidecar:50000"), ("PROCESS", "/opt/apache/beam/boot")])
+@pytest.mark.parametrize(
+    "environment, config",
+    [("DOCKER", None), ("EXTERNAL", "tm-sidecar:50000"), ("PROCESS", "/opt/apache/beam/boot")],
+)
 def test_flink_script_environments(environment, config):
-    from apache_beam.options.pipeline_options import (FlinkRunnerOptions, PortableOptions,
-                                                      StandardOptions)
+    from apache_beam.options.pipeline_options import (
+        FlinkRunnerOptions,
+        PortableOptions,
+        StandardOptions,
+    )
     from apache_beam.transforms import environments
 
-    extra = {"EXTERNAL": ["--worker_pool", "tm-sidecar:50000"], "DOCKER": [],
-             "PROCESS": []}[environment]
-    options = _dry_run("flink.sh", "--flink_master", "jobmanager:8081", "--environment",
-                       environment.lower(), *extra, "--parallelism", "4", "--input",
-                       "gs://b/in/*", "--k", "8")
+    extra = {"EXTERNAL": ["--worker_pool", "tm-sidecar:50000"], "DOCKER": [], "PROCESS": []}[
+        environment
+    ]
+    options = _dry_run(
+        "flink.sh",
+        "--flink_master",
+        "jobmanager:8081",
+        "--environment",
+        environment.lower(),
+        *extra,
+        "--parallelism",
+        "4",
+        "--input",
+        "gs://b/in/*",
+        "--k",
+        "8",
+    )
     assert options.view_as(StandardOptions).runner == "FlinkRunner"
     assert options.view_as(FlinkRunnerOptions).flink_master == "jobmanager:8081"
     assert options.view_as(FlinkRunnerOptions).parallelism == 4

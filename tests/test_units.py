@@ -1,4 +1,5 @@
 """The pieces of transforms/ on their own: step, partials, sample, update."""
+
 import os
 import subprocess
 import sys
@@ -6,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from transforms.beam.combiners import BottomSampleFn, PartialsCombineFn
 from transforms.core.lloyd import RoundState, lloyd_update
 from transforms.core.partials import Partials, merge
 from transforms.core.sampling import row_hashes
 from transforms.step.step import get_step
+
+from conftest import ROOT
 
 
 def _data(n=5000, d=6, k=7, dtype=np.float32, seed=0):
@@ -56,9 +58,11 @@ def test_two_replicas_give_the_same_sums():
         "        np.testing.assert_allclose(a.sums, b.sums, rtol=1e-12)\n"
         "        assert abs(a.inertia - b.inertia) <= 1e-9 * b.inertia\n"
         "        np.testing.assert_array_equal(a.far_rows, b.far_rows)\n"
-        "print('ok')\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
@@ -70,8 +74,13 @@ def _partials(seed):
 def test_partials_merge_is_order_free():
     parts = [_partials(s) for s in range(5)]
     fn = PartialsCombineFn(n_far=16)
-    a = fn.merge_accumulators([fn.add_input(fn.add_input(fn.create_accumulator(), parts[0]), parts[1]),
-                               fn.create_accumulator(), merge(parts[2:], 16)])
+    a = fn.merge_accumulators(
+        [
+            fn.add_input(fn.add_input(fn.create_accumulator(), parts[0]), parts[1]),
+            fn.create_accumulator(),
+            merge(parts[2:], 16),
+        ]
+    )
     b = merge(parts[::-1], 16)
     np.testing.assert_allclose(a.sums, b.sums, rtol=1e-12)
     np.testing.assert_array_equal(a.counts, b.counts)
@@ -106,9 +115,14 @@ def test_bottom_sample_does_not_depend_on_chunking():
 
 def test_update_stops_at_tolerance():
     c = np.array([[0.0, 0.0], [1.0, 1.0]])
-    p = Partials(sums=np.array([[0.01, 0.0], [2.0, 2.0]]), counts=np.array([1, 2]), inertia=3.0,
-                 far_dist=np.zeros(0), far_rows=np.zeros((0, 2), np.float32),
-                 far_labels=np.zeros(0, np.int64))
+    p = Partials(
+        sums=np.array([[0.01, 0.0], [2.0, 2.0]]),
+        counts=np.array([1, 2]),
+        inertia=3.0,
+        far_dist=np.zeros(0),
+        far_rows=np.zeros((0, 2), np.float32),
+        far_labels=np.zeros(0, np.int64),
+    )
     s = lloyd_update(RoundState(c), p, tol=1e-4)
     assert s.converged and s.rounds == 1 and s.inertia_history == (3.0,)
     assert not lloyd_update(RoundState(c), p, tol=1e-5).converged
@@ -128,8 +142,9 @@ def test_refined_start_is_better_on_the_sample():
     plain = initial_centroids(x, 6, "k-means++", seed=0)
     refined = initial_centroids(x, 6, "k-means++", seed=0, refine_rounds=50)
     assert inertia(refined) < 0.9 * inertia(plain)
-    np.testing.assert_array_equal(initial_centroids(x, 6, "given", 0, given=plain, refine_rounds=50),
-                                  plain)  # given centroids are used as they are
+    np.testing.assert_array_equal(
+        initial_centroids(x, 6, "given", 0, given=plain, refine_rounds=50), plain
+    )  # given centroids are used as they are
 
 
 @pytest.mark.parametrize("n,d,k", [(3000, 4, 6), (25000, 32, 64)])
@@ -142,7 +157,7 @@ def test_kmeans_plusplus_start_is_scikit_learns_bit_for_bit(n, d, k):
 
     x = np.random.default_rng(n).normal(size=(n, d)) * np.geomspace(0.1, 10, d)
     for seed in (0, 1):
-        expected, _ = kmeans_plusplus(x[:seeding_rows(k)], k, random_state=seed)
+        expected, _ = kmeans_plusplus(x[: seeding_rows(k)], k, random_state=seed)
         np.testing.assert_array_equal(initial_centroids(x, k, "k-means++", seed), expected)
 
 
@@ -155,11 +170,15 @@ def test_rejected_row_with_list_values_is_written_as_json():
     from pipeline.io.readers import Chunk
     from pipeline.io.validation import check_chunk
 
-    batch = pa.RecordBatch.from_pydict({
-        "x": pa.array([[1.0], [2.0, float("nan")], [3.0]], pa.list_(pa.float64())),
-        "tag": pa.array([[b"a"], [b"b", b"\xff"], [b"c"]], pa.list_(pa.binary()))})
-    checked = check_chunk(Chunk("f.tfrecord", batch, np.arange(1, 4), []), ["x"], batch.schema,
-                          "__features__")
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "x": pa.array([[1.0], [2.0, float("nan")], [3.0]], pa.list_(pa.float64())),
+            "tag": pa.array([[b"a"], [b"b", b"\xff"], [b"c"]], pa.list_(pa.binary())),
+        }
+    )
+    checked = check_chunk(
+        Chunk("f.tfrecord", batch, np.arange(1, 4), []), ["x"], batch.schema, "__features__"
+    )
     assert checked.valid.num_rows == 2 and checked.n_read == 3
     (line,) = checked.rejected
     row = json.loads(line)
@@ -185,21 +204,34 @@ def test_cached_views_hold_what_beams_views_hold():
     writes and pickles as PipelineOptions' views do, the impersonated account blanked."""
     import pickle
 
-    from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
-                                                      StandardOptions)
+    from apache_beam.options.pipeline_options import (
+        GoogleCloudOptions,
+        PipelineOptions,
+        StandardOptions,
+    )
 
     from pipeline.options import KMeansOptions, ViewCachingOptions
 
-    argv = ["--k", "4", "--max_rounds", "7", "--runner", "DirectRunner",
-            "--impersonate_service_account", "someone@example.com"]
+    argv = [
+        "--k",
+        "4",
+        "--max_rounds",
+        "7",
+        "--runner",
+        "DirectRunner",
+        "--impersonate_service_account",
+        "someone@example.com",
+    ]
     cached, fresh = ViewCachingOptions(argv), PipelineOptions(argv)
     assert cached.view_as(KMeansOptions) is cached.view_as(KMeansOptions)
     for options in (cached, fresh):
         options.view_as(KMeansOptions).tol = 0.5  # written through one view, read through others
         assert options.view_as(StandardOptions).runner == "DirectRunner"
-        assert (options.view_as(KMeansOptions).tol, options.view_as(KMeansOptions).max_rounds,
-                options.view_as(GoogleCloudOptions).impersonate_service_account) == (
-                    0.5, 7, "someone@example.com")
+        assert (
+            options.view_as(KMeansOptions).tol,
+            options.view_as(KMeansOptions).max_rounds,
+            options.view_as(GoogleCloudOptions).impersonate_service_account,
+        ) == (0.5, 7, "someone@example.com")
     assert cached.get_all_options() == fresh.get_all_options()
     loaded = pickle.loads(pickle.dumps(cached))
     assert loaded.view_as(GoogleCloudOptions).impersonate_service_account is None
@@ -221,14 +253,18 @@ def test_cli_defaults_are_the_ptransforms():
 
     cli = PipelineOptions([]).view_as(KMeansOptions)
     defaults = inspect.signature(KMeans).parameters
-    for flag, argument in (("max_rounds", "max_iter"), ("tol", "tol"),
-                           ("init_refine_rounds", "init_refine_rounds"),
-                           ("init_sample_size", "init_sample_size"),
-                           ("restarts_on", "restarts_on")):
+    for flag, argument in (
+        ("max_rounds", "max_iter"),
+        ("tol", "tol"),
+        ("init_refine_rounds", "init_refine_rounds"),
+        ("init_sample_size", "init_sample_size"),
+        ("restarts_on", "restarts_on"),
+    ):
         assert getattr(cli, flag) == defaults[argument].default, flag
     with open(os.path.join(ROOT, "launch", "metadata.json")) as f:
-        (help_text,) = [p["helpText"] for p in json.load(f)["parameters"]
-                        if p["name"] == "max_rounds"]
+        (help_text,) = [
+            p["helpText"] for p in json.load(f)["parameters"] if p["name"] == "max_rounds"
+        ]
     assert help_text.endswith(f"Default: {cli.max_rounds}.")
 
 
@@ -236,7 +272,8 @@ def test_summary_says_what_the_last_round_gained():
     from pipeline.cli import _not_converged
 
     assert _not_converged({"inertia_history": [200.0, 100.0, 99.0]}) == (
-        "not converged: the last round lowered the inertia 1%; see --max_rounds")
+        "not converged: the last round lowered the inertia 1%; see --max_rounds"
+    )
     assert _not_converged({"inertia_history": [5.0]}) == "not converged"
 
 
@@ -244,15 +281,18 @@ def test_the_command_skips_only_the_teardown_of_a_normal_exit():
     """`shardmeans` and `python -m pipeline` end with os._exit (unloading TensorFlow
     takes seconds): threads are still waited for, exit handlers run, buffered
     output is flushed, and main()'s status is the process's."""
-    code = ("import atexit, sys, threading, time\n"
-            "atexit.register(lambda: print('handler ran'))\n"
-            "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))).start()\n"
-            "sys.argv = ['shardmeans', 'no-such-command']\n"
-            "print('buffered', end=' ')\n"
-            "from pipeline.cli import run\n"
-            "run()\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import atexit, sys, threading, time\n"
+        "atexit.register(lambda: print('handler ran'))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))).start()\n"
+        "sys.argv = ['shardmeans', 'no-such-command']\n"
+        "print('buffered', end=' ')\n"
+        "from pipeline.cli import run\n"
+        "run()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stdout == "buffered thread done\nhandler ran\n"
     assert proc.stderr.startswith("usage: shardmeans")

@@ -12,6 +12,7 @@ the libraries by hand, e.g. two sources or two -march flags:
       -I$(python -c 'import tensorflow as tf; print(tf.sysconfig.get_include())') \\
       $(python -c 'import tensorflow as tf; print(" ".join(tf.sysconfig.get_link_flags()))')
 """
+
 import argparse
 import os
 import subprocess
@@ -54,8 +55,14 @@ def main():
     times = {lib: [] for lib in args.libraries}
     for _ in range(args.rounds):
         for lib in args.libraries:
-            done = subprocess.run([sys.executable, "-c", _ONE_LIBRARY, lib, str(args.calls)],
-                                  cwd=root, env=env, capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [sys.executable, "-c", _ONE_LIBRARY, lib, str(args.calls)],
+                cwd=root,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             times[lib].append(done.stdout.strip().splitlines()[-1])
             print(f"{lib}: {times[lib][-1]} ms", flush=True)
     for lib, ms in times.items():

@@ -6,13 +6,15 @@ Usage (always without the OpenBLAS variables):
       [--variants kmstep current::0:xla map:oh32r:4096:xla ...] [--check_only] [--G 1]
 
 A variant is `loop:sums:tile:mode` (see variants.body_fused), or `current::0:xla|graph`
-(the current body, generalized to G groups), or `best::TILE:xla` (best_step.replica_step), or `kmstep` (transforms.step.step.KMeansStep
-as the pipeline calls it, G=1 only). Every variant is first checked against a NumPy
-float64 reference (padding rows, +inf bias, offset and standardized data, G groups),
-then all are timed over the same in-memory rows, alternating (rotated order each
-repeat) with scikit-learn's lloyd_iter_chunked_dense (one Lloyd iteration, the same
-call KMeans.fit makes, with its threadpool settings). Medians, minima, ratios.
+(the current body, generalized to G groups), or `best::TILE:xla` (best_step.replica_step),
+or `kmstep` (transforms.step.step.KMeansStep as the pipeline calls it, G=1 only). Every
+variant is first checked against a NumPy float64 reference (padding rows, +inf bias,
+offset and standardized data, G groups), then all are timed over the same in-memory
+rows, alternating (rotated order each repeat) with scikit-learn's
+lloyd_iter_chunked_dense (one Lloyd iteration, the same call KMeans.fit makes, with its
+threadpool settings). Medians, minima, ratios.
 """
+
 import argparse
 import os
 import statistics
@@ -25,8 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 DEFAULT_VARIANTS = [
-    "kmstep", "current::0:xla", "best::8192:xla", "t:seg64:0:xla", "tp:seg64:8192:xla",
-    "full:seg64:0:xla", "batched:oh32r:1024:xla",
+    "kmstep",
+    "current::0:xla",
+    "best::8192:xla",
+    "t:seg64:0:xla",
+    "tp:seg64:8192:xla",
+    "full:seg64:0:xla",
+    "batched:oh32r:1024:xla",
 ]
 
 
@@ -37,17 +44,28 @@ def build(name, G, K, n_far):
     loop, sums, tile, mode = name.split(":")
     if loop == "best":  # best_step.replica_step, the drop-in body
         import functools
+
         import best_step
+
         body = functools.partial(best_step.replica_step, G=G, K=K, n_far=n_far, tile=int(tile))
     elif loop == "current":
         body = variants.body_current(G, K, n_far)
-    elif loop.startswith("t"):  # t | tp (packed argmin) | tcol | tpcol (distance in [D, rows] layout)
-        body = variants.body_t(G, K, n_far, tile=int(tile), sums=sums,
-                               argmin="packed" if loop.startswith("tp") else "first",
-                               dist="col" if loop.endswith("col") else "row")
+    elif loop.startswith(
+        "t"
+    ):  # t | tp (packed argmin) | tcol | tpcol (distance in [D, rows] layout)
+        body = variants.body_t(
+            G,
+            K,
+            n_far,
+            tile=int(tile),
+            sums=sums,
+            argmin="packed" if loop.startswith("tp") else "first",
+            dist="col" if loop.endswith("col") else "row",
+        )
     else:
-        body = variants.body_fused(G, K, n_far, tile=int(tile), sums=sums,
-                                   loop="batched" if loop == "batched" else "map")
+        body = variants.body_fused(
+            G, K, n_far, tile=int(tile), sums=sums, loop="batched" if loop == "batched" else "map"
+        )
     return tf.function(body, jit_compile=(mode == "xla")), int(tile)
 
 
@@ -72,8 +90,10 @@ def reference_check(out, x, valid, c, bias, G, K, n_far):
     ref_lab = scores.argmin(-1)
     v = valid
     mism = int(((labels != ref_lab) & v[:, None]).sum())
-    gap = (np.take_along_axis(scores, labels[..., None].astype(np.int64), -1)[..., 0]
-           - np.take_along_axis(scores, ref_lab[..., None], -1)[..., 0])
+    gap = (
+        np.take_along_axis(scores, labels[..., None].astype(np.int64), -1)[..., 0]
+        - np.take_along_axis(scores, ref_lab[..., None], -1)[..., 0]
+    )
     regret = float(gap[v].max()) if v.any() else 0.0
     flat = labels.astype(np.int64) + np.arange(G)[None, :] * K
     sq64 = ((x64[:, None, :] - c64[flat]) ** 2).sum(-1)
@@ -97,10 +117,17 @@ def reference_check(out, x, valid, c, bias, G, K, n_far):
         key = np.where(v, sq[:, g].astype(np.float64), -1.0)
         order = np.lexsort((np.arange(b), -key))[:nf]
         far_ok &= bool(np.array_equal(np.asarray(far[g]), order))
-    return dict(label_mismatch=mism, regret=regret, sq_rel=sq_rel, sums_norm=sums_norm,
-                sums_cond=sums_cond, counts_ok=bool(np.array_equal(counts, ref_counts)),
-                inertia_rel=inertia_rel, far_ok=far_ok,
-                dtypes=",".join(str(np.asarray(o).dtype) for o in out))
+    return dict(
+        label_mismatch=mism,
+        regret=regret,
+        sq_rel=sq_rel,
+        sums_norm=sums_norm,
+        sums_cond=sums_cond,
+        counts_ok=bool(np.array_equal(counts, ref_counts)),
+        inertia_rel=inertia_rel,
+        far_ok=far_ok,
+        dtypes=",".join(str(np.asarray(o).dtype) for o in out),
+    )
 
 
 def check_all(names, G_list, K, D, n_far, batch):
@@ -123,12 +150,17 @@ def check_all(names, G_list, K, D, n_far, batch):
                 if name == "kmstep":
                     continue
                 fn, tile = build(name, G, K, n_far)
-                out = run_variant(fn, tf.constant(x), tf.constant(valid), tf.constant(c),
-                                  tf.constant(bias))
+                out = run_variant(
+                    fn, tf.constant(x), tf.constant(valid), tf.constant(c), tf.constant(bias)
+                )
                 r = reference_check(out, x, valid, c, bias, G, K, n_far)
-                print(f"check G={G} {data:8s} {name:26s} " + " ".join(
-                    f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()),
-                    flush=True)
+                print(
+                    f"check G={G} {data:8s} {name:26s} "
+                    + " ".join(
+                        f"{k}={v:.2e}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+                    ),
+                    flush=True,
+                )
 
 
 def main():
@@ -155,10 +187,18 @@ def main():
     from sklearn.cluster._k_means_lloyd import lloyd_iter_chunked_dense
     from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
-    print("TF", tf.__version__, "TF_ENABLE_ONEDNN_OPTS=%s XLA_FLAGS=%s intra=%s inter=%s" % (
-        os.environ.get("TF_ENABLE_ONEDNN_OPTS"), os.environ.get("XLA_FLAGS"),
-        tf.config.threading.get_intra_op_parallelism_threads(),
-        tf.config.threading.get_inter_op_parallelism_threads()), flush=True)
+    print(
+        "TF",
+        tf.__version__,
+        "TF_ENABLE_ONEDNN_OPTS=%s XLA_FLAGS=%s intra=%s inter=%s"
+        % (
+            os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+            os.environ.get("XLA_FLAGS"),
+            tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads(),
+        ),
+        flush=True,
+    )
     if not a.no_check:
         check_all(a.variants, a.G, a.k, a.features, a.n_far, min(a.batch, 65536))
     if a.check_only:
@@ -173,18 +213,20 @@ def main():
     for name in a.variants:
         if name == "kmstep":
             from transforms.step.step import KMeansStep
+
             step = KMeansStep()
 
             def kpass(step=step):
                 for i in range(0, a.rows, a.batch):
-                    step(x[i:i + a.batch], c)
+                    step(x[i : i + a.batch], c)
+
             passes[name] = kpass
             continue
         fn, tile = build(name, 1, a.k, a.n_far)
 
         def vpass(fn=fn, tile=tile):
             for i in range(0, a.rows, a.batch):
-                xb = x[i:i + a.batch]
+                xb = x[i : i + a.batch]
                 n = len(xb)
                 b = pad_to(n, tile)
                 if n < b:
@@ -192,6 +234,7 @@ def main():
                     xp[:n] = xb
                     xb = xp
                 run_variant(fn, xb, np.arange(b) < n, ct, bt)
+
         passes[name] = vpass
 
     if not a.no_sklearn:
@@ -204,6 +247,7 @@ def main():
             shift = np.zeros(a.k, np.float32)
             with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
                 lloyd_iter_chunked_dense(x, sw, c, cn, wic, lab, shift, n_threads)
+
         passes["sklearn lloyd iter"] = skpass
 
     names = list(passes)
@@ -212,7 +256,7 @@ def main():
         passes[n]()
     times = {n: [] for n in names}
     for r in range(a.repeats):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for n in order:
             t = time.perf_counter()
             passes[n]()
@@ -222,8 +266,10 @@ def main():
     print(f"{'variant':28s} {'median ms':>9s} {'min ms':>8s} {'ratio(med)':>10s}")
     for n in names:
         m = statistics.median(times[n]) * 1e3
-        print(f"{n:28s} {m:9.1f} {min(times[n]) * 1e3:8.1f} "
-              f"{(m / sk / 1e3) if sk else float('nan'):10.2f}")
+        print(
+            f"{n:28s} {m:9.1f} {min(times[n]) * 1e3:8.1f} "
+            f"{(m / sk / 1e3) if sk else float('nan'):10.2f}"
+        )
 
 
 if __name__ == "__main__":

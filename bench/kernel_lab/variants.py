@@ -14,6 +14,7 @@ Contract (G groups of K centroids, all static):
 `make_body(name, G, K, n_far, **opts)` returns a Python function of
 (x, valid, centroids, bias) to wrap in tf.function(jit_compile=...).
 """
+
 import tensorflow as tf
 
 
@@ -69,10 +70,11 @@ def body_current(G, K, n_far):
         sq, _ = _dist(x, centroids, labels, G, K)
         flat = labels + tf.range(G, dtype=tf.int32)[tf.newaxis, :] * K
         seg = tf.reshape(tf.where(valid[:, tf.newaxis], flat, G * K), [-1])
-        x64 = tf.reshape(tf.tile(tf.cast(x, tf.float64)[:, tf.newaxis, :], [1, G, 1]),
-                         [-1, x.shape[1]])
-        sums = tf.math.unsorted_segment_sum(x64, seg, G * K + 1)[:G * K]
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(seg, tf.int64), seg, G * K + 1)[:G * K]
+        x64 = tf.reshape(
+            tf.tile(tf.cast(x, tf.float64)[:, tf.newaxis, :], [1, G, 1]), [-1, x.shape[1]]
+        )
+        sums = tf.math.unsorted_segment_sum(x64, seg, G * K + 1)[: G * K]
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(seg, tf.int64), seg, G * K + 1)[: G * K]
         masked = tf.where(valid[:, tf.newaxis], sq, tf.zeros_like(sq))
         inertia = tf.reduce_sum(tf.cast(masked, tf.float64), axis=0)
         far = _far(sq, valid, n_far, 0)
@@ -94,12 +96,14 @@ def _partials(xt, vt, centroids, bias, G, K, sums_mode):
         x64 = tf.cast(xt, tf.float64)
         if G > 1:
             x64 = tf.reshape(tf.tile(x64[:, tf.newaxis, :], [1, G, 1]), [-1, D])
-        sums = tf.math.unsorted_segment_sum(x64, seg, G * K + 1)[:G * K]
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(seg), seg, G * K + 1)[:G * K]
+        sums = tf.math.unsorted_segment_sum(x64, seg, G * K + 1)[: G * K]
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(seg), seg, G * K + 1)[: G * K]
         return labels, sq, sums, counts, inertia
     # one-hot [T, G, K] of valid rows; exact 0/1 in float32
-    onehot = tf.cast((labels[:, :, tf.newaxis] == tf.range(K, dtype=tf.int32))
-                     & vmask[:, :, tf.newaxis], tf.float32)
+    onehot = tf.cast(
+        (labels[:, :, tf.newaxis] == tf.range(K, dtype=tf.int32)) & vmask[:, :, tf.newaxis],
+        tf.float32,
+    )
     counts = tf.cast(tf.reshape(tf.reduce_sum(onehot, axis=0), [G * K]), tf.int32)  # exact < 2^24
     if sums_mode in ("oh32", "oh64"):
         dt = tf.float64 if sums_mode == "oh64" else tf.float32
@@ -126,7 +130,9 @@ def body_fused(G, K, n_far, tile=0, sums="seg64", loop="map", far_chunk=1024):
     def finish(labels, sq, sums, counts, inertia, valid, centroids):
         sums = tf.cast(sums, tf.float64)
         if sums_mode_residual:
-            sums = sums + tf.cast(counts, tf.float64)[:, tf.newaxis] * tf.cast(centroids, tf.float64)
+            sums = sums + tf.cast(counts, tf.float64)[:, tf.newaxis] * tf.cast(
+                centroids, tf.float64
+            )
         far = _far(sq, valid, n_far, far_chunk)
         return labels, sq, sums, tf.cast(counts, tf.int64), inertia, far
 
@@ -144,9 +150,11 @@ def body_fused(G, K, n_far, tile=0, sums="seg64", loop="map", far_chunk=1024):
         if loop == "map":
             sdt = tf.float64 if sums in ("seg64", "oh64") else tf.float32
             labels, sq, s, cnt, inertia = tf.map_fn(
-                lambda a: _partials(a[0], a[1], centroids, bias, G, K, sums), (xs, vs),
+                lambda a: _partials(a[0], a[1], centroids, bias, G, K, sums),
+                (xs, vs),
                 fn_output_signature=(tf.int32, tf.float32, sdt, tf.int32, tf.float64),
-                parallel_iterations=1)
+                parallel_iterations=1,
+            )
             labels = tf.reshape(labels, [b, G])
             sq = tf.reshape(sq, [b, G])
         else:  # batched over tiles, no loop
@@ -154,26 +162,49 @@ def body_fused(G, K, n_far, tile=0, sums="seg64", loop="map", far_chunk=1024):
             sq, diff = _dist(x, centroids, labels, G, K)
             vmask = valid[:, tf.newaxis]
             inertia = tf.reduce_sum(tf.cast(tf.where(vmask, sq, 0.0), tf.float64), axis=0)
-            onehot = tf.cast((labels[:, :, tf.newaxis] == tf.range(K, dtype=tf.int32))
-                             & vmask[:, :, tf.newaxis], tf.float32)  # [b, G, K]
+            onehot = tf.cast(
+                (labels[:, :, tf.newaxis] == tf.range(K, dtype=tf.int32)) & vmask[:, :, tf.newaxis],
+                tf.float32,
+            )  # [b, G, K]
             cnt = tf.cast(tf.reshape(tf.reduce_sum(onehot, axis=0), [G * K]), tf.int32)
             if sums == "oh32":
                 s = tf.matmul(tf.reshape(onehot, [nt, tile, G * K]), xs, transpose_a=True)
             elif sums == "oh32r":
-                s = tf.reshape(tf.einsum("ntgk,ntgd->ngkd", tf.reshape(onehot, [nt, tile, G, K]),
-                                         tf.reshape(diff, [nt, tile, G, D])), [nt, G * K, D])
+                s = tf.reshape(
+                    tf.einsum(
+                        "ntgk,ntgd->ngkd",
+                        tf.reshape(onehot, [nt, tile, G, K]),
+                        tf.reshape(diff, [nt, tile, G, D]),
+                    ),
+                    [nt, G * K, D],
+                )
             else:
                 raise ValueError(sums)
-            return finish(labels, sq, tf.reduce_sum(tf.cast(s, tf.float64), axis=0), cnt,
-                          inertia, valid, centroids)
+            return finish(
+                labels,
+                sq,
+                tf.reduce_sum(tf.cast(s, tf.float64), axis=0),
+                cnt,
+                inertia,
+                valid,
+                centroids,
+            )
         s = tf.reduce_sum(tf.cast(s, tf.float64), axis=0)
-        return finish(labels, sq, s, tf.reduce_sum(cnt, axis=0), tf.reduce_sum(inertia, axis=0),
-                      valid, centroids)
+        return finish(
+            labels,
+            sq,
+            s,
+            tf.reduce_sum(cnt, axis=0),
+            tf.reduce_sum(inertia, axis=0),
+            valid,
+            centroids,
+        )
 
     return f
 
 
 # ---- transposed layout: scores [G, K, T], reductions over K run across rows (vectorized)
+
 
 def _scores_t(x, centroids, bias, G, K):
     """[G, K, T] scores, bit-identical to (||c||^2 + bias) - 2 * (c @ x^T)."""
@@ -204,8 +235,8 @@ def _sums_seg64(x, valid, labels, G, K):
     x64 = tf.cast(x, tf.float64)
     if G > 1:
         x64 = tf.reshape(tf.tile(x64[:, tf.newaxis, :], [1, G, 1]), [-1, D])
-    sums = tf.math.unsorted_segment_sum(x64, seg, G * K + 1)[:G * K]
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(seg), seg, G * K + 1)[:G * K]
+    sums = tf.math.unsorted_segment_sum(x64, seg, G * K + 1)[: G * K]
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(seg), seg, G * K + 1)[: G * K]
     return sums, tf.cast(counts, tf.int64)
 
 
@@ -229,20 +260,26 @@ def body_t(G, K, n_far, tile=0, sums="seg64", dist="row", argmin="first", far_ch
     def f(x, valid, centroids, bias):
         b, D = x.shape
         if tile and tile < b:
-            labels, sq = tf.map_fn(lambda a: assign(a, centroids, bias),
-                                   tf.reshape(x, [b // tile, tile, D]), parallel_iterations=1,
-                                   fn_output_signature=(tf.int32, tf.float32))
+            labels, sq = tf.map_fn(
+                lambda a: assign(a, centroids, bias),
+                tf.reshape(x, [b // tile, tile, D]),
+                parallel_iterations=1,
+                fn_output_signature=(tf.int32, tf.float32),
+            )
             labels, sq = tf.reshape(labels, [b, G]), tf.reshape(sq, [b, G])
         else:
             labels, sq = assign(x, centroids, bias)
         s, counts = _sums_seg64(x, valid, labels, G, K)
-        inertia = tf.reduce_sum(tf.cast(tf.where(valid[:, tf.newaxis], sq, 0.0), tf.float64), axis=0)
+        inertia = tf.reduce_sum(
+            tf.cast(tf.where(valid[:, tf.newaxis], sq, 0.0), tf.float64), axis=0
+        )
         return labels, sq, s, counts, inertia, _far(sq, valid, n_far, far_chunk)
 
     return f
 
 
 # ---- packed (score, index) key: one int64 min reduction gives min and first index
+
 
 def _packed_argmin(scores, K, axis):
     """First-index argmin over `axis` via one int64 min of (order-preserving score bits << 32 | k).
@@ -251,8 +288,9 @@ def _packed_argmin(scores, K, axis):
     """
     s = tf.where(scores == 0.0, tf.zeros_like(scores), scores)  # -0.0 -> +0.0
     i = tf.bitcast(s, tf.int32)
-    key = tf.bitwise.bitwise_xor(i, tf.bitwise.bitwise_and(
-        tf.bitwise.right_shift(i, 31), tf.constant(0x7FFFFFFF, tf.int32)))
+    key = tf.bitwise.bitwise_xor(
+        i, tf.bitwise.bitwise_and(tf.bitwise.right_shift(i, 31), tf.constant(0x7FFFFFFF, tf.int32))
+    )
     shape = [1] * len(scores.shape)
     shape[axis] = K
     idx = tf.reshape(tf.range(K, dtype=tf.int64), shape)

@@ -8,6 +8,7 @@ A file that cannot be opened at all (gone, a dangling link, no permission)
 raises `FileUnreadable`; the caller decides whether that stops the job or
 becomes a whole-file rejection.
 """
+
 import io
 import os
 import re
@@ -20,8 +21,14 @@ from apache_beam.io.localfilesystem import LocalFileSystem
 from transforms.core.errors import UserInputError
 
 FORMATS = ("csv", "parquet", "tfrecord")
-_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
-             ".tfrecord": "tfrecord", ".tfrecords": "tfrecord", ".tfr": "tfrecord"}
+_SUFFIXES = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".tfrecord": "tfrecord",
+    ".tfrecords": "tfrecord",
+    ".tfr": "tfrecord",
+}
 # The suffixes Beam's CompressionTypes.detect_compression_type recognises.
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".xz", ".lzma")
 
@@ -47,10 +54,12 @@ def format_from_path(path: str) -> str:
         if name.endswith(suffix):
             return fmt
     raise UserInputError(
-        f"cannot tell the format of {path!r} from its suffix; pass --format {{{','.join(FORMATS)}}}")
+        f"cannot tell the format of {path!r} from its suffix; pass --format {{{','.join(FORMATS)}}}"
+    )
 
 
 # Matching
+
 
 def match_input(pattern: str) -> List[str]:
     """The files matching `pattern`, sorted; an error naming the pattern if none.
@@ -61,7 +70,7 @@ def match_input(pattern: str) -> List[str]:
     """
     try:
         result = FileSystems.match([pattern])[0]
-    except Exception as e:  # Beam raises BeamIOError for a bad path or an unreachable bucket
+    except Exception as e:  # noqa: BLE001 -- BeamIOError: a bad path, an unreachable bucket
         raise UserInputError(f"cannot list input {pattern!r}: {e}") from None
     paths = {m.path for m in result.metadata_list if m.size_in_bytes >= 0}
     paths.update(_unstattable_local_matches(pattern))
@@ -83,7 +92,7 @@ def _unstattable_local_matches(pattern: str) -> List[str]:
         return [pattern] if os.path.lexists(pattern) and not os.path.exists(pattern) else []
     root = os.path.dirname(prefix) or "."
     # Directory levels a match can be below `root` (any, with "**"): no deeper walk.
-    levels = None if "**" in pattern else pattern[len(root):].strip("/").count("/")
+    levels = None if "**" in pattern else pattern[len(root) :].strip("/").count("/")
     found = []
     for directory, subdirs, names in os.walk(root):
         relative = os.path.relpath(directory, root)
@@ -99,6 +108,7 @@ def _unstattable_local_matches(pattern: str) -> List[str]:
 
 # Opening
 
+
 class _RawStream(io.RawIOBase):
     """A readable raw stream over an object with read(n) (Beam's CompressedFile has no
     readinto, writable, ...): wrapped in io.BufferedReader, it is a file object that
@@ -113,7 +123,7 @@ class _RawStream(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         data = self._f.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def close(self) -> None:

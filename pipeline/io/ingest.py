@@ -1,4 +1,5 @@
 """The `ReadValidRows` PTransform: input files -> valid rows, rejected rows, counts."""
+
 from typing import List
 
 import apache_beam as beam
@@ -21,8 +22,14 @@ class _ReadAndValidateFn(beam.DoFn):
 
     REJECTED, COUNTS = "rejected", "counts"
 
-    def __init__(self, fmt: str, features: List[str], passthrough: pa.Schema,
-                 on_invalid: str, batch_rows: int):
+    def __init__(
+        self,
+        fmt: str,
+        features: List[str],
+        passthrough: pa.Schema,
+        on_invalid: str,
+        batch_rows: int,
+    ):
         self._fmt, self._features, self._passthrough = fmt, features, passthrough
         self._on_invalid, self._batch_rows = on_invalid, batch_rows
 
@@ -35,7 +42,10 @@ class _ReadAndValidateFn(beam.DoFn):
                     raise UserInputError(f"invalid row (--on_invalid=fail): {checked.first_error}")
                 n_valid = 0 if checked.valid is None else checked.valid.num_rows
                 counts[[ROWS_READ, ROWS_VALID, ROWS_REJECTED]] += (
-                    checked.n_read, n_valid, len(checked.rejected))
+                    checked.n_read,
+                    n_valid,
+                    len(checked.rejected),
+                )
                 if n_valid:
                     yield checked.valid
                 for line in checked.rejected:
@@ -59,8 +69,15 @@ class ReadValidRows(beam.PTransform):
               files rejected (unreadable, with --on_invalid reject).
     """
 
-    def __init__(self, pattern: str, fmt: str, features: List[str], passthrough: pa.Schema,
-                 on_invalid: str = "reject", batch_rows: int = 65536):
+    def __init__(
+        self,
+        pattern: str,
+        fmt: str,
+        features: List[str],
+        passthrough: pa.Schema,
+        on_invalid: str = "reject",
+        batch_rows: int = 65536,
+    ):
         super().__init__()
         self._pattern = pattern
         self._fn = _ReadAndValidateFn(fmt, features, passthrough, on_invalid, batch_rows)
@@ -75,9 +92,16 @@ class ReadValidRows(beam.PTransform):
             | "Pattern" >> beam.Create([self._pattern])
             | "MatchFiles" >> beam.FlatMap(match_input)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadAndValidate" >> beam.ParDo(self._fn).with_outputs(
-                _ReadAndValidateFn.REJECTED, _ReadAndValidateFn.COUNTS, main="valid"))
+            | "ReadAndValidate"
+            >> beam.ParDo(self._fn).with_outputs(
+                _ReadAndValidateFn.REJECTED, _ReadAndValidateFn.COUNTS, main="valid"
+            )
+        )
         counts = outputs[_ReadAndValidateFn.COUNTS] | "SumCounts" >> beam.CombineGlobally(
-            lambda arrays: np.sum(list(arrays), axis=0) if arrays else np.zeros(4, np.int64))
-        return {"valid": outputs.valid, "rejected": outputs[_ReadAndValidateFn.REJECTED],
-                "counts": counts}
+            lambda arrays: np.sum(list(arrays), axis=0) if arrays else np.zeros(4, np.int64)
+        )
+        return {
+            "valid": outputs.valid,
+            "rejected": outputs[_ReadAndValidateFn.REJECTED],
+            "counts": counts,
+        }

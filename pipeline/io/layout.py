@@ -5,6 +5,7 @@ TFRecord file's first records), in threads: the union decides which columns
 exist, a column missing from a file is null there, types are unified across
 files, and conflicts are named with both files.
 """
+
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -13,8 +14,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.io.files import FileUnreadable, format_from_path, match_input, open_raw
-from pipeline.io.readers import (csv_header, decode_examples, is_empty, is_list,
-                                 parse_numbers, read_chunks, tfrecord_batches)
+from pipeline.io.readers import (
+    csv_header,
+    decode_examples,
+    is_empty,
+    is_list,
+    parse_numbers,
+    read_chunks,
+    tfrecord_batches,
+)
 from transforms.core.errors import UserInputError
 
 # Threads reading Parquet footers, CSV headers and TFRecord samples at graph
@@ -74,8 +82,9 @@ def file_columns(path: str, fmt: str) -> FileColumns:
     except UserInputError:
         raise
     except Exception as e:  # noqa: BLE001 -- not in its format: the file's error
-        raise UserInputError(f"cannot read {fmt} file {path}: {type(e).__name__}: "
-                             f"{' '.join(str(e).split())}") from None
+        raise UserInputError(
+            f"cannot read {fmt} file {path}: {type(e).__name__}: {' '.join(str(e).split())}"
+        ) from None
 
 
 def _parquet_columns(path: str) -> FileColumns:
@@ -86,8 +95,10 @@ def _parquet_columns(path: str) -> FileColumns:
             return FileColumns(path, {}, 0, {}, None)
         parquet = pq.ParquetFile(f)
         schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
-    types = {field.name: (field.type.value_type if pa.types.is_dictionary(field.type)
-                          else field.type) for field in schema}
+    types = {
+        field.name: (field.type.value_type if pa.types.is_dictionary(field.type) else field.type)
+        for field in schema
+    }
     return FileColumns(path, types, rows, {}, None)
 
 
@@ -105,7 +116,8 @@ def _tfrecord_columns(path: str) -> FileColumns:
                 continue
             lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
             parts.setdefault(name, []).append(
-                (col.type.value_type, int((lengths > 0).sum()), int(lengths.max(initial=0))))
+                (col.type.value_type, int((lengths > 0).sum()), int(lengths.max(initial=0)))
+            )
     types, values = {}, {}
     for name, observed in parts.items():
         observed = _majority(observed, lambda part: part[0], lambda part: part[1])
@@ -120,6 +132,7 @@ def _tfrecord_columns(path: str) -> FileColumns:
 def _majority(items: list, kind_of, weight_of) -> list:
     """The `items` of numbers or those of other kinds (tf.Example bytes), whichever weigh
     more (numbers on a tie): a tf.Example feature is one or the other."""
+
     def is_number(kind):
         kind = kind.value_type if is_list(kind) else kind
         return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
@@ -128,12 +141,13 @@ def _majority(items: list, kind_of, weight_of) -> list:
     others = [item for item in items if not is_number(kind_of(item))]
     if not numbers or not others:
         return items
-    weight = lambda group: sum(weight_of(item) for item in group)  # noqa: E731
+    weight = lambda group: sum(weight_of(item) for item in group)
     return numbers if weight(numbers) >= weight(others) else others
 
 
-def unify_types(a: pa.DataType, b: pa.DataType, lists_take_scalars: bool = False
-                ) -> Optional[pa.DataType]:
+def unify_types(
+    a: pa.DataType, b: pa.DataType, lists_take_scalars: bool = False
+) -> Optional[pa.DataType]:
     """The type both `a` and `b` cast to without surprise, or None.
 
     null with anything; integers of any width -> int64; integers and floats ->
@@ -150,17 +164,25 @@ def unify_types(a: pa.DataType, b: pa.DataType, lists_take_scalars: bool = False
         return pa.int64()
     if all(any(is_kind(t) for is_kind in numbers) for t in (a, b)):
         return pa.float64()
-    for is_kind in ((lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
-                    (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t))):
+    for is_kind in (
+        (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+        (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t)),
+    ):
         if is_kind(a) and is_kind(b):
-            return pa.large_string() if pa.types.is_string(a) or pa.types.is_large_string(a) \
+            return (
+                pa.large_string()
+                if pa.types.is_string(a) or pa.types.is_large_string(a)
                 else pa.large_binary()
+            )
     if is_list(a) and is_list(b):
         inner = unify_types(a.value_type, b.value_type, lists_take_scalars)
         if inner is None:
             return None
-        return pa.large_list(inner) if pa.types.is_large_list(a) or pa.types.is_large_list(b) \
+        return (
+            pa.large_list(inner)
+            if pa.types.is_large_list(a) or pa.types.is_large_list(b)
             else pa.list_(inner)
+        )
     if lists_take_scalars and (is_list(a) or is_list(b)):
         items, scalar = (a, b) if is_list(a) else (b, a)
         inner = unify_types(items.value_type, scalar)
@@ -171,8 +193,9 @@ def unify_types(a: pa.DataType, b: pa.DataType, lists_take_scalars: bool = False
 _CONFLICT = b"shardmeans.conflict"
 
 
-def _column_type(name: str, seen: List[Tuple[FileColumns, pa.DataType]], fmt: str
-                 ) -> Tuple[pa.DataType, Optional[str]]:
+def _column_type(
+    name: str, seen: List[Tuple[FileColumns, pa.DataType]], fmt: str
+) -> Tuple[pa.DataType, Optional[str]]:
     """(the column's type over the files that have it, a one-line conflict or None).
 
     Files without rows decide nothing where a file with rows has the column.
@@ -188,8 +211,10 @@ def _column_type(name: str, seen: List[Tuple[FileColumns, pa.DataType]], fmt: st
     for f, t in seen[1:]:
         unified = unify_types(kind, t, lists_take_scalars=fmt == "tfrecord")
         if unified is None:
-            return kind, (f"column {name!r} is {kind} in {origin} but {t} in {f.path}: the types "
-                          f"cannot be combined")
+            return kind, (
+                f"column {name!r} is {kind} in {origin} but {t} in {f.path}: the types "
+                f"cannot be combined"
+            )
         kind = unified
     return kind, None
 
@@ -224,14 +249,17 @@ def _csv_numeric(files: List[FileColumns], schema: pa.Schema) -> List[str]:
     4, ... at once, so a first file with enough rows is the only one read.
     """
     sampled = {name: [] for name in schema.names}
-    counts = {name: 0 for name in schema.names}
-    files_read = {name: 0 for name in schema.names}
+    counts = dict.fromkeys(schema.names, 0)
+    files_read = dict.fromkeys(schema.names, 0)
     candidates = [f for f in files if f.unreadable is None and f.types]
     next_file, wave = 0, 1
     with ThreadPoolExecutor(_PROBE_THREADS) as pool:
         while next_file < len(candidates):
-            needed = {n for n in schema.names
-                      if counts[n] < _PROBE_ROWS and files_read[n] < _PROBE_MAX_FILES}
+            needed = {
+                n
+                for n in schema.names
+                if counts[n] < _PROBE_ROWS and files_read[n] < _PROBE_MAX_FILES
+            }
             if not needed:
                 break
             batch = []
@@ -247,8 +275,11 @@ def _csv_numeric(files: List[FileColumns], schema: pa.Schema) -> List[str]:
                         sampled[name].append(text)
                         counts[name] += len(text)
             wave = min(wave * 2, _PROBE_THREADS)
-    return [name for name in schema.names
-            if sampled[name] and _mostly_numbers(pa.concat_arrays(sampled[name]))]
+    return [
+        name
+        for name in schema.names
+        if sampled[name] and _mostly_numbers(pa.concat_arrays(sampled[name]))
+    ]
 
 
 def _csv_sample(path: str) -> Optional[pa.Table]:
@@ -290,8 +321,12 @@ class InputLayout(NamedTuple):
     passthrough: pa.Schema
 
 
-def input_layout(pattern: str, fmt: Optional[str] = None, id_column: Optional[str] = None,
-                 on_invalid: str = "reject") -> InputLayout:
+def input_layout(
+    pattern: str,
+    fmt: Optional[str] = None,
+    id_column: Optional[str] = None,
+    on_invalid: str = "reject",
+) -> InputLayout:
     """Match `pattern` and read the columns of every file (footers, headers, first records,
     in threads); check `id_column`. UserInputError naming what is wrong.
 
@@ -306,18 +341,24 @@ def input_layout(pattern: str, fmt: Optional[str] = None, id_column: Optional[st
     for f in files:
         if f.unreadable is not None:
             if on_invalid == "fail":
-                raise UserInputError(f"cannot read file {f.path}: {f.unreadable} "
-                                     f"(--on_invalid=fail)")
-            logging.warning("cannot read %s (%s): it is reported as a rejected file", f.path,
-                            f.unreadable)
+                raise UserInputError(
+                    f"cannot read file {f.path}: {f.unreadable} (--on_invalid=fail)"
+                )
+            logging.warning(
+                "cannot read %s (%s): it is reported as a rejected file", f.path, f.unreadable
+            )
     where = paths[0] if len(paths) == 1 else f"the {len(paths)} files matching {pattern!r}"
     schema = union_schema(files, fmt)
     if not schema.names:
-        raise UserInputError(f"no column to read: {where} "
-                             f"{'is' if len(paths) == 1 else 'are all'} empty or unreadable")
+        raise UserInputError(
+            f"no column to read: {where} "
+            f"{'is' if len(paths) == 1 else 'are all'} empty or unreadable"
+        )
     if id_column is not None and id_column not in schema.names:
-        raise UserInputError(f"--id_column {id_column!r} is not a column of {where} "
-                             f"(columns: {', '.join(schema.names)})")
+        raise UserInputError(
+            f"--id_column {id_column!r} is not a column of {where} "
+            f"(columns: {', '.join(schema.names)})"
+        )
     passthrough = pa.schema([schema.field(id_column)]) if id_column else schema
     for field in schema:
         conflict = column_conflict(field)

@@ -10,6 +10,7 @@ A file that cannot be opened raises files.FileUnreadable before its first
 chunk; a file that opens but is not in its format raises a plain
 UserInputError.
 """
+
 import csv
 import io
 import logging
@@ -64,8 +65,9 @@ def read_chunks(path: str, fmt: str, batch_rows: int) -> Iterator[Chunk]:
     except UserInputError:
         raise
     except Exception as e:  # noqa: BLE001 -- the file's content: named as the file's error
-        raise UserInputError(f"cannot read {fmt} file {path}: {type(e).__name__}: "
-                             f"{' '.join(str(e).split())}") from None
+        raise UserInputError(
+            f"cannot read {fmt} file {path}: {type(e).__name__}: {' '.join(str(e).split())}"
+        ) from None
 
 
 def csv_header(path: str) -> List[str]:
@@ -103,8 +105,12 @@ def _read_csv(path: str, batch_rows: int) -> Iterator[Chunk]:
                     batch, rows = batch.take(pa.array(keep)), rows[keep]
                     unparsed = [u for u in unparsed if u[0] > done]
                 for start in range(0, batch.num_rows, batch_rows):
-                    yield Chunk(path, batch.slice(start, batch_rows),
-                                rows[start:start + batch_rows], unparsed if start == 0 else [])
+                    yield Chunk(
+                        path,
+                        batch.slice(start, batch_rows),
+                        rows[start : start + batch_rows],
+                        unparsed if start == 0 else [],
+                    )
                 if unparsed and batch.num_rows == 0:
                     yield Chunk(path, batch, rows, unparsed)
                 done = max([done, *rows[-1:].tolist(), *(u[0] for u in unparsed)])
@@ -115,12 +121,14 @@ def _read_csv(path: str, batch_rows: int) -> Iterator[Chunk]:
             if block_bytes >= _CSV_MAX_BLOCK_BYTES:
                 raise UserInputError(
                     f"{path}, row {done + 1} or the next: a CSV record larger than "
-                    f"{_CSV_MAX_BLOCK_BYTES >> 20} MB (an unclosed quote?)") from None
+                    f"{_CSV_MAX_BLOCK_BYTES >> 20} MB (an unclosed quote?)"
+                ) from None
             block_bytes *= 4
 
 
-def _csv_blocks(path: str, header: List[str], block_bytes: int
-                ) -> Iterator[Tuple[pa.RecordBatch, np.ndarray, list]]:
+def _csv_blocks(
+    path: str, header: List[str], block_bytes: int
+) -> Iterator[Tuple[pa.RecordBatch, np.ndarray, list]]:
     """Each block of a CSV file: (its rows, all columns string; their row numbers int64 [n];
     the rows of the block with the wrong number of fields, as Chunk.unparsed)."""
     import pyarrow.csv as pacsv
@@ -129,17 +137,24 @@ def _csv_blocks(path: str, header: List[str], block_bytes: int
 
     def on_bad_row(row):
         # row.number counts the file's records from 1, the header included.
-        unparsed.append((row.number - 1, row.text,
-                         f"expected {row.expected_columns} fields, found {row.actual_columns}"))
+        unparsed.append(
+            (
+                row.number - 1,
+                row.text,
+                f"expected {row.expected_columns} fields, found {row.actual_columns}",
+            )
+        )
         return "skip"
 
     with open_stream(path) as stream:
         reader = pacsv.open_csv(
             stream,
-            read_options=pacsv.ReadOptions(use_threads=False, column_names=header, skip_rows=1,
-                                           block_size=block_bytes),
+            read_options=pacsv.ReadOptions(
+                use_threads=False, column_names=header, skip_rows=1, block_size=block_bytes
+            ),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}))
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}),
+        )
         next_row = 1
         for batch in reader:
             bad = [u[0] for u in unparsed]
@@ -148,8 +163,11 @@ def _csv_blocks(path: str, header: List[str], block_bytes: int
             yield batch, numbers[~np.isin(numbers, bad)], unparsed
             unparsed = []
         if unparsed:  # bad rows after the last block
-            yield (pa.RecordBatch.from_pylist([], schema=reader.schema),
-                   np.zeros(0, np.int64), unparsed)
+            yield (
+                pa.RecordBatch.from_pylist([], schema=reader.schema),
+                np.zeros(0, np.int64),
+                unparsed,
+            )
 
 
 def _parquet_batches(parquet, batch_size: int, columns=None) -> Iterator[pa.RecordBatch]:
@@ -181,8 +199,9 @@ def _read_parquet(path: str, batch_rows: int) -> Iterator[Chunk]:
             return
         next_row = 1
         for batch in _parquet_batches(pq.ParquetFile(f), batch_rows):
-            yield Chunk(path, decode_dictionaries(batch),
-                        np.arange(next_row, next_row + batch.num_rows), [])
+            yield Chunk(
+                path, decode_dictionaries(batch), np.arange(next_row, next_row + batch.num_rows), []
+            )
             next_row += batch.num_rows
 
 
@@ -190,8 +209,9 @@ def decode_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Dictionary-encoded columns (pandas `category`) as plain arrays of their values."""
     if not any(pa.types.is_dictionary(t) for t in batch.schema.types):
         return batch
-    columns = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c
-               for c in batch.columns]
+    columns = [
+        c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns
+    ]
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
@@ -226,8 +246,11 @@ def tfrecord_batches(path: str, batch_rows: int) -> Iterator[List[bytes]]:
     import tensorflow as tf
 
     compression = "GZIP" if path.endswith(".gz") else ""
-    records = iter(tf.data.TFRecordDataset(path, compression_type=compression)
-                   .batch(batch_rows).as_numpy_iterator())
+    records = iter(
+        tf.data.TFRecordDataset(path, compression_type=compression)
+        .batch(batch_rows)
+        .as_numpy_iterator()
+    )
     try:
         first = next(records, None)
     except (tf.errors.NotFoundError, tf.errors.PermissionDeniedError) as e:
@@ -244,13 +267,15 @@ def _read_tfrecord(path: str, batch_rows: int) -> Iterator[Chunk]:
     for records in tfrecord_batches(path, batch_rows):
         for index, batch, unparsed in decode_examples(records):
             rows = next_row + index
-            yield Chunk(path, _unwrap_lists(batch), rows,
-                        [(next_row + i, None, why) for i, why in unparsed])
+            yield Chunk(
+                path, _unwrap_lists(batch), rows, [(next_row + i, None, why) for i, why in unparsed]
+            )
         next_row += len(records)
 
 
-def decode_examples(records: List[bytes]
-                    ) -> Iterator[Tuple[np.ndarray, pa.RecordBatch, List[Tuple[int, str]]]]:
+def decode_examples(
+    records: List[bytes],
+) -> Iterator[Tuple[np.ndarray, pa.RecordBatch, List[Tuple[int, str]]]]:
     """Serialized tf.Examples -> (indices int64 [m] of the records decoded, their record
     batch of list columns, [(index, reason)] of records that are not tf.Examples), one or
     more groups whose indices together cover all records.
@@ -271,8 +296,11 @@ def decode_examples(records: List[bytes]
     except RuntimeError:
         pass
     kinds, unparsed = _feature_kinds(records)
-    mixed = {name: max(set(k.values()), key=list(k.values()).count)
-             for name, k in kinds.items() if len(set(k.values())) > 1}
+    mixed = {
+        name: max(set(k.values()), key=list(k.values()).count)
+        for name, k in kinds.items()
+        if len(set(k.values())) > 1
+    }
     groups: Dict[tuple, List[int]] = {}
     bad = {i for i, _ in unparsed}
     for i in range(len(records)):
@@ -307,6 +335,7 @@ def _feature_kinds(records: List[bytes]) -> Tuple[Dict[str, Dict[int, str]], Lis
 
 
 # Numbers in text
+
 
 def parse_numbers(text: pa.Array) -> Tuple[pa.Array, np.ndarray]:
     """Trimmed text (null: no value) as numbers: (float64 [n], null where there is no number;

@@ -6,6 +6,7 @@ passthrough column the file lacks is null. Everything else is a rejection with
 a reason that names the column; nothing is dropped silently: read == valid +
 rejected for every chunk.
 """
+
 import json
 import math
 from typing import List, NamedTuple, Optional, Tuple
@@ -61,23 +62,44 @@ def _as_float(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
             non_numeric = np.full(n, None, dtype=object)
             rows = np.flatnonzero(not_a_number)
             non_numeric[rows] = text.take(pa.array(rows)).to_pylist()
-    elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type):
+    elif (
+        pa.types.is_integer(col.type)
+        or pa.types.is_floating(col.type)
+        or pa.types.is_null(col.type)
+    ):
         values = pc.cast(col, pa.float64())
     else:
-        return (np.full(n, np.nan), np.arange(n),
-                np.full(n, f"value of type {col.type}, not a number", dtype=object))
+        return (
+            np.full(n, np.nan),
+            np.arange(n),
+            np.full(n, f"value of type {col.type}, not a number", dtype=object),
+        )
     x = values.to_numpy(zero_copy_only=False)
     missing = values.is_null().to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(~np.isfinite(x) | missing)
-    return x, bad, _reasons(x[bad], missing[bad],
-                            None if lengths is None else lengths[bad],
-                            None if empty is None else empty[bad],
-                            None if non_numeric is None else non_numeric[bad])
+    return (
+        x,
+        bad,
+        _reasons(
+            x[bad],
+            missing[bad],
+            None if lengths is None else lengths[bad],
+            None if empty is None else empty[bad],
+            None if non_numeric is None else non_numeric[bad],
+        ),
+    )
 
 
 def _is_text(kind: pa.DataType) -> bool:
-    return any(is_kind(kind) for is_kind in (pa.types.is_string, pa.types.is_large_string,
-                                             pa.types.is_binary, pa.types.is_large_binary))
+    return any(
+        is_kind(kind)
+        for is_kind in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+        )
+    )
 
 
 def _is_number(kind: pa.DataType) -> bool:
@@ -108,16 +130,19 @@ def conform(col: pa.Array, target: pa.DataType) -> Tuple[pa.Array, np.ndarray, n
     if is_list(col.type) and not is_list(target):
         lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
         rows = np.flatnonzero(lengths > 1)
-        many = (rows, np.array([f"{lengths[i]} values where one is expected" for i in rows],
-                               dtype=object))
+        many = (
+            rows,
+            np.array([f"{lengths[i]} values where one is expected" for i in rows], dtype=object),
+        )
         starts = col.offsets.to_numpy()[:-1]
         col = pc.take(col.values, pa.array(starts, mask=lengths != 1))
     elif is_list(target) and not is_list(col.type) and not pa.types.is_null(col.type):
         # A tf.Example feature read as scalars (no row of this chunk has several values).
         valid = col.is_valid().to_numpy(zero_copy_only=False)
         offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int64)
-        col = pa.LargeListArray.from_arrays(pa.array(offsets), col.filter(pa.array(valid)),
-                                            mask=pa.array(~valid))
+        col = pa.LargeListArray.from_arrays(
+            pa.array(offsets), col.filter(pa.array(valid)), mask=pa.array(~valid)
+        )
     values, bad, why = _cast(col, target)
     if many[0].size:
         order = np.argsort(np.concatenate([many[0], bad]), kind="stable")
@@ -131,8 +156,9 @@ def _cast(col: pa.Array, target: pa.DataType) -> Tuple[pa.Array, np.ndarray, np.
         return (col, *_NONE)
     source_item = col.type.value_type if is_list(col.type) else col.type
     target_item = target.value_type if is_list(target) else target
-    mismatch = ((_is_text(source_item) and _is_number(target_item))
-                or (_is_number(source_item) and _is_text(target_item)))
+    mismatch = (_is_text(source_item) and _is_number(target_item)) or (
+        _is_number(source_item) and _is_text(target_item)
+    )
     if mismatch:  # (Arrow would parse text as numbers, or print numbers as text)
         return _none_fit(col, target)
     # Numbers into floats may round (int64 -> float64, float64 -> float32): accepted, as
@@ -158,15 +184,18 @@ def _cast(col: pa.Array, target: pa.DataType) -> Tuple[pa.Array, np.ndarray, np.
 def _none_fit(col: pa.Array, target: pa.DataType) -> Tuple[pa.Array, np.ndarray, np.ndarray]:
     """No value of `col` can be a `target`: every row holding one is rejected."""
     bad = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False))
-    return (pa.nulls(len(col), target), bad,
-            np.full(bad.size, f"a value of type {col.type} where {target} is expected",
-                    dtype=object))
+    return (
+        pa.nulls(len(col), target),
+        bad,
+        np.full(bad.size, f"a value of type {col.type} where {target} is expected", dtype=object),
+    )
 
 
 def file_rejection(path: str, reason: str) -> str:
     """The rejected output's record of a whole file that cannot be read (a JSON line)."""
-    return json.dumps({"file": path, "row": None, "column": None,
-                       "reason": f"cannot read file: {reason}"})
+    return json.dumps(
+        {"file": path, "row": None, "column": None, "reason": f"cannot read file: {reason}"}
+    )
 
 
 def _reasons(x, missing, lengths, empty, non_numeric) -> np.ndarray:
@@ -210,8 +239,9 @@ def _json_safe(value):
     return str(value)
 
 
-def check_chunk(chunk: Chunk, features: List[str], passthrough: pa.Schema,
-                features_column: str) -> Checked:
+def check_chunk(
+    chunk: Chunk, features: List[str], passthrough: pa.Schema, features_column: str
+) -> Checked:
     """Validate `chunk` for `features`; carry the `passthrough` columns, conformed to their
     types (`conform`), null where the chunk's file lacks them."""
     batch, n = chunk.batch, chunk.batch.num_rows
@@ -244,13 +274,24 @@ def check_chunk(chunk: Chunk, features: List[str], passthrough: pa.Schema,
         passthrough_columns.append(values)
 
     bad = np.flatnonzero(is_rejected)
-    rejected = [json.dumps({"file": chunk.path, "row": int(r), "column": None, "reason": why,
-                            "text": text}) for r, text, why in chunk.unparsed]
+    rejected = [
+        json.dumps({"file": chunk.path, "row": int(r), "column": None, "reason": why, "text": text})
+        for r, text, why in chunk.unparsed
+    ]
     if bad.size:
         rows = batch.take(pa.array(bad)).to_pylist()
-        rejected += [json.dumps({"file": chunk.path, "row": int(chunk.rows[i]),
-                                 "column": column[i], "reason": reason[i],
-                                 "values": _json_safe(row)}) for i, row in zip(bad, rows)]
+        rejected += [
+            json.dumps(
+                {
+                    "file": chunk.path,
+                    "row": int(chunk.rows[i]),
+                    "column": column[i],
+                    "reason": reason[i],
+                    "values": _json_safe(row),
+                }
+            )
+            for i, row in zip(bad, rows)
+        ]
     first_error = _first_error(chunk, bad, reason, column)
 
     good = np.flatnonzero(~is_rejected)
@@ -261,7 +302,8 @@ def check_chunk(chunk: Chunk, features: List[str], passthrough: pa.Schema,
     if good.size:
         valid = pa.RecordBatch.from_arrays(
             [matrix_to_features(x)] + passthrough_columns,
-            names=[features_column] + passthrough.names)
+            names=[features_column] + passthrough.names,
+        )
     return Checked(valid, rejected, n + len(chunk.unparsed), first_error)
 
 
@@ -269,6 +311,10 @@ def _first_error(chunk: Chunk, bad, reason, column) -> Optional[str]:
     candidates = [(int(r), f"{chunk.path}, row {r}: {why}") for r, _, why in chunk.unparsed]
     if bad.size:
         i = bad[0]
-        candidates.append((int(chunk.rows[i]),
-                           f"{chunk.path}, row {chunk.rows[i]}, column {column[i]!r}: {reason[i]}"))
+        candidates.append(
+            (
+                int(chunk.rows[i]),
+                f"{chunk.path}, row {chunk.rows[i]}, column {column[i]!r}: {reason[i]}",
+            )
+        )
     return min(candidates)[1] if candidates else None

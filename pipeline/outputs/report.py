@@ -31,6 +31,7 @@ Every text put into the HTML goes through `html.escape`; every text put into a
 figure has its `$` escaped, so a feature called `price_$` is not read as
 matplotlib mathtext.
 """
+
 import base64
 import html
 import io
@@ -72,6 +73,7 @@ p.note { color: #555; font-size: 0.9em; }
 
 # ----------------------------------------------------------------------------- text helpers
 
+
 def _esc(value) -> str:
     """Any value as HTML-escaped text (quotes too: it may end up in an attribute)."""
     return html.escape(str(value), quote=True)
@@ -107,17 +109,20 @@ def _cell_number(value: float) -> str:
 
 def _table(header: List[str], rows: List[List[str]], text_columns=(0,)) -> str:
     """An HTML table; cells are escaped here. Columns in `text_columns` are left-aligned."""
+
     def cell(tag, i, value):
         cls = ' class="text"' if i in text_columns else ""
         return f"<{tag}{cls}>{_esc(value)}</{tag}>"
 
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>"
-                   for r in rows)
+    body = "".join(
+        "<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows
+    )
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 # ----------------------------------------------------------------------------- figure helpers
+
 
 def _new_figure(width: float, height: float):
     """A Figure on its own Agg canvas (never registered with pyplot)."""
@@ -160,6 +165,7 @@ def _empty_note(ax, text: str) -> None:
 
 # ----------------------------------------------------------------------------- the figures
 
+
 def _inertia_figure(history: List[float]) -> str:
     fig = _new_figure(7, 3.5)
     ax = fig.add_subplot()
@@ -191,8 +197,15 @@ def _sizes_figure(sizes: np.ndarray) -> str:
     if k <= 30 and total > 0:
         # The share of each cluster on its bar: easier to read than the axis.
         for i, n in enumerate(sizes):
-            ax.annotate(f"{100 * n / total:.1f}%", (i, n), ha="center", va="bottom",
-                        fontsize=7, xytext=(0, 2), textcoords="offset points")
+            ax.annotate(
+                f"{100 * n / total:.1f}%",
+                (i, n),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
     ax.margins(y=0.12)
     return _png_img(fig, "cluster sizes")
 
@@ -219,8 +232,10 @@ def _project(sample: np.ndarray, centroids: np.ndarray):
         p = pca.transform(x) if len(x) else np.zeros((0, n_comp))
         return np.column_stack([p, np.zeros((len(x), 2 - n_comp))]) if n_comp < 2 else p
 
-    labels = [f"PC{i + 1} ({100 * ratio[i]:.1f}% of variance)" if i < n_comp else "(none)"
-              for i in range(2)]
+    labels = [
+        f"PC{i + 1} ({100 * ratio[i]:.1f}% of variance)" if i < n_comp else "(none)"
+        for i in range(2)
+    ]
     return two(sample), two(centroids), labels
 
 
@@ -234,20 +249,47 @@ def _pca_figure(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -
     colors = _cluster_colors(k)
     fig = _new_figure(7.5, 6)
     ax = fig.add_subplot()
-    ax.scatter(points[:, 0], points[:, 1], c=colors[labels], s=6, alpha=0.5, linewidths=0,
-               rasterized=True)
-    ax.scatter(cents[:, 0], cents[:, 1], c=colors, marker="X", s=140, edgecolors="black",
-               linewidths=1.2, zorder=3)
+    ax.scatter(
+        points[:, 0], points[:, 1], c=colors[labels], s=6, alpha=0.5, linewidths=0, rasterized=True
+    )
+    ax.scatter(
+        cents[:, 0],
+        cents[:, 1],
+        c=colors,
+        marker="X",
+        s=140,
+        edgecolors="black",
+        linewidths=1.2,
+        zorder=3,
+    )
     if k <= MAX_LABELLED_CLUSTERS:
         for i, (x, y) in enumerate(cents):
-            ax.annotate(str(i), (x, y), xytext=(6, 6), textcoords="offset points",
-                        fontsize=9, fontweight="bold")
+            ax.annotate(
+                str(i),
+                (x, y),
+                xytext=(6, 6),
+                textcoords="offset points",
+                fontsize=9,
+                fontweight="bold",
+            )
         from matplotlib.lines import Line2D
 
-        handles = [Line2D([], [], marker="o", linestyle="", color=colors[i], label=f"cluster {i}")
-                   for i in range(k)]
-        handles.append(Line2D([], [], marker="X", linestyle="", color="white",
-                              markeredgecolor="black", markersize=10, label="centroid"))
+        handles = [
+            Line2D([], [], marker="o", linestyle="", color=colors[i], label=f"cluster {i}")
+            for i in range(k)
+        ]
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="X",
+                linestyle="",
+                color="white",
+                markeredgecolor="black",
+                markersize=10,
+                label="centroid",
+            )
+        )
         ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
@@ -255,16 +297,18 @@ def _pca_figure(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -
     return _png_img(fig, "PCA projection of the sample by cluster")
 
 
-def _heatmap_figure(centroids_original: np.ndarray, features: List[str],
-                    sizes: Optional[np.ndarray]) -> str:
+def _heatmap_figure(
+    centroids_original: np.ndarray, features: List[str], sizes: Optional[np.ndarray]
+) -> str:
     k, d = centroids_original.shape
     # Colour = z-score of each feature's centroid values across clusters, so a feature
     # in thousands and one in thousandths are on the same scale; a feature equal in
     # every cluster (std 0) is 0: it defines no cluster.
     mean = centroids_original.mean(axis=0)
     std = centroids_original.std(axis=0)
-    z = np.divide(centroids_original - mean, std, out=np.zeros_like(centroids_original),
-                  where=std > 0)
+    z = np.divide(
+        centroids_original - mean, std, out=np.zeros_like(centroids_original), where=std > 0
+    )
     vmax = max(float(np.abs(z).max()), 1.0)
     # At most 11 inches wide (1,100 px, the report's width: a wider image is shown
     # shrunk, its labels too small to read) and 15 high; rows labelled in the small
@@ -272,17 +316,25 @@ def _heatmap_figure(centroids_original: np.ndarray, features: List[str],
     row_height = 0.45 if k <= 30 else 0.2
     fig = _new_figure(min(max(6.0, 0.9 * d + 3), 11), min(max(3.0, row_height * k + 1.5), 15))
     ax = fig.add_subplot()
-    image = ax.imshow(z, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto",
-                      interpolation="nearest")
+    image = ax.imshow(
+        z, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto", interpolation="nearest"
+    )
     fig.colorbar(image, ax=ax, label="z-score across clusters", shrink=0.8)
     if d <= MAX_HEATMAP_LABELS:
-        ax.set_xticks(np.arange(d), [_mpl_text(f) for f in features], rotation=45, ha="right",
-                      rotation_mode="anchor", fontsize=8 if d <= 30 else 6)
+        ax.set_xticks(
+            np.arange(d),
+            [_mpl_text(f) for f in features],
+            rotation=45,
+            ha="right",
+            rotation_mode="anchor",
+            fontsize=8 if d <= 30 else 6,
+        )
     else:
         ax.set_xlabel("feature (column index)")
     if k <= MAX_HEATMAP_LABELS:
-        row_labels = [f"{i}" + (f" (n={int(sizes[i]):,})" if sizes is not None else "")
-                      for i in range(k)]
+        row_labels = [
+            f"{i}" + (f" (n={int(sizes[i]):,})" if sizes is not None else "") for i in range(k)
+        ]
         ax.set_yticks(np.arange(k), row_labels, fontsize=8 if k <= 30 else 6)
     ax.set_ylabel("cluster")
     if k * d <= MAX_ANNOTATED_CELLS:
@@ -290,8 +342,15 @@ def _heatmap_figure(centroids_original: np.ndarray, features: List[str],
             for j in range(d):
                 # White text on the dark ends of the colour map, black elsewhere.
                 color = "white" if abs(z[i, j]) > 0.6 * vmax else "black"
-                ax.text(j, i, _cell_number(centroids_original[i, j]), ha="center", va="center",
-                        fontsize=7, color=color)
+                ax.text(
+                    j,
+                    i,
+                    _cell_number(centroids_original[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color=color,
+                )
     return _png_img(fig, "centroids by feature")
 
 
@@ -317,8 +376,10 @@ def _sweep_figure(rows: List[tuple], chosen_k) -> str:
     ks = np.array([k for k, _ in rows])
     fig = _new_figure(10, 3.8)
     axes = fig.subplots(1, 2)
-    for ax, key, title in ((axes[0], "inertia", "inertia (lower is tighter)"),
-                           (axes[1], "silhouette", "silhouette (higher is better)")):
+    for ax, key, title in (
+        (axes[0], "inertia", "inertia (lower is tighter)"),
+        (axes[1], "silhouette", "silhouette (higher is better)"),
+    ):
         values = np.array([_as_float(m.get(key)) for _, m in rows])
         ok = np.isfinite(values)
         if ok.any():
@@ -328,8 +389,13 @@ def _sweep_figure(rows: List[tuple], chosen_k) -> str:
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
             if chosen_k is not None:
-                ax.axvline(chosen_k, color="grey", linestyle="--", linewidth=1,
-                           label=f"K = {chosen_k} (this fit)")
+                ax.axvline(
+                    chosen_k,
+                    color="grey",
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"K = {chosen_k} (this fit)",
+                )
                 ax.legend(fontsize=8)
         else:
             _empty_note(ax, f"no {key} in the sweep")
@@ -344,10 +410,12 @@ def _dendrogram_figure(z: np.ndarray) -> str:
     ax = fig.add_subplot()
     # Past a few dozen leaves the labels overlap; show the last merges, each
     # contracted leaf labelled with its number of fine clusters, as scipy does.
-    truncate = {"truncate_mode": "lastp", "p": MAX_DENDROGRAM_LEAVES} \
-        if n > MAX_DENDROGRAM_LEAVES else {}
-    dendrogram(z, ax=ax, no_plot=False, labels=[str(i) for i in range(n)],
-               leaf_font_size=8, **truncate)
+    truncate = (
+        {"truncate_mode": "lastp", "p": MAX_DENDROGRAM_LEAVES} if n > MAX_DENDROGRAM_LEAVES else {}
+    )
+    dendrogram(
+        z, ax=ax, no_plot=False, labels=[str(i) for i in range(n)], leaf_font_size=8, **truncate
+    )
     ax.set_xlabel("fine cluster" + (" (or number of fine clusters)" if truncate else ""))
     ax.set_ylabel("Ward distance")
     return _png_img(fig, "dendrogram of the fine clusters")
@@ -355,8 +423,10 @@ def _dendrogram_figure(z: np.ndarray) -> str:
 
 # ----------------------------------------------------------------------------- validation
 
-def _check(metrics, centroids_original, features, sample, sample_labels,
-           centroids_standardized, linkage):
+
+def _check(
+    metrics, centroids_original, features, sample, sample_labels, centroids_standardized, linkage
+):
     """Validated arrays; a ValueError naming the argument on any shape mismatch."""
     c_orig = np.asarray(centroids_original, dtype=np.float64)
     if c_orig.ndim != 2 or c_orig.shape[0] < 1 or c_orig.shape[1] < 1:
@@ -397,10 +467,17 @@ def _check(metrics, centroids_original, features, sample, sample_labels,
 
 # ----------------------------------------------------------------------------- the report
 
-def render_report(metrics: dict, centroids_original: np.ndarray, features: List[str],
-                  sample: np.ndarray, sample_labels: np.ndarray,
-                  centroids_standardized: np.ndarray, sweep: Optional[dict] = None,
-                  linkage: Optional[np.ndarray] = None) -> str:
+
+def render_report(
+    metrics: dict,
+    centroids_original: np.ndarray,
+    features: List[str],
+    sample: np.ndarray,
+    sample_labels: np.ndarray,
+    centroids_standardized: np.ndarray,
+    sweep: Optional[dict] = None,
+    linkage: Optional[np.ndarray] = None,
+) -> str:
     """The HTML text of a fit's report (UTF-8 text, one file, no external resource).
 
     metrics: the content of metrics.json: k, features, rows_read, rows_valid,
@@ -425,28 +502,43 @@ def render_report(metrics: dict, centroids_original: np.ndarray, features: List[
     of at least 2 leaves. Raises ValueError when shapes disagree.
     """
     c_orig, features, x, labels, c_std, sizes, z = _check(
-        metrics, centroids_original, features, sample, sample_labels,
-        centroids_standardized, linkage)
+        metrics,
+        centroids_original,
+        features,
+        sample,
+        sample_labels,
+        centroids_standardized,
+        linkage,
+    )
     k, d = c_orig.shape
     parts = []
 
     def section(title: str, *body: str) -> None:
         parts.append(f"<section><h2>{_esc(title)}</h2>{''.join(body)}</section>")
 
-    summary = [("rows read", metrics.get("rows_read")), ("rows valid", metrics.get("rows_valid")),
-               ("rows rejected", metrics.get("rows_rejected")), ("K", metrics.get("k", k)),
-               ("rounds", metrics.get("rounds")),
-               ("at most (--max_rounds)", metrics.get("max_rounds")),
-               ("converged", metrics.get("converged")),
-               ("inertia (standardized space)", metrics.get("inertia")),
-               ("seed", metrics.get("seed")), ("features", ", ".join(features))]
-    section("Summary", _table(["", "value"], [[name, _fmt(v)] for name, v in summary],
-                              text_columns=(0, 1)))
+    summary = [
+        ("rows read", metrics.get("rows_read")),
+        ("rows valid", metrics.get("rows_valid")),
+        ("rows rejected", metrics.get("rows_rejected")),
+        ("K", metrics.get("k", k)),
+        ("rounds", metrics.get("rounds")),
+        ("at most (--max_rounds)", metrics.get("max_rounds")),
+        ("converged", metrics.get("converged")),
+        ("inertia (standardized space)", metrics.get("inertia")),
+        ("seed", metrics.get("seed")),
+        ("features", ", ".join(features)),
+    ]
+    section(
+        "Summary",
+        _table(["", "value"], [[name, _fmt(v)] for name, v in summary], text_columns=(0, 1)),
+    )
 
     history = [_as_float(v) for v in metrics.get("inertia_history") or []]
-    section("Inertia by round",
-            '<p class="note">Inertia of each Lloyd round against its starting centroids.</p>',
-            _inertia_figure(history))
+    section(
+        "Inertia by round",
+        '<p class="note">Inertia of each Lloyd round against its starting centroids.</p>',
+        _inertia_figure(history),
+    )
 
     if sizes is not None:
         section("Cluster sizes", _sizes_figure(sizes))
@@ -454,67 +546,108 @@ def render_report(metrics: dict, centroids_original: np.ndarray, features: List[
         section("Cluster sizes", '<p class="note">metrics has no cluster_sizes.</p>')
 
     shown = min(len(x), MAX_POINTS)
-    section("PCA projection of the sample",
-            f'<p class="note">{_esc(f"{shown:,}")} of {_esc(f"{len(x):,}")} sample rows '
-            f"(standardized space) in the first two principal components of the sample; "
-            f"crosses are the centroids.</p>",
-            _pca_figure(x, labels, c_std))
+    section(
+        "PCA projection of the sample",
+        f'<p class="note">{_esc(f"{shown:,}")} of {_esc(f"{len(x):,}")} sample rows '
+        f"(standardized space) in the first two principal components of the sample; "
+        f"crosses are the centroids.</p>",
+        _pca_figure(x, labels, c_std),
+    )
 
     if k * d <= MAX_TABLE_CELLS:
         table_rows = [[str(i)] + [_fmt(float(v)) for v in c_orig[i]] for i in range(k)]
         values, where = _table(["cluster"] + features, table_rows), "in the table below"
     else:
         values, where = "", "in centroids.csv"
-    note = ("Colour: each feature's centroid values as z-scores across clusters (what sets a "
-            "cluster apart); " + ("numbers: the centroids in original units, also "
-                                  if k * d <= MAX_ANNOTATED_CELLS else
-                                  "the centroids in original units are ") + where + ".")
-    section("Centroids by feature", f'<p class="note">{_esc(note)}</p>',
-            _heatmap_figure(c_orig, features, sizes), values)
+    note = (
+        "Colour: each feature's centroid values as z-scores across clusters (what sets a "
+        "cluster apart); "
+        + (
+            "numbers: the centroids in original units, also "
+            if k * d <= MAX_ANNOTATED_CELLS
+            else "the centroids in original units are "
+        )
+        + where
+        + "."
+    )
+    section(
+        "Centroids by feature",
+        f'<p class="note">{_esc(note)}</p>',
+        _heatmap_figure(c_orig, features, sizes),
+        values,
+    )
 
     if sweep is not None:
         rows = _sweep_rows(sweep)
         keys = []
         for _, m in rows:
             keys += [key for key in m if key not in keys]
-        keys = [key for key in ("inertia", "silhouette") if key in keys] + \
-            [key for key in keys if key not in ("inertia", "silhouette")]
-        sweep_table = _table(["K"] + keys, [[str(kk)] + [_fmt(m.get(key)) for key in keys]
-                                            for kk, m in rows])
-        section("K sweep", _sweep_figure(rows, metrics.get("k", k)) if rows else
-                '<p class="note">The sweep is empty.</p>', sweep_table)
+        keys = [key for key in ("inertia", "silhouette") if key in keys] + [
+            key for key in keys if key not in ("inertia", "silhouette")
+        ]
+        sweep_table = _table(
+            ["K"] + keys, [[str(kk)] + [_fmt(m.get(key)) for key in keys] for kk, m in rows]
+        )
+        section(
+            "K sweep",
+            _sweep_figure(rows, metrics.get("k", k))
+            if rows
+            else '<p class="note">The sweep is empty.</p>',
+            sweep_table,
+        )
 
     restarts = metrics.get("restarts") or []
     if restarts:
         chosen = (metrics.get("k", k), metrics.get("init_seed"))
-        rows = [[_fmt(r.get("k")), _fmt(r.get("seed")), _fmt(r.get("sample_inertia")),
-                 _fmt(r.get("inertia")), _fmt(r.get("rounds")), _fmt(r.get("converged")),
-                 "chosen" if (r.get("k"), r.get("seed")) == chosen else ""] for r in restarts]
-        rule = ("The start of each K with the lowest inertia on the init sample was fitted "
-                "over all rows (--restarts_on sample)."
-                if metrics.get("restarts_on", "all") == "sample" else
-                "Every start was fitted over all rows in the same passes; the lowest final "
-                "inertia of each K wins its restarts.")
-        section("Candidates",
-                f'<p class="note">Every start: its K, seed, inertia on the init sample '
-                f'(after the refinement there), and, if fitted over all rows, its rounds and '
-                f'final inertia (all rows, standardized space). {_esc(rule)}</p>',
-                _table(["K", "seed", "sample inertia", "inertia", "rounds", "converged", ""],
-                       rows, text_columns=(6,)))
+        rows = [
+            [
+                _fmt(r.get("k")),
+                _fmt(r.get("seed")),
+                _fmt(r.get("sample_inertia")),
+                _fmt(r.get("inertia")),
+                _fmt(r.get("rounds")),
+                _fmt(r.get("converged")),
+                "chosen" if (r.get("k"), r.get("seed")) == chosen else "",
+            ]
+            for r in restarts
+        ]
+        rule = (
+            "The start of each K with the lowest inertia on the init sample was fitted "
+            "over all rows (--restarts_on sample)."
+            if metrics.get("restarts_on", "all") == "sample"
+            else "Every start was fitted over all rows in the same passes; the lowest final "
+            "inertia of each K wins its restarts."
+        )
+        section(
+            "Candidates",
+            f'<p class="note">Every start: its K, seed, inertia on the init sample '
+            f"(after the refinement there), and, if fitted over all rows, its rounds and "
+            f"final inertia (all rows, standardized space). {_esc(rule)}</p>",
+            _table(
+                ["K", "seed", "sample inertia", "inertia", "rounds", "converged", ""],
+                rows,
+                text_columns=(6,),
+            ),
+        )
 
     if z is not None:
         if len(z):
-            section("Cluster hierarchy",
-                    '<p class="note">Size-weighted Ward merging of the fine clusters; '
-                    'height is the Ward distance, sqrt(2 x increase in within-cluster sum '
-                    'of squares).</p>', _dendrogram_figure(z))
+            section(
+                "Cluster hierarchy",
+                '<p class="note">Size-weighted Ward merging of the fine clusters; '
+                "height is the Ward distance, sqrt(2 x increase in within-cluster sum "
+                "of squares).</p>",
+                _dendrogram_figure(z),
+            )
         else:
             section("Cluster hierarchy", '<p class="note">One cluster: nothing to merge.</p>')
 
     title = f"shardmeans fit report: K = {metrics.get('k', k)}"
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            f"<h1>{_esc(title)}</h1>\n" + "\n".join(parts) + "\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{_esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        f"<h1>{_esc(title)}</h1>\n" + "\n".join(parts) + "\n</body>\n</html>\n"
+    )
 
 
 def write_report(path: str, html_text: str) -> None:
@@ -523,6 +656,7 @@ def write_report(path: str, html_text: str) -> None:
     from apache_beam.io.filesystems import FileSystems
 
     # Explicitly uncompressed: AUTO would gzip a path ending in .gz, which no browser opens.
-    with FileSystems.create(path, mime_type="text/html",
-                            compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with FileSystems.create(
+        path, mime_type="text/html", compression_type=CompressionTypes.UNCOMPRESSED
+    ) as f:
         f.write(html_text.encode("utf-8"))

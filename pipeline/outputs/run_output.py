@@ -27,6 +27,7 @@ The lock is exclusive on a local filesystem (`O_EXCL`). Beam's FileSystems
 offer no create-if-absent on object stores, so there the lock is written and
 read back: two runs started within the same moment can both pass it.
 """
+
 import datetime
 import errno
 import json
@@ -86,8 +87,14 @@ def _strip_slash(path: str) -> str:
     return path.rstrip("/") if path.rstrip("/") else path
 
 
-def begin(output: str, command: str, overwrite: bool, inputs: Iterable[str],
-          input_pattern: Optional[str] = None, in_process: bool = True) -> RunOutput:
+def begin(
+    output: str,
+    command: str,
+    overwrite: bool,
+    inputs: Iterable[str],
+    input_pattern: Optional[str] = None,
+    in_process: bool = True,
+) -> RunOutput:
     """Check `output` against the run's inputs, take its lock; return the run's RunOutput.
 
     `inputs`: every file or directory the run reads (matched input files, the
@@ -114,12 +121,15 @@ def begin(output: str, command: str, overwrite: bool, inputs: Iterable[str],
         if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
         # The lock is the run's first write: name the directory, not the lock's file.
-        raise UserInputError(f"--output {output}: cannot write in "
-                             f"{posixpath.dirname(run.lock)}: {e.strerror}") from None
+        raise UserInputError(
+            f"--output {output}: cannot write in {posixpath.dirname(run.lock)}: {e.strerror}"
+        ) from None
     try:
         if not overwrite and _entries(output):
-            raise UserInputError(f"output directory {output} exists and is not empty; pass "
-                                 f"--overwrite to replace it once this run has succeeded")
+            raise UserInputError(
+                f"output directory {output} exists and is not empty; pass "
+                f"--overwrite to replace it once this run has succeeded"
+            )
     except BaseException:
         release(run)
         raise
@@ -142,7 +152,8 @@ def _check_overlap(output: str, inputs: Iterable[str]) -> None:
             if _inside(candidate, real_output) or _inside(real_output, candidate):
                 raise UserInputError(
                     f"--output {output} overlaps the input {path}: a run never writes where "
-                    f"it reads (publishing would replace the input); choose another --output")
+                    f"it reads (publishing would replace the input); choose another --output"
+                )
 
 
 def _check_pattern(pattern: str, run: RunOutput) -> None:
@@ -150,11 +161,17 @@ def _check_pattern(pattern: str, run: RunOutput) -> None:
     if _is_local(pattern):
         pattern = os.path.abspath(pattern)
     matches = re.compile(FileSystem.translate_pattern(pattern)).match
-    for path in (run.lock, run.stage + "/" + MARKER, run.output + "/" + MARKER,
-                 run.output + "/assignments/part-00000-of-00001.csv"):
+    for path in (
+        run.lock,
+        run.stage + "/" + MARKER,
+        run.output + "/" + MARKER,
+        run.output + "/assignments/part-00000-of-00001.csv",
+    ):
         if matches(path):
-            raise UserInputError(f"--input {pattern} would also match this run's output files "
-                                 f"(e.g. {path}); choose an --output outside it")
+            raise UserInputError(
+                f"--input {pattern} would also match this run's output files "
+                f"(e.g. {path}); choose an --output outside it"
+            )
 
 
 def _entries(directory: str) -> List[str]:
@@ -175,11 +192,17 @@ def _entries(directory: str) -> List[str]:
 
 # The lock ------------------------------------------------------------------
 
+
 def _lock_record(run: RunOutput) -> dict:
-    return {"run_id": run.run_id, "command": run.command, "pid": os.getpid(),
-            "host": socket.gethostname(), "in_process": run.local_lock,
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "stage": run.stage}
+    return {
+        "run_id": run.run_id,
+        "command": run.command,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "in_process": run.local_lock,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "stage": run.stage,
+    }
 
 
 def _read_json(path: str) -> Optional[dict]:
@@ -214,10 +237,16 @@ def _take_lock(run: RunOutput) -> None:
 
 def _locked_message(run: RunOutput) -> str:
     held = _read_json(run.lock) or {}
-    who = (f"run {held.get('run_id')} (pid {held.get('pid')} on {held.get('host')}, "
-           f"started {held.get('started')})" if held else "another run")
-    return (f"{who} is writing to {run.output}: wait for it to end, or, if it is no longer "
-            f"running, delete {run.lock}" + (f" and {held['stage']}" if held.get("stage") else ""))
+    who = (
+        f"run {held.get('run_id')} (pid {held.get('pid')} on {held.get('host')}, "
+        f"started {held.get('started')})"
+        if held
+        else "another run"
+    )
+    return (
+        f"{who} is writing to {run.output}: wait for it to end, or, if it is no longer "
+        f"running, delete {run.lock}" + (f" and {held['stage']}" if held.get("stage") else "")
+    )
 
 
 def _take_over_stale(run: RunOutput) -> bool:
@@ -243,7 +272,10 @@ def _take_over_stale(run: RunOutput) -> bool:
     os.remove(run.lock)
     logging.getLogger(__name__).warning(
         "run %s into %s ended without finishing (its process is gone): removed its lock "
-        "and its files", held.get("run_id"), run.output)
+        "and its files",
+        held.get("run_id"),
+        run.output,
+    )
     return True
 
 
@@ -255,6 +287,7 @@ def release(run: RunOutput) -> None:
 
 
 # Publishing (the job's last step) ----------------------------------------------
+
 
 def publish(unused_element, run: RunOutput, **after) -> str:
     """Put the run's directory in place of OUTPUT; return OUTPUT. Safe to run again.
@@ -283,16 +316,22 @@ def _publish(run: RunOutput, by_rename: bool) -> None:
 
 def _published(run: RunOutput) -> bool:
     marker = _read_json(FileSystems.join(run.output, MARKER))
-    return marker is not None and marker.get("run_id") == run.run_id and not FileSystems.exists(
-        FileSystems.join(run.stage, MARKER))
+    return (
+        marker is not None
+        and marker.get("run_id") == run.run_id
+        and not FileSystems.exists(FileSystems.join(run.stage, MARKER))
+    )
 
 
 def _staged_files(run: RunOutput) -> List[dict]:
     """[{'path': relative path, 'bytes': size}] of every file the run wrote, sorted."""
     found = FileSystems.match([run.stage + "/**"])[0].metadata_list
     prefix = run.stage + "/"
-    files = [{"path": m.path[len(prefix):], "bytes": m.size_in_bytes} for m in found
-             if m.path.startswith(prefix) and not m.path.endswith("/")]
+    files = [
+        {"path": m.path[len(prefix) :], "bytes": m.size_in_bytes}
+        for m in found
+        if m.path.startswith(prefix) and not m.path.endswith("/")
+    ]
     return sorted((f for f in files if f["path"] != MARKER), key=lambda f: f["path"])
 
 
@@ -304,10 +343,12 @@ def _manifest(run: RunOutput) -> dict:
         return manifest
     if not FileSystems.exists(run.stage):
         raise RuntimeError(f"run {run.run_id} has no files at {run.stage} to publish")
-    manifest = {"run_id": run.run_id, "command": run.command,
-                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                    timespec="seconds"),
-                "files": _staged_files(run)}
+    manifest = {
+        "run_id": run.run_id,
+        "command": run.command,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "files": _staged_files(run),
+    }
     _write_json(path, manifest)
     return manifest
 
@@ -320,8 +361,10 @@ def _write_json(path: str, value: dict) -> None:
 def _refuse_foreign_output(run: RunOutput) -> None:
     """Without --overwrite, an output that someone filled during the run is not replaced."""
     if not run.overwrite and _entries(run.output):
-        raise UserInputError(f"{run.output} was filled by something else during this run, "
-                             f"which did not replace it (no --overwrite)")
+        raise UserInputError(
+            f"{run.output} was filled by something else during this run, "
+            f"which did not replace it (no --overwrite)"
+        )
 
 
 def _publish_by_rename(run: RunOutput) -> None:
@@ -350,8 +393,11 @@ def _publish_by_copy(run: RunOutput, manifest: dict) -> None:
             FileSystems.delete([old_marker])
     ours = {f["path"] for f in manifest["files"]}
     prefix = run.output + "/"
-    stale = [m.path for m in FileSystems.match([run.output + "/**"])[0].metadata_list
-             if m.path.startswith(prefix) and m.path[len(prefix):] not in ours]
+    stale = [
+        m.path
+        for m in FileSystems.match([run.output + "/**"])[0].metadata_list
+        if m.path.startswith(prefix) and m.path[len(prefix) :] not in ours
+    ]
     if stale:
         FileSystems.delete(stale)
     sources, destinations = [], []
@@ -375,12 +421,15 @@ def _make_parent(path: str) -> None:
 
 # After the job -------------------------------------------------------------------
 
+
 def check_published(run: RunOutput) -> dict:
     """The `_SUCCESS` record of this run at OUTPUT; RuntimeError if OUTPUT holds another run's."""
     marker = _read_json(FileSystems.join(run.output, MARKER))
     if marker is None or marker.get("run_id") != run.run_id:
-        raise RuntimeError(f"the job ended but {run.output} does not hold run {run.run_id}'s "
-                           f"results (its {MARKER} names {marker and marker.get('run_id')})")
+        raise RuntimeError(
+            f"the job ended but {run.output} does not hold run {run.run_id}'s "
+            f"results (its {MARKER} names {marker and marker.get('run_id')})"
+        )
     return marker
 
 
@@ -404,4 +453,3 @@ def abort(run: RunOutput, work_dirs: Iterable[str] = ()) -> Optional[str]:
     if left:
         return f"this run's unfinished files could not all be removed: {', '.join(left)}"
     return None
-

@@ -6,6 +6,7 @@ Every writer writes under the run's own directory (`RunOutput.stage`);
 The files written by `write_results` are rewritten whole if a runner retries
 the step: the same bytes land at the same paths.
 """
+
 import io
 import json
 
@@ -35,8 +36,10 @@ class WriteRejected(beam.PTransform):
 
 
 def assignments_schema(passthrough: pa.Schema, merged: bool = False) -> pa.Schema:
-    fields = list(passthrough) + [pa.field("cluster_id", pa.int64()),
-                                  pa.field("distance", pa.float32())]
+    fields = list(passthrough) + [
+        pa.field("cluster_id", pa.int64()),
+        pa.field("distance", pa.float32()),
+    ]
     if merged:
         fields.append(pa.field("merged_cluster_id", pa.int64()))
     return pa.schema(fields)
@@ -60,14 +63,22 @@ class WriteAssignments(beam.PTransform):
 
     def expand(self, batches):
         if self._csv:
-            return (batches
-                    | "ToCsv" >> beam.Map(_csv_block)
-                    | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".csv",
-                                                     header=",".join(self._schema.names)))
-        return (batches
-                | "ToTable" >> beam.Map(lambda b: pa.Table.from_batches([b]))
-                | "Write" >> beam.io.WriteToParquetBatched(self._prefix, schema=self._schema,
-                                                           file_name_suffix=".parquet"))
+            return (
+                batches
+                | "ToCsv" >> beam.Map(_csv_block)
+                | "Write"
+                >> beam.io.WriteToText(
+                    self._prefix, file_name_suffix=".csv", header=",".join(self._schema.names)
+                )
+            )
+        return (
+            batches
+            | "ToTable" >> beam.Map(lambda b: pa.Table.from_batches([b]))
+            | "Write"
+            >> beam.io.WriteToParquetBatched(
+                self._prefix, schema=self._schema, file_name_suffix=".parquet"
+            )
+        )
 
 
 class Publish(beam.PTransform):
@@ -83,16 +94,21 @@ class Publish(beam.PTransform):
 
     def expand(self, pbegin):
         after = {name: beam.pvalue.AsList(pcoll) for name, pcoll in self._after.items()}
-        return (pbegin
-                | "Once" >> beam.Create([None])
-                | "Publish" >> beam.Map(run_output.publish, run=self._run, **after))
+        return (
+            pbegin
+            | "Once" >> beam.Create([None])
+            | "Publish" >> beam.Map(run_output.publish, run=self._run, **after)
+        )
 
 
 def counts_metrics(counts: np.ndarray) -> dict:
     """ReadValidRows' counts -> the metrics' row and file counts."""
-    return {"rows_read": int(counts[0]), "rows_valid": int(counts[1]),
-            "rows_rejected": int(counts[2]),
-            "files_rejected": int(counts[3]) if len(counts) > 3 else 0}
+    return {
+        "rows_read": int(counts[0]),
+        "rows_valid": int(counts[1]),
+        "rows_rejected": int(counts[2]),
+        "files_rejected": int(counts[3]) if len(counts) > 3 else 0,
+    }
 
 
 def write_json(path: str, value: dict) -> None:
@@ -104,8 +120,15 @@ def _write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def write_results(state: RoundState, selection: Selection, partials: Partials,
-                  counts: np.ndarray, sample, spec, run: RunOutput) -> dict:
+def write_results(
+    state: RoundState,
+    selection: Selection,
+    partials: Partials,
+    counts: np.ndarray,
+    sample,
+    spec,
+    run: RunOutput,
+) -> dict:
     """Write centroids.npy, centroids.csv, metrics.json and report.html under the run's
     stage; return the metrics.
 
@@ -125,9 +148,11 @@ def write_results(state: RoundState, selection: Selection, partials: Partials,
     standardizer = Standardizer(FileSystems.join(out, "transform_fn"), len(spec.features))
     mean, std = standardizer.mean_and_std()
     original = state.centroids * np.where(std > 0, std, 1.0) + mean
-    table = pa.table([pa.array(np.arange(k, dtype=np.int64))]
-                     + [pa.array(original[:, j]) for j in range(original.shape[1])],
-                     names=["cluster_id"] + list(spec.features))
+    table = pa.table(
+        [pa.array(np.arange(k, dtype=np.int64))]
+        + [pa.array(original[:, j]) for j in range(original.shape[1])],
+        names=["cluster_id"] + list(spec.features),
+    )
     buffer = io.BytesIO()
     pacsv.write_csv(table, buffer)
     _write_bytes(FileSystems.join(out, "centroids.csv"), buffer.getvalue())
@@ -155,17 +180,25 @@ def write_results(state: RoundState, selection: Selection, partials: Partials,
         metrics["restarts"] = list(selection.restarts)
     sweep = None
     if selection.sweep is not None:
-        sweep = {str(row["k"]): {key: value for key, value in row.items() if key != "k"}
-                 for row in selection.sweep}
+        sweep = {
+            str(row["k"]): {key: value for key, value in row.items() if key != "k"}
+            for row in selection.sweep
+        }
         metrics["select"] = selection.criterion
         metrics["sweep"] = sweep
     if state.merge_map is not None:
         metrics["merge_to"] = spec.merge_to
-        metrics["merged_cluster_sizes"] = np.bincount(
-            state.merge_map, weights=partials.counts, minlength=spec.merge_to).astype(int).tolist()
-        hierarchy = {"k": k, "merge_to": spec.merge_to,
-                     "linkage": state.linkage.tolist(),
-                     "fine_to_merged": state.merge_map.tolist()}
+        metrics["merged_cluster_sizes"] = (
+            np.bincount(state.merge_map, weights=partials.counts, minlength=spec.merge_to)
+            .astype(int)
+            .tolist()
+        )
+        hierarchy = {
+            "k": k,
+            "merge_to": spec.merge_to,
+            "linkage": state.linkage.tolist(),
+            "fine_to_merged": state.merge_map.tolist(),
+        }
         write_json(FileSystems.join(out, "hierarchy.json"), hierarchy)
     write_json(FileSystems.join(out, "metrics.json"), metrics)
 
@@ -173,7 +206,17 @@ def write_results(state: RoundState, selection: Selection, partials: Partials,
 
     z = standardizer(sample.rows).astype(np.float64)
     labels = pairwise_distances_argmin(z, state.centroids)  # chunked: bounded memory
-    report.write_report(FileSystems.join(out, "report.html"), report.render_report(
-        metrics, original, list(spec.features), z, labels.astype(np.int64), state.centroids,
-        sweep=sweep, linkage=state.linkage))
+    report.write_report(
+        FileSystems.join(out, "report.html"),
+        report.render_report(
+            metrics,
+            original,
+            list(spec.features),
+            z,
+            labels.astype(np.int64),
+            state.centroids,
+            sweep=sweep,
+            linkage=state.linkage,
+        ),
+    )
     return metrics

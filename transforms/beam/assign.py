@@ -5,6 +5,7 @@
 Each worker loads the SavedModel once (`DoFn.setup`, shared by all threads of
 the process through `beam.utils.shared`), and scores rows in batches.
 """
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -54,17 +55,18 @@ class _AssignFn(beam.DoFn):
         if arrays:
             raise ValueError("AssignClusters takes dict rows or record batches, not arrays")
         for batch in batches:
-            x = features_to_matrix(batch.column(FEATURES_COLUMN), len(self._model.features),
-                                   np.float64)
+            x = features_to_matrix(
+                batch.column(FEATURES_COLUMN), len(self._model.features), np.float64
+            )
             out = self._model(x)
             keep = [n for n in batch.schema.names if n != FEATURES_COLUMN]
             added = [n for n in (CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID) if n in out]
             yield pa.RecordBatch.from_arrays(
                 [batch.column(n) for n in keep] + [pa.array(out[n]) for n in added],
-                names=keep + added)
+                names=keep + added,
+            )
         if rows:
-            x = np.array([[row[name] for name in self._model.features] for row in rows],
-                         np.float64)
+            x = np.array([[row[name] for name in self._model.features] for row in rows], np.float64)
             out = self._model(x)
             for i, row in enumerate(rows):
                 yield dict(row, **{name: value[i].item() for name, value in out.items()})
@@ -86,6 +88,8 @@ class AssignClusters(beam.PTransform):
         self._shared = shared.Shared()
 
     def expand(self, rows):
-        return (rows
-                | "Batch" >> batch_elements(self._batch_size)
-                | "Assign" >> beam.ParDo(_AssignFn(self._model_dir, self._shared)))
+        return (
+            rows
+            | "Batch" >> batch_elements(self._batch_size)
+            | "Assign" >> beam.ParDo(_AssignFn(self._model_dir, self._shared))
+        )

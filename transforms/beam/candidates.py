@@ -4,6 +4,7 @@
 the best of each K, or all of them; after the rounds, `ChooseCandidate` scores
 them in one more pass and picks one (`transforms.core.selection`).
 """
+
 from typing import List, Optional, Tuple
 
 import apache_beam as beam
@@ -27,9 +28,16 @@ class InitialCandidates(beam.PTransform):
     Each start is its own element, so a runner may initialise them in parallel.
     """
 
-    def __init__(self, starts: List[Tuple[int, Optional[int]]], sample, init: str,
-                 given: Optional[np.ndarray], refine_rounds: int, tol: float,
-                 restarts_on: str = "sample"):
+    def __init__(
+        self,
+        starts: List[Tuple[int, Optional[int]]],
+        sample,
+        init: str,
+        given: Optional[np.ndarray],
+        refine_rounds: int,
+        tol: float,
+        restarts_on: str = "sample",
+    ):
         super().__init__()
         if restarts_on not in RESTARTS_ON:
             raise ValueError(f"restarts_on must be one of {RESTARTS_ON}, got {restarts_on!r}")
@@ -47,16 +55,24 @@ class InitialCandidates(beam.PTransform):
         return (
             pbegin
             | "Starts" >> beam.Create(list(enumerate(self._starts)))
-            | "Centroids" >> beam.Map(_initial_state, sample=self._sample, init=self._init,
-                                      given=self._given, refine_rounds=self._refine_rounds,
-                                      tol=self._tol)
+            | "Centroids"
+            >> beam.Map(
+                _initial_state,
+                sample=self._sample,
+                init=self._init,
+                given=self._given,
+                refine_rounds=self._refine_rounds,
+                tol=self._tol,
+            )
             | "Gather" >> beam.combiners.ToList()
-            | "Carry" >> beam.Map(_candidates, starts=self._starts,
-                                  best_only=self._restarts_on == "sample"))
+            | "Carry"
+            >> beam.Map(_candidates, starts=self._starts, best_only=self._restarts_on == "sample")
+        )
 
 
-def _candidates(initialised: list, starts: List[Tuple[int, Optional[int]]],
-                best_only: bool) -> Candidates:
+def _candidates(
+    initialised: list, starts: List[Tuple[int, Optional[int]]], best_only: bool
+) -> Candidates:
     """[(index, RoundState, sample inertia)] in any order -> Candidates in start order: every
     start, or (best_only) the lowest-sample-inertia start of each K (ties: the first)."""
     initialised = sorted(initialised, key=lambda item: item[0])
@@ -68,10 +84,20 @@ def _candidates(initialised: list, starts: List[Tuple[int, Optional[int]]],
             if k not in best or inertia < initialised[best[k]][2]:
                 best[k] = index
         carried = set(best.values())
-    tried = tuple({"k": starts[index][0], "seed": starts[index][1], "sample_inertia": inertia,
-                   "carried": index in carried} for index, _, inertia in initialised)
-    return Candidates(states=tuple(state for index, state, _ in initialised if index in carried),
-                      seeds=tuple(starts[index][1] for index in sorted(carried)), tried=tried)
+    tried = tuple(
+        {
+            "k": starts[index][0],
+            "seed": starts[index][1],
+            "sample_inertia": inertia,
+            "carried": index in carried,
+        }
+        for index, _, inertia in initialised
+    )
+    return Candidates(
+        states=tuple(state for index, state, _ in initialised if index in carried),
+        seeds=tuple(starts[index][1] for index in sorted(carried)),
+        tried=tried,
+    )
 
 
 class ChooseCandidate(beam.PTransform):
@@ -83,11 +109,16 @@ class ChooseCandidate(beam.PTransform):
     sample: side input, the standardized init sample, float64 [m, D].
     """
 
-    def __init__(self, candidates, n_candidates: int, sample, config: StepConfig,
-                 criterion: str, seed: int):
+    def __init__(
+        self, candidates, n_candidates: int, sample, config: StepConfig, criterion: str, seed: int
+    ):
         super().__init__()
         self._candidates, self._n, self._sample, self._config = (
-            candidates, n_candidates, sample, config)
+            candidates,
+            n_candidates,
+            sample,
+            config,
+        )
         self._criterion, self._seed = criterion, seed
 
     def expand(self, shard_paths):
@@ -96,10 +127,15 @@ class ChooseCandidate(beam.PTransform):
         candidates = beam.pvalue.AsSingleton(self._candidates)
         final = shard_paths | "Evaluate" >> EvaluateCandidates(self._candidates, self._config)
         return final | "Select" >> beam.Map(
-            _select, candidates=candidates, sample=self._sample, criterion=self._criterion,
-            seed=self._seed)
+            _select,
+            candidates=candidates,
+            sample=self._sample,
+            criterion=self._criterion,
+            seed=self._seed,
+        )
 
 
-def _select(final: tuple, candidates: Candidates, sample: np.ndarray, criterion: str,
-            seed: int) -> Selection:
+def _select(
+    final: tuple, candidates: Candidates, sample: np.ndarray, criterion: str, seed: int
+) -> Selection:
     return select(candidates, final, sample, criterion, seed)

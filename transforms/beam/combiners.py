@@ -3,6 +3,7 @@
 What they merge, and how, is NumPy in `transforms.core.partials` and
 `transforms.core.sampling`; these wrap it for Beam's combiners.
 """
+
 from typing import Iterable, Optional
 
 import apache_beam as beam
@@ -101,7 +102,10 @@ class BottomSampleFn(beam.CombineFn):
         """Merge the pending batches into the sample."""
         if accumulator.pending:
             parts = [tuple(accumulator.sample)] + accumulator.pending
-            accumulator.sample = _bottom(np.concatenate([h for h, _ in parts]),
-                                         np.concatenate([r for _, r in parts]), self._m)
+            accumulator.sample = _bottom(
+                np.concatenate([h for h, _ in parts]),
+                np.concatenate([r for _, r in parts]),
+                self._m,
+            )
             accumulator.pending, accumulator.n_pending = [], 0
         return accumulator

@@ -5,6 +5,7 @@ record batches. Beam's `BatchElements` groups them into lists of at most
 `max_rows` rows (a record batch or an array counts its rows), so a DoFn scores
 dict rows together instead of one by one.
 """
+
 from typing import List, Tuple
 
 import apache_beam as beam
@@ -30,7 +31,12 @@ def split_kinds(elements: list) -> Tuple[List[pa.RecordBatch], List[np.ndarray],
     """(record batches, arrays, dict rows) of a list from `batch_elements`."""
     batches, arrays, rows = [], [], []
     for element in elements:
-        kind = (batches if isinstance(element, pa.RecordBatch)
-                else arrays if isinstance(element, np.ndarray) else rows)
+        kind = (
+            batches
+            if isinstance(element, pa.RecordBatch)
+            else arrays
+            if isinstance(element, np.ndarray)
+            else rows
+        )
         kind.append(element)
     return batches, arrays, rows

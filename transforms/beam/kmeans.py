@@ -18,6 +18,7 @@ analysis, and a runner that cannot stream between stages (the DirectRunner)
 keeps every row in memory meanwhile. Written raw, the rows leave the read
 stage as they arrive; the transform is applied later, once per shard load.
 """
+
 import logging
 import uuid
 from typing import List, Optional, Sequence, Union
@@ -32,8 +33,14 @@ from transforms.beam.candidates import ChooseCandidate, InitialCandidates
 from transforms.beam.combiners import BottomSampleFn
 from transforms.beam.elements import batch_elements, split_kinds
 from transforms.beam.rounds import AssignShards, LloydRounds, StepConfig
-from transforms.beam.shards import (FEATURES_COLUMN, WriteShards, default_cache_mb,
-                                    features_to_matrix, matrix_to_features, raw_shard_schema)
+from transforms.beam.shards import (
+    FEATURES_COLUMN,
+    WriteShards,
+    default_cache_mb,
+    features_to_matrix,
+    matrix_to_features,
+    raw_shard_schema,
+)
 from transforms.core.errors import UserInputError
 from transforms.core.hierarchy import merge_clusters
 from transforms.core.lloyd import RoundState
@@ -42,7 +49,6 @@ from transforms.core.seeding import RESTARTS_ON
 from transforms.core.selection import CRITERIA
 from transforms.step.export import export_model
 from transforms.step.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
-
 
 # Restarts by default (bench/RESULTS.md): on 500k x 32, K=64, 4 restarts run over
 # all rows cost ~10% more wall time and lower the expected inertia ~2.7% (2 buy
@@ -115,17 +121,30 @@ class KMeans(beam.PTransform):
     the assignments and the SavedModel a merged_cluster_id.
     """
 
-    def __init__(self, n_clusters: Union[int, Sequence[int]], features: List[str],
-                 output_dir: str, *,
-                 max_iter: int = DEFAULT_MAX_ITER, tol: float = 1e-4, init="k-means++",
-                 random_state: int = 0,
-                 n_init: Optional[int] = None, init_seed: Optional[int] = None,
-                 restarts_on: str = "sample", select: str = "silhouette",
-                 init_sample_size: int = 100_000, init_refine_rounds: int = 100,
-                 batch_size: int = 65536,
-                 cache_mb: Optional[int] = None, devices: Optional[str] = None,
-                 passthrough: Optional[pa.Schema] = None, work_dir: Optional[str] = None,
-                 keep_standardized: bool = False, merge_to: Optional[int] = None):
+    def __init__(
+        self,
+        n_clusters: Union[int, Sequence[int]],
+        features: List[str],
+        output_dir: str,
+        *,
+        max_iter: int = DEFAULT_MAX_ITER,
+        tol: float = 1e-4,
+        init="k-means++",
+        random_state: int = 0,
+        n_init: Optional[int] = None,
+        init_seed: Optional[int] = None,
+        restarts_on: str = "sample",
+        select: str = "silhouette",
+        init_sample_size: int = 100_000,
+        init_refine_rounds: int = 100,
+        batch_size: int = 65536,
+        cache_mb: Optional[int] = None,
+        devices: Optional[str] = None,
+        passthrough: Optional[pa.Schema] = None,
+        work_dir: Optional[str] = None,
+        keep_standardized: bool = False,
+        merge_to: Optional[int] = None,
+    ):
         super().__init__()
         ks = (n_clusters,) if np.ndim(n_clusters) == 0 else tuple(n_clusters)
         self.ks = _check_ks(ks)
@@ -135,17 +154,21 @@ class KMeans(beam.PTransform):
         else:
             self._init, self._given = "given", np.asarray(init, np.float64)
             if len(self.ks) > 1 or n_init > 1:
-                raise UserInputError(f"given initial centroids are one start: they take a single "
-                                     f"K and n_init=1, got n_clusters={list(self.ks)}, "
-                                     f"n_init={n_init}")
+                raise UserInputError(
+                    f"given initial centroids are one start: they take a single "
+                    f"K and n_init=1, got n_clusters={list(self.ks)}, "
+                    f"n_init={n_init}"
+                )
             if self._given.shape != (self.ks[0], len(features)):
-                raise UserInputError(f"init has shape {self._given.shape}, expected "
-                                     f"{(self.ks[0], len(features))}")
+                raise UserInputError(
+                    f"init has shape {self._given.shape}, expected {(self.ks[0], len(features))}"
+                )
         if n_init < 1:
             raise UserInputError(f"n_init must be at least 1, got {n_init}")
         if restarts_on not in RESTARTS_ON:
-            raise UserInputError(f"restarts_on must be one of {', '.join(RESTARTS_ON)}, "
-                                 f"got {restarts_on!r}")
+            raise UserInputError(
+                f"restarts_on must be one of {', '.join(RESTARTS_ON)}, got {restarts_on!r}"
+            )
         if select not in CRITERIA:
             raise UserInputError(f"select must be one of {', '.join(CRITERIA)}, got {select!r}")
         self.features, self.output_dir = list(features), output_dir
@@ -154,8 +177,11 @@ class KMeans(beam.PTransform):
         # Restart r of every K draws with seed init_seed + r: restart r alone is
         # the fit with n_init=1 and init_seed + r (the sample's hash keeps random_state).
         first = random_state if init_seed is None else init_seed
-        self.starts = [(k, None if self._given is not None else (first + r) % 2**32)
-                       for k in self.ks for r in range(n_init)]
+        self.starts = [
+            (k, None if self._given is not None else (first + r) % 2**32)
+            for k in self.ks
+            for r in range(n_init)
+        ]
         self.init_sample_size = max(init_sample_size, max(self.ks))
         self.init_refine_rounds = init_refine_rounds
         self.passthrough = passthrough if passthrough is not None else pa.schema([])
@@ -165,12 +191,16 @@ class KMeans(beam.PTransform):
         # transform must not serve a previous fit into the same directory.
         self._run = uuid.uuid4().hex[:12]
         if merge_to is not None and not 1 <= merge_to <= min(self.ks):
-            raise UserInputError(f"merge_to must be in 1..{min(self.ks)} (the smallest K), "
-                                 f"got {merge_to}")
+            raise UserInputError(
+                f"merge_to must be in 1..{min(self.ks)} (the smallest K), got {merge_to}"
+            )
         self.merge_to = merge_to
-        self.step = StepConfig(n_features=len(features), batch_size=batch_size,
-                               cache_mb=default_cache_mb() if cache_mb is None else cache_mb,
-                               devices=devices)
+        self.step = StepConfig(
+            n_features=len(features),
+            batch_size=batch_size,
+            cache_mb=default_cache_mb() if cache_mb is None else cache_mb,
+            devices=devices,
+        )
 
     @property
     def transform_dir(self) -> str:
@@ -182,18 +212,27 @@ class KMeans(beam.PTransform):
 
     def expand(self, rows):
         d = len(self.features)
-        batches = (rows
-                   | "Batch" >> batch_elements(self.step.batch_size)
-                   | "ToRecordBatches" >> beam.FlatMap(
-                       _to_record_batches, features=self.features, passthrough=self.passthrough))
+        batches = (
+            rows
+            | "Batch" >> batch_elements(self.step.batch_size)
+            | "ToRecordBatches"
+            >> beam.FlatMap(
+                _to_record_batches, features=self.features, passthrough=self.passthrough
+            )
+        )
 
         with tft_beam.Context(temp_dir=FileSystems.join(self.work_dir, "tft")):
             transform_fn = (
                 batches | "FeaturesOnly" >> beam.Map(lambda b: b.select([FEATURES_COLUMN])),
-                tensor_adapter_config(pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))]),
-                                      FEATURES_COLUMN, d),
+                tensor_adapter_config(
+                    pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))]),
+                    FEATURES_COLUMN,
+                    d,
+                ),
             ) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
-            written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self.transform_dir)
+            written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
+                self.transform_dir
+            )
         transform_ready = beam.pvalue.AsIter(written)
 
         # In the read stage, next to the analysis and the sample: nothing here
@@ -202,39 +241,72 @@ class KMeans(beam.PTransform):
         shard_paths = (
             batches
             | "ToTables" >> beam.Map(_to_table, schema=shard_schema)
-            | "Materialize" >> WriteShards(
-                FileSystems.join(self.work_dir, "shards", f"rows-{self._run}"), shard_schema)
-            | "SpreadShards" >> beam.Reshuffle())
+            | "Materialize"
+            >> WriteShards(
+                FileSystems.join(self.work_dir, "shards", f"rows-{self._run}"), shard_schema
+            )
+            | "SpreadShards" >> beam.Reshuffle()
+        )
 
         sample = (
             batches
             | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=self.random_state)
-            | "BottomSample" >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d)))
+            | "BottomSample" >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d))
+        )
         standardized_sample = beam.pvalue.AsSingleton(
-            sample | "StandardizeSample" >> beam.Map(
-                _standardized_sample, transform_dir=self.transform_dir, ready=transform_ready))
-        init = InitialCandidates(self.starts, standardized_sample, self._init, self._given,
-                                 self.init_refine_rounds, self.tol, self.restarts_on)
+            sample
+            | "StandardizeSample"
+            >> beam.Map(
+                _standardized_sample, transform_dir=self.transform_dir, ready=transform_ready
+            )
+        )
+        init = InitialCandidates(
+            self.starts,
+            standardized_sample,
+            self._init,
+            self._given,
+            self.init_refine_rounds,
+            self.tol,
+            self.restarts_on,
+        )
         initial = rows.pipeline | "InitCentroids" >> init
-        candidates = shard_paths | "Lloyd" >> LloydRounds(initial, self.step, self.max_iter, self.tol)
+        candidates = shard_paths | "Lloyd" >> LloydRounds(
+            initial, self.step, self.max_iter, self.tol
+        )
         selection = shard_paths | "Choose" >> ChooseCandidate(
-            candidates, init.n_candidates, standardized_sample, self.step, self.select,
-            self.random_state)
+            candidates,
+            init.n_candidates,
+            standardized_sample,
+            self.step,
+            self.select,
+            self.random_state,
+        )
         state = selection | "Chosen" >> beam.Map(lambda chosen: chosen.state)
         if self.merge_to is not None:
             state = state | "WardMerge" >> beam.Map(merge_clusters, n_groups=self.merge_to)
         assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step)
         model = state | "ExportModel" >> beam.Map(
-            _export, model_dir=self.model_dir, transform_dir=self.transform_dir,
-            features=self.features, ready=transform_ready)
+            _export,
+            model_dir=self.model_dir,
+            transform_dir=self.transform_dir,
+            features=self.features,
+            ready=transform_ready,
+        )
         done = model
         if not self.keep_standardized:
             # After the final pass has read every shard (its partials are complete).
             done = model | "RemoveWorkDir" >> beam.Map(
-                _remove_dir, path=self.work_dir, after=beam.pvalue.AsList(assigned["partials"]))
-        return {"state": state, "selection": selection, "final": assigned["partials"],
-                "assignments": assigned["assignments"], "model": model, "sample": sample,
-                "done": done}
+                _remove_dir, path=self.work_dir, after=beam.pvalue.AsList(assigned["partials"])
+            )
+        return {
+            "state": state,
+            "selection": selection,
+            "final": assigned["partials"],
+            "assignments": assigned["assignments"],
+            "model": model,
+            "sample": sample,
+            "done": done,
+        }
 
 
 def _check_ks(ks: tuple) -> tuple:
@@ -265,17 +337,23 @@ def _to_record_batches(elements: list, features: List[str], passthrough: pa.Sche
         yield _record_batch(x, rows, features, passthrough)
 
 
-def _record_batch(x: np.ndarray, rows: list, features: List[str],
-                  passthrough: pa.Schema) -> pa.RecordBatch:
+def _record_batch(
+    x: np.ndarray, rows: list, features: List[str], passthrough: pa.Schema
+) -> pa.RecordBatch:
     if x.ndim != 2 or x.shape[1] != len(features):
         raise ValueError(f"rows of shape {x.shape}; expected [n, {len(features)}]")
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if bad.size:
-        raise ValueError(f"row {rows[bad[0]] if rows else bad[0]} has a NaN or infinite "
-                         f"feature; validate rows before KMeans")
+        raise ValueError(
+            f"row {rows[bad[0]] if rows else bad[0]} has a NaN or infinite "
+            f"feature; validate rows before KMeans"
+        )
     columns = [matrix_to_features(x)] + [
-        pa.array([row.get(field.name) for row in rows], field.type) if rows
-        else pa.nulls(len(x), field.type) for field in passthrough]
+        pa.array([row.get(field.name) for row in rows], field.type)
+        if rows
+        else pa.nulls(len(x), field.type)
+        for field in passthrough
+    ]
     return pa.RecordBatch.from_arrays(columns, names=[FEATURES_COLUMN] + passthrough.names)
 
 
@@ -298,14 +376,20 @@ def _standardized_sample(sample, transform_dir: str, ready) -> np.ndarray:
     return Standardizer(transform_dir, sample.rows.shape[1])(sample.rows).astype(np.float64)
 
 
-def _export(state: RoundState, model_dir: str, transform_dir: str, features: List[str],
-            ready) -> str:
+def _export(
+    state: RoundState, model_dir: str, transform_dir: str, features: List[str], ready
+) -> str:
     """Write the SavedModel of the final centroids; return its directory."""
     del ready
     import tensorflow_transform as tft
 
-    export_model(model_dir, tft.TFTransformOutput(transform_dir).transform_savedmodel_dir,
-                 state.centroids.astype(np.float32), features, merge_map=state.merge_map)
+    export_model(
+        model_dir,
+        tft.TFTransformOutput(transform_dir).transform_savedmodel_dir,
+        state.centroids.astype(np.float32),
+        features,
+        merge_map=state.merge_map,
+    )
     return model_dir
 
 

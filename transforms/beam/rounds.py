@@ -8,6 +8,7 @@ final pass. A round is two labelled steps: per-shard partial sums
 in the NumPy update. Rounds are unrolled: a Beam graph has no loops, and the
 state the next round needs is tiny (candidates x K x D).
 """
+
 from typing import Iterator, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
@@ -15,8 +16,12 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.beam.combiners import CandidatePartialsCombineFn, PartialsCombineFn
-from transforms.beam.shards import (FEATURES_COLUMN, get_shard_cache, iter_passthrough,
-                                    iter_standardized)
+from transforms.beam.shards import (
+    FEATURES_COLUMN,
+    get_shard_cache,
+    iter_passthrough,
+    iter_standardized,
+)
 from transforms.core.lloyd import Candidates, RoundState, update_candidates
 from transforms.core.partials import Partials, merge
 from transforms.step.buffers import rows_per_call
@@ -81,9 +86,13 @@ class _PartialSumsFn(beam.DoFn):
         # need it); a cached shard in as few calls as the step allows.
         read_rows = rows_per_call(cfg.batch_size, centroids)
         cached_rows = self._step.rows_per_call(cfg.batch_size, centroids)
-        per_batch = [[Partials.from_batch(x, result)
-                      for result in self._step.groups(x, centroids, per_row=False)]
-                     for x in self._cache.batches(path, cfg.n_features, read_rows, cached_rows)]
+        per_batch = [
+            [
+                Partials.from_batch(x, result)
+                for result in self._step.groups(x, centroids, per_row=False)
+            ]
+            for x in self._cache.batches(path, cfg.n_features, read_rows, cached_rows)
+        ]
         if not per_batch:
             return None
         for i, batches in zip(scored, zip(*per_batch)):
@@ -138,8 +147,10 @@ class LloydUpdateFn(beam.CombineFn):
         accumulators = [a for a in accumulators if a is not None]
         if not accumulators:
             return None
-        return ShardPartials(accumulators[0].candidates,
-                             self._merge.merge_accumulators([a.partials for a in accumulators]))
+        return ShardPartials(
+            accumulators[0].candidates,
+            self._merge.merge_accumulators([a.partials for a in accumulators]),
+        )
 
     def extract_output(self, accumulator: ShardPartials) -> Candidates:
         return update_candidates(accumulator.candidates, accumulator.partials, self._tol)
@@ -162,9 +173,10 @@ class LloydRound(beam.PTransform):
     def expand(self, shard_paths):
         return (
             shard_paths
-            | "PartialSums" >> beam.ParDo(_RoundPartialsFn(self._config),
-                                          beam.pvalue.AsSingleton(self._candidates))
-            | "MergeAndUpdate" >> beam.CombinePerKey(LloydUpdateFn(self._config.n_far, self._tol)))
+            | "PartialSums"
+            >> beam.ParDo(_RoundPartialsFn(self._config), beam.pvalue.AsSingleton(self._candidates))
+            | "MergeAndUpdate" >> beam.CombinePerKey(LloydUpdateFn(self._config.n_far, self._tol))
+        )
 
 
 class LloydRounds(beam.PTransform):
@@ -201,10 +213,16 @@ class EvaluateCandidates(beam.PTransform):
     def expand(self, shard_paths):
         return (
             shard_paths
-            | "PartialSums" >> beam.ParDo(_PartialSumsFn(self._config, always=True),
-                                          candidates=beam.pvalue.AsSingleton(self._candidates))
-            | "MergePartials" >> beam.CombineGlobally(
-                CandidatePartialsCombineFn(self._config.n_far)).without_defaults())
+            | "PartialSums"
+            >> beam.ParDo(
+                _PartialSumsFn(self._config, always=True),
+                candidates=beam.pvalue.AsSingleton(self._candidates),
+            )
+            | "MergePartials"
+            >> beam.CombineGlobally(
+                CandidatePartialsCombineFn(self._config.n_far)
+            ).without_defaults()
+        )
 
 
 class _AssignShardFn(beam.DoFn):
@@ -234,7 +252,9 @@ class _AssignShardFn(beam.DoFn):
             parts.append(Partials.from_batch(x, result))
             keep = [name for name in batch.schema.names if name != FEATURES_COLUMN]
             columns = [batch.column(name) for name in keep] + [
-                pa.array(result.labels), pa.array(np.sqrt(result.sq_dist))]
+                pa.array(result.labels),
+                pa.array(np.sqrt(result.sq_dist)),
+            ]
             names = keep + ["cluster_id", "distance"]
             if state.merge_map is not None:
                 columns.append(pa.array(state.merge_map[result.labels]))
@@ -255,7 +275,7 @@ class _AssignShardFn(beam.DoFn):
             return
         start = 0
         for batch in iter_passthrough(path, rows):
-            yield batch, cached[start:start + batch.num_rows]
+            yield batch, cached[start : start + batch.num_rows]
             start += batch.num_rows
 
 
@@ -272,5 +292,6 @@ class AssignShards(beam.PTransform):
             _AssignShardFn(cfg), state=beam.pvalue.AsSingleton(self._final_state)
         ).with_outputs(_AssignShardFn.PARTIALS, main="assignments")
         partials = outputs[_AssignShardFn.PARTIALS] | "MergePartials" >> beam.CombineGlobally(
-            PartialsCombineFn(cfg.n_far))
+            PartialsCombineFn(cfg.n_far)
+        )
         return {"assignments": outputs.assignments, "partials": partials}

@@ -17,6 +17,7 @@ transform gives. The rounds read only the features column,
 through `ShardCache`: a hit returns the matrix kept in memory, a miss just
 reads the file again, so results never depend on the cache.
 """
+
 import collections
 import contextlib
 import functools
@@ -60,8 +61,10 @@ def matrix_to_features(x: np.ndarray) -> pa.Array:
 
 def raw_shard_schema(passthrough: pa.Schema, transform_dir: str, run: str) -> pa.Schema:
     """Columns of a raw shard: float64 features + passthrough; the metadata names its transform."""
-    return pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))] + list(passthrough),
-                     metadata={TRANSFORM_DIR_KEY: transform_dir.encode(), RUN_KEY: run.encode()})
+    return pa.schema(
+        [pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))] + list(passthrough),
+        metadata={TRANSFORM_DIR_KEY: transform_dir.encode(), RUN_KEY: run.encode()},
+    )
 
 
 class _ShardSink(filebasedsink.FileBasedSink):
@@ -72,9 +75,13 @@ class _ShardSink(filebasedsink.FileBasedSink):
     """
 
     def __init__(self, file_path_prefix: str, schema: pa.Schema):
-        super().__init__(file_path_prefix, coder=None, file_name_suffix=SHARD_SUFFIX,
-                         mime_type="application/vnd.apache.arrow.file",
-                         compression_type=CompressionTypes.UNCOMPRESSED)
+        super().__init__(
+            file_path_prefix,
+            coder=None,
+            file_name_suffix=SHARD_SUFFIX,
+            mime_type="application/vnd.apache.arrow.file",
+            compression_type=CompressionTypes.UNCOMPRESSED,
+        )
         self._schema = schema
 
     def open(self, temp_path):
@@ -87,8 +94,10 @@ class _ShardSink(filebasedsink.FileBasedSink):
 
     def close(self, shard):
         # The row count, for readers that size a buffer before reading (`_row_count`).
-        shard.writer.write_batch(pa.RecordBatch.from_pylist([], schema=self._schema),
-                                 custom_metadata={ROWS_KEY: str(shard.rows).encode()})
+        shard.writer.write_batch(
+            pa.RecordBatch.from_pylist([], schema=self._schema),
+            custom_metadata={ROWS_KEY: str(shard.rows).encode()},
+        )
         shard.writer.close()
         shard.handle.close()
 
@@ -111,8 +120,9 @@ class WriteShards(beam.PTransform):
         return tables | beam.io.iobase.Write(self._sink)
 
 
-def _record_batches(reader: pa.ipc.RecordBatchFileReader, batch_size: int, columns=None
-                    ) -> Iterator[pa.RecordBatch]:
+def _record_batches(
+    reader: pa.ipc.RecordBatchFileReader, batch_size: int, columns=None
+) -> Iterator[pa.RecordBatch]:
     """A shard's record batches in file order, cut to at most `batch_size` rows."""
     for i in range(reader.num_record_batches):
         batch = reader.get_batch(i)  # reads this batch only
@@ -129,8 +139,9 @@ def _open_shard(path: str) -> Iterator[pa.ipc.RecordBatchFileReader]:
         yield pa.ipc.open_file(f)
 
 
-def _standardized(shard: pa.ipc.RecordBatchFileReader, path: str, n_features: int,
-                  batch_size: int, columns=None) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
+def _standardized(
+    shard: pa.ipc.RecordBatchFileReader, path: str, n_features: int, batch_size: int, columns=None
+) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
     standardize = _standardizer_of(shard.schema.metadata, n_features, path)
     if columns is not None and FEATURES_COLUMN not in columns:
         columns = [FEATURES_COLUMN] + list(columns)
@@ -141,15 +152,19 @@ def _standardized(shard: pa.ipc.RecordBatchFileReader, path: str, n_features: in
 
 def _row_count(shard: pa.ipc.RecordBatchFileReader, path: str) -> int:
     """Rows in a shard, from the metadata of its last, empty record batch (reads no rows)."""
-    metadata = (shard.get_batch_with_custom_metadata(shard.num_record_batches - 1)[1]
-                if shard.num_record_batches else None)
+    metadata = (
+        shard.get_batch_with_custom_metadata(shard.num_record_batches - 1)[1]
+        if shard.num_record_batches
+        else None
+    )
     if not metadata or ROWS_KEY not in metadata:
         raise ValueError(f"{path} is not a shardmeans shard: it does not end with its row count")
     return int(metadata[ROWS_KEY])
 
 
-def iter_standardized(path: str, n_features: int, batch_size: int, columns=None
-                      ) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
+def iter_standardized(
+    path: str, n_features: int, batch_size: int, columns=None
+) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
     """(record batch, its standardized float32 [<= batch_size, D] rows) of one shard, streamed.
 
     `columns`: the columns to return (default all; the features are always read).
@@ -168,10 +183,15 @@ def iter_passthrough(path: str, batch_size: int) -> Iterator[pa.RecordBatch]:
 def _standardizer_of(metadata: Optional[dict], n_features: int, path: str) -> Callable:
     """The transform of a shard: float64 [n, D] -> float32 [n, D]."""
     if not metadata or TRANSFORM_DIR_KEY not in metadata:
-        raise ValueError(f"{path} is not a shardmeans shard: its schema does not name "
-                         f"the transform_fn that standardizes it")
-    return _standardizer(_transform_dir(metadata[TRANSFORM_DIR_KEY].decode(), path), n_features,
-                         metadata.get(RUN_KEY, b"").decode())
+        raise ValueError(
+            f"{path} is not a shardmeans shard: its schema does not name "
+            f"the transform_fn that standardizes it"
+        )
+    return _standardizer(
+        _transform_dir(metadata[TRANSFORM_DIR_KEY].decode(), path),
+        n_features,
+        metadata.get(RUN_KEY, b"").decode(),
+    )
 
 
 def _transform_dir(recorded: str, shard_path: str) -> str:
@@ -220,8 +240,9 @@ class ShardCache:
                 self._items.move_to_end(path)
             return x
 
-    def batches(self, path: str, n_features: int, batch_size: int,
-                cached_batch_size: Optional[int] = None) -> Iterator[np.ndarray]:
+    def batches(
+        self, path: str, n_features: int, batch_size: int, cached_batch_size: Optional[int] = None
+    ) -> Iterator[np.ndarray]:
         """Standardized float32 [<= batch_size, D] batches of the shard at `path`, in file order.
 
         cached_batch_size: rows per batch when the shard is in the cache (default
@@ -232,19 +253,18 @@ class ShardCache:
         if x is not None:
             step = cached_batch_size or batch_size
             for start in range(0, len(x), step):
-                yield x[start:start + step]
+                yield x[start : start + step]
             return
         # Filled in place as the batches stream by: one copy of the shard at
         # most, not a list of batches and then their concatenation.
         with _open_shard(path) as shard:
             n = _row_count(shard, path)
             # Aligned as TensorFlow's buffers are: the step reads batches of it in place.
-            kept = (aligned_empty((n, n_features))
-                    if n * n_features * 4 <= self.max_bytes else None)
+            kept = aligned_empty((n, n_features)) if n * n_features * 4 <= self.max_bytes else None
             start = 0
             for _, x in _standardized(shard, path, n_features, batch_size, [FEATURES_COLUMN]):
                 if kept is not None:
-                    kept[start:start + len(x)] = x
+                    kept[start : start + len(x)] = x
                 start += len(x)
                 yield x
         if kept is not None:

@@ -31,6 +31,7 @@ of the linkage. They do not move any centroid.
 Pure NumPy/SciPy on O(K x D) inputs and an O(K^2) distance matrix; it runs once,
 on one worker, after the fit. Never imports `pipeline`.
 """
+
 import logging
 import operator
 from typing import Tuple
@@ -49,8 +50,9 @@ def _check_inputs(centroids, sizes) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError("centroids must be finite (no NaN or infinity)")
     w = np.array(sizes, dtype=np.float64)
     if w.shape != (c.shape[0],):
-        raise ValueError(f"sizes must have shape ({c.shape[0]},) to match centroids "
-                         f"{c.shape}, got {w.shape}")
+        raise ValueError(
+            f"sizes must have shape ({c.shape[0]},) to match centroids {c.shape}, got {w.shape}"
+        )
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("sizes must be finite and >= 0")
     if not np.any(w > 0):
@@ -138,8 +140,9 @@ def ward_linkage(centroids: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     m = len(full)
     d2 = np.full((n, n), np.inf)
     wf = w[full]
-    d2[np.ix_(full, full)] = (2.0 * np.outer(wf, wf) / np.add.outer(wf, wf)
-                              * cdist(c[full], c[full], "sqeuclidean"))
+    d2[np.ix_(full, full)] = (
+        2.0 * np.outer(wf, wf) / np.add.outer(wf, wf) * cdist(c[full], c[full], "sqeuclidean")
+    )
     np.fill_diagonal(d2, np.inf)
     active = np.zeros(n, dtype=bool)
     active[full] = True
@@ -181,8 +184,9 @@ def _check_n_groups(n_groups, k: int) -> int:
     except TypeError:
         raise ValueError(f"n_groups must be an integer in 1..{k}, got {n_groups!r}") from None
     if isinstance(n_groups, bool) or not 1 <= g <= k:
-        raise ValueError(f"n_groups must be an integer in 1..{k} (the number of fine "
-                         f"clusters), got {n_groups!r}")
+        raise ValueError(
+            f"n_groups must be an integer in 1..{k} (the number of fine clusters), got {n_groups!r}"
+        )
     return g
 
 
@@ -219,8 +223,9 @@ def merge_map(linkage: np.ndarray, n_groups: int) -> np.ndarray:
     return rank[inverse.ravel()]
 
 
-def ward_merge(centroids: np.ndarray, sizes: np.ndarray,
-               n_groups: int) -> Tuple[np.ndarray, np.ndarray]:
+def ward_merge(
+    centroids: np.ndarray, sizes: np.ndarray, n_groups: int
+) -> Tuple[np.ndarray, np.ndarray]:
     """`ward_linkage` then `merge_map`: (Z float64 [K-1, 4], mapping int64 [K]).
 
     Raises ValueError naming the value when n_groups is not an integer in 1..K

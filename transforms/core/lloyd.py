@@ -6,6 +6,7 @@ centroids are sums / counts; an empty cluster takes the row farthest from its
 centroid (that row leaves its old cluster's sums); the run stops when the total
 squared centroid shift is <= tol.
 """
+
 import logging
 from typing import NamedTuple, Optional, Sequence, Tuple
 
@@ -74,20 +75,21 @@ def relocate_empty_clusters(partials: Partials) -> Tuple[np.ndarray, np.ndarray,
         return sums, counts, 0
     n = min(empty.size, partials.far_dist.size)
     if n < empty.size:
-        logging.warning("%d empty clusters but only %d re-seeding candidates; "
-                        "raise n_far", empty.size, n)
+        logging.warning(
+            "%d empty clusters but only %d re-seeding candidates; raise n_far", empty.size, n
+        )
     for cluster, row, old in zip(empty[:n], partials.far_rows[:n], partials.far_labels[:n]):
         sums[old] -= row
         counts[old] -= 1
         sums[cluster] = row
         counts[cluster] = 1
-    logging.warning("re-seeded %d empty cluster(s) %s with the farthest rows",
-                    n, empty[:n].tolist())
+    logging.warning(
+        "re-seeded %d empty cluster(s) %s with the farthest rows", n, empty[:n].tolist()
+    )
     return sums, counts, n
 
 
-def lloyd_update(state: RoundState, partials: Partials, tol: float,
-                 label: str = "") -> RoundState:
+def lloyd_update(state: RoundState, partials: Partials, tol: float, label: str = "") -> RoundState:
     """One Lloyd update of `state` from the round's merged `partials` (`label` names it in logs)."""
     if state.converged:
         return state
@@ -104,17 +106,28 @@ def lloyd_update(state: RoundState, partials: Partials, tol: float,
         reseeded=state.reseeded + reseeded,
         counts=counts,
     )
-    logging.info("round %d%s: inertia %.6g, largest shift %.3g, total squared shift %.3g%s",
-                 new.rounds, label, partials.inertia, float(np.sqrt(shift.max())), shift.sum(),
-                 " (converged)" if new.converged else "")
+    logging.info(
+        "round %d%s: inertia %.6g, largest shift %.3g, total squared shift %.3g%s",
+        new.rounds,
+        label,
+        partials.inertia,
+        float(np.sqrt(shift.max())),
+        shift.sum(),
+        " (converged)" if new.converged else "",
+    )
     return new
 
 
-def update_candidates(candidates: Candidates, partials: Sequence[Partials],
-                      tol: float) -> Candidates:
+def update_candidates(
+    candidates: Candidates, partials: Sequence[Partials], tol: float
+) -> Candidates:
     """One Lloyd update of every candidate from its merged partials (converged ones stay)."""
     several = len(candidates.states) > 1
-    return candidates._replace(states=tuple(
-        lloyd_update(state, part, tol,
-                     f" (K={len(state.centroids)}, seed {seed})" if several else "")
-        for state, part, seed in zip(candidates.states, partials, candidates.seeds)))
+    return candidates._replace(
+        states=tuple(
+            lloyd_update(
+                state, part, tol, f" (K={len(state.centroids)}, seed {seed})" if several else ""
+            )
+            for state, part, seed in zip(candidates.states, partials, candidates.seeds)
+        )
+    )

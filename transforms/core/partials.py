@@ -5,6 +5,7 @@ the merge is a sum, so it is associative and commutative, and any runner may
 combine the partials of any bundles in any order (the CombineFns that do are
 in `transforms.beam.combiners`).
 """
+
 from typing import Iterable, NamedTuple
 
 import numpy as np
@@ -31,14 +32,26 @@ class Partials(NamedTuple):
 
     @classmethod
     def zeros(cls, k: int, d: int) -> "Partials":
-        return cls(np.zeros((k, d)), np.zeros(k, np.int64), 0.0, np.zeros(0),
-                   np.zeros((0, d), np.float32), np.zeros(0, np.int64))
+        return cls(
+            np.zeros((k, d)),
+            np.zeros(k, np.int64),
+            0.0,
+            np.zeros(0),
+            np.zeros((0, d), np.float32),
+            np.zeros(0, np.int64),
+        )
 
     @classmethod
     def from_batch(cls, x: np.ndarray, result) -> "Partials":
         """Partials of batch `x` float32 [n, D] from its `step.step.BatchResult`."""
-        return cls(result.sums, result.counts, result.inertia,
-                   result.far_sq_dist.astype(np.float64), x[result.far_rows], result.far_labels)
+        return cls(
+            result.sums,
+            result.counts,
+            result.inertia,
+            result.far_sq_dist.astype(np.float64),
+            x[result.far_rows],
+            result.far_labels,
+        )
 
 
 def merge(parts: Iterable[Partials], n_far: int) -> Partials:

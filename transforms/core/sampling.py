@@ -6,6 +6,7 @@ bundles or worker count, because a row's hash depends on nothing but its values
 and the seed. `transforms.beam.combiners.BottomSampleFn` draws it in a pass;
 `transforms.core.seeding` starts the fits from it.
 """
+
 from typing import NamedTuple
 
 import numpy as np

@@ -5,6 +5,7 @@ computes the same one. k-means++ (scikit-learn's `kmeans_plusplus`) then runs on
 sample's first rows in hash order (`seeding_rows`), and each start's inertia on
 the sample can choose among restarts (`transforms.beam.candidates.InitialCandidates`).
 """
+
 from typing import Optional
 
 import numpy as np
@@ -26,9 +27,15 @@ def seeding_rows(n_clusters: int) -> int:
     return max(20_000, 50 * n_clusters)
 
 
-def initial_centroids(sample: np.ndarray, n_clusters: int, init: str,
-                      seed: int, given: Optional[np.ndarray] = None,
-                      refine_rounds: int = 0, tol: float = 0.0) -> np.ndarray:
+def initial_centroids(
+    sample: np.ndarray,
+    n_clusters: int,
+    init: str,
+    seed: int,
+    given: Optional[np.ndarray] = None,
+    refine_rounds: int = 0,
+    tol: float = 0.0,
+) -> np.ndarray:
     """float64 [K, D] initial centroids from `sample` float64 [m, D] (standardized, hash order).
 
     init: "k-means++" (scikit-learn's kmeans_plusplus with `seed`, on the
@@ -50,8 +57,9 @@ def initial_centroids(sample: np.ndarray, n_clusters: int, init: str,
         # -> 0.18 s a start). OpenBLAS splits a product's output between threads,
         # so one thread gives the same centers, bit for bit.
         with threadpool_limits(limits=1, user_api="blas"):
-            centers, _ = kmeans_plusplus(sample[:seeding_rows(n_clusters)], n_clusters,
-                                         random_state=seed)
+            centers, _ = kmeans_plusplus(
+                sample[: seeding_rows(n_clusters)], n_clusters, random_state=seed
+            )
     elif init == "random":
         rows = np.random.RandomState(seed).choice(len(sample), n_clusters, replace=False)
         centers = sample[rows]
@@ -66,8 +74,18 @@ def initial_centroids(sample: np.ndarray, n_clusters: int, init: str,
         with warnings.catch_warnings():
             # fewer distinct rows than K: the full passes re-seed the empty clusters
             warnings.simplefilter("ignore", ConvergenceWarning)
-            centers = KMeans(n_clusters, init=centers, n_init=1, max_iter=refine_rounds,
-                             tol=tol, algorithm="lloyd").fit(sample).cluster_centers_
+            centers = (
+                KMeans(
+                    n_clusters,
+                    init=centers,
+                    n_init=1,
+                    max_iter=refine_rounds,
+                    tol=tol,
+                    algorithm="lloyd",
+                )
+                .fit(sample)
+                .cluster_centers_
+            )
     return np.asarray(centers, dtype=np.float64)
 
 
@@ -81,11 +99,17 @@ def sample_inertia(sample: np.ndarray, centroids: np.ndarray) -> float:
     from sklearn.metrics import pairwise_distances_argmin_min
 
     _, distances = pairwise_distances_argmin_min(sample, centroids)  # chunked: bounded memory
-    return float(np.sum(distances ** 2))
+    return float(np.sum(distances**2))
 
 
-def _initial_state(start, sample: np.ndarray, init: str, given: Optional[np.ndarray],
-                   refine_rounds: int, tol: float):
+def _initial_state(
+    start,
+    sample: np.ndarray,
+    init: str,
+    given: Optional[np.ndarray],
+    refine_rounds: int,
+    tol: float,
+):
     """(index, (K, seed)) -> (index, RoundState of that start's initial centroids, their
     inertia on the sample)."""
     index, (k, seed) = start

@@ -6,6 +6,7 @@ sample: the inertias come from a pass over all rows
 Calinski-Harabasz and Davies-Bouldin scores, which need rows
 and labels, from the sample (scikit-learn's `sklearn.metrics`).
 """
+
 from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -48,29 +49,48 @@ class Selection(NamedTuple):
 def only_candidate(candidates: Candidates) -> Selection:
     """The Selection of a single candidate (no choice, no extra pass): one start, or the
     best of one K's restarts on the init sample."""
-    return Selection(state=candidates.states[0], index=0, seed=candidates.seeds[0],
-                     restarts=_restarts(candidates))
+    return Selection(
+        state=candidates.states[0],
+        index=0,
+        seed=candidates.seeds[0],
+        restarts=_restarts(candidates),
+    )
 
 
-def _restarts(candidates: Candidates, final: Optional[Sequence[Partials]] = None
-              ) -> Tuple[dict, ...]:
+def _restarts(
+    candidates: Candidates, final: Optional[Sequence[Partials]] = None
+) -> Tuple[dict, ...]:
     """Selection.restarts: each start tried, with the rounds (and final inertia) of those
     carried; () for a single start."""
-    ran = [dict(k=len(state.centroids), seed=seed, rounds=state.rounds,
-                converged=state.converged, **({} if final is None else {"inertia": part.inertia}))
-           for state, seed, part in zip(candidates.states, candidates.seeds,
-                                        final or [None] * len(candidates.states))]
+    ran = [
+        dict(
+            k=len(state.centroids),
+            seed=seed,
+            rounds=state.rounds,
+            converged=state.converged,
+            **({} if final is None else {"inertia": part.inertia}),
+        )
+        for state, seed, part in zip(
+            candidates.states, candidates.seeds, final or [None] * len(candidates.states)
+        )
+    ]
     if not candidates.tried:  # Candidates built without the init step
         return tuple(ran) if len(ran) > 1 else ()
     if len(candidates.tried) == 1:
         return ()
     carried = iter(ran)  # both in start order
-    return tuple({**start, **(next(carried) if start["carried"] else {})}
-                 for start in candidates.tried)
+    return tuple(
+        {**start, **(next(carried) if start["carried"] else {})} for start in candidates.tried
+    )
 
 
-def select(candidates: Candidates, final: Sequence[Partials], sample: np.ndarray,
-           criterion: str = "silhouette", seed: int = 0) -> Selection:
+def select(
+    candidates: Candidates,
+    final: Sequence[Partials],
+    sample: np.ndarray,
+    criterion: str = "silhouette",
+    seed: int = 0,
+) -> Selection:
     """Pick the lowest-inertia restart of each K, then the K that `criterion` scores best.
 
     final:  per candidate, its Partials against its final centroids over all rows.
@@ -89,33 +109,43 @@ def select(candidates: Candidates, final: Sequence[Partials], sample: np.ndarray
         (index,) = best.values()
         return Selection(candidates.states[index], index, candidates.seeds[index], restarts)
 
-    sweep = tuple(dict(k=k, inertia=final[i].inertia,
-                       **_scores(sample, candidates.states[i].centroids, seed))
-                  for k, i in sorted(best.items()))
+    sweep = tuple(
+        dict(k=k, inertia=final[i].inertia, **_scores(sample, candidates.states[i].centroids, seed))
+        for k, i in sorted(best.items())
+    )
     scored = [row for row in sweep if row[criterion] is not None]
     if not scored:
         raise UserInputError(
             f"no K of the sweep {[row['k'] for row in sweep]} has a {criterion} score on the "
-            f"init sample: each put the sample in a single cluster (too few distinct rows?)")
+            f"init sample: each put the sample in a single cluster (too few distinct rows?)"
+        )
     larger_is_better = CRITERIA[criterion]
     chosen = max(scored, key=lambda row: row[criterion] if larger_is_better else -row[criterion])
     index = best[chosen["k"]]
-    return Selection(candidates.states[index], index, candidates.seeds[index], restarts, sweep,
-                     criterion)
+    return Selection(
+        candidates.states[index], index, candidates.seeds[index], restarts, sweep, criterion
+    )
 
 
 def _scores(sample: np.ndarray, centroids: np.ndarray, seed: int) -> dict:
     """Silhouette (on at most SILHOUETTE_ROWS rows), Calinski-Harabasz and Davies-Bouldin
     of `sample` float64 [m, D] labelled by its nearest of `centroids` float64 [K, D]."""
-    from sklearn.metrics import (calinski_harabasz_score, davies_bouldin_score,
-                                 pairwise_distances_argmin, silhouette_score)
+    from sklearn.metrics import (
+        calinski_harabasz_score,
+        davies_bouldin_score,
+        pairwise_distances_argmin,
+        silhouette_score,
+    )
 
     labels = pairwise_distances_argmin(sample, centroids)
     if not 2 <= len(np.unique(labels)) <= len(sample) - 1:  # where the scores are defined
         return {"silhouette": None, "calinski_harabasz": None, "davies_bouldin": None}
     try:
-        silhouette = float(silhouette_score(sample, labels, sample_size=min(len(sample), SILHOUETTE_ROWS),
-                                            random_state=seed))
+        silhouette = float(
+            silhouette_score(
+                sample, labels, sample_size=min(len(sample), SILHOUETTE_ROWS), random_state=seed
+            )
+        )
     except ValueError:  # the subsample fell in a single cluster
         silhouette = None
     return {

@@ -3,6 +3,7 @@
 NumPy only: `transforms.beam.shards` allocates its cached shards with
 `aligned_empty`, and the step (`transforms.step.step`) sizes its calls here.
 """
+
 from typing import Sequence
 
 import numpy as np
@@ -60,4 +61,4 @@ def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
     nbytes = int(np.prod(shape)) * dtype.itemsize
     buf = np.empty(nbytes + TF_ALIGN_BYTES, np.uint8)
     start = -buf.ctypes.data % TF_ALIGN_BYTES
-    return buf[start:start + nbytes].view(dtype).reshape(shape)
+    return buf[start : start + nbytes].view(dtype).reshape(shape)

@@ -1,4 +1,5 @@
 """The devices of the step's MirroredStrategy: a `--devices` spec, and the CPU split in several."""
+
 from typing import Optional
 
 
@@ -12,7 +13,8 @@ def split_cpu(n: int) -> None:
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+    )
 
 
 def resolve_devices(spec: Optional[str]) -> Optional[list]:
@@ -42,9 +44,9 @@ def resolve_devices(spec: Optional[str]) -> Optional[list]:
                 raise ValueError(
                     f"--devices={spec}: TensorFlow had started in this process before the CPU "
                     f"could be split into {n} devices; call resolve_devices() at process "
-                    f"start (the shardmeans CLI does)") from None
+                    f"start (the shardmeans CLI does)"
+                ) from None
         return [f"/cpu:{i}" for i in range(n)]
     if kind == "gpu" and rest:
         return [f"/gpu:{int(i)}" for i in rest.split(",")]
-    raise ValueError(
-        f"--devices={spec!r} is not one of: auto, cpu, cpu:N, gpu:I[,J...]")
+    raise ValueError(f"--devices={spec!r} is not one of: auto, cpu, cpu:N, gpu:I[,J...]")

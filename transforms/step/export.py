@@ -16,6 +16,7 @@ Besides the signatures, the loaded object has `assign_batch(x)` (float64 [n, D],
 columns in `feature_names` order), which keeps raw values in float64 as the fit
 did (tf.Example carries float32), and `feature_names` (string [D]).
 """
+
 from typing import List, Optional
 
 import numpy as np
@@ -23,8 +24,12 @@ import numpy as np
 CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID = "cluster_id", "distance", "merged_cluster_id"
 
 
-def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, features: List[str],
-                       merge_map: Optional[np.ndarray] = None):
+def build_model_module(
+    transform_savedmodel_dir: str,
+    centroids: np.ndarray,
+    features: List[str],
+    merge_map: Optional[np.ndarray] = None,
+):
     """A tf.Module with the two signatures' functions (see the module docstring).
 
     With `merge_map` (int64 [K], fine cluster -> merged group) the outputs also
@@ -38,12 +43,15 @@ def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, fea
         def __init__(self):
             super().__init__()
             self.transform = tf.saved_model.load(transform_savedmodel_dir)
-            self.centroids = tf.Variable(np.asarray(centroids, np.float32), trainable=False,
-                                         name="centroids")
+            self.centroids = tf.Variable(
+                np.asarray(centroids, np.float32), trainable=False, name="centroids"
+            )
             self.feature_names = tf.Variable(features, trainable=False, name="feature_names")
-            self.merge_map = (None if merge_map is None else
-                              tf.Variable(np.asarray(merge_map, np.int64), trainable=False,
-                                          name="merge_map"))
+            self.merge_map = (
+                None
+                if merge_map is None
+                else tf.Variable(np.asarray(merge_map, np.int64), trainable=False, name="merge_map")
+            )
 
         def assign(self, columns):
             """columns: float [n] per feature, in `features` order -> outputs dict."""
@@ -51,7 +59,9 @@ def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, fea
             x = tf.debugging.assert_all_finite(x, "shardmeans model: a feature is NaN or infinite")
             z = self.transform.transform_fn({FEATURES: tf.cast(x, tf.float64)})[FEATURES]
             c = self.centroids
-            scores = tf.reduce_sum(c * c, axis=1)[tf.newaxis, :] - 2.0 * tf.matmul(z, c, transpose_b=True)
+            scores = tf.reduce_sum(c * c, axis=1)[tf.newaxis, :] - 2.0 * tf.matmul(
+                z, c, transpose_b=True
+            )
             labels = tf.argmin(scores, axis=1, output_type=tf.int64)
             diff = z - tf.gather(c, labels)
             out = {CLUSTER_ID: labels, DISTANCE: tf.sqrt(tf.reduce_sum(diff * diff, axis=1))}
@@ -59,33 +69,48 @@ def build_model_module(transform_savedmodel_dir: str, centroids: np.ndarray, fea
                 out[MERGED_CLUSTER_ID] = tf.gather(self.merge_map, labels)
             return out
 
-        @tf.function(input_signature=[tf.TensorSpec([None, len(features)], tf.float64)],
-                     autograph=False)  # no Python control flow on tensors: no conversion
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, len(features)], tf.float64)], autograph=False
+        )  # no Python control flow on tensors: no conversion
         def assign_batch(self, x):
             return self.assign(tf.unstack(x, num=len(features), axis=1))
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
-                     autograph=False)
+        @tf.function(
+            input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False
+        )
         def serve_examples(self, examples):
             spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features}
             parsed = tf.io.parse_example(examples, spec)  # a missing feature raises
             return self.assign([parsed[name] for name in features])
 
-        @tf.function(input_signature=[{name: tf.TensorSpec([None], tf.float32, name=name)
-                                       for name in features}], autograph=False)
+        @tf.function(
+            input_signature=[
+                {name: tf.TensorSpec([None], tf.float32, name=name) for name in features}
+            ],
+            autograph=False,
+        )
         def predict_raw(self, inputs):
             return self.assign([inputs[name] for name in features])
 
     return KMeansModel()
 
 
-def export_model(model_dir: str, transform_savedmodel_dir: str, centroids: np.ndarray,
-                 features: List[str], merge_map: Optional[np.ndarray] = None) -> None:
+def export_model(
+    model_dir: str,
+    transform_savedmodel_dir: str,
+    centroids: np.ndarray,
+    features: List[str],
+    merge_map: Optional[np.ndarray] = None,
+) -> None:
     """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`."""
     import tensorflow as tf
 
     module = build_model_module(transform_savedmodel_dir, centroids, features, merge_map)
-    tf.saved_model.save(module, model_dir, signatures={
-        "serving_default": module.serve_examples.get_concrete_function(),
-        "predict_raw": module.predict_raw.get_concrete_function(),
-    })
+    tf.saved_model.save(
+        module,
+        model_dir,
+        signatures={
+            "serving_default": module.serve_examples.get_concrete_function(),
+            "predict_raw": module.predict_raw.get_concrete_function(),
+        },
+    )

@@ -4,6 +4,7 @@ The raw input is one dense float64 feature `features` [batch, D]; the output is
 its z-score per column, float32 [batch, D]. One vector feature with
 `elementwise=True` is one analyzer pass for all D columns instead of D.
 """
+
 import numpy as np
 
 FEATURES = "features"

@@ -23,6 +23,7 @@ process, so every round's DoFn shares the strategy and the compiled function
 (the XLA step traced once per batch-shape bucket and candidate layout, the op
 once per candidate layout whatever the row count; never once per round).
 """
+
 import functools
 import logging
 from typing import List, NamedTuple, Optional, Sequence
@@ -77,8 +78,9 @@ class KMeansStep:
     TensorFlow's own ops, as on GPUs).
     """
 
-    def __init__(self, devices: Optional[str] = None, n_far: int = 16,
-                 native: Optional[bool] = None):
+    def __init__(
+        self, devices: Optional[str] = None, n_far: int = 16, native: Optional[bool] = None
+    ):
         import tensorflow as tf
 
         from transforms.step.native import build as native_op
@@ -96,24 +98,34 @@ class KMeansStep:
         on_cpu = all("CPU" in d.upper() for d in self.strategy.extended.worker_devices)
         self._op = native_op.load() if on_cpu and native is not False else None
         if native and self._op is None:
-            raise RuntimeError("KMeansStep(native=True): the fused op is not available "
-                               "on these devices or could not be built (see the log)")
-        logging.info("KMeansStep: %d replica(s): %s; %s", self.n_replicas,
-                     list(self.strategy.extended.worker_devices),
-                     "fused op" if self._op else "TensorFlow ops (XLA)")
+            raise RuntimeError(
+                "KMeansStep(native=True): the fused op is not available "
+                "on these devices or could not be built (see the log)"
+            )
+        logging.info(
+            "KMeansStep: %d replica(s): %s; %s",
+            self.n_replicas,
+            list(self.strategy.extended.worker_devices),
+            "fused op" if self._op else "TensorFlow ops (XLA)",
+        )
         # autograph=False: the step has no Python control flow on tensors, and
         # converting it cost ~0.3 s of every trace (one per batch shape and layout).
         xla_step = tf.function(self._replica_step, jit_compile=True, autograph=False)
-        self._run_xla = tf.function(functools.partial(self._distributed, xla_step),
-                                    autograph=False)
+        self._run_xla = tf.function(functools.partial(self._distributed, xla_step), autograph=False)
         # The op is traced inline into the strategy's function (it has no XLA kernel).
         # reduce_retracing: after a second row count the trace takes any. Without
         # per-row results (a round's partial sums), the op writes no labels or
         # distances: 16 bytes a row less to allocate, write and convert.
-        self._run_op = {per_row: tf.function(
-            functools.partial(self._distributed, functools.partial(self._native_step,
-                                                                   per_row=per_row)),
-            autograph=False, reduce_retracing=True) for per_row in (True, False)}
+        self._run_op = {
+            per_row: tf.function(
+                functools.partial(
+                    self._distributed, functools.partial(self._native_step, per_row=per_row)
+                ),
+                autograph=False,
+                reduce_retracing=True,
+            )
+            for per_row in (True, False)
+        }
 
     @property
     def native(self) -> bool:
@@ -141,14 +153,20 @@ class KMeansStep:
     def _native_step(self, x, valid, centroids, bias, per_row=True):
         """`_replica_step`'s contract, as one fused op (labels and sq_dist [0, G]
         unless per_row)."""
-        outputs = self._op.shardmeans_nearest_centroids(x, valid, centroids, bias,
-                                                        n_far=self.n_far, per_row=per_row)
+        outputs = self._op.shardmeans_nearest_centroids(
+            x, valid, centroids, bias, n_far=self.n_far, per_row=per_row
+        )
         # The op's own shape function cannot read its attributes (TensorFlow's C
         # API has no way to): the shapes that depend on them are set here.
         rows, g = x.shape[0] if per_row else 0, centroids.shape[0]
         far = None if x.shape[0] is None else min(self.n_far, x.shape[0])
-        for i, shape in [(0, [rows, g]), (1, [rows, g]), (5, [g, far]), (6, [g, far]),
-                         (7, [g, far])]:
+        for i, shape in [
+            (0, [rows, g]),
+            (1, [rows, g]),
+            (5, [g, far]),
+            (6, [g, far]),
+            (7, [g, far]),
+        ]:
             outputs[i].set_shape(shape)
         return tuple(outputs)
 
@@ -173,31 +191,54 @@ class KMeansStep:
         sq_dist = tf.reduce_sum(diff * diff, axis=2)  # [b, G]
         segments = tf.where(valid[:, tf.newaxis], index, g * k)  # padding: a dropped segment
         x64 = tf.broadcast_to(tf.cast(x, tf.float64)[:, tf.newaxis, :], [tf.shape(x)[0], g, d])
-        sums = tf.math.unsorted_segment_sum(x64, segments, g * k + 1)[:g * k]
+        sums = tf.math.unsorted_segment_sum(x64, segments, g * k + 1)[: g * k]
         counts = tf.math.unsorted_segment_sum(
-            tf.ones_like(segments, dtype=tf.int64), segments, g * k + 1)[:g * k]
+            tf.ones_like(segments, dtype=tf.int64), segments, g * k + 1
+        )[: g * k]
         masked = tf.where(valid[:, tf.newaxis], sq_dist, tf.zeros_like(sq_dist))
         inertia = tf.reduce_sum(tf.cast(masked, tf.float64), axis=0)  # [G]
         n_far = min(self.n_far, x.shape[0])
         far_sq, far = tf.math.top_k(
-            tf.transpose(tf.where(valid[:, tf.newaxis], sq_dist, -tf.ones_like(sq_dist))), n_far)
+            tf.transpose(tf.where(valid[:, tf.newaxis], sq_dist, -tf.ones_like(sq_dist))), n_far
+        )
         far_labels = tf.gather(tf.transpose(labels), far, batch_dims=1)  # [G, n_far]
-        return (labels, sq_dist, tf.reshape(sums, [g, k, d]), tf.reshape(counts, [g, k]),
-                inertia, far, far_sq, far_labels)
+        return (
+            labels,
+            sq_dist,
+            tf.reshape(sums, [g, k, d]),
+            tf.reshape(counts, [g, k]),
+            inertia,
+            far,
+            far_sq,
+            far_labels,
+        )
 
     def _distributed(self, replica_step, xs, valids, centroids, bias):
         tf = self._tf
         labels, sq_dist, sums, counts, inertia, far, far_sq, far_labels = self.strategy.run(
-            replica_step, args=(xs, valids, centroids, bias))
+            replica_step, args=(xs, valids, centroids, bias)
+        )
         total = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
         local = lambda v, axis: tf.concat(self.strategy.experimental_local_results(v), axis=axis)
-        return (local(labels, 0), local(sq_dist, 0), total(sums), total(counts), total(inertia),
-                local(far, 1), local(far_sq, 1), local(far_labels, 1))
+        return (
+            local(labels, 0),
+            local(sq_dist, 0),
+            total(sums),
+            total(counts),
+            total(inertia),
+            local(far, 1),
+            local(far_sq, 1),
+            local(far_labels, 1),
+        )
 
     def _as_tensor(self, a: np.ndarray):
         """`a` as a CPU tensor: its own memory when aligned (DLPack), else a copy."""
-        if (a.flags.c_contiguous and a.flags.writeable and a.size
-                and a.ctypes.data % TF_ALIGN_BYTES == 0):
+        if (
+            a.flags.c_contiguous
+            and a.flags.writeable
+            and a.size
+            and a.ctypes.data % TF_ALIGN_BYTES == 0
+        ):
             return self._tf.experimental.dlpack.from_dlpack(a.__dlpack__())
         return self._tf.convert_to_tensor(a)
 
@@ -205,8 +246,9 @@ class KMeansStep:
         """Run the step on `x` float32 [n, D] against `centroids` float32 [K, D]."""
         return self.groups(x, [centroids])[0]
 
-    def groups(self, x: np.ndarray, centroids: Sequence[np.ndarray],
-               per_row: bool = True) -> List[BatchResult]:
+    def groups(
+        self, x: np.ndarray, centroids: Sequence[np.ndarray], per_row: bool = True
+    ) -> List[BatchResult]:
         """Run the step on `x` float32 [n, D] against G groups of centroids at once.
 
         centroids: G arrays float32 [K_g, D] (the K_g may differ). One pass over
@@ -220,8 +262,8 @@ class KMeansStep:
         packed = np.zeros((g, k, d), np.float32)
         bias = np.full((g, k), np.inf, np.float32)
         for i, c in enumerate(centroids):
-            packed[i, :len(c)] = c
-            bias[i, :len(c)] = 0.0
+            packed[i, : len(c)] = c
+            bias[i, : len(c)] = 0.0
         r = self.n_replicas
         fused = self.fused_for(packed)
         if fused:  # the batch in place, split across the replicas as evenly as it goes
@@ -243,29 +285,45 @@ class KMeansStep:
             if r == 1:
                 return self._as_tensor(a)
             return self.strategy.experimental_distribute_values_from_function(
-                lambda ctx: self._as_tensor(a[starts[ctx.replica_id_in_sync_group]:
-                                              starts[ctx.replica_id_in_sync_group + 1]]))
+                lambda ctx: self._as_tensor(
+                    a[
+                        starts[ctx.replica_id_in_sync_group] : starts[
+                            ctx.replica_id_in_sync_group + 1
+                        ]
+                    ]
+                )
+            )
 
         # np.asarray: a view of each result tensor (.numpy() would copy it)
         run = self._run_op[per_row] if fused else self._run_xla
-        labels, sq, sums, counts, inertia, far, far_sq, far_labels = map(np.asarray, run(
-            replica_values(rows), replica_values(valid), tf.constant(packed), tf.constant(bias)))
+        labels, sq, sums, counts, inertia, far, far_sq, far_labels = map(
+            np.asarray,
+            run(
+                replica_values(rows), replica_values(valid), tf.constant(packed), tf.constant(bias)
+            ),
+        )
         # Each replica's candidates index its own rows: make them batch indices.
-        far = far + np.repeat(starts[:r], [min(self.n_far, b - a)
-                                           for a, b in zip(starts, starts[1:])])[None, :]
+        far = (
+            far
+            + np.repeat(starts[:r], [min(self.n_far, b - a) for a, b in zip(starts, starts[1:])])[
+                None, :
+            ]
+        )
         results = []
         for i, c in enumerate(centroids):
             # Drop padding rows, keep the n_far farthest overall (replicas in row order).
             real = np.flatnonzero(far[i] < n)
             keep = real[np.argsort(-far_sq[i, real], kind="stable")][: self.n_far]
-            results.append(BatchResult(
-                labels=labels[:n, i].astype(np.int64) if per_row else None,
-                sq_dist=sq[:n, i] if per_row else None,
-                sums=sums[i, :len(c)],
-                counts=counts[i, :len(c)],
-                inertia=float(inertia[i]),
-                far_rows=far[i, keep].astype(np.int64),
-                far_sq_dist=far_sq[i, keep],
-                far_labels=far_labels[i, keep].astype(np.int64),
-            ))
+            results.append(
+                BatchResult(
+                    labels=labels[:n, i].astype(np.int64) if per_row else None,
+                    sq_dist=sq[:n, i] if per_row else None,
+                    sums=sums[i, : len(c)],
+                    counts=counts[i, : len(c)],
+                    inertia=float(inertia[i]),
+                    far_rows=far[i, keep].astype(np.int64),
+                    far_sq_dist=far_sq[i, keep],
+                    far_labels=far_labels[i, keep].astype(np.int64),
+                )
+            )
         return results

@@ -20,6 +20,7 @@ SHARDMEANS_OP_THREADS sets the op's threads, shared by all its calls in a proces
 (default: one per CPU the process may run on, its affinity mask; a CPU quota,
 as in some containers, is not seen there).
 """
+
 import functools
 import hashlib
 import logging
@@ -82,12 +83,16 @@ def _compile(cxx: str, flags: list, target: Path) -> None:
         command = ["-shared", "-fPIC", "-O3", "-w", str(SOURCE), "-o", tmp] + flags
         native = None  # the first failed -march=native build, if one failed
         for arch in _ARCH_FLAGS:
-            done = subprocess.run([cxx] + arch + command, capture_output=True, text=True,
-                                  timeout=_COMPILE_TIMEOUT_S)
+            done = subprocess.run(
+                [cxx] + arch + command, capture_output=True, text=True, timeout=_COMPILE_TIMEOUT_S
+            )
             if done.returncode == 0:
                 if not arch:  # slower, and easy to miss: say why
-                    logging.warning("native op: the -march=native build failed, built for "
-                                    "a generic CPU instead: %s", native.stderr.strip()[-2000:])
+                    logging.warning(
+                        "native op: the -march=native build failed, built for "
+                        "a generic CPU instead: %s",
+                        native.stderr.strip()[-2000:],
+                    )
                 os.replace(tmp, target)
                 return
             native = native or done
@@ -111,19 +116,38 @@ def load():
 
     threads = os.environ.get("SHARDMEANS_OP_THREADS")
     if threads is not None and not (threads.isdigit() and 0 < int(threads) <= 9999):
-        logging.warning("native op: SHARDMEANS_OP_THREADS=%r is not a positive integer; "
-                        "ignored (one thread per CPU the process may run on)", threads)
+        logging.warning(
+            "native op: SHARDMEANS_OP_THREADS=%r is not a positive integer; "
+            "ignored (one thread per CPU the process may run on)",
+            threads,
+        )
     cxx = shutil.which(os.environ.get("CXX", "c++"))
     if cxx is None:
-        logging.warning("native op: no C++ compiler found; the K-Means step runs with "
-                        "TensorFlow's own ops (slower on CPU)")
+        logging.warning(
+            "native op: no C++ compiler found; the K-Means step runs with "
+            "TensorFlow's own ops (slower on CPU)"
+        )
         return None
     # The C API's headers and TensorFlow's framework library, which exports it.
-    flags = ["-std=c++17", "-pthread", "-I" + tf.sysconfig.get_include(),
-             *tf.sysconfig.get_link_flags()]
-    key = hashlib.sha256("\0".join(
-        [SOURCE.read_text(), tf.__version__, " ".join(flags), cxx, platform.machine(),
-         _cpu_features(), repr(_ARCH_FLAGS)]).encode()).hexdigest()[:16]
+    flags = [
+        "-std=c++17",
+        "-pthread",
+        "-I" + tf.sysconfig.get_include(),
+        *tf.sysconfig.get_link_flags(),
+    ]
+    key = hashlib.sha256(
+        "\0".join(
+            [
+                SOURCE.read_text(),
+                tf.__version__,
+                " ".join(flags),
+                cxx,
+                platform.machine(),
+                _cpu_features(),
+                repr(_ARCH_FLAGS),
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     name = f"nearest_centroids-{key}.so"
     try:
         target = _cache_dir() / name
@@ -137,6 +161,9 @@ def load():
             raise RuntimeError(f"{target} registered no ShardmeansNearestCentroids op")
         return module
     except (OSError, RuntimeError, subprocess.SubprocessError, tf.errors.OpError) as e:
-        logging.warning("native op: unavailable (%s); the K-Means step runs with "
-                        "TensorFlow's own ops (slower on CPU)", e)
+        logging.warning(
+            "native op: unavailable (%s); the K-Means step runs with "
+            "TensorFlow's own ops (slower on CPU)",
+            e,
+        )
         return None

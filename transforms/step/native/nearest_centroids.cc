@@ -139,10 +139,22 @@ inline V Rotate(V v) {
 // The minimum over lanes, in every lane (log2(kLanes) rotations).
 template <typename V>
 inline V AllMin(V v) {
-  if constexpr (kLanes >= 16) { const V s = Rotate<8>(v); v = s < v ? s : v; }
-  if constexpr (kLanes >= 8) { const V s = Rotate<4>(v); v = s < v ? s : v; }
-  { const V s = Rotate<2>(v); v = s < v ? s : v; }
-  { const V s = Rotate<1>(v); v = s < v ? s : v; }
+  if constexpr (kLanes >= 16) {
+    const V s = Rotate<8>(v);
+    v = s < v ? s : v;
+  }
+  if constexpr (kLanes >= 8) {
+    const V s = Rotate<4>(v);
+    v = s < v ? s : v;
+  }
+  {
+    const V s = Rotate<2>(v);
+    v = s < v ? s : v;
+  }
+  {
+    const V s = Rotate<1>(v);
+    v = s < v ? s : v;
+  }
   return v;
 }
 
@@ -215,8 +227,7 @@ inline void ScoreBlock(const float* const* rows, const Layout& L, int64_t col, f
     }
   }
   for (int r = 0; r < kRows; ++r)
-    for (int v = 0; v < kVecs; ++v)
-      StoreU(tile + r * L.cols + col + v * kLanes, acc[r][v]);
+    for (int v = 0; v < kVecs; ++v) StoreU(tile + r * L.cols + col + v * kLanes, acc[r][v]);
 }
 
 // Half a vector of floats, and the same lanes as doubles (one full vector).
@@ -450,8 +461,7 @@ void Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
   if (TF_NumDims(centroids) != 3) return Invalid(status, "centroids must be [G, K, D]");
   const int64_t n = TF_Dim(x, 0), g = TF_Dim(centroids, 0), k = TF_Dim(centroids, 1),
                 d = TF_Dim(centroids, 2);
-  if (TF_Dim(x, 1) != d)
-    return Invalid(status, "x and centroids differ in their last dimension");
+  if (TF_Dim(x, 1) != d) return Invalid(status, "x and centroids differ in their last dimension");
   if (TF_NumDims(valid) != 1 || TF_Dim(valid, 0) != n)
     return Invalid(status, "valid must be [rows]");
   if (TF_NumDims(bias) != 2 || TF_Dim(bias, 0) != g || TF_Dim(bias, 1) != k)
@@ -575,8 +585,8 @@ void InferShapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
   TF_ShapeHandle* centroids = TF_NewShapeHandle();
   TF_ShapeHandle* part = TF_NewShapeHandle();
   TF_ShapeInferenceContextGetInput(ctx, 2, centroids, status);
-  if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextWithRank(ctx, centroids, 3, centroids,
-                                                                    status);
+  if (TF_GetCode(status) == TF_OK)
+    TF_ShapeInferenceContextWithRank(ctx, centroids, 3, centroids, status);
   if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, 2, centroids, status);
   for (int64_t out = 3, rank = 2; out <= 4 && TF_GetCode(status) == TF_OK; ++out, --rank) {
     TF_ShapeInferenceContextSubshape(ctx, centroids, 0, rank, part, status);
@@ -592,9 +602,9 @@ bool Register() {
   TF_OpDefinitionBuilder* op = TF_NewOpDefinitionBuilder(kName);
   for (const char* spec : {"x: float", "valid: bool", "centroids: float", "bias: float"})
     TF_OpDefinitionBuilderAddInput(op, spec);
-  for (const char* spec : {"labels: int32", "sq_dist: float", "sums: double", "counts: int64",
-                           "inertia: double", "far: int32", "far_sq_dist: float",
-                           "far_labels: int32"})
+  for (const char* spec :
+       {"labels: int32", "sq_dist: float", "sums: double", "counts: int64", "inertia: double",
+        "far: int32", "far_sq_dist: float", "far_labels: int32"})
     TF_OpDefinitionBuilderAddOutput(op, spec);
   TF_OpDefinitionBuilderAddAttr(op, "n_far: int >= 0");
   TF_OpDefinitionBuilderAddAttr(op, "per_row: bool = true");
