@@ -69,7 +69,6 @@ def _run_job(command: str, argv: List[str]) -> int:
     import apache_beam as beam
 
     from pipeline import fit, score, workdir
-    from pipeline.io.files import match_input
     from pipeline.outputs import run_output
     from transforms.step.devices import resolve_devices
 
@@ -89,7 +88,7 @@ def _run_job(command: str, argv: List[str]) -> int:
         spec.output,
         command,
         options.view_as(OutputOptions).overwrite,
-        reads + match_input(spec.input),
+        reads + list(spec.files),
         input_pattern=spec.input,
         in_process=runner is not None,
     )

@@ -13,7 +13,7 @@ from pipeline.io.layout import input_layout
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions
 from pipeline.outputs import writers
 from pipeline.outputs.run_output import RunOutput
-from pipeline.workdir import absolute_path
+from pipeline.workdir import absolute_path, is_template_run
 from transforms.beam.kmeans import KMeans, resolve_n_init
 from transforms.core.errors import UserInputError
 from transforms.core.seeding import INIT_METHODS
@@ -23,6 +23,8 @@ class FitSpec(NamedTuple):
     """Everything the fit graph needs, checked against the options and the first input file."""
 
     input: str
+    files: Tuple[str, ...]  # the files `input` matched when the graph was built, sorted
+    match_when_run: bool  # a template: `input` is matched again when it runs
     format: str
     features: List[str]
     passthrough: pa.Schema  # columns copied to the assignments, as read
@@ -86,6 +88,8 @@ def fit_spec(options) -> FitSpec:
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     return FitSpec(
         input=absolute_path(inp.input),
+        files=tuple(layout.files),
+        match_when_run=is_template_run(options),
         format=layout.format,
         features=features,
         passthrough=layout.passthrough,
@@ -213,7 +217,13 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
     """Add the fit job to `pipeline` (runs nothing): read and validate, KMeans, write the
     outputs under the run's stage, publish them to `spec.output` once all are written."""
     rows = pipeline | "Read" >> ReadValidRows(
-        spec.input, spec.format, spec.features, spec.passthrough, spec.on_invalid, spec.batch_size
+        spec.input,
+        spec.format,
+        spec.features,
+        spec.passthrough,
+        spec.on_invalid,
+        spec.batch_size,
+        files=None if spec.match_when_run else spec.files,
     )
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     fitted = rows["valid"] | "KMeans" >> KMeans(

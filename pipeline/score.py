@@ -1,7 +1,7 @@
 """The `score` job: apply a fitted model to new data, with the fit's validation and dead letter."""
 
 import posixpath
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -13,13 +13,15 @@ from pipeline.io.layout import input_layout
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
 from pipeline.outputs import writers
 from pipeline.outputs.run_output import MARKER, RunOutput
-from pipeline.workdir import absolute_path
+from pipeline.workdir import absolute_path, is_template_run
 from transforms.beam.assign import AssignClusters, describe_model
 from transforms.core.errors import UserInputError
 
 
 class ScoreSpec(NamedTuple):
     input: str
+    files: Tuple[str, ...]  # the files `input` matched when the graph was built, sorted
+    match_when_run: bool  # a template: `input` is matched again when it runs
     format: str
     features: List[str]
     passthrough: pa.Schema
@@ -85,6 +87,8 @@ def score_spec(options) -> ScoreSpec:
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     return ScoreSpec(
         absolute_path(inp.input),
+        tuple(layout.files),
+        is_template_run(options),
         layout.format,
         features,
         layout.passthrough,
@@ -100,7 +104,13 @@ def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutpu
     """Add the score job to `pipeline` (runs nothing): read and validate, assign, write under
     the run's stage, publish to `spec.output` once all are written."""
     rows = pipeline | "Read" >> ReadValidRows(
-        spec.input, spec.format, spec.features, spec.passthrough, spec.on_invalid, spec.batch_size
+        spec.input,
+        spec.format,
+        spec.features,
+        spec.passthrough,
+        spec.on_invalid,
+        spec.batch_size,
+        files=None if spec.match_when_run else spec.files,
     )
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     assigned = (

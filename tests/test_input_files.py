@@ -402,6 +402,7 @@ def test_tfrecord_passthrough_scalar_in_layout_with_lists_later(tmp_path):
         None,
         ["x", "tag"],
         pa.schema([("x", pa.float32()), ("tag", pa.int64())]),
+        [str(path)],
     )
     valid, rejects = _check_all(path, "tfrecord", ["x"], layout)
     assert [r["tag"] for r in valid] == [0, 1, 2, 3, 4, None]
@@ -520,6 +521,26 @@ def test_read_valid_rows_counts_files_rejected(with_dangling_link):
         assert_that(
             reasons,
             equal_to(["cannot read file: File", "non-numeric value 'oop"]),
+            label="Rejected",
+        )
+
+
+def test_read_valid_rows_reads_the_files_matched_before_and_reports_one_gone(tmp_path):
+    """Given the driver's list, a file gone since it was matched is a rejected file, and a
+    file that appeared since is not read: the job reads what its layout was built from."""
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    (tmp_path / "a.csv").write_text("a\n1\n2\n")
+    (tmp_path / "late.csv").write_text("a\n3\n")
+    files = [str(tmp_path / "a.csv"), str(tmp_path / "gone.csv")]
+    with beam.Pipeline(runner=fn_runner.FnApiRunner()) as p:
+        rows = p | ReadValidRows(str(tmp_path / "*.csv"), "csv", ["a"], pa.schema([]), files=files)
+        assert_that(rows["counts"] | beam.Map(lambda c: c.tolist()), equal_to([[2, 2, 0, 1]]))
+        assert_that(
+            rows["rejected"] | beam.Map(lambda line: json.loads(line)["file"]),
+            equal_to([files[1]]),
             label="Rejected",
         )
 

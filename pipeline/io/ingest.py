@@ -1,6 +1,6 @@
 """The `ReadValidRows` PTransform: input files -> valid rows, rejected rows, counts."""
 
-from typing import List
+from typing import List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -62,6 +62,11 @@ class _ReadAndValidateFn(beam.DoFn):
 class ReadValidRows(beam.PTransform):
     """A file pattern -> {'valid', 'rejected', 'counts'}.
 
+    `files`: the files to read, as the driver matched them; a file gone since
+    is then rejected (or fatal) as unreadable, not missed. Without them (a
+    template, built once and run later) the pattern is matched when the job
+    runs.
+
     valid:    pa.RecordBatch: `FEATURES_COLUMN` (list<float64>, D values) + passthrough columns.
     rejected: str, one JSON object per line: a rejected row (file, row, column, reason, values
               or text), or a file that cannot be read (file, row and column null, reason).
@@ -77,20 +82,26 @@ class ReadValidRows(beam.PTransform):
         passthrough: pa.Schema,
         on_invalid: str = "reject",
         batch_rows: int = 65536,
+        files: Optional[Sequence[str]] = None,
     ):
         super().__init__()
-        self._pattern = pattern
+        self._pattern, self._files = pattern, None if files is None else list(files)
         self._fn = _ReadAndValidateFn(fmt, features, passthrough, on_invalid, batch_rows)
 
     def expand(self, pbegin):
-        outputs = (
-            pbegin
-            # Matched when the job runs (a template's run sees the files then), as
-            # fileio.MatchFiles would, but keeping the entries Beam's match drops
+        if self._files is not None:
+            paths = pbegin | "Files" >> beam.Create(self._files)
+        else:
+            # As fileio.MatchFiles would, but keeping the entries Beam's match drops
             # (dangling links); matching nothing here (a worker that does not see
             # the files) is an error, not an empty input.
-            | "Pattern" >> beam.Create([self._pattern])
-            | "MatchFiles" >> beam.FlatMap(match_input)
+            paths = (
+                pbegin
+                | "Pattern" >> beam.Create([self._pattern])
+                | "MatchFiles" >> beam.FlatMap(match_input)
+            )
+        outputs = (
+            paths
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadAndValidate"
             >> beam.ParDo(self._fn).with_outputs(

@@ -312,6 +312,7 @@ class InputLayout(NamedTuple):
     numeric: the default features' candidates: numeric scalar columns (CSV:
              mostly numbers in the rows sampled).
     passthrough: the columns the assignments carry (the id column, or all of them).
+    files: every file the pattern matched, sorted.
     """
 
     path: str
@@ -319,6 +320,7 @@ class InputLayout(NamedTuple):
     schema: pa.Schema
     numeric: List[str]
     passthrough: pa.Schema
+    files: List[str]
 
 
 def input_layout(
@@ -372,4 +374,4 @@ def input_layout(
         numeric = _csv_numeric(files, schema)
     else:
         numeric = [f.name for f in schema if _is_number_type(f.type) and not column_conflict(f)]
-    return InputLayout(where, fmt, schema, numeric, passthrough)
+    return InputLayout(where, fmt, schema, numeric, passthrough, paths)
