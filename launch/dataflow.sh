@@ -14,7 +14,8 @@
 #                     worker VM, one SDK process per VM, --devices auto
 #   --image IMAGE     worker container (default with --gpu:
 #                     REGION-docker.pkg.dev/PROJECT/shardmeans/worker:TAG, TAG made of the
-#                     versions pinned in setup.py, see launch/CLUSTER.md)
+#                     versions pinned in setup.py; built from launch/Dockerfile, see
+#                     README's "Google Cloud Dataflow")
 # Flags after these go to `shardmeans fit` and Beam, and win over the ones set here
 # (e.g. --machine_type, --max_num_workers, --temp_location).
 #

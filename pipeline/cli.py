@@ -13,7 +13,24 @@ import os
 import sys
 from typing import List, Optional
 
-_USAGE = "usage: shardmeans {fit,score,generate} [FLAGS] (shardmeans COMMAND --help for the flags)"
+_USAGE = """usage: shardmeans COMMAND [FLAGS]
+
+commands:
+  fit       fit K-Means on sharded CSV, Parquet or TFRecord files
+  score     assign the rows of new data to the clusters of a fitted model
+  generate  write sample data: Gaussian blobs with features of very different scales
+
+shardmeans COMMAND --help lists the command's flags; shardmeans --version prints the version."""
+
+
+def _version() -> str:
+    """The installed distribution's version (setup.py's)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shardmeans")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
 
 
 def _help_parser(prog: str, option_classes, description: str) -> argparse.ArgumentParser:
@@ -231,9 +248,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; its exit status: 0, 2 for an error the user can fix (one line
     on stderr, no traceback), 130 for Ctrl-C. A bug raises, with its traceback."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--version":
+        print(f"shardmeans {_version()}")
+        return 0
+    if argv and argv[0] in ("-h", "--help"):
+        print(_USAGE)
+        return 0
     if not argv or argv[0] not in ("fit", "score", "generate"):
         print(_USAGE, file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        if argv:  # as argparse ends: the usage, then the error
+            print(f"shardmeans: error: unknown command {argv[0]!r}", file=sys.stderr)
+        return 2
     command, rest = argv[0], argv[1:]
     # --verbose is the command's own flag: taken out before the flags reach Beam,
     # which does not know it.
