@@ -150,9 +150,10 @@ def _local_runner(options):
 
     Beam's DirectRunner first checks whether Prism (Beam's Go runner) could run
     the job, serializes it and tries to start Prism, downloading its binary where
-    the internet is reachable: ~1.4 s of every job here, and a different runner,
-    untested with this job, on a machine online. The options reach the SDK
-    workers of --direct_running_mode=multi_processing as the DirectRunner passes them.
+    the internet is reachable: a fixed cost on every job (bench/RESULTS.md,
+    'Fixed costs'), and, on a machine online, a different runner, untested with
+    this job. The options reach the SDK workers of
+    --direct_running_mode=multi_processing as the DirectRunner passes them.
     """
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -325,12 +326,12 @@ def run() -> None:
     """The process entry point (the `shardmeans` command, `python -m pipeline`):
     main(), then exit without tearing the interpreter down.
 
-    Unloading TensorFlow, tf.Transform and Beam takes 2-3 s after every job
-    (2.2 s measured on 2 cores), once all its outputs are written. What a
-    normal exit does before that still happens: non-daemon threads are waited
-    for, the exit handlers run (Beam's stop the job services it started), the
-    logs and output streams are flushed. An unexpected exception exits as
-    usual, with its traceback.
+    Unloading TensorFlow, tf.Transform and Beam is one of a job's larger fixed
+    costs (bench/RESULTS.md, 'Fixed costs'), paid once all its outputs are
+    written, for nothing. What a normal exit does before that still happens:
+    non-daemon threads are waited for, the exit handlers run (Beam's stop the
+    job services it started), the logs and output streams are flushed. An
+    unexpected exception exits as usual, with its traceback.
     """
     import atexit
     import threading

@@ -195,10 +195,10 @@ class ViewCachingOptions(PipelineOptions):
     """PipelineOptions whose `view_as(cls)` builds each class's view once.
 
     Beam calls `view_as` on the pipeline's options for every transform it
-    applies and translates (type checks, result types, runner checks): ~2,000
-    times for a fit with the default 30 rounds, and each call builds an argparse
-    parser and parses the flags again (0.5-1.4 ms: ~1 s of a fit's graph
-    construction, 2-3 s on a slow CPU; bench/RESULTS.md). Every view of one options object
+    applies and translates (type checks, result types, runner checks): thousands
+    of times for a fit, whose rounds are unrolled, and each call builds an
+    argparse parser and parses the flags again, most of a fit's graph
+    construction (bench/RESULTS.md, 'Fixed costs'). Every view of one options object
     reads and writes the same shared dict of values, so one view per class is
     the same as a new one each time. Options that are not views (no flags of
     their own) are parsed exactly as `PipelineOptions(flags)` parses them.

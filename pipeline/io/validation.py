@@ -41,8 +41,9 @@ def _as_float(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     Returns (values float64 [n], bad int64 [k]: the rows with a problem, ascending,
     reasons object [k]: a str for each). Every problem leaves its value non-finite
     or null, so `bad` comes from one vectorized test and the reasons are worked out
-    for those rows only: per-row object arrays for all n rows cost ~60 ms a
-    65,536 x 32 chunk, nearly all of validation, when (usually) no row is bad.
+    for those rows only: per-row object arrays for all n rows would be nearly
+    all of validation's time, spent when (usually) no row is bad
+    (bench/RESULTS.md, 'Fixed costs').
     """
     n = len(col)
     lengths = None  # int32 [n] values per row, for a list column (tf.Example)
@@ -296,7 +297,7 @@ def check_chunk(
 
     good = np.flatnonzero(~is_rejected)
     valid = None
-    if bad.size:  # (else every row is valid: no copies of the 65,536 x D values)
+    if bad.size:  # (else every row is valid: no copies of the chunk's n x D values)
         index = pa.array(good)
         x, passthrough_columns = x[good], [c.take(index) for c in passthrough_columns]
     if good.size:

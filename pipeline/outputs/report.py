@@ -224,7 +224,8 @@ def _project(sample: np.ndarray, centroids: np.ndarray):
     if n_comp < 1:
         return np.zeros((len(sample), 2)), np.zeros((len(centroids), 2)), ["", ""]
     # From the D x D covariance: the same components as a full SVD of the sample,
-    # ~4x faster at 100k x 32 (rows >> features, as a sample is).
+    # for a fraction of its time when rows far outnumber features, as in a sample
+    # (bench/RESULTS.md, 'Fixed costs').
     pca = PCA(n_components=n_comp, svd_solver="covariance_eigh").fit(basis)
     ratio = np.nan_to_num(pca.explained_variance_ratio_)  # 0/0 on a constant sample
 
@@ -312,7 +313,8 @@ def _heatmap_figure(
     vmax = max(float(np.abs(z).max()), 1.0)
     # At most 11 inches wide (1,100 px, the report's width: a wider image is shown
     # shrunk, its labels too small to read) and 15 high; rows labelled in the small
-    # font (K > 30) need less room. (22 x 22 inches took ~1 s to render at K=64.)
+    # font (K > 30) need less room. (The render time grows with the area too:
+    # bench/RESULTS.md, 'Fixed costs'.)
     row_height = 0.45 if k <= 30 else 0.2
     fig = _new_figure(min(max(6.0, 0.9 * d + 3), 11), min(max(3.0, row_height * k + 1.5), 15))
     ax = fig.add_subplot()

@@ -50,18 +50,18 @@ from transforms.core.selection import CRITERIA
 from transforms.step.export import export_model
 from transforms.step.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 
-# Restarts by default (bench/RESULTS.md): on 500k x 32, K=64, 4 restarts run over
-# all rows cost ~10% more wall time and lower the expected inertia ~2.7% (2 buy
-# 1.2%, 8 only 0.6% more than 4 for another 12%); at 4M, seed 0 alone ended 23%
-# above the best of 4. Competing on the init sample, they cost only their init.
+# Restarts by default: one start can end in a local optimum far above the best
+# of a few, and 4 take most of what more restarts gain for a small share of a
+# fit's time, while 8 add little for a larger share (bench/RESULTS.md,
+# 'Restarts (--n_init)'). Competing on the init sample, they cost only their init.
 DEFAULT_N_INIT = 4
 
-# Lloyd rounds over all rows, at most (bench/RESULTS.md, session 5). Every round
-# is unrolled in the graph and costs stages even after convergence: ~80-100 ms
-# each on the DirectRunner, more on a cluster. The passes start from a start refined
-# on the init sample: on overlapping blobs (1M x 32, K=64) round 30 is within
-# 0.002% of the converged inertia; on structureless data, where no cap
-# converges, 0.18% above 300 rounds (100: 0.12%).
+# Lloyd rounds over all rows, at most. Every round is unrolled in the graph and
+# costs graph construction and runner stages even after convergence (more on a
+# cluster than locally), so every fit pays for the cap. The passes start from a
+# start refined on the init sample: on overlapping clusters round 30 is already
+# negligibly above the converged inertia, and on structureless data, where no
+# cap converges, a higher one gains little (bench/RESULTS.md, 'Rounds (--max_rounds)').
 DEFAULT_MAX_ITER = 30
 
 

@@ -51,10 +51,10 @@ class _PartialSumsFn(beam.DoFn):
 
     Only the candidates still moving are scored (unless `always`, the
     evaluation pass): a converged state ignores its partials, so it gets zeros.
-    The step compiles once per number of scored candidates (~0.4 s each on
-    2 cores), which the narrower passes repay at scale: at 4M rows and 4
-    restarts, a round costs ~0.8 s per candidate scored. Once all have
-    converged, the shard is not even read.
+    The step compiles once per number of scored candidates, a one-off cost
+    that the narrower passes repay at scale, where a round's cost grows with
+    the candidates it scores (bench/RESULTS.md, 'The cost of a round'). Once all
+    have converged, the shard is not even read.
     """
 
     def __init__(self, config: StepConfig, always: bool = False):
@@ -128,10 +128,11 @@ class LloydUpdateFn(beam.CombineFn):
     Folding the update into the combine's output saves a step a round; with
     rounds unrolled up to --max_rounds, each step costs graph construction,
     translation and a runner stage even in the rounds that only pass the
-    converged state through (bench/RESULTS.md). Every element carries the
-    same Candidates (the round's side input); the accumulator keeps one. The
-    partial sums are as large as the centroids (K x D per candidate), so the
-    state at most doubles what a round sends through the shuffle.
+    converged state through (bench/RESULTS.md, 'Rounds (--max_rounds)').
+    Every element carries the same Candidates (the round's side input); the
+    accumulator keeps one. The partial sums are as large as the centroids
+    (K x D per candidate), so the state at most doubles what a round sends
+    through the shuffle.
     """
 
     def __init__(self, n_far: int, tol: float):

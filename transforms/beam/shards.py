@@ -6,10 +6,10 @@ schema metadata names the tf.Transform output that standardizes it (`KMeans`
 writes the shards in the read stage, before the analysis has finished).
 
 Why Arrow IPC rather than Parquet: the shards are scratch data, read back
-whole by the same job, and IPC's uncompressed layout is the in-memory one.
-At 4M rows x 32 features (bench/RESULTS.md) writing takes ~0.7 s against
-~2.5 s for Parquet, and reading ~0.1 s against ~0.9 s. The file ends with an
-empty record batch whose metadata counts the rows (`_row_count`).
+whole by the same job, and IPC's uncompressed layout is the in-memory one:
+writing and reading it take a fraction of Parquet's encoding and decoding
+(bench/RESULTS.md, 'Fixed costs'). The file ends with an empty record batch
+whose metadata counts the rows (`_row_count`).
 
 Readers always get standardized float32 rows: a shard goes through the saved
 transform_fn once per read, so the values are bit for bit what tf.Transform's

@@ -21,8 +21,9 @@ def seeding_rows(n_clusters: int) -> int:
 
     The sample is in hash order, so its first rows are a uniform subsample, as
     the init_size rows scikit-learn's MiniBatchKMeans seeds on. k-means++
-    costs rows x K x its local trials (100k rows, K=64: ~0.3 s against
-    ~0.04 s for 20k, on Zen 4), and the Lloyd refinement on the whole sample follows.
+    costs rows x K x its local trials, so each start's time grows with the rows
+    it draws from (bench/RESULTS.md, 'Fixed costs'); the Lloyd refinement that
+    follows uses the whole sample.
     """
     return max(20_000, 50 * n_clusters)
 
@@ -53,9 +54,9 @@ def initial_centroids(
         from threadpoolctl import threadpool_limits
 
         # Its distances go to a few candidates at a time: products too small for
-        # two BLAS threads, whose hand-offs double its time (20k rows, K=64: 0.08
-        # -> 0.18 s a start). OpenBLAS splits a product's output between threads,
-        # so one thread gives the same centers, bit for bit.
+        # two BLAS threads, whose hand-offs cost more than the second thread saves
+        # (bench/RESULTS.md, 'Fixed costs'). OpenBLAS splits a product's output
+        # between threads, so one thread gives the same centers, bit for bit.
         with threadpool_limits(limits=1, user_api="blas"):
             centers, _ = kmeans_plusplus(
                 sample[: seeding_rows(n_clusters)], n_clusters, random_state=seed

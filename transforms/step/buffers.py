@@ -15,7 +15,8 @@ _MIN_BUCKET = 256
 
 # TensorFlow's CPU buffers are 64-byte aligned (EIGEN_MAX_ALIGN_BYTES): a NumPy
 # array that is aligned enters a step call without a copy (DLPack), any other is
-# copied (~0.8 ms for 65,536 x 32 rows, ~15% of the fused step).
+# copied: a pass over the batch, a sizeable share of the fused step's time
+# (bench/RESULTS.md, 'The cost of a round').
 TF_ALIGN_BYTES = 64
 
 # Bound on the per-row temporaries of one call (256 MiB). The XLA step's, per
@@ -43,9 +44,10 @@ def rows_per_call(batch_size: int, centroids: Sequence[np.ndarray], fused: bool 
 
     The XLA step: `batch_size`, or a power of two small enough that the call's
     temporaries fit CALL_BUDGET_BYTES. The fused op: as many rows as fit the
-    budget (at least `batch_size`). Each call costs ~1 ms of runtime whatever
-    its size (the tf.function, the op's thread pool), which at 65,536 rows is
-    a third of the op's own time; a cached shard goes through in a call or two.
+    budget (at least `batch_size`). Each call has a runtime cost whatever its
+    size (the tf.function, the op's thread pool), large against the op's own
+    time at `batch_size` rows (bench/RESULTS.md, 'The cost of a round'); a cached
+    shard goes through in a call or two.
     """
     per_row = call_bytes_per_row(centroids, fused)
     if fused:

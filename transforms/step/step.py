@@ -34,8 +34,9 @@ from transforms.step.buffers import _MIN_BUCKET, TF_ALIGN_BYTES, aligned_empty, 
 from transforms.step.devices import resolve_devices
 
 # Largest centroid set (G x K x D float32) the fused op scores; larger ones go to
-# the XLA step. Measured per 65,536-row call: 512 KiB (K=512, D=256) op 0.73x
-# XLA's time; 2 MiB (K=1024, D=512) 1.02-1.22x (two runs, bench/RESULTS.md).
+# the XLA step. The op re-reads every centroid for each few rows: it wins while
+# they stay in the core's cache, XLA's blocked product beyond; the bound sits
+# where they crossed (bench/RESULTS.md, 'The op against XLA by shape').
 NATIVE_MAX_CENTROID_BYTES = 1 << 20
 
 
@@ -109,7 +110,8 @@ class KMeansStep:
             "fused op" if self._op else "TensorFlow ops (XLA)",
         )
         # autograph=False: the step has no Python control flow on tensors, and
-        # converting it cost ~0.3 s of every trace (one per batch shape and layout).
+        # converting it would lengthen every trace (one per batch shape and layout)
+        # for nothing (bench/RESULTS.md, 'Fixed costs').
         xla_step = tf.function(self._replica_step, jit_compile=True, autograph=False)
         self._run_xla = tf.function(functools.partial(self._distributed, xla_step), autograph=False)
         # The op is traced inline into the strategy's function (it has no XLA kernel).

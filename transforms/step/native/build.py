@@ -3,11 +3,11 @@
 `nearest_centroids.cc` ships with the package as source. The first process on
 a machine that asks for it compiles it with the host's C++ compiler against the
 installed TensorFlow's C API headers (`tf.sysconfig`), with `-march=native`, into
-a cache directory (~2 s: the C API's headers are plain C); every later process
-loads the cached library with `tf.load_op_library` (~0.1 s). The cache key
-covers the source, TensorFlow's version and flags, the compiler, the CPU's
-features and the build recipe, so a new TensorFlow, compiler, machine type or
-recipe compiles again.
+a cache directory (seconds, once: the C API's headers are plain C;
+bench/RESULTS.md, 'Fixed costs'); every later process only loads the cached
+library with `tf.load_op_library`. The cache key covers the source, TensorFlow's
+version and flags, the compiler, the CPU's features and the build recipe, so a
+new TensorFlow, compiler, machine type or recipe compiles again.
 
 Where there is no compiler or compiling fails, `load()` returns None, says why
 in the log once, and `KMeansStep` runs the same step with TensorFlow's own ops
