@@ -1,25 +1,83 @@
-// NearestCentroids: the K-Means step's per-batch work in one pass over the rows.
+// ShardmeansNearestCentroids: the K-Means step's per-batch work, fused into one
+// pass over the rows.
 //
-// For each row of x, against G groups of K centroids: the nearest centroid of
-// each group (first one on ties), the squared distance to it, and per group the
-// per-cluster float64 sums, counts and inertia of the valid rows.
+// ---- The op's contract (REGISTER_OP's Doc would hold it; the C API has no place for it) ----
 //
-// Why a custom op: TensorFlow runs the same step as a matrix product followed by
-// argmin, gather and segment-sum kernels, each a pass over a [rows, G*K] or
-// [rows, G, D] array in memory (XLA:CPU does not fuse a dot with what follows).
-// Here a tile of kRows rows is scored against a block of centroids in registers,
-// the tile's scores stay in L1, and the argmin, the distance and the sums are
-// done while the row is in cache, as scikit-learn's Lloyd kernel does.
+// For each row of x and each of G groups of K centroids: the nearest centroid of
+// the group and the squared distance to it; and per group, the per-cluster sums
+// and counts of the valid rows, their inertia, and the rows farthest from their
+// centroid.
+//
+// Inputs:
+//   x           float32 [rows, D]
+//   valid       bool    [rows]       false for a padding row: labelled, never summed
+//   centroids   float32 [G, K, D]    G, K and D at least 1
+//   bias        float32 [G, K]       0, or +inf for a padding centroid (it never wins)
+// Attributes:
+//   n_far       int >= 0             how many far rows per group
+//   per_row     bool = true          false: no labels or sq_dist (a Lloyd round needs
+//                                    only the sums)
+// Outputs, with R = rows if per_row else 0, and F = min(n_far, rows):
+//   labels      int32   [R, G]       the nearest centroid's index in its group
+//   sq_dist     float32 [R, G]       the squared distance to it, summed from the
+//                                    differences x - c (no cancellation)
+//   sums        float64 [G, K, D]    per cluster, the sum of its valid rows
+//   counts      int64   [G, K]       per cluster, its valid rows
+//   inertia     float64 [G]          the valid rows' squared distances, summed
+//   far         int32   [G, F]       per group, the rows farthest from their centroid,
+//                                    farthest first, padding rows counting as -1
+//   far_sq_dist float32 [G, F]       their squared distances (-1: a padding row)
+//   far_labels  int32   [G, F]       their nearest centroids
+// Shapes that disagree, empty centroids, or more rows than an int32 indexes: an
+// InvalidArgument error.
+//
+// What tests/test_native_op.py holds it to:
+// - The nearest centroid is the first one, the lowest index, on ties; rows equally
+//   far keep row order among the far rows (tf.math.top_k's order).
+// - On the tests' data, the labels, counts and far rows are those of TensorFlow's
+//   own ops (the XLA step in transforms/step/step.py) and of NumPy's float64
+//   argmin; the sums match them within float64 rounding, the distances and inertia
+//   within float32's. (The scores are float32: two centroids equally near within
+//   float32 rounding may be ordered otherwise than exact arithmetic would.)
+// - The sums and inertia are accumulated in float64 in a fixed order: rows in order
+//   within a unit of rows, whose size never depends on the threads, then the units'
+//   partials in row order. So every output is the same bit for bit whatever the
+//   number of threads (SHARDMEANS_OP_THREADS, the CPU affinity) and whether other
+//   calls run at the same time.
+// - per_row=false leaves every other output the same, bit for bit.
+// - Builds for narrower vector widths (-march=x86-64-v3, a generic build) pass the
+//   same result tests. Between widths the results agree within rounding, not bit
+//   for bit: the vectors' lanes are summed in another order.
+//
+// ---- Why a custom op ----
+//
+// TensorFlow runs the same step as a matrix product followed by argmin, gather and
+// segment-sum kernels, each a pass over a [rows, G*K] or [rows, G, D] array in
+// memory (XLA:CPU does not fuse a dot with what follows). Here a tile of kRows rows
+// is scored against a block of centroids in registers, the tile's scores stay in
+// L1, and the argmin, the distance and the sums are done while the row is in
+// cache, as scikit-learn's Lloyd kernel does (bench/RESULTS.md, 'The op against
+// XLA by shape').
 //
 // Written against TensorFlow's C API (tensorflow/c/kernels.h, ops.h), not its C++
-// one: those headers are plain C, so the op compiles in under 2 s instead of
-// the ~8-20 s TensorFlow's C++ headers (and the Eigen inside them) take, does
-// not depend on TensorFlow's C++ ABI, and builds with any -march (Eigen's
-// AVX512-FP16 code did not compile under GCC 12). The C API has no intra-op
-// thread pool, so the op has its own (WorkerPool below).
+// one: those headers are plain C, so the op compiles in a fraction of the time
+// TensorFlow's C++ headers (and the Eigen inside them) take to parse
+// (bench/RESULTS.md, 'Fixed costs'), does not depend on TensorFlow's C++ ABI, and
+// builds with any -march (Eigen's vector code does not compile for every one:
+// AVX512-FP16 under GCC 12, for one). The C API has no intra-op thread pool, so
+// the op has its own (WorkerPool).
 //
 // Built on first use by transforms/step/native/build.py with the host compiler and
 // -march=native, so the vector width below is the machine's.
+//
+// ---- The file, in order ----
+//
+// The register tile and vector helpers; what a work unit reads and writes (Layout,
+// TopN, Partial); the per-unit kernel (ScoreBlock, ArgMin, SquaredDistance,
+// AddWidened, then AssignRows, which runs them over a unit's rows); the thread pool;
+// the kernel's steps (ReadInputs, AllocateOutputs, MakeLayout, PartitionRows,
+// NewPartials, RunUnits, MergeFarRows, MergeSums) and Compute, which runs them in
+// that order; then the op's registration.
 #include <sched.h>
 #include <unistd.h>
 
@@ -46,10 +104,14 @@
 #include "tensorflow/c/ops.h"
 
 namespace shardmeans {
+namespace {
+
+// ---- The register tile and vector helpers ----
 
 // The register tile: kRows rows x kVecs centroid vectors of accumulators, the
 // kVecs centroid vectors and a broadcast row value must all fit in registers
-// (a spilled accumulator costs a load and a store per FMA: 2-3x slower).
+// (a spilled accumulator costs a load and a store per FMA: bench/RESULTS.md,
+// 'The kernel').
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
 constexpr int kRows = 4;
@@ -64,11 +126,13 @@ constexpr int kRows = 6;
 constexpr int kVecs = 2;
 #endif
 constexpr int kBlockCols = kLanes * kVecs;  // centroid columns per register tile
-constexpr int64_t kMinBlockRows = 4096;     // rows per parallel work unit (at least)
-constexpr int64_t kMaxAccBytes = 64 << 20;  // bound on all units' float64 sums
 
 typedef float VecF __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t VecI __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+// Half a vector of floats, and the same lanes as doubles (one full vector).
+typedef float VecFH __attribute__((vector_size(kLanes / 2 * sizeof(float))));
+typedef double VecDH __attribute__((vector_size(kLanes / 2 * sizeof(double))));
 
 inline VecF LoadU(const float* p) {
   VecF v;
@@ -76,11 +140,70 @@ inline VecF LoadU(const float* p) {
   return v;
 }
 
-// By value: memcpy from an accumulator's own address kept GCC from holding the
-// accumulators in registers (AVX2: a store per accumulator per feature).
+// By value: a memcpy from an accumulator's own address can keep GCC from holding
+// the accumulators in registers (a store per accumulator per feature).
 inline void StoreU(float* p, VecF v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Lane i of the result is lane (i + W) % kLanes of v.
+template <int W, typename V>
+inline V Rotate(V v) {
+  VecI mask;
+  for (int i = 0; i < kLanes; ++i) mask[i] = (i + W) % kLanes;
+  return __builtin_shuffle(v, mask);
+}
+
+// The minimum over lanes, in every lane (log2(kLanes) rotations).
+template <typename V>
+inline V AllMin(V v) {
+  if constexpr (kLanes >= 16) {
+    const V s = Rotate<8>(v);
+    v = s < v ? s : v;
+  }
+  if constexpr (kLanes >= 8) {
+    const V s = Rotate<4>(v);
+    v = s < v ? s : v;
+  }
+  {
+    const V s = Rotate<2>(v);
+    v = s < v ? s : v;
+  }
+  {
+    const V s = Rotate<1>(v);
+    v = s < v ? s : v;
+  }
+  return v;
+}
+
+// Bit i set where lane i of a equals lane i of b.
+inline uint32_t EqualBits(VecF a, VecF b) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ);
+#elif defined(__AVX__)
+  return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)));
+#elif defined(__SSE2__)
+  return static_cast<uint32_t>(_mm_movemask_ps(_mm_cmpeq_ps(a, b)));
+#else
+  uint32_t bits = 0;
+  for (int i = 0; i < kLanes; ++i) bits |= static_cast<uint32_t>(a[i] == b[i]) << i;
+  return bits;
+#endif
+}
+
+// `v`, which the compiler must then hold in a register: a centroid vector folded
+// into each FMA as a memory operand costs kRows loads instead of one. (Pinning
+// an array element instead can make GCC store it to the stack on every feature.)
+inline VecF InRegister(VecF v) {
+#if defined(__x86_64__)
+  asm("" : "+v"(v));
+#elif defined(__aarch64__)
+  asm("" : "+w"(v));
+#endif
+  return v;
+}
+
+// ---- What a work unit reads and writes ----
 
 // The centroids as the scoring loop reads them: column j = g * k_pad + k.
 struct Layout {
@@ -128,86 +251,7 @@ struct Partial {
   std::vector<TopN> far;
 };
 
-// Lane i of the result is lane (i + W) % kLanes of v.
-template <int W, typename V>
-inline V Rotate(V v) {
-  VecI mask;
-  for (int i = 0; i < kLanes; ++i) mask[i] = (i + W) % kLanes;
-  return __builtin_shuffle(v, mask);
-}
-
-// The minimum over lanes, in every lane (log2(kLanes) rotations).
-template <typename V>
-inline V AllMin(V v) {
-  if constexpr (kLanes >= 16) {
-    const V s = Rotate<8>(v);
-    v = s < v ? s : v;
-  }
-  if constexpr (kLanes >= 8) {
-    const V s = Rotate<4>(v);
-    v = s < v ? s : v;
-  }
-  {
-    const V s = Rotate<2>(v);
-    v = s < v ? s : v;
-  }
-  {
-    const V s = Rotate<1>(v);
-    v = s < v ? s : v;
-  }
-  return v;
-}
-
-// Bit i set where lane i of a equals lane i of b.
-inline uint32_t EqualBits(VecF a, VecF b) {
-#if defined(__AVX512F__)
-  return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ);
-#elif defined(__AVX__)
-  return static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)));
-#elif defined(__SSE2__)
-  return static_cast<uint32_t>(_mm_movemask_ps(_mm_cmpeq_ps(a, b)));
-#else
-  uint32_t bits = 0;
-  for (int i = 0; i < kLanes; ++i) bits |= static_cast<uint32_t>(a[i] == b[i]) << i;
-  return bits;
-#endif
-}
-
-// Index (within [0, n_vec * kLanes)) of the smallest score, the first on ties.
-// The minimum first (vminps, no index bookkeeping: the blends that tracked one per
-// lane competed with the scoring's FMAs for the same ports), then the first score
-// equal to it, found from the bits of 64 / kLanes comparisons at a time: one branch
-// per 64 scores. A branch per vector mispredicts, the minimum's place being random
-// (1M x 32, K=64: 65 against 57 ms on AVX2, 48 against 38 ms on AVX-512).
-inline int32_t ArgMin(const float* s, int64_t n_vec) {
-  VecF best = LoadU(s);
-  for (int64_t c = 1; c < n_vec; ++c) {
-    const VecF v = LoadU(s + c * kLanes);
-    best = v < best ? v : best;
-  }
-  const VecF m = AllMin(best);
-  constexpr int64_t kPerWord = 64 / kLanes;
-  for (int64_t c0 = 0; c0 < n_vec; c0 += kPerWord) {
-    const int64_t c1 = std::min(n_vec, c0 + kPerWord);
-    uint64_t bits = 0;
-    for (int64_t c = c0; c < c1; ++c)
-      bits |= static_cast<uint64_t>(EqualBits(LoadU(s + c * kLanes), m)) << ((c - c0) * kLanes);
-    if (bits != 0) return static_cast<int32_t>(c0 * kLanes + __builtin_ctzll(bits));
-  }
-  return 0;  // all NaN: argmin's convention, the first centroid
-}
-
-// `v`, which the compiler must then hold in a register: a centroid vector folded
-// into each FMA as a memory operand costs kRows loads instead of one. (Pinning
-// an array element instead made GCC store it to the stack on every feature.)
-inline VecF InRegister(VecF v) {
-#if defined(__x86_64__)
-  asm("" : "+v"(v));
-#elif defined(__aarch64__)
-  asm("" : "+w"(v));
-#endif
-  return v;
-}
+// ---- The per-unit kernel ----
 
 // Scores of kRows rows against the centroid columns [col, col + kBlockCols):
 // |c|^2 + bias - 2 x.c, written to tile[r * cols + col ...].
@@ -230,24 +274,28 @@ inline void ScoreBlock(const float* const* rows, const Layout& L, int64_t col, f
     for (int v = 0; v < kVecs; ++v) StoreU(tile + r * L.cols + col + v * kLanes, acc[r][v]);
 }
 
-// Half a vector of floats, and the same lanes as doubles (one full vector).
-typedef float VecFH __attribute__((vector_size(kLanes / 2 * sizeof(float))));
-typedef double VecDH __attribute__((vector_size(kLanes / 2 * sizeof(double))));
-
-// sums[i] += x[i] for i < d, in float64. (A fixed 8-wide double type, 512 bits,
-// went through the stack on AVX2.)
-inline void AddWidened(const float* x, double* sums, int64_t d) {
-  constexpr int kHalf = kLanes / 2;
-  int64_t i = 0;
-  for (; i + kHalf <= d; i += kHalf) {
-    VecFH xf;
-    VecDH s;
-    std::memcpy(&xf, x + i, sizeof(xf));
-    std::memcpy(&s, sums + i, sizeof(s));
-    s += __builtin_convertvector(xf, VecDH);
-    std::memcpy(sums + i, &s, sizeof(s));
+// Index (within [0, n_vec * kLanes)) of the smallest score, the first on ties.
+// The minimum first (vminps, no index bookkeeping: blends that tracked an index
+// per lane would compete with the scoring's FMAs for the same ports), then the
+// first score equal to it, found from the bits of 64 / kLanes comparisons at a
+// time: one branch per 64 scores. A branch per vector would mispredict, the
+// minimum's place being random (bench/RESULTS.md, 'The kernel').
+inline int32_t ArgMin(const float* s, int64_t n_vec) {
+  VecF best = LoadU(s);
+  for (int64_t c = 1; c < n_vec; ++c) {
+    const VecF v = LoadU(s + c * kLanes);
+    best = v < best ? v : best;
   }
-  for (; i < d; ++i) sums[i] += static_cast<double>(x[i]);
+  const VecF m = AllMin(best);
+  constexpr int64_t kPerWord = 64 / kLanes;
+  for (int64_t c0 = 0; c0 < n_vec; c0 += kPerWord) {
+    const int64_t c1 = std::min(n_vec, c0 + kPerWord);
+    uint64_t bits = 0;
+    for (int64_t c = c0; c < c1; ++c)
+      bits |= static_cast<uint64_t>(EqualBits(LoadU(s + c * kLanes), m)) << ((c - c0) * kLanes);
+    if (bits != 0) return static_cast<int32_t>(c0 * kLanes + __builtin_ctzll(bits));
+  }
+  return 0;  // all NaN: argmin's convention, the first centroid
 }
 
 inline float SquaredDistance(const float* x, const float* c, int64_t d) {
@@ -266,6 +314,24 @@ inline float SquaredDistance(const float* x, const float* c, int64_t d) {
   return total;
 }
 
+// sums[i] += x[i] for i < d, in float64, half a float vector's lanes at a time so
+// that the doubles fill one register of the machine's width. (A fixed 8-wide
+// double type, 512 bits, is wider than an AVX2 register and goes through the
+// stack there.)
+inline void AddWidened(const float* x, double* sums, int64_t d) {
+  constexpr int kHalf = kLanes / 2;
+  int64_t i = 0;
+  for (; i + kHalf <= d; i += kHalf) {
+    VecFH xf;
+    VecDH s;
+    std::memcpy(&xf, x + i, sizeof(xf));
+    std::memcpy(&s, sums + i, sizeof(s));
+    s += __builtin_convertvector(xf, VecDH);
+    std::memcpy(sums + i, &s, sizeof(s));
+  }
+  for (; i < d; ++i) sums[i] += static_cast<double>(x[i]);
+}
+
 // Rows [begin, end) of x: labels and distances out (unless null), sums into `part`.
 void AssignRows(const float* x, const bool* valid, const float* centroids, const Layout& L,
                 int64_t begin, int64_t end, int32_t* labels, float* sq_dist, Partial* part) {
@@ -279,8 +345,8 @@ void AssignRows(const float* x, const bool* valid, const float* centroids, const
     for (int64_t g = 0; g < L.g; ++g) {
       // The tile's argmins first, then its distances: each independent across
       // rows, so they overlap in the pipeline; the sums wait on their results.
-      // (Row after row was ~15% slower on Zen 4; the distances row by row, ~8% on
-      // Zen 3.)
+      // (Faster than row after row, or the distances row by row: bench/RESULTS.md,
+      // 'The kernel'.)
       int32_t best[kRows];
       for (int64_t r = 0; r < n; ++r)
         best[r] = ArgMin(tile.data() + r * L.cols + g * L.k_pad, k_vec);
@@ -309,6 +375,8 @@ void AssignRows(const float* x, const bool* valid, const float* centroids, const
     }
   }
 }
+
+// ---- The thread pool ----
 
 // The CPUs this process may run on (its affinity mask: taskset, cgroups' cpusets).
 int AvailableCpus() {
@@ -413,6 +481,8 @@ class WorkerPool {
   std::deque<std::shared_ptr<Job>> queue_;  // calls with units left, oldest first
 };
 
+// ---- The kernel's steps ----
+
 // The op's attributes, read once per kernel instance.
 struct Attrs {
   int64_t n_far;
@@ -441,22 +511,33 @@ struct TensorDeleter {
 };
 using TensorPtr = std::unique_ptr<TF_Tensor, TensorDeleter>;
 
-// Sets an InvalidArgument error in `status`.
-void Invalid(TF_Status* status, const char* message) {
+// Sets an InvalidArgument error in `status`; false, for the steps to return.
+bool Invalid(TF_Status* status, const char* message) {
   TF_SetStatus(status, TF_INVALID_ARGUMENT, message);
+  return false;
 }
 
-// The kernel's body; an error leaves it with `status` set.
-void Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
-  TensorPtr in[4];
+// The op's inputs (the contract's shapes checked), held for the call.
+struct Inputs {
+  TensorPtr held[4];
+  int64_t n, g, k, d;  // x is [n, d], centroids [g, k, d]
+  const float* x;
+  const bool* valid;
+  const float* centroids;
+  const float* bias;
+};
+
+// Reads the four inputs and checks their shapes against each other, so that the
+// steps after it may index them without checks; false, with `status` set, if not.
+bool ReadInputs(TF_OpKernelContext* ctx, Inputs* in, TF_Status* status) {
   for (int i = 0; i < 4; ++i) {
     TF_Tensor* t = nullptr;
     TF_GetInput(ctx, i, &t, status);
-    if (TF_GetCode(status) != TF_OK) return;
-    in[i].reset(t);
+    if (TF_GetCode(status) != TF_OK) return false;
+    in->held[i].reset(t);
   }
-  const TF_Tensor *x = in[0].get(), *valid = in[1].get(), *centroids = in[2].get(),
-                  *bias = in[3].get();
+  const TF_Tensor *x = in->held[0].get(), *valid = in->held[1].get(),
+                  *centroids = in->held[2].get(), *bias = in->held[3].get();
   if (TF_NumDims(x) != 2) return Invalid(status, "x must be [rows, D]");
   if (TF_NumDims(centroids) != 3) return Invalid(status, "centroids must be [G, K, D]");
   const int64_t n = TF_Dim(x, 0), g = TF_Dim(centroids, 0), k = TF_Dim(centroids, 1),
@@ -469,7 +550,36 @@ void Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
   if (g <= 0 || k <= 0 || d <= 0) return Invalid(status, "centroids must not be empty");
   if (n > std::numeric_limits<int32_t>::max())
     return Invalid(status, "x has more rows than int32 indexes");
+  in->n = n;
+  in->g = g;
+  in->k = k;
+  in->d = d;
+  in->x = static_cast<const float*>(TF_TensorData(x));
+  in->valid = static_cast<const bool*>(TF_TensorData(valid));
+  in->centroids = static_cast<const float*>(TF_TensorData(centroids));
+  in->bias = static_cast<const float*>(TF_TensorData(bias));
+  return true;
+}
 
+// The op's eight outputs, held for the call.
+struct Outputs {
+  TensorPtr held[8];
+  int64_t n_far;        // F: the far rows' second dimension
+  int32_t* labels;      // null unless per_row
+  float* sq_dist;       // null unless per_row
+  double* sums;         // [g, k, d]
+  int64_t* counts;      // [g, k]
+  double* inertia;      // [g]
+  int32_t* far;         // [g, n_far]
+  float* far_sq_dist;   // [g, n_far]
+  int32_t* far_labels;  // [g, n_far]
+};
+
+// Allocates the outputs in the contract's shapes (labels and sq_dist [0, G] unless
+// per_row); false, with `status` set, if TensorFlow cannot.
+bool AllocateOutputs(TF_OpKernelContext* ctx, const Attrs& attrs, const Inputs& in, Outputs* out,
+                     TF_Status* status) {
+  const int64_t n = in.n, g = in.g, k = in.k, d = in.d;
   const int64_t n_far = std::min<int64_t>(attrs.n_far, n);
   const int64_t per_row_n = attrs.per_row ? n : 0;
   struct Spec {
@@ -486,19 +596,35 @@ void Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
       {TF_FLOAT, {g, n_far}},      // far_sq_dist
       {TF_INT32, {g, n_far}},      // far_labels
   };
-  TensorPtr out[8];
   void* data[8];
   for (int i = 0; i < 8; ++i) {
     size_t bytes = TF_DataTypeSize(specs[i].dtype);
     for (int64_t dim : specs[i].dims) bytes *= dim;
-    out[i].reset(TF_AllocateOutput(ctx, i, specs[i].dtype, specs[i].dims.data(),
-                                   specs[i].dims.size(), bytes, status));
-    if (TF_GetCode(status) != TF_OK) return;
-    data[i] = TF_TensorData(out[i].get());
+    out->held[i].reset(TF_AllocateOutput(ctx, i, specs[i].dtype, specs[i].dims.data(),
+                                         specs[i].dims.size(), bytes, status));
+    if (TF_GetCode(status) != TF_OK) return false;
+    data[i] = TF_TensorData(out->held[i].get());
   }
+  out->n_far = n_far;
+  out->labels = attrs.per_row ? static_cast<int32_t*>(data[0]) : nullptr;
+  out->sq_dist = attrs.per_row ? static_cast<float*>(data[1]) : nullptr;
+  out->sums = static_cast<double*>(data[2]);
+  out->counts = static_cast<int64_t*>(data[3]);
+  out->inertia = static_cast<double*>(data[4]);
+  out->far = static_cast<int32_t*>(data[5]);
+  out->far_sq_dist = static_cast<float*>(data[6]);
+  out->far_labels = static_cast<int32_t*>(data[7]);
+  return true;
+}
 
-  const float* c = static_cast<const float*>(TF_TensorData(centroids));
-  const float* b = static_cast<const float*>(TF_TensorData(bias));
+// The centroids laid out for ScoreBlock: each group's K columns padded to a
+// multiple of kLanes (ArgMin reads whole vectors) and all columns to a multiple of
+// kBlockCols, -2 c transposed, and |c|^2 + bias per column. A padding column's norm
+// is +inf, so it never wins.
+Layout MakeLayout(const Inputs& in) {
+  const int64_t g = in.g, k = in.k, d = in.d;
+  const float* c = in.centroids;
+  const float* b = in.bias;
   Layout L{g, k, d, RoundUp(k, kLanes), 0, {}, {}};
   L.cols = RoundUp(g * L.k_pad, kBlockCols);
   L.neg2_ct.assign(d * L.cols, 0.0f);
@@ -515,49 +641,78 @@ void Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
       L.norms[col] = norm + b[gi * k + ki];
     }
   }
+  return L;
+}
 
-  // Fixed-size units of rows, each with its own float64 sums, added in unit
-  // order: the result does not depend on the number of threads.
-  const int64_t acc_bytes = g * L.k_pad * d * static_cast<int64_t>(sizeof(double));
+constexpr int64_t kMinBlockRows = 4096;     // rows per parallel work unit (at least)
+constexpr int64_t kMaxAccBytes = 64 << 20;  // bound on all units' float64 sums
+
+// The rows as work units: `count` units of `rows` rows (the last may be shorter).
+struct Units {
+  int64_t rows, count;
+};
+
+// Fixed-size units of rows, each with its own float64 sums, added in unit order:
+// the result does not depend on the number of threads. A unit has at least
+// kMinBlockRows rows, and more when the units' sums would otherwise take more than
+// kMaxAccBytes together.
+Units PartitionRows(int64_t n, const Layout& L) {
+  const int64_t acc_bytes = L.g * L.k_pad * L.d * static_cast<int64_t>(sizeof(double));
   const int64_t max_units = std::max<int64_t>(1, kMaxAccBytes / std::max<int64_t>(1, acc_bytes));
   const int64_t unit_rows = std::max(kMinBlockRows, (n + max_units - 1) / max_units);
   const int64_t units = std::max<int64_t>(1, (n + unit_rows - 1) / unit_rows);
-  std::vector<Partial> parts(units);
-  for (Partial& p : parts) {
-    p.sums.assign(g * L.k_pad * d, 0.0);
-    p.counts.assign(g * L.k_pad, 0);
-    p.inertia.assign(g, 0.0);
-    p.far.assign(g, TopN(n_far));
-  }
-  const float* xs = static_cast<const float*>(TF_TensorData(x));
-  const bool* vs = static_cast<const bool*>(TF_TensorData(valid));
-  int32_t* labels = attrs.per_row ? static_cast<int32_t*>(data[0]) : nullptr;
-  float* sq = attrs.per_row ? static_cast<float*>(data[1]) : nullptr;
-  WorkerPool::Get().Run(units, [&](int64_t u) {
-    AssignRows(xs, vs, c, L, u * unit_rows, std::min(n, (u + 1) * unit_rows), labels, sq,
-               &parts[u]);
-  });
+  return {unit_rows, units};
+}
 
-  double* sums = static_cast<double*>(data[2]);
-  int64_t* counts = static_cast<int64_t*>(data[3]);
-  double* inertia = static_cast<double*>(data[4]);
-  std::fill(sums, sums + g * k * d, 0.0);
-  std::fill(counts, counts + g * k, 0);
-  std::fill(inertia, inertia + g, 0.0);
-  int32_t* far = static_cast<int32_t*>(data[5]);
-  float* far_sq = static_cast<float*>(data[6]);
-  int32_t* far_label = static_cast<int32_t*>(data[7]);
+// A zeroed Partial per unit, for the units to fill without sharing anything.
+std::vector<Partial> NewPartials(const Units& units, const Layout& L, int64_t n_far) {
+  std::vector<Partial> parts(units.count);
+  for (Partial& p : parts) {
+    p.sums.assign(L.g * L.k_pad * L.d, 0.0);
+    p.counts.assign(L.g * L.k_pad, 0);
+    p.inertia.assign(L.g, 0.0);
+    p.far.assign(L.g, TopN(n_far));
+  }
+  return parts;
+}
+
+// Every unit's rows through AssignRows on the pool, each into its own Partial;
+// labels and sq_dist go straight to the outputs (each row is one unit's).
+void RunUnits(const Inputs& in, const Layout& L, const Units& units, Outputs* out,
+              std::vector<Partial>* parts) {
+  WorkerPool::Get().Run(units.count, [&](int64_t u) {
+    AssignRows(in.x, in.valid, in.centroids, L, u * units.rows,
+               std::min(in.n, (u + 1) * units.rows), out->labels, out->sq_dist, &(*parts)[u]);
+  });
+}
+
+// Each group's n_far farthest rows over all units: the units are in row order, so
+// offering their items in that order keeps ties in row order.
+void MergeFarRows(const std::vector<Partial>& parts, int64_t g, Outputs* out) {
+  const int64_t n_far = out->n_far;
   for (int64_t gi = 0; gi < g; ++gi) {
-    TopN all(n_far);  // units in row order: offering their items in order keeps ties by row
+    TopN all(n_far);
     for (const Partial& p : parts)
       for (const FarRow& item : p.far[gi].items()) all.Offer(item);
     for (int64_t i = 0; i < n_far; ++i) {
       const FarRow& item = all.items()[i];
-      far[gi * n_far + i] = item.row;
-      far_sq[gi * n_far + i] = item.value;
-      far_label[gi * n_far + i] = item.label;
+      out->far[gi * n_far + i] = item.row;
+      out->far_sq_dist[gi * n_far + i] = item.value;
+      out->far_labels[gi * n_far + i] = item.label;
     }
   }
+}
+
+// The units' sums, counts and inertia added in unit order (a fixed order, whatever
+// the threads), dropping the padding columns of k_pad.
+void MergeSums(const std::vector<Partial>& parts, const Layout& L, Outputs* out) {
+  const int64_t g = L.g, k = L.k, d = L.d;
+  double* sums = out->sums;
+  int64_t* counts = out->counts;
+  double* inertia = out->inertia;
+  std::fill(sums, sums + g * k * d, 0.0);
+  std::fill(counts, counts + g * k, 0);
+  std::fill(inertia, inertia + g, 0.0);
   for (const Partial& p : parts) {
     for (int64_t gi = 0; gi < g; ++gi) {
       inertia[gi] += p.inertia[gi];
@@ -570,12 +725,28 @@ void Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
   }
 }
 
+// The kernel's body, the steps above in order; an error leaves it with `status` set.
+void Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
+  Inputs in;
+  if (!ReadInputs(ctx, &in, status)) return;
+  Outputs out;
+  if (!AllocateOutputs(ctx, attrs, in, &out, status)) return;
+  const Layout L = MakeLayout(in);
+  const Units units = PartitionRows(in.n, L);
+  std::vector<Partial> parts = NewPartials(units, L, out.n_far);
+  RunUnits(in, L, units, &out, &parts);
+  MergeFarRows(parts, L.g, &out);
+  MergeSums(parts, L, &out);
+}
+
 void ComputeOrFail(void* attrs, TF_OpKernelContext* ctx) {
   TF_Status* status = TF_NewStatus();
   Compute(*static_cast<Attrs*>(attrs), ctx, status);
   if (TF_GetCode(status) != TF_OK) TF_OpKernelContext_Failure(ctx, status);
   TF_DeleteStatus(status);
 }
+
+// ---- Registration ----
 
 // Shapes that follow from the inputs alone: sums [G, K, D], counts [G, K] and
 // inertia [G]. The others depend on the attributes, which the C API's shape
@@ -622,18 +793,5 @@ bool Register() {
 
 [[maybe_unused]] const bool registered = Register();  // build.py checks the op is there
 
+}  // namespace
 }  // namespace shardmeans
-
-// The op's contract (as REGISTER_OP's Doc would hold it; the C API has no place for it):
-//
-// ShardmeansNearestCentroids: the nearest of G groups of K centroids for each row,
-// and per-cluster partial sums.
-// x: float32 [rows, D]. valid: bool [rows], false for padding rows (labelled, not summed).
-// centroids: float32 [G, K, D]. bias: float32 [G, K], 0 or +inf (a padding centroid).
-// labels: int32 [rows, G], first nearest on ties. sq_dist: float32 [rows, G].
-//   Both [0, G] when per_row is false (the sums are all a Lloyd round needs).
-// sums: float64 [G, K, D]. counts: int64 [G, K]. inertia: float64 [G], of valid rows.
-// far: int32 [G, min(n_far, rows)], per group the rows farthest from their centroid,
-//   farthest first (padding rows count as -1), as tf.math.top_k orders them.
-// far_sq_dist: float32 [G, min(n_far, rows)], their squared distances (-1: padding).
-// far_labels: int32 [G, min(n_far, rows)], their nearest centroids.
