@@ -1,12 +1,13 @@
 # make demo: create the venv, install, run the fit job on built-in sample data.
-# make test: create or reuse the same venv, run the test suite.
+# make test: create or reuse the same venv, run the test suite (tests/unit, integration, runners).
+# make test-fast: the unit tests alone (tests/unit/, under a minute): the inner loop.
 # make lint: the linters and formatters' checks (ruff, shellcheck, clang-format), as CI runs them;
 # make format: let ruff and clang-format rewrite what `make lint` would refuse.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test test-fast lint format clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +28,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q tests/unit
 
 SHELL_SCRIPTS := launch/*.sh launch/common.bash .ci/run
 CC_SOURCES = $(shell find transforms -name '*.cc')

@@ -9,7 +9,9 @@ import tensorflow as tf
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
-from conftest import assignments, fit, main, metrics, write_shards
+from pipeline.cli import main
+
+from helpers import assignments, fit, metrics, write_shards
 
 
 def _images(out) -> int:

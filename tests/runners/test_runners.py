@@ -5,7 +5,8 @@
 - Dataflow, offline: a job template is written, nothing is submitted, and the staged
   package holds pipeline/ and transforms/, every sub-package and the op's source;
 - launch/: the versions agree with setup.py's pins, the scripts parse and build the
-  Beam flags they document, the Flex Template metadata validates the CLI's values.
+  Beam flags they document (which the command's flag check accepts), the Flex
+  Template metadata validates the CLI's values.
 """
 
 import ast
@@ -25,7 +26,9 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from conftest import (
+from pipeline import flags
+
+from helpers import (
     ROOT,
     assignments,
     centroids,
@@ -576,6 +579,49 @@ def test_flink_script_environments(environment, config):
         assert env.url == config
     else:
         assert env.command == config
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("dataflow.sh", ["p", "europe-west1", "gs://b", "--machine_type=n1-standard-8"]),
+        (
+            "dataflow.sh",
+            ["p", "us-central1", "b", "--gpu", "nvidia-l4:1", "--max_num_workers", "4"],
+        ),
+        (
+            "flink.sh",
+            ["--flink_master", "jm:8081", "--environment", "docker", "--parallelism", "4"],
+        ),
+        (
+            "flink.sh",
+            ["--flink_master", "jm:8081", "--environment", "external", "--worker_pool", "tm:50000"],
+        ),
+        ("flink.sh", ["--flink_master", "jm:8081", "--environment", "process"]),
+    ],
+)
+def test_launch_scripts_flags_are_accepted(script, args):
+    """The commands launch/ builds (printed by its dry run) pass the check."""
+    proc = subprocess.run(
+        [
+            os.path.join(ROOT, "launch", script),
+            *args,
+            "--input",
+            "gs://b/in/*",
+            "--output",
+            "gs://b/out",
+            "--k",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=dict(os.environ, SHARDMEANS_DRY_RUN="1", SHARDMEANS_PYTHON=sys.executable),
+    )
+    command = shlex.split(proc.stdout)
+    assert command[2:4] == ["pipeline", "fit"], command
+    flags.check_job_flags(command[4:], "shardmeans fit")
 
 
 # -- the Flex Template metadata --------------------------------------------------------

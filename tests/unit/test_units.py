@@ -1,8 +1,6 @@
 """The pieces of transforms/ on their own: step, partials, sample, update."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from transforms.core.partials import Partials, merge
 from transforms.core.sampling import row_hashes
 from transforms.step.step import get_step
 
-from conftest import ROOT
+from helpers import ROOT, run_check
 
 
 def _data(n=5000, d=6, k=7, dtype=np.float32, seed=0):
@@ -41,28 +39,7 @@ def test_step_equals_numpy(n):
 def test_two_replicas_give_the_same_sums():
     """MirroredStrategy over 2 logical CPU devices vs 1 device, in a fresh process:
     the fused op (no padding, halves of any length) and the XLA step (padded)."""
-    code = (
-        "import numpy as np\n"
-        "from transforms.step.step import KMeansStep\n"
-        "rng = np.random.default_rng(0)\n"
-        "x = rng.normal(size=(10001, 5)).astype(np.float32)\n"
-        "c = rng.normal(size=(6, 5)).astype(np.float32)\n"
-        "two = KMeansStep('cpu:2'); one = KMeansStep('cpu')\n"
-        "two_xla = KMeansStep('cpu:2', native=False)\n"
-        "assert two.n_replicas == 2 and one.n_replicas == 1 and two.native\n"
-        "for n in (10001, 1):  # uneven halves; a replica with no rows\n"
-        "    for a in (two(x[:n], c), two_xla(x[:n], c)):\n"
-        "        b = one(x[:n], c)\n"
-        "        np.testing.assert_array_equal(a.labels, b.labels)\n"
-        "        np.testing.assert_array_equal(a.counts, b.counts)\n"
-        "        np.testing.assert_allclose(a.sums, b.sums, rtol=1e-12)\n"
-        "        assert abs(a.inertia - b.inertia) <= 1e-9 * b.inertia\n"
-        "        np.testing.assert_array_equal(a.far_rows, b.far_rows)\n"
-        "print('ok')\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    proc = run_check("two_replicas")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
@@ -281,18 +258,7 @@ def test_the_command_skips_only_the_teardown_of_a_normal_exit():
     """`shardmeans` and `python -m pipeline` end with os._exit (unloading TensorFlow
     takes seconds): threads are still waited for, exit handlers run, buffered
     output is flushed, and main()'s status is the process's."""
-    code = (
-        "import atexit, sys, threading, time\n"
-        "atexit.register(lambda: print('handler ran'))\n"
-        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread done'))).start()\n"
-        "sys.argv = ['shardmeans', 'no-such-command']\n"
-        "print('buffered', end=' ')\n"
-        "from pipeline.cli import run\n"
-        "run()\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    proc = run_check("command_exit", timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stdout == "buffered thread done\nhandler ran\n"
     assert proc.stderr.startswith("usage: shardmeans")

@@ -1,5 +1,6 @@
-"""The output protocol: no input deleted, no row duplicated, no half-written output taken
-for a finished one; reruns after killed, failed and concurrent runs."""
+"""The output protocol through the fit and score jobs: no input deleted, no row duplicated,
+no half-written output taken for a finished one; reruns after killed, failed and
+concurrent runs. Publishing on its own is in tests/unit/test_run_output.py."""
 
 import glob
 import hashlib
@@ -16,7 +17,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.outputs import run_output
 
-from conftest import ROOT, assignments, fit, metrics, scaled_blobs, write_shards
+from helpers import ROOT, assignments, fit, leftovers, metrics, scaled_blobs, write_shards
 
 FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
 
@@ -33,11 +34,6 @@ def _digests(pattern):
         for p in glob.glob(pattern, recursive=True)
         if os.path.isfile(p)
     }
-
-
-def _leftovers(output):
-    """Anything a run leaves beside OUTPUT: its lock, run directories, a replaced tree."""
-    return sorted(glob.glob(str(output) + ".*"))
 
 
 def _marker(output):
@@ -58,7 +54,7 @@ def _assert_complete(output):
     assert listed == on_disk
     ids = assignments(output).column("id").to_pylist()
     assert len(ids) == len(set(ids)) == m["rows_valid"]
-    assert not _leftovers(output)
+    assert not leftovers(output)
 
 
 def test_output_overlapping_the_input_is_refused_before_anything_is_deleted(
@@ -77,7 +73,7 @@ def test_output_overlapping_the_input_is_refused_before_anything_is_deleted(
     assert fit(tmp_path / "in" / "o", "--input", str(tmp_path / "in" / "*"), *FAST) == 2
     assert "would also match" in capsys.readouterr().err
     assert _digests(csv_input) == before
-    assert not _leftovers(tmp_path / "in") and not _leftovers(out)
+    assert not leftovers(tmp_path / "in") and not leftovers(out)
 
 
 def test_an_output_holding_only_directories_is_not_empty(csv_input, tmp_path, capsys):
@@ -141,7 +137,7 @@ def test_a_failed_rerun_leaves_the_previous_output_intact(csv_input, tmp_path, c
     )
     assert "oops" in capsys.readouterr().err
     assert _marker(out) == good and _digests(str(out / "**" / "*")) == before
-    assert not _leftovers(out)
+    assert not leftovers(out)
 
 
 def _start_fit(output, pattern, *args):
@@ -273,82 +269,6 @@ def test_score_refuses_an_unfinished_or_incomplete_model(csv_input, tmp_path, ca
     os.rename(tmp_path / "variables", out / "model" / "variables")
     assert score(out / "model", "scored") == 0
     _assert_complete(tmp_path / "scored")
-
-
-def _stage(tmp_path, run, files):
-    for path, text in files.items():
-        full = os.path.join(run.stage, path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "w") as f:
-            f.write(text)
-
-
-def _tree(directory):
-    return {
-        os.path.relpath(os.path.join(d, f), directory): open(os.path.join(d, f)).read()
-        for d, _, files in os.walk(directory)
-        for f in files
-    }
-
-
-NEW = {
-    "metrics.json": "{}",
-    "assignments/part-00000-of-00001.csv": "id\n1\n",
-    "model/saved_model.pb": "pb",
-}
-OLD = {
-    "_SUCCESS": json.dumps({"run_id": "old"}),
-    "metrics.json": "old",
-    "assignments/part-00000-of-00002.csv": "id\n1\n",
-    "assignments/part-00001-of-00002.csv": "id\n2\n",
-}
-
-
-@pytest.mark.parametrize("how", ["rename", "copy"])
-def test_publish_replaces_the_whole_tree_and_finishes_an_interrupted_attempt(tmp_path, how):
-    """Both ways of publishing (rename: local; copy: object stores, run here on local paths)
-    leave exactly the new run's files with its marker, also when an attempt stopped midway."""
-    out = str(tmp_path / "out")
-    for path, text in OLD.items():
-        os.makedirs(os.path.dirname(os.path.join(out, path)), exist_ok=True)
-        with open(os.path.join(out, path), "w") as f:
-            f.write(text)
-    run = run_output.RunOutput(out, "new", "fit", True, True)
-    _stage(tmp_path, run, NEW)
-    manifest = run_output._manifest(run)
-    # An attempt that stopped midway.
-    if how == "rename":
-        os.rename(out, run.replaced)
-    else:
-        os.remove(os.path.join(out, "_SUCCESS"))
-        os.remove(os.path.join(out, "metrics.json"))
-        os.rename(os.path.join(run.stage, "metrics.json"), os.path.join(out, "metrics.json"))
-    for _ in range(2):  # the second time as a retried step would
-        run_output._publish(run, by_rename=how == "rename")
-    tree = _tree(out)
-    assert json.loads(tree.pop("_SUCCESS")) == manifest
-    assert tree == NEW
-    assert {f["path"] for f in manifest["files"]} == set(NEW)
-    assert not _leftovers(out)
-
-
-def test_publish_without_overwrite_never_replaces_an_output_filled_meanwhile(tmp_path):
-    out = str(tmp_path / "out")
-    run = run_output.begin(out, "fit", overwrite=False, inputs=[])
-    _stage(tmp_path, run, NEW)
-    os.makedirs(out)
-    with open(os.path.join(out, "theirs.txt"), "w") as f:
-        f.write("x")
-    with pytest.raises(Exception, match="filled by something else"):
-        run_output.publish(None, run=run)
-    staged = _tree(run.stage)
-    assert (
-        _tree(out) == {"theirs.txt": "x"}
-        and json.loads(staged.pop("_SUCCESS"))["run_id"] == run.run_id
-    )
-    assert staged == NEW
-    assert run_output.abort(run) is None
-    assert not _leftovers(out)
 
 
 def test_kept_shards_are_read_after_the_output_is_published(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from conftest import assignments, centroids, features_of, fit, metrics, scaled_blobs, write_shards
+from helpers import assignments, centroids, features_of, fit, metrics, scaled_blobs, write_shards
 
 
 def _fit_table(table, tmp_path, *args):

@@ -14,10 +14,8 @@ The import statements are read from the files (ast), not from `sys.modules`: imp
 import ast
 import glob
 import os
-import subprocess
-import sys
 
-from conftest import ROOT
+from helpers import ROOT, run_check
 
 # Top-level modules that are TensorFlow, tf.Transform or Beam, or import them.
 HEAVY = ("tensorflow", "tensorflow_transform", "apache_beam", "tfx_bsl", "tensorflow_metadata")
@@ -122,80 +120,11 @@ def test_pipeline_io_and_outputs_import_neither_each_other():
     assert _violations("pipeline/outputs", ["pipeline.io"]) == []
 
 
-# Imports every core module, then runs each piece once, where importing TensorFlow,
-# tf.Transform or Beam (or what imports them) fails. `transforms` is a bare package
-# here: its real __init__ imports every layer.
-_CORE_WITHOUT_TF = """
-import importlib, importlib.abc, os, sys, types
-
-HEAVY = {heavy!r}
-assert not [m for m in HEAVY if m in sys.modules], "imported at start-up"
-
-
-class Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname.split(".")[0] in HEAVY:
-            raise ImportError(f"transforms.core may not import {{fullname}}")
-        return None
-
-
-sys.meta_path.insert(0, Blocked())
-package = types.ModuleType("transforms")
-package.__path__ = [os.path.join({root!r}, "transforms")]
-sys.modules["transforms"] = package
-
-for name in {modules!r}:
-    importlib.import_module(name)
-
-import numpy as np
-from transforms.core.errors import UserInputError
-from transforms.core.hierarchy import merge_clusters
-from transforms.core.lloyd import Candidates, RoundState, update_candidates
-from transforms.core.partials import Partials, merge
-from transforms.core.sampling import row_hashes
-from transforms.core.seeding import _initial_state, initial_centroids, sample_inertia
-from transforms.core.selection import only_candidate, select
-
-rng = np.random.default_rng(0)
-x = np.concatenate([rng.normal(c, 0.1, size=(100, 2)) for c in (0.0, 5.0, 10.0)])
-assert row_hashes(x, 0).dtype == np.uint64
-states = []
-for k in (2, 3):
-    for init in ("k-means++", "random"):
-        centroids = initial_centroids(x, k, init, seed=0, refine_rounds=2)
-        assert sample_inertia(x, centroids) >= 0
-    _, state, _ = _initial_state((0, (k, 0)), x, "k-means++", None, 2, 1e-4)
-    states.append(state)
-candidates = Candidates(states=tuple(states), seeds=(0, 0))
-final = []
-for state in states:
-    labels = ((x[:, None] - state.centroids[None]) ** 2).sum(-1).argmin(1)
-    k = len(state.centroids)
-    sums = np.zeros((k, 2))
-    np.add.at(sums, labels, x)
-    part = Partials(sums, np.bincount(labels, minlength=k), 1.0, np.zeros(0),
-                    np.zeros((0, 2), np.float32), np.zeros(0, np.int64))
-    final.append(merge([part, Partials.zeros(k, 2)], 16))
-updated = update_candidates(candidates, final, 1e-4)
-chosen = select(updated, final, x, "silhouette", 0)
-assert len(chosen.state.centroids) == 3, chosen.sweep
-assert only_candidate(updated).index == 0
-merged = merge_clusters(chosen.state._replace(counts=final[1].counts), 2)
-assert sorted(set(merged.merge_map.tolist())) == [0, 1]
-assert issubclass(UserInputError, ValueError)
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
-assert not loaded, loaded
-print("ok")
-"""
-
-
 def test_core_runs_where_tensorflow_and_beam_cannot_be_imported():
     """Not even indirectly (scikit-learn, SciPy, a function-local import): every core
-    module imports, and each piece runs once, in a process that cannot import them."""
+    module imports, and each piece runs once, in a process that cannot import them
+    (tests/subprocess_checks/core_without_tf.py)."""
     modules = [name for name, _ in _modules("transforms/core")]
     assert "transforms.core.lloyd" in modules and "transforms.core" in modules
-    code = _CORE_WITHOUT_TF.format(heavy=HEAVY, root=ROOT, modules=modules)
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    proc = run_check("core_without_tf", ROOT, ",".join(HEAVY), *modules)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

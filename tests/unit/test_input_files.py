@@ -1,16 +1,15 @@
 """Input files as users have them (issue #20, the input half): every file's columns, empty and
 odd shards, encodings, compression, number grammar, tf.Example kinds, unreadable files.
 
-Mostly unit tests of pipeline.io.readers / pipeline.io.validation / pipeline.io.ingest; a few
-CLI fits where the whole path matters.
+Unit tests of pipeline.io.files / layout / readers / validation / ingest (the ingest's
+PTransform on the FnApiRunner, with assert_that); the CLI fits where the whole path
+matters are in tests/integration/test_input_fits.py.
 """
 
 import bz2
 import gzip
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -27,38 +26,12 @@ from pipeline.io.readers import parse_numbers, read_chunks
 from pipeline.io.validation import check_chunk, conform
 from transforms.core.errors import UserInputError
 
-from conftest import ROOT, assignments, fit, metrics, rejected
+from helpers import tf_example, write_tfrecord
 
-FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
 F = "__features__"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _example(**features) -> bytes:
-    """A serialized tf.Example: each value a list of bytes, ints or floats (by its first item)."""
-    import tensorflow as tf
-
-    feature = {}
-    for name, values in features.items():
-        if not values:
-            feature[name] = tf.train.Feature()
-        elif isinstance(values[0], bytes):
-            feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-        elif isinstance(values[0], int):
-            feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-        else:
-            feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def _write_tfrecord(path, records) -> None:
-    import tensorflow as tf
-
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for record in records:
-            writer.write(record)
 
 
 def _chunks(path, fmt, batch_rows=1000):
@@ -76,12 +49,6 @@ def _check_all(path, fmt, features, layout):
         valid += [] if checked.valid is None else checked.valid.to_pylist()
         rejects += [json.loads(line) for line in checked.rejected]
     return valid, rejects
-
-
-def _ab_csv(d, rows=8):
-    """Two well-separated groups of `rows` rows: id, a, b."""
-    lines = ["id,a,b"] + [f"{i},{(i % 2) * 10 + i * 0.01},{(i % 2) * 10}" for i in range(rows)]
-    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- layout: all files
@@ -117,8 +84,8 @@ def test_empty_parquet_and_tfrecord_shards_have_no_rows(tmp_path):
     assert input_layout(str(tmp_path / "*.parquet")).numeric == ["x"]
     assert _chunks(tmp_path / "a.parquet", "parquet") == []
     (tmp_path / "a.tfrecord").write_bytes(b"")
-    _write_tfrecord(tmp_path / "b.tfrecord", [])
-    _write_tfrecord(tmp_path / "c.tfrecord", [_example(x=[1.0])])
+    write_tfrecord(tmp_path / "b.tfrecord", [])
+    write_tfrecord(tmp_path / "c.tfrecord", [tf_example(x=[1.0])])
     assert input_layout(str(tmp_path / "*.tfrecord")).numeric == ["x"]
     assert _chunks(tmp_path / "a.tfrecord", "tfrecord") == []
 
@@ -362,15 +329,15 @@ def test_csv_rows_with_non_decimal_numbers_are_rejected(tmp_path):
 
 def test_tfrecord_mixed_kinds_are_numbers_and_bytes_rows_are_rejected(tmp_path):
     path = tmp_path / "a.tfrecord"
-    _write_tfrecord(
+    write_tfrecord(
         path,
         [
-            _example(id=[b"a"], x=[1.5]),
-            _example(id=[b"b"], x=[2]),
-            _example(id=[b"c"], x=[b"z"]),
-            _example(id=[b"d"], x=[3.5]),
-            _example(id=[b"e"], x=[4]),
-            _example(id=[b"f"]),
+            tf_example(id=[b"a"], x=[1.5]),
+            tf_example(id=[b"b"], x=[2]),
+            tf_example(id=[b"c"], x=[b"z"]),
+            tf_example(id=[b"d"], x=[3.5]),
+            tf_example(id=[b"e"], x=[4]),
+            tf_example(id=[b"f"]),
         ],
     )
     layout = input_layout(str(path), id_column="id")
@@ -393,9 +360,9 @@ def test_tfrecord_passthrough_scalar_in_layout_with_lists_later(tmp_path):
     """The layout sampled only single values; rows holding several are rejected naming the
     column, rows holding none pass with a null."""
     path = tmp_path / "a.tfrecord"
-    records = [_example(x=[float(i)], tag=[i]) for i in range(5)]
-    records += [_example(x=[9.0], tag=[1, 2]), _example(x=[8.0], tag=[])]
-    _write_tfrecord(path, records)
+    records = [tf_example(x=[float(i)], tag=[i]) for i in range(5)]
+    records += [tf_example(x=[9.0], tag=[1, 2]), tf_example(x=[8.0], tag=[])]
+    write_tfrecord(path, records)
     layout = InputLayout(
         str(path),
         "tfrecord",
@@ -422,15 +389,6 @@ def test_conform_casts_per_row_where_it_must():
 
 
 # ----------------------------------------------------------------------------- unreadable files
-
-
-@pytest.fixture()
-def with_dangling_link(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    (d / "a.csv").write_text(_ab_csv(d, 8))
-    os.symlink(tmp_path / "gone.csv", d / "b.csv")
-    return d
 
 
 def test_dangling_link_is_matched_and_reported(with_dangling_link):
@@ -466,40 +424,6 @@ def test_read_fn_rejects_an_unreadable_file_whole_or_fails(tmp_path):
         UserInputError, match=r"cannot read file .*vanished\.csv.*--on_invalid=fail"
     ):
         list(fn.process(path))
-
-
-def test_file_without_read_permission_is_rejected_whole(tmp_path):
-    """A fit whose process may not read one input file: that file is one rejected record.
-
-    Root reads any file: the fit runs without the capabilities that let it
-    (setpriv drops them), as an ordinary user would."""
-    d = tmp_path / "in"
-    d.mkdir()
-    (d / "a.csv").write_text("id,x\n1,1.0\n2,2.0\n3,9.0\n")
-    (d / "b.csv").write_text("id,x\n4,1.0\n")
-    (d / "b.csv").chmod(0)
-    out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "fit",
-        "--input",
-        str(d / "*.csv"),
-        "--output",
-        str(out),
-        "--id_column",
-        "id",
-        *map(str, FAST),
-    ]
-    if os.geteuid() == 0:
-        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] + command
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    m = metrics(out)
-    assert (m["rows_read"], m["rows_valid"], m["files_rejected"]) == (3, 3, 1)
-    (record,) = rejected(out)
-    assert record["file"] == str(d / "b.csv") and "PermissionError" in record["reason"]
 
 
 def test_read_valid_rows_counts_files_rejected(with_dangling_link):
@@ -543,117 +467,3 @@ def test_read_valid_rows_reads_the_files_matched_before_and_reports_one_gone(tmp
             equal_to([files[1]]),
             label="Rejected",
         )
-
-
-# ----------------------------------------------------------------------------- whole fits
-
-
-def test_fit_with_empty_and_header_only_first_shards(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    (d / "a.csv").write_text("")
-    (d / "b.csv").write_text("id,a,b\n")
-    (d / "c.csv").write_text(_ab_csv(d, 6))
-    (d / "d.csv").write_text(
-        "id,a,b,extra\n"
-        + "\n".join(f"{i},{(i % 2) * 10},{(i % 2) * 10},e{i}" for i in range(6, 10))
-        + "\n"
-    )
-    out = tmp_path / "out"
-    assert fit(out, "--input", d / "*.csv", *FAST) == 0
-    m = metrics(out)
-    assert (m["rows_read"], m["rows_valid"], m["rows_rejected"]) == (10, 10, 0)
-    assert m["features"] == ["id", "a", "b"]  # every numeric column (no --id_column)
-    table = assignments(out)
-    assert table.schema.names[:4] == ["id", "a", "b", "extra"]
-    extra = dict(zip(table.column("id").to_pylist(), table.column("extra").to_pylist()))
-    assert extra[7] == "e7" and extra[1] in (None, "")  # null: an empty CSV field
-
-
-def test_fit_gzip_csv_with_bom(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
-    (d / "data.csv.gz").write_bytes(gzip.compress(("\ufeff" + _ab_csv(d, 10)).encode("utf-8")))
-    out = tmp_path / "out"
-    assert fit(out, "--input", d / "*.csv.gz", "--id_column", "id", *FAST) == 0
-    m = metrics(out)
-    assert (m["rows_read"], m["rows_valid"], m["rows_rejected"]) == (10, 10, 0)
-    assert m["features"] == ["a", "b"]
-    assert sorted(assignments(out).column("id").to_pylist()) == list(range(10))
-
-
-def test_fit_parquet_shards_that_differ(tmp_path):
-    """Zero-row first shard, a column only the second has, a category and a list column,
-    int32 in one shard where another has int64: all rows valid, passed through as values."""
-    d = tmp_path / "in"
-    d.mkdir()
-    pq.write_table(
-        pa.table({"id": pa.array([], pa.int64()), "a": pa.array([], pa.float64())}),
-        d / "p0.parquet",
-    )
-    pd.DataFrame(
-        {
-            "id": np.arange(4, dtype=np.int32),
-            "a": [0.0, 10.0, 0.5, 10.5],
-            "kind": pd.Categorical(["u", "v", "u", "v"]),
-            "vec": [[1.0], [1.0, 2.0], [], [3.0]],
-        }
-    ).to_parquet(d / "p1.parquet")
-    pd.DataFrame(
-        {"id": np.arange(4, 8), "a": [0.2, 10.2, 0.1, 10.1], "b": [1.0, 2.0, 3.0, 4.0]}
-    ).to_parquet(d / "p2.parquet")
-    out = tmp_path / "out"
-    assert fit(out, "--input", d / "*.parquet", "--features", "a", *FAST) == 0
-    m = metrics(out)
-    assert (m["rows_read"], m["rows_valid"], m["rows_rejected"]) == (8, 8, 0)
-    table = assignments(out)
-    assert table.schema.field("id").type == pa.int64()
-    assert table.column("kind").to_pylist() == ["u", "v", "u", "v", None, None, None, None]
-    assert table.column("b").to_pylist()[3:5] == [None, 1.0]
-    assert table.column("vec").to_pylist()[:2] == [[1.0], [1.0, 2.0]]
-
-
-def test_fit_tfrecord_with_mixed_feature_kinds(tmp_path):
-    """int64_list in some rows, float_list in others: all numbers; a bytes_list row rejected."""
-    d = tmp_path / "in"
-    d.mkdir()
-    records = []
-    for i in range(10):
-        a = float((i % 2) * 10) + 0.5 if i % 3 else (i % 2) * 10  # int in every third row
-        records.append(_example(id=[i], a=[a], b=[float(i % 2)]))
-    records.append(_example(id=[10], a=[b"ten"], b=[1.0]))
-    _write_tfrecord(d / "part-0.tfrecord", records)
-    out = tmp_path / "out"
-    assert fit(out, "--input", d / "*.tfrecord", "--id_column", "id", *FAST) == 0
-    m = metrics(out)
-    assert (m["rows_read"], m["rows_valid"], m["rows_rejected"]) == (11, 10, 1)
-    assert m["features"] == ["a", "b"]
-    (record,) = rejected(out)
-    assert (record["row"], record["column"]) == (11, "a")
-    assert record["reason"] == "value of type large_binary, not a number"
-    assert assignments(out).column("id").to_pylist() == list(range(10))
-
-
-def test_fit_dangling_link_reject_mode_writes_one_file_record(with_dangling_link, tmp_path):
-    out = tmp_path / "out"
-    assert fit(out, "--input", with_dangling_link / "*.csv", "--id_column", "id", *FAST) == 0
-    m = metrics(out)
-    assert (m["rows_read"], m["rows_valid"], m["rows_rejected"]) == (8, 8, 0)
-    (record,) = rejected(out)
-    assert record["file"] == str(with_dangling_link / "b.csv")
-    assert (record["row"], record["column"]) == (None, None)
-    assert record["reason"].startswith("cannot read file: FileNotFoundError")
-    if "files_rejected" in m:  # written by the metrics writers once they read counts[3]
-        assert m["files_rejected"] == 1
-
-
-def test_fit_dangling_link_fail_mode_names_the_file(with_dangling_link, tmp_path, capsys):
-    assert (
-        fit(
-            tmp_path / "out", "--input", with_dangling_link / "*.csv", "--on_invalid", "fail", *FAST
-        )
-        == 2
-    )
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("shardmeans fit: error: cannot read file ")
-    assert "b.csv" in last and "--on_invalid=fail" in last

@@ -8,14 +8,14 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipeline.cli import main
 from transforms import AssignClusters, KMeans
 
-from conftest import (
+from helpers import (
     assignments,
     centroids,
     features_of,
     fit,
-    main,
     metrics,
     rejected,
     scaled_blobs,

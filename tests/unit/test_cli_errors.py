@@ -5,21 +5,21 @@ of a traceback for what the user causes, Ctrl-C.
   flag and the closest known one, before anything is read; every flag Beam knows
   is still accepted.
 - pipeline.failures classifies the exceptions Beam's runners really raise (built by
-  running tiny pipelines whose DoFn raises, in process and in worker processes).
+  running tiny pipelines whose DoFn raises, in this process; as worker processes
+  deliver them, as text; a real multi-process run is in
+  tests/integration/test_cli_runs.py).
 - Ctrl-C is "interrupted", status 130; a full disk and a refused write are one line
-  naming the path; a bug keeps its traceback.
+  naming the path; a bug keeps its traceback. The command's jobs are replaced here:
+  a SIGINT to a real fit is in tests/integration/test_cli_runs.py.
 """
 
 import errno
 import logging
 import os
-import shlex
-import signal
 import subprocess
 import sys
 import traceback
 
-import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -30,12 +30,8 @@ from pipeline.failures import user_message, was_interrupted, without_stage
 from pipeline.options import KMeansOptions
 from transforms.core.errors import UserInputError
 
-from conftest import ROOT
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
-STAGE = "KMeans/Lloyd/Round003/PartialSums"
-FULL = "/data/out/assignments/part-00000.parquet"
-LOCKED = "/data/locked/out"
+from beam_failures import FULL, RAISED, STAGE, WANTED, as_worker_text, run_failing
+from helpers import ROOT
 
 
 def _one_line(stream: str) -> str:
@@ -301,49 +297,6 @@ def test_real_beam_flags_are_accepted(argv, caplog):
     assert "Discarding unparseable args" not in caplog.text, argv
 
 
-@pytest.mark.parametrize(
-    "script, args",
-    [
-        ("dataflow.sh", ["p", "europe-west1", "gs://b", "--machine_type=n1-standard-8"]),
-        (
-            "dataflow.sh",
-            ["p", "us-central1", "b", "--gpu", "nvidia-l4:1", "--max_num_workers", "4"],
-        ),
-        (
-            "flink.sh",
-            ["--flink_master", "jm:8081", "--environment", "docker", "--parallelism", "4"],
-        ),
-        (
-            "flink.sh",
-            ["--flink_master", "jm:8081", "--environment", "external", "--worker_pool", "tm:50000"],
-        ),
-        ("flink.sh", ["--flink_master", "jm:8081", "--environment", "process"]),
-    ],
-)
-def test_launch_scripts_flags_are_accepted(script, args):
-    """The commands launch/ builds (printed by its dry run) pass the check."""
-    proc = subprocess.run(
-        [
-            os.path.join(ROOT, "launch", script),
-            *args,
-            "--input",
-            "gs://b/in/*",
-            "--output",
-            "gs://b/out",
-            "--k",
-            "8",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        env=dict(os.environ, SHARDMEANS_DRY_RUN="1", SHARDMEANS_PYTHON=sys.executable),
-    )
-    command = shlex.split(proc.stdout)
-    assert command[2:4] == ["pipeline", "fit"], command
-    flags.check_job_flags(command[4:], "shardmeans fit")
-
-
 def _a_value(action) -> str:
     """A value `action` takes, from its choices, or the first of a few its type accepts."""
     if action.choices:
@@ -423,52 +376,6 @@ def test_fit_help_lists_verbose_and_says_unknown_flags_stop(capsys):
 # --- how Beam's runners deliver a worker's exception ---------------------------------
 
 
-class Raise(beam.DoFn):
-    """Raises `what` (a picklable exception, or 'interrupt') on its first element."""
-
-    def __init__(self, what):
-        self.what = what
-
-    def process(self, element):
-        if self.what == "interrupt":
-            raise KeyboardInterrupt()
-        raise self.what
-
-
-RAISED = {
-    "user": UserInputError("a.csv, row 3, column 'x': NaN (--on_invalid=fail)"),
-    "full_disk": OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), FULL),
-    "full_disk_no_path": OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
-    "denied": PermissionError(errno.EACCES, os.strerror(errno.EACCES), LOCKED),
-    "read_only": OSError(errno.EROFS, os.strerror(errno.EROFS), LOCKED),
-    "bug": ZeroDivisionError("division by zero"),
-    "interrupt": "interrupt",
-}
-WANTED = {
-    "user": "a.csv, row 3, column 'x': NaN (--on_invalid=fail)",
-    "full_disk": f"no space left on device: {FULL}",
-    "full_disk_no_path": "no space left on device (the error names no path; "
-    "--verbose shows the full error)",
-    "denied": f"permission denied: {LOCKED}",
-    "read_only": f"read-only file system: {LOCKED}",
-    "bug": None,
-    "interrupt": None,
-}
-
-
-def _run_failing(what, options=None, runner=None) -> Exception:
-    """What `pipeline.run().wait_until_finish()` raises when a DoFn at STAGE raises `what`."""
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    _ = (
-        pipeline
-        | beam.Create([1, 2])
-        | "KMeans" >> (beam.Map(lambda x: x) | STAGE.split("/", 1)[1] >> beam.ParDo(Raise(what)))
-    )
-    with pytest.raises(Exception) as info:
-        pipeline.run().wait_until_finish()
-    return info.value
-
-
 @pytest.fixture(scope="module")
 def in_process():
     """The exceptions of the local run's runner, Beam's FnApiRunner in this process."""
@@ -476,17 +383,10 @@ def in_process():
     level, quiet.level = quiet.level, logging.CRITICAL  # its log of each DoFn's traceback
     try:
         return {
-            kind: _run_failing(what, runner=fn_runner.FnApiRunner())
-            for kind, what in RAISED.items()
+            kind: run_failing(what, runner=fn_runner.FnApiRunner()) for kind, what in RAISED.items()
         }
     finally:
         quiet.setLevel(level)
-
-
-def _as_worker_text(error: BaseException, prefix: str = "") -> RuntimeError:
-    """`error` as a runner with SDK workers in other processes delivers it: the worker
-    sends traceback.format_exc() (sdk_worker.py), the runner raises RuntimeError(text)."""
-    return RuntimeError(prefix + "".join(traceback.format_exception(error)))
 
 
 def test_in_process_shapes_are_what_beam_produces(in_process):
@@ -521,25 +421,10 @@ def test_classifier_on_in_process_errors(in_process, kind):
 @pytest.mark.parametrize("kind", list(RAISED))
 def test_classifier_on_worker_text(in_process, kind, prefix):
     """Text only: the exception objects stayed in the worker's process."""
-    wrapped = _as_worker_text(in_process[kind], prefix)
+    wrapped = as_worker_text(in_process[kind], prefix)
     assert "[while running" in str(wrapped) and "\n" in str(wrapped)
     assert user_message(wrapped) == WANTED[kind]
     assert was_interrupted(wrapped) == (kind == "interrupt")
-
-
-@pytest.mark.parametrize("kind", ["user", "full_disk"])
-def test_classifier_on_a_real_multi_process_run(kind, monkeypatch):
-    """The runner with SDK worker processes, for real: the error arrives as text."""
-    # The workers unpickle Raise: they import this module (and transforms) by name.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, ROOT]))
-    error = _run_failing(
-        RAISED[kind],
-        options=PipelineOptions(
-            ["--direct_running_mode=multi_processing", "--direct_num_workers=1"]
-        ),
-    )
-    assert type(error) is RuntimeError and "Traceback (most recent call last)" in str(error)
-    assert user_message(error) == WANTED[kind]
 
 
 def test_stage_names_are_trimmed_wherever_they_are():
@@ -569,7 +454,7 @@ def test_full_disk_without_a_path_names_the_output():
 @pytest.mark.parametrize("kind", ["user", "full_disk", "denied", "read_only"])
 @pytest.mark.parametrize("delivery", ["in_process", "worker_text"])
 def test_command_prints_one_line(in_process, kind, delivery, monkeypatch, tmp_path, capfd):
-    error = in_process[kind] if delivery == "in_process" else _as_worker_text(in_process[kind])
+    error = in_process[kind] if delivery == "in_process" else as_worker_text(in_process[kind])
 
     def job(command, argv):
         raise error
@@ -593,7 +478,7 @@ def test_ctrl_c_is_one_line_and_130(in_process, raised, monkeypatch, tmp_path, c
     error = {
         "bare": KeyboardInterrupt(),
         "in_a_dofn": in_process["interrupt"],
-        "in_a_worker": _as_worker_text(in_process["interrupt"]),
+        "in_a_worker": as_worker_text(in_process["interrupt"]),
     }[raised]
 
     def job(command, argv):
@@ -611,60 +496,6 @@ def test_ctrl_c_in_generate(monkeypatch, tmp_path, capfd):
     monkeypatch.setattr(generate, "generate", interrupted)
     assert main(["generate", "--output", str(tmp_path / "gen")]) == 130
     assert _one_line(capfd.readouterr().err) == "shardmeans generate: interrupted"
-
-
-def test_ctrl_c_during_a_real_fit(tmp_path):
-    """SIGINT to `python -m pipeline fit` once its pipeline runs: status 130, last line
-    "interrupted", no traceback. A SIGINT that lands while Python runs a __del__ (of
-    TensorFlow's) is dropped by Python ("Exception ignored in"): then the job finishes,
-    status 0, and the test sends it again to a new run."""
-    data = tmp_path / "in.csv"
-    data.write_text(
-        "id,x,y\n" + "".join(f"{i},{(i * 37) % 101},{(i * 91) % 103}\n" for i in range(3000))
-    )
-    for attempt in range(3):
-        out = tmp_path / f"out{attempt}"
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pipeline",
-                "fit",
-                "--input",
-                str(data),
-                "--output",
-                str(out),
-                "--k",
-                "8",
-                "--n_init",
-                "1",
-                "--init_refine_rounds",
-                "0",
-                "--max_rounds",
-                "30",
-                "--tol",
-                "0",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        seen = []
-        for line in proc.stderr:  # the job logs as it runs; interrupt it in its first pass
-            seen.append(line)
-            if "BatchElements statistics" in line:
-                proc.send_signal(signal.SIGINT)
-                break
-        stdout, rest = proc.communicate(timeout=120)
-        stderr = "".join(seen) + rest
-        if proc.returncode == 0 and "Exception ignored in" in stderr:
-            continue  # the dropped SIGINT (see above)
-        assert proc.returncode == 130, stderr[-3000:]
-        assert stderr.strip().splitlines()[-1] == "shardmeans fit: interrupted", stderr[-3000:]
-        assert "Traceback" not in stderr, stderr[-3000:]
-        return
-    pytest.fail("every SIGINT was dropped")
 
 
 # --- a real refused write, end to end (generate: no Beam job needed) ------------------

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, assignments, fit, metrics, rejected
+from helpers import ROOT, assignments, fit, metrics, rejected
 
 GOOD = ["1,1.0,2.0", "2,1.5,2.5", "3,9.0,9.5", "4,9.5,9.0", "5,  2.5 ,1.0"]
 BAD = {  # row text -> (column, reason fragment)

@@ -8,7 +8,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from conftest import assignments, centroids, features_of, fit, metrics
+from helpers import assignments, centroids, features_of, fit, metrics
 
 
 def test_standardization_equals_standard_scaler(blob_table, blob_parquet, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.outputs.report import PNG_SIGNATURE, render_report, write_report
 
-from conftest import ROOT
+from helpers import ROOT
 
 K, D, M = 3, 4, 300
 FEATURES = ["height", "<b>w&h</b>", 'say "hi"', "price_$"]

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from conftest import centroids, fit, fit_subprocess, metrics, scaled_blobs, write_shards
+from helpers import centroids, fit, fit_subprocess, metrics, scaled_blobs, write_shards
 
 K = 4
 # No refinement of the start on the init sample (here all 4000 rows): the full passes,
