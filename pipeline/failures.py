@@ -14,7 +14,7 @@ Anything else is a bug and keeps its traceback.
 
 A worker's exception reaches the driver wrapped by the runner. The shapes,
 from Beam 2.77 (apache_beam.runners.common.DoFnRunner._reraise_augmented and
-the FnApiRunner; tests/test_cli_errors.py builds each):
+the FnApiRunner; tests/unit/test_cli_errors.py builds each):
 
 - In process (the FnApiRunner's embedded worker, the default local run): the
   exception re-raised with " [while running 'STAGE']" appended to its message,

@@ -661,6 +661,21 @@ BAD = {
 }
 
 
+def test_flex_template_entry_file_runs_fit_on_dataflow():
+    """The file the Flex Template image runs takes the template's flags as `fit`'s."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(LAUNCH, "flex_template_main.py"), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: shardmeans fit") and "--input" in proc.stdout
+    with open(os.path.join(LAUNCH, "Dockerfile")) as f:
+        assert "COPY launch/flex_template_main.py ./" in f.read()
+
+
 def test_flex_template_metadata():
     from apache_beam.options.pipeline_options import PipelineOptions
 

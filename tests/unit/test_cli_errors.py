@@ -16,6 +16,7 @@ of a traceback for what the user causes, Ctrl-C.
 import errno
 import logging
 import os
+import re
 import subprocess
 import sys
 import traceback
@@ -365,6 +366,22 @@ def test_generate_help_explains_every_flag(capsys):
         "--verbose",
     ):
         assert flag in text
+
+
+def test_version_and_the_commands(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"shardmeans {version('shardmeans')}\n"
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for command in ("fit", "score", "generate"):
+        assert re.search(rf"^  {command} +\S", text, re.M), text
+    assert main(["fitt"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("usage: shardmeans") and err[-1] == (
+        "shardmeans: error: unknown command 'fitt'"
+    )
 
 
 def test_fit_help_lists_verbose_and_says_unknown_flags_stop(capsys):

@@ -31,7 +31,8 @@
 // Shapes that disagree, empty centroids, or more rows than an int32 indexes: an
 // InvalidArgument error.
 //
-// What tests/test_native_op.py holds it to:
+// What tests/unit/test_native_op.py and tests/integration/test_native_op_processes.py
+// hold it to:
 // - The nearest centroid is the first one, the lowest index, on ties; rows equally
 //   far keep row order among the far rows (tf.math.top_k's order).
 // - On the tests' data, the labels, counts and far rows are those of TensorFlow's
