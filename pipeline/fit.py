@@ -216,15 +216,7 @@ def work_dir(spec: FitSpec, run: RunOutput) -> str:
 def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -> None:
     """Add the fit job to `pipeline` (runs nothing): read and validate, KMeans, write the
     outputs under the run's stage, publish them to `spec.output` once all are written."""
-    rows = pipeline | "Read" >> ReadValidRows(
-        spec.input,
-        spec.format,
-        spec.features,
-        spec.passthrough,
-        spec.on_invalid,
-        spec.batch_size,
-        files=None if spec.match_when_run else spec.files,
-    )
+    rows = pipeline | "Read" >> ReadValidRows.of_job(spec)
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     fitted = rows["valid"] | "KMeans" >> KMeans(
         spec.ks,

@@ -103,15 +103,7 @@ def score_spec(options) -> ScoreSpec:
 def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutput) -> None:
     """Add the score job to `pipeline` (runs nothing): read and validate, assign, write under
     the run's stage, publish to `spec.output` once all are written."""
-    rows = pipeline | "Read" >> ReadValidRows(
-        spec.input,
-        spec.format,
-        spec.features,
-        spec.passthrough,
-        spec.on_invalid,
-        spec.batch_size,
-        files=None if spec.match_when_run else spec.files,
-    )
+    rows = pipeline | "Read" >> ReadValidRows.of_job(spec)
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     assigned = (
         rows["valid"]

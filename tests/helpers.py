@@ -97,15 +97,26 @@ def many_units_case():
     return x, [rng.normal(size=(64, 16)).astype(np.float32) for _ in range(3)]
 
 
+# The flags of a fit that only has to run, not to converge: one start, no refining, 2 rounds.
+FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
+
+
 def fit(output, *args) -> int:
     """Run `shardmeans fit` in this process; return its exit status."""
     return main(["fit", "--output", str(output), *map(str, args)])
 
 
-def fit_subprocess(output, *args, timeout=600) -> subprocess.CompletedProcess:
-    """Run `python -m pipeline fit` in a new process (for process-wide TF settings)."""
+def fit_subprocess(output, *args, timeout=600, unprivileged=False) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline fit` in a new process (for process-wide TF settings).
+
+    `unprivileged`: as a user whom file permissions apply to; root (these tests'
+    user in CI) runs it without the capabilities that override them (setpriv).
+    """
+    command = [sys.executable, "-m", "pipeline", "fit", "--output", str(output), *map(str, args)]
+    if unprivileged and os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", "fit", "--output", str(output), *map(str, args)],
+        command,
         cwd=ROOT,
         capture_output=True,
         text=True,

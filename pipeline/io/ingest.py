@@ -88,6 +88,19 @@ class ReadValidRows(beam.PTransform):
         self._pattern, self._files = pattern, None if files is None else list(files)
         self._fn = _ReadAndValidateFn(fmt, features, passthrough, on_invalid, batch_rows)
 
+    @classmethod
+    def of_job(cls, spec) -> "ReadValidRows":
+        """The reading of a job's spec (fit.FitSpec, score.ScoreSpec: the fields named here)."""
+        return cls(
+            spec.input,
+            spec.format,
+            spec.features,
+            spec.passthrough,
+            spec.on_invalid,
+            spec.batch_size,
+            files=None if spec.match_when_run else spec.files,
+        )
+
     def expand(self, pbegin):
         if self._files is not None:
             paths = pbegin | "Files" >> beam.Create(self._files)

@@ -5,9 +5,6 @@ readers, layout and validation on their own are in tests/unit/test_input_files.p
 """
 
 import gzip
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -15,17 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from helpers import (
-    ROOT,
+    FAST,
     ab_csv,
     assignments,
     fit,
+    fit_subprocess,
     metrics,
     rejected,
     tf_example,
     write_tfrecord,
 )
-
-FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
 
 
 def test_file_without_read_permission_is_rejected_whole(tmp_path):
@@ -39,22 +35,9 @@ def test_file_without_read_permission_is_rejected_whole(tmp_path):
     (d / "b.csv").write_text("id,x\n4,1.0\n")
     (d / "b.csv").chmod(0)
     out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "fit",
-        "--input",
-        str(d / "*.csv"),
-        "--output",
-        str(out),
-        "--id_column",
-        "id",
-        *map(str, FAST),
-    ]
-    if os.geteuid() == 0:
-        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] + command
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = fit_subprocess(
+        out, "--input", d / "*.csv", "--id_column", "id", *FAST, unprivileged=True
+    )
     assert proc.returncode == 0, proc.stderr
     m = metrics(out)
     assert (m["rows_read"], m["rows_valid"], m["files_rejected"]) == (3, 3, 1)

@@ -17,9 +17,17 @@ import pytest
 from pipeline.cli import main
 from pipeline.outputs import run_output
 
-from helpers import ROOT, assignments, fit, leftovers, metrics, scaled_blobs, write_shards
-
-FAST = ("--k", 2, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 2)
+from helpers import (
+    FAST,
+    ROOT,
+    assignments,
+    fit,
+    fit_subprocess,
+    leftovers,
+    metrics,
+    scaled_blobs,
+    write_shards,
+)
 
 
 @pytest.fixture()
@@ -291,20 +299,7 @@ def test_an_output_where_the_run_may_not_write_is_one_line(csv_input, tmp_path):
     parent = tmp_path / "read-only"
     parent.mkdir()
     parent.chmod(0o555)
-    command = [
-        sys.executable,
-        "-m",
-        "pipeline",
-        "fit",
-        "--input",
-        csv_input,
-        "--output",
-        str(parent / "out"),
-        *map(str, FAST),
-    ]
-    if os.geteuid() == 0:
-        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] + command
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = fit_subprocess(parent / "out", "--input", csv_input, *FAST, unprivileged=True)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("shardmeans")]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert f"cannot write in {parent}: Permission denied" in lines[0]
