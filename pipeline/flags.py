@@ -24,14 +24,11 @@ import difflib
 import importlib
 from typing import Iterable, List, Optional, Sequence
 
+from transforms.core.errors import UserInputError
 
-class FlagError(ValueError):
-    """A flag the command cannot take: printed alone as the command's error line, exit 2.
 
-    A user error like transforms.core.errors.UserInputError, but a class of its own:
-    importing that one imports the `transforms` package, TensorFlow and
-    tf.Transform with it (seconds), which `generate` never needs.
-    """
+class FlagError(UserInputError):
+    """A flag the command cannot take: printed alone as the command's error line, exit 2."""
 
 
 # Beam modules that register PipelineOptions classes of their own when they are

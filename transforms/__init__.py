@@ -1,65 +1,56 @@
 """Reusable shardmeans pieces for your own Beam pipeline (never imports `pipeline`).
 
+    from transforms import AssignClusters, KMeans
+
     fitted = rows | KMeans(n_clusters=8, features=["a", "b"], output_dir=OUT)
     scored = rows | AssignClusters(OUT + "/model")
 
-Three layers: `transforms.core` (NumPy/SciPy), `transforms.step` (TensorFlow
-on the workers) and `transforms.beam` (the PTransforms and combiners).
+The names below are what a pipeline composes: the two PTransforms, the model
+export, the error a user's input raises, and the types of KMeans' outputs.
+Everything else stays in its layer: `transforms.core` (NumPy/SciPy),
+`transforms.step` (TensorFlow on the workers), `transforms.beam` (the
+PTransforms and combiners).
+
+Each name is imported on first use (PEP 562): importing a light module such as
+`transforms.core.errors` does not import TensorFlow, tf.Transform or Beam.
 """
 
-from transforms.beam.assign import AssignClusters
-from transforms.beam.candidates import ChooseCandidate, InitialCandidates
-from transforms.beam.combiners import BottomSampleFn, CandidatePartialsCombineFn, PartialsCombineFn
-from transforms.beam.kmeans import KMeans
-from transforms.beam.rounds import (
-    AssignShards,
-    EvaluateCandidates,
-    LloydRound,
-    LloydRounds,
-    LloydUpdateFn,
-    StepConfig,
-)
-from transforms.core.errors import UserInputError
-from transforms.core.hierarchy import merge_map, ward_linkage, ward_merge
-from transforms.core.lloyd import Candidates, RoundState, lloyd_update, update_candidates
-from transforms.core.partials import Partials
-from transforms.core.sampling import row_hashes
-from transforms.core.seeding import initial_centroids
-from transforms.core.selection import Selection, select
-from transforms.step.export import export_model
-from transforms.step.preprocessing import Standardizer, preprocessing_fn
-from transforms.step.step import KMeansStep, get_step
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "AssignClusters",
-    "AssignShards",
-    "BottomSampleFn",
-    "CandidatePartialsCombineFn",
-    "Candidates",
-    "ChooseCandidate",
-    "EvaluateCandidates",
-    "InitialCandidates",
-    "KMeans",
-    "KMeansStep",
-    "LloydRound",
-    "LloydRounds",
-    "LloydUpdateFn",
-    "Partials",
-    "PartialsCombineFn",
-    "RoundState",
-    "Selection",
-    "Standardizer",
-    "StepConfig",
-    "UserInputError",
-    "export_model",
-    "get_step",
-    "initial_centroids",
-    "lloyd_update",
-    "merge_map",
-    "preprocessing_fn",
-    "row_hashes",
-    "select",
-    "update_candidates",
-    "ward_linkage",
-    "ward_merge",
-]
+# name -> the module that defines it
+_EXPORTS = {
+    "AssignClusters": "transforms.beam.assign",
+    "KMeans": "transforms.beam.kmeans",
+    "Partials": "transforms.core.partials",  # KMeans' "final": the last pass's partials
+    "RoundState": "transforms.core.lloyd",  # KMeans' "state": the chosen fit
+    "Sample": "transforms.core.sampling",  # KMeans' "sample": the init sample
+    "Selection": "transforms.core.selection",  # KMeans' "selection": what it was chosen from
+    "UserInputError": "transforms.core.errors",
+    "export_model": "transforms.step.export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'transforms' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from transforms.beam.assign import AssignClusters as AssignClusters
+    from transforms.beam.kmeans import KMeans as KMeans
+    from transforms.core.errors import UserInputError as UserInputError
+    from transforms.core.lloyd import RoundState as RoundState
+    from transforms.core.partials import Partials as Partials
+    from transforms.core.sampling import Sample as Sample
+    from transforms.core.selection import Selection as Selection
+    from transforms.step.export import export_model as export_model

@@ -128,3 +128,11 @@ def test_core_runs_where_tensorflow_and_beam_cannot_be_imported():
     assert "transforms.core.lloyd" in modules and "transforms.core" in modules
     proc = run_check("core_without_tf", ROOT, ",".join(HEAVY), *modules)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_the_package_exports_what_a_pipeline_composes_and_imports_it_lazily():
+    """`import transforms` and its error type load no TensorFlow, tf.Transform or Beam
+    (a command's error handling, a `--help`); KMeans and the rest import on first use
+    (tests/subprocess_checks/light_imports.py)."""
+    proc = run_check("light_imports", ",".join(HEAVY))
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
