@@ -85,14 +85,14 @@ def _run_job(command: str, argv: List[str]) -> int:
         return 0
     import apache_beam as beam
 
-    from pipeline import fit, score, workdir
+    from pipeline import fit, private_apis, score, workdir
     from pipeline.outputs import run_output
     from transforms.step.devices import resolve_devices
 
     options = ViewCachingOptions(argv)
     runner = None
     if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
-        runner = _local_runner(options)
+        runner = private_apis.fn_api_runner(options)
     # Split the CPU (--devices cpu:N) before anything starts TensorFlow here.
     resolve_devices(options.view_as(KMeansOptions).devices)
     if command == "fit":
@@ -143,28 +143,6 @@ def _wait(result) -> None:
         except Exception:  # noqa: BLE001 -- finished, or a runner that cannot cancel
             pass
         raise
-
-
-def _local_runner(options):
-    """The DirectRunner's batch engine, Beam's FnApiRunner, for a local run.
-
-    Beam's DirectRunner first checks whether Prism (Beam's Go runner) could run
-    the job, serializes it and tries to start Prism, downloading its binary where
-    the internet is reachable: a fixed cost on every job (bench/RESULTS.md,
-    'Fixed costs'), and, on a machine online, a different runner, untested with
-    this job. The options reach the SDK workers of
-    --direct_running_mode=multi_processing as the DirectRunner passes them.
-    """
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(
-        provision_info=fn_runner.ExtendedProvisionInfo(
-            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
-        )
-    )
 
 
 def _print_summary(output: str) -> None:
@@ -323,35 +301,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def run() -> None:
-    """The process entry point (the `shardmeans` command, `python -m pipeline`):
-    main(), then exit without tearing the interpreter down.
+    """The process entry point (the `shardmeans` command, `python -m pipeline`): main(),
+    then exit without tearing the interpreter down (private_apis.exit_without_teardown).
+    An unexpected exception exits as usual, with its traceback."""
+    from pipeline import private_apis
 
-    Unloading TensorFlow, tf.Transform and Beam is one of a job's larger fixed
-    costs (bench/RESULTS.md, 'Fixed costs'), paid once all its outputs are
-    written, for nothing. What a normal exit does before that still happens:
-    non-daemon threads are waited for, the exit handlers run (Beam's stop the
-    job services it started), the logs and output streams are flushed. An
-    unexpected exception exits as usual, with its traceback.
-    """
-    import atexit
-    import threading
-
-    code = main()
-    # What a normal exit does first: wait for non-daemon threads, run the exit handlers.
-    # After Ctrl-C the job's threads may never end: the user asked to stop.
-    for thread in threading.enumerate():
-        if (
-            code != 130
-            and thread is not threading.current_thread()
-            and not thread.daemon
-            and thread.is_alive()
-        ):  # (a thread created but never started cannot be joined)
-            thread.join()
-    atexit._run_exitfuncs()  # noqa: SLF001
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    private_apis.exit_without_teardown(main())
 
 
 if __name__ == "__main__":

@@ -114,13 +114,14 @@ def pipeline_options_parser() -> argparse.ArgumentParser:
     and the runners' option modules. Beam's own parser class is the base so that
     the option classes' `add_value_provider_argument` calls work.
     """
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     import pipeline.options  # noqa: F401 -- registers shardmeans' option classes
+    from pipeline.private_apis import beam_argument_parser
 
     _import_runner_options()
 
-    class Parser(_BeamArgumentParser):
+    class Parser(beam_argument_parser()):
         def error(self, message):  # Beam's prints the usage of ~180 flags and exits
             raise FlagError(message)
 

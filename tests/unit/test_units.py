@@ -168,9 +168,9 @@ def test_local_runs_use_the_fn_api_runner_with_the_options():
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-    from pipeline.cli import _local_runner
+    from pipeline.private_apis import fn_api_runner
 
-    runner = _local_runner(PipelineOptions(["--direct_num_workers=2"]))
+    runner = fn_api_runner(PipelineOptions(["--direct_num_workers=2"]))
     assert isinstance(runner, fn_runner.FnApiRunner)
     encoded = runner._provision_info.provision_info.pipeline_options
     assert int(encoded["beam:option:direct_num_workers:v1"]) == 2

@@ -1,0 +1,82 @@
+"""The private or internal Beam and CPython APIs the command relies on, each with its reason.
+
+Kept in one place so that an upgrade of Beam or Python has one file to check.
+tests/unit/test_units.py (the local runner's options, the exit) and
+tests/unit/test_cli_errors.py (every Beam flag accepted) exercise them.
+"""
+
+import atexit
+import logging
+import os
+import sys
+import threading
+
+
+def fn_api_runner(options):
+    """The DirectRunner's batch engine, Beam's FnApiRunner, built as the DirectRunner builds it.
+
+    Why not `DirectRunner()`: it first checks whether Prism (Beam's Go runner)
+    could run the job, serializes it and tries to start Prism, downloading its
+    binary where the internet is reachable: a fixed cost on every job
+    (bench/RESULTS.md, 'Fixed costs'), and, on a machine online, a different
+    runner, untested with this job.
+
+    Internal APIs: `fn_runner.FnApiRunner` and `ExtendedProvisionInfo` (the
+    runner's constructor is not public), and
+    `JobServiceHandle.encode_pipeline_options`, which encodes the options as the
+    DirectRunner does, so that they reach the SDK workers of
+    --direct_running_mode=multi_processing.
+    """
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+        )
+    )
+
+
+def beam_argument_parser() -> type:
+    """The argparse.ArgumentParser subclass Beam parses pipeline options with.
+
+    Why: pipeline.flags checks every flag against one parser holding every
+    PipelineOptions class's flags, as Beam's `get_all_options` builds it; the
+    classes' `add_value_provider_argument` calls need Beam's own parser class.
+
+    Private API: `apache_beam.options.pipeline_options._BeamArgumentParser`.
+    """
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    return _BeamArgumentParser
+
+
+def exit_without_teardown(code: int) -> None:
+    """End the process with `code`, doing what a normal exit does but unloading modules.
+
+    Why: unloading TensorFlow, tf.Transform and Beam is one of a job's larger
+    fixed costs (bench/RESULTS.md, 'Fixed costs'), paid once all its outputs are
+    written, for nothing. What a normal exit does before that still happens:
+    non-daemon threads are waited for (not after Ctrl-C, status 130: the job's
+    threads may never end, and the user asked to stop), the exit handlers run
+    (Beam's stop the job services it started), the logs and output streams are
+    flushed.
+
+    Private APIs: `atexit._run_exitfuncs` (the handlers a normal exit runs) and
+    `os._exit` (an exit without the interpreter's teardown).
+    """
+    for thread in threading.enumerate():
+        if (
+            code != 130
+            and thread is not threading.current_thread()
+            and not thread.daemon
+            and thread.is_alive()
+        ):  # (a thread created but never started cannot be joined)
+            thread.join()
+    atexit._run_exitfuncs()  # noqa: SLF001
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
