@@ -145,11 +145,18 @@ def _inside(path: str, directory: str) -> bool:
 
 
 def _check_overlap(output: str, inputs: Iterable[str]) -> None:
-    """Refuse an output that is, holds or lies inside anything the run reads."""
+    """Refuse an output that is, holds or lies inside anything the run reads, and inputs
+    among the output's siblings that runs write and delete (a run's directory, a
+    replaced output, the lock): a stale run's directory is removed by the next run."""
     real_output = _real(output)
+    siblings = tuple(real_output + s for s in (STAGE_INFIX, REPLACED_INFIX, LOCK_SUFFIX))
     for path in inputs:
         for candidate in {_strip_slash(path), _real(path)}:
-            if _inside(candidate, real_output) or _inside(real_output, candidate):
+            if (
+                _inside(candidate, real_output)
+                or _inside(real_output, candidate)
+                or candidate.startswith(siblings)
+            ):
                 raise UserInputError(
                     f"--output {output} overlaps the input {path}: a run never writes where "
                     f"it reads (publishing would replace the input); choose another --output"

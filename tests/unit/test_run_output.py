@@ -87,3 +87,13 @@ def test_publish_without_overwrite_never_replaces_an_output_filled_meanwhile(tmp
     assert staged == NEW
     assert run_output.abort(run) is None
     assert not leftovers(out)
+
+
+def test_an_input_in_a_run_directory_beside_the_output_is_refused(tmp_path):
+    """A stale run's directory (OUTPUT.incomplete-RUN) is removed by the next run, and a
+    replaced output by the run that replaced it: neither may hold what a run reads."""
+    out = str(tmp_path / "out")
+    for inside in (".incomplete-20261207T000000-abcdef/data.csv", ".replaced-x/data.csv"):
+        with pytest.raises(run_output.UserInputError, match="overlaps the input"):
+            run_output.begin(out, "fit", overwrite=False, inputs=[out + inside])
+    assert not leftovers(out)
