@@ -14,9 +14,9 @@ from pipeline.options import InputOptions, KMeansOptions, OutputOptions
 from pipeline.outputs import writers
 from pipeline.outputs.run_output import RunOutput
 from pipeline.workdir import absolute_path, is_template_run
-from transforms.beam.kmeans import KMeans, resolve_n_init
+from transforms.beam.kmeans import KMeans
+from transforms.core import parameters
 from transforms.core.errors import UserInputError
-from transforms.core.seeding import INIT_METHODS
 
 
 class FitSpec(NamedTuple):
@@ -55,36 +55,19 @@ class FitSpec(NamedTuple):
 def fit_spec(options) -> FitSpec:
     """Validate the fit options against the input; UserInputError names what is wrong."""
     inp, km, out = (options.view_as(c) for c in (InputOptions, KMeansOptions, OutputOptions))
-    for flag, value in (("--input", inp.input), ("--output", out.output), ("--k", km.k)):
+    for flag, value in (("--input", inp.input), ("--output", out.output)):
         if value is None:
             raise UserInputError(f"{flag} is required")
-    ks = _ks(km.k)
-    for flag, value, low in (
-        ("--max_rounds", km.max_rounds, 1),
-        ("--batch_size", km.batch_size, 1),
-        ("--n_init", 1 if km.n_init is None else km.n_init, 1),
-        ("--init_refine_rounds", km.init_refine_rounds, 0),
-        ("--init_sample_size", km.init_sample_size, max(ks)),
-    ):
-        if value < low:
-            raise UserInputError(f"{flag} must be at least {low}, got {value}")
-    if km.merge_to is not None and not 1 <= km.merge_to <= min(ks):
-        raise UserInputError(
-            f"--merge_to must be in 1..{min(ks)} (the smallest --k), got {km.merge_to}"
-        )
-    for flag, value in (("--seed", km.seed), ("--init_seed", km.init_seed)):
-        if value is not None and not 0 <= value < 2**32:
-            raise UserInputError(f"{flag} must be in [0, 2**32), got {value}")
-    if not km.tol >= 0:
-        raise UserInputError(f"--tol must be >= 0, got {km.tol}")
-    if km.cache_mb is not None and km.cache_mb < 0:
-        raise UserInputError(f"--cache_mb must be >= 0, got {km.cache_mb}")
+    ks = parameters.parse_ks(km.k, prefix="--")
+    parameters.check_fit(
+        ks, {p.name: getattr(km, p.name) for p in parameters.FIT if p.name != "k"}, prefix="--"
+    )
 
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     features = _features(inp.features, layout.schema, layout.numeric, inp.id_column, layout.path)
 
     init, given = _init(km.init, ks, km.n_init or 1, len(features))
-    n_init = resolve_n_init(km.n_init, given=given is not None)
+    n_init = parameters.resolve_n_init(km.n_init, given=given is not None)
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     return FitSpec(
         input=absolute_path(inp.input),
@@ -160,33 +143,10 @@ def _features(requested, schema, numeric, id_column, path) -> List[str]:
     return features
 
 
-def _ks(value) -> Tuple[int, ...]:
-    """'8' (or 8) -> (8,); '16,4,8' -> (4, 8, 16), a sweep."""
-    try:
-        ks = [int(part) for part in str(value).split(",")]
-    except ValueError:
-        raise UserInputError(
-            f"--k must be a whole number or a comma-separated list of them "
-            f"(e.g. 4,8,16), got {value!r}"
-        ) from None
-    if min(ks) < 1:
-        raise UserInputError(f"--k must be at least 1, got {value}")
-    if len(set(ks)) != len(ks):
-        raise UserInputError(f"--k lists a K twice: {value}")
-    if len(ks) > 1 and min(ks) < 2:
-        raise UserInputError(
-            f"a --k sweep compares clusterings: every K must be at least 2, got {value}"
-        )
-    return tuple(sorted(ks))
-
-
 def _init(init: str, ks: Tuple[int, ...], n_init: int, d: int):
-    if init in INIT_METHODS:
+    """--init (checked: a method or a .npy path) -> (method, None) or ("given", float64 [K, D])."""
+    if init in parameters.INIT_METHODS:
         return init, None
-    if not init.endswith(".npy"):
-        raise UserInputError(
-            f"--init must be one of {', '.join(INIT_METHODS)} or a .npy file, got {init!r}"
-        )
     if len(ks) > 1 or n_init > 1:
         raise UserInputError(
             f"--init {init} is one start for one K: it takes neither a --k "
@@ -222,14 +182,14 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         spec.ks,
         spec.features,
         run.stage,
-        max_iter=spec.max_rounds,
+        max_rounds=spec.max_rounds,
         tol=spec.tol,
         n_init=spec.n_init,
         init_seed=spec.init_seed,
         restarts_on=spec.restarts_on,
         select=spec.select,
         init=spec.init if spec.init_centroids is None else spec.init_centroids,
-        random_state=spec.seed,
+        seed=spec.seed,
         init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,
         batch_size=spec.batch_size,

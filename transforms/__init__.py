@@ -2,7 +2,7 @@
 
     from transforms import AssignClusters, KMeans
 
-    fitted = rows | KMeans(n_clusters=8, features=["a", "b"], output_dir=OUT)
+    fitted = rows | KMeans(k=8, features=["a", "b"], output_dir=OUT)
     scored = rows | AssignClusters(OUT + "/model")
 
 The names below are what a pipeline composes: the two PTransforms, the model

@@ -163,11 +163,11 @@ def test_transforms_in_a_user_pipeline(tmp_path):
             p
             | beam.Create(rows)
             | KMeans(
-                n_clusters=2,
+                k=2,
                 features=["a", "b"],
                 output_dir=str(tmp_path / "model"),
-                max_iter=20,
-                random_state=3,
+                max_rounds=20,
+                seed=3,
                 passthrough=pa.schema([pa.field("key", pa.string())]),
             )
         )

@@ -209,12 +209,12 @@ def test_sweep_with_merge(four_blobs, tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (("--k", "4,x"), "--k must be a whole number or a comma-separated list"),
+        (("--k", "4,x"), "--k must be a whole number or a list of them"),
         (("--k", "1,4"), "every K must be at least 2"),
         (("--k", "4,4"), "--k lists a K twice"),
         (("--k", "3", "--n_init", "0"), "--n_init must be at least 1"),
-        (("--k", "3,5", "--merge_to", "4"), "--merge_to must be in 1..3 (the smallest --k)"),
-        (("--k", "3", "--init_seed", "-1"), "--init_seed must be in [0, 2**32)"),
+        (("--k", "3,5", "--merge_to", "4"), "--merge_to must be in 1..3 (the smallest K)"),
+        (("--k", "3", "--init_seed", "-1"), "--init_seed must be at least 0, got -1"),
     ],
 )
 def test_bad_choice_flags(blob_parquet, tmp_path, capsys, args, message):

@@ -642,6 +642,12 @@ GOOD = {
     "tol": ["0", "1e-4", "0.001", "1E-6"],
     "init": ["k-means++", "random", "gs://bucket/init/centroids.npy"],
     "on_invalid": ["reject", "fail"],
+    "init_sample_size": ["1", "100000"],
+    "init_refine_rounds": ["0", "100"],
+    "merge_to": ["1", "3"],
+    "batch_size": ["1", "65536"],
+    "cache_mb": ["0", "4096"],
+    "devices": ["auto", "cpu", "cpu:4", "gpu:0", "gpu:0,1"],
 }
 BAD = {
     "input": ["", "data/*.csv"],
@@ -658,6 +664,12 @@ BAD = {
     "tol": ["-1", "abc", ""],
     "init": ["kmeans", "gs://bucket/c.csv"],
     "on_invalid": ["drop", ""],
+    "init_sample_size": ["0", "-1", "1e5"],
+    "init_refine_rounds": ["-1", "x"],
+    "merge_to": ["0", "x"],
+    "batch_size": ["0", "64k"],
+    "cache_mb": ["-1", "1.5"],
+    "devices": ["tpu", "cpu:0", "gpu", ""],
 }
 
 

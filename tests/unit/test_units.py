@@ -1,7 +1,5 @@
 """The pieces of transforms/ on their own: step, partials, sample, update."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -11,7 +9,7 @@ from transforms.core.partials import Partials, merge
 from transforms.core.sampling import row_hashes
 from transforms.step.step import get_step
 
-from helpers import ROOT, run_check
+from helpers import run_check
 
 
 def _data(n=5000, d=6, k=7, dtype=np.float32, seed=0):
@@ -216,33 +214,6 @@ def test_cached_views_hold_what_beams_views_hold():
     loaded.view_as(KMeansOptions).tol = 0.25  # the loaded views share the loaded values
     assert loaded.get_all_options()["tol"] == 0.25
     assert cached.view_as(GoogleCloudOptions).impersonate_service_account == "someone@example.com"
-
-
-def test_cli_defaults_are_the_ptransforms():
-    """`fit`'s defaults are KMeans's: the CLI declares them without importing TensorFlow."""
-    import inspect
-    import json
-
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from pipeline.options import KMeansOptions
-    from transforms.beam.kmeans import KMeans
-
-    cli = PipelineOptions([]).view_as(KMeansOptions)
-    defaults = inspect.signature(KMeans).parameters
-    for flag, argument in (
-        ("max_rounds", "max_iter"),
-        ("tol", "tol"),
-        ("init_refine_rounds", "init_refine_rounds"),
-        ("init_sample_size", "init_sample_size"),
-        ("restarts_on", "restarts_on"),
-    ):
-        assert getattr(cli, flag) == defaults[argument].default, flag
-    with open(os.path.join(ROOT, "launch", "metadata.json")) as f:
-        (help_text,) = [
-            p["helpText"] for p in json.load(f)["parameters"] if p["name"] == "max_rounds"
-        ]
-    assert help_text.endswith(f"Default: {cli.max_rounds}.")
 
 
 def test_summary_says_what_the_last_round_gained():

@@ -12,7 +12,8 @@ import numpy as np
 
 from transforms.beam.rounds import EvaluateCandidates, StepConfig
 from transforms.core.lloyd import Candidates
-from transforms.core.seeding import RESTARTS_ON, _initial_state
+from transforms.core.parameters import BY_NAME
+from transforms.core.seeding import _initial_state
 from transforms.core.selection import Selection, only_candidate, select
 
 
@@ -39,8 +40,7 @@ class InitialCandidates(beam.PTransform):
         restarts_on: str = "sample",
     ):
         super().__init__()
-        if restarts_on not in RESTARTS_ON:
-            raise ValueError(f"restarts_on must be one of {RESTARTS_ON}, got {restarts_on!r}")
+        BY_NAME["restarts_on"].check(restarts_on)
         self._starts, self._sample, self._init, self._given = starts, sample, init, given
         self._refine_rounds, self._tol, self._restarts_on = refine_rounds, tol, restarts_on
 

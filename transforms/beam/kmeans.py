@@ -1,13 +1,13 @@
 """The `KMeans` PTransform: rows in, a fitted model out (tf.Transform + Lloyd rounds + SavedModel).
 
-    fitted = rows | KMeans(n_clusters=8, features=["a", "b"], output_dir="gs://b/model")
+    fitted = rows | KMeans(k=8, features=["a", "b"], output_dir="gs://b/model")
 
 Steps: every row is written once to Arrow shards in a work directory while
 tf.Transform analyses the global mean and variance (OUTPUT_DIR/transform_fn/)
 and a bottom-m hash sample is drawn, all in the pass that reads the rows; the
 sample gives the initial centroids of every start (each K of a sweep x each
 restart), and by default the best start of each K on the sample is the
-candidate carried on; up to `max_iter` Lloyd rounds run over the shards for
+candidate carried on; up to `max_rounds` Lloyd rounds run over the shards for
 all candidates at once, the shards standardized with the saved transform as they
 are loaded; with several candidates one more pass picks one; a final pass
 assigns every row; the SavedModel is written to OUTPUT_DIR/model/.
@@ -41,36 +41,15 @@ from transforms.beam.shards import (
     matrix_to_features,
     raw_shard_schema,
 )
+from transforms.core import parameters
 from transforms.core.errors import UserInputError
 from transforms.core.hierarchy import merge_clusters
 from transforms.core.lloyd import RoundState
 from transforms.core.sampling import row_hashes
-from transforms.core.seeding import RESTARTS_ON
-from transforms.core.selection import CRITERIA
 from transforms.step.export import export_model
 from transforms.step.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 
-# Restarts by default: one start can end in a local optimum far above the best
-# of a few, and 4 take most of what more restarts gain for a small share of a
-# fit's time, while 8 add little for a larger share (bench/RESULTS.md,
-# 'Restarts (--n_init)'). Competing on the init sample, they cost only their init.
-DEFAULT_N_INIT = 4
-
-# Lloyd rounds over all rows, at most. Every round is unrolled in the graph and
-# costs graph construction and runner stages even after convergence (more on a
-# cluster than locally), so every fit pays for the cap. The passes start from a
-# start refined on the init sample: on overlapping clusters round 30 is already
-# negligibly above the converged inertia, and on structureless data, where no
-# cap converges, a higher one gains little (bench/RESULTS.md, 'Rounds (--max_rounds)').
-DEFAULT_MAX_ITER = 30
-
-
-def resolve_n_init(n_init: Optional[int], given: bool) -> int:
-    """`n_init`, or its default: DEFAULT_N_INIT random starts, 1 for given centroids
-    (one start, as scikit-learn does for explicit centers)."""
-    if n_init is not None:
-        return n_init
-    return 1 if given else DEFAULT_N_INIT
+_FIT = {p.name: p for p in parameters.FIT}
 
 
 class KMeans(beam.PTransform):
@@ -100,89 +79,100 @@ class KMeans(beam.PTransform):
                    kept): what a step that publishes OUTPUT_DIR waits for.
     OUTPUT_DIR/transform_fn/ and OUTPUT_DIR/model/ are written.
 
-    Arguments follow scikit-learn's KMeans where they can: n_clusters, max_iter,
-    tol (total squared centroid shift in standardized space), init ("k-means++",
-    "random" or an array [K, D] in standardized space), random_state, n_init.
-    n_clusters may be a list of Ks: a sweep, every K fitted in the same passes,
-    one chosen by `select` ("silhouette", "calinski_harabasz" or
-    "davies_bouldin", on the bounded init sample). n_init restarts of each K
-    (default DEFAULT_N_INIT for k-means++ and random starts, 1 for given
-    centroids) compete where `restarts_on` says: "sample" (default) draws and
-    refines each on the init sample and carries the lowest sample inertia of
-    each K to the passes over all rows, as scikit-learn's MiniBatchKMeans
-    does; "all" runs every restart in the same passes over all rows and the
-    lowest final inertia wins. Restart r draws
-    its k-means++ start with seed `init_seed + r` (init_seed defaults to
-    random_state, which also seeds the init sample's hash).
-    init_refine_rounds: Lloyd rounds on the init sample, in memory, before the
-    first pass over all rows (k-means++ and random starts only; 0: none).
-    merge_to: merge the fitted clusters into this many groups by size-weighted
-    Ward linkage (transforms.core.hierarchy); the state gets merge_map and linkage,
-    the assignments and the SavedModel a merged_cluster_id.
+    Arguments are the `shardmeans fit` flags of the same name, with the same
+    defaults and constraints (transforms.core.parameters holds each one's help):
+    k (one K, or a list of Ks: a sweep, every K fitted in the same passes, one
+    chosen by `select` on the bounded init sample), n_init restarts of each K
+    competing where `restarts_on` says, seed (the init sample's hash and the
+    first restart's draws), init_seed (restart r draws with init_seed + r),
+    max_rounds, tol (total squared centroid shift in standardized space), init
+    ("k-means++", "random", or an array [K, D] of centroids in standardized
+    space: one start, n_init 1), init_sample_size, init_refine_rounds, merge_to
+    (size-weighted Ward merge into that many groups: the state gets merge_map and
+    linkage, the assignments and the SavedModel a merged_cluster_id), batch_size,
+    cache_mb, devices, keep_standardized. Besides them: `features` (the D
+    feature names), `output_dir` (OUTPUT_DIR), `passthrough` (the schema of the
+    columns copied to the assignments) and `work_dir` (the shards; default
+    OUTPUT_DIR/_work). A bad value raises UserInputError naming it.
     """
 
     def __init__(
         self,
-        n_clusters: Union[int, Sequence[int]],
+        k: Union[int, Sequence[int]],
         features: List[str],
         output_dir: str,
         *,
-        max_iter: int = DEFAULT_MAX_ITER,
-        tol: float = 1e-4,
-        init="k-means++",
-        random_state: int = 0,
-        n_init: Optional[int] = None,
-        init_seed: Optional[int] = None,
-        restarts_on: str = "sample",
-        select: str = "silhouette",
-        init_sample_size: int = 100_000,
-        init_refine_rounds: int = 100,
-        batch_size: int = 65536,
-        cache_mb: Optional[int] = None,
-        devices: Optional[str] = None,
+        n_init: Optional[int] = _FIT["n_init"].default,
+        restarts_on: str = _FIT["restarts_on"].default,
+        select: str = _FIT["select"].default,
+        seed: int = _FIT["seed"].default,
+        init_seed: Optional[int] = _FIT["init_seed"].default,
+        max_rounds: int = _FIT["max_rounds"].default,
+        tol: float = _FIT["tol"].default,
+        init: Union[str, np.ndarray] = _FIT["init"].default,
+        init_sample_size: int = _FIT["init_sample_size"].default,
+        init_refine_rounds: int = _FIT["init_refine_rounds"].default,
+        merge_to: Optional[int] = _FIT["merge_to"].default,
+        batch_size: int = _FIT["batch_size"].default,
+        cache_mb: Optional[int] = _FIT["cache_mb"].default,
+        devices: str = _FIT["devices"].default,
+        keep_standardized: bool = parameters.BY_NAME["keep_standardized"].default,
         passthrough: Optional[pa.Schema] = None,
         work_dir: Optional[str] = None,
-        keep_standardized: bool = False,
-        merge_to: Optional[int] = None,
     ):
         super().__init__()
-        ks = (n_clusters,) if np.ndim(n_clusters) == 0 else tuple(n_clusters)
-        self.ks = _check_ks(ks)
-        n_init = resolve_n_init(n_init, given=not isinstance(init, str))
-        if isinstance(init, str):
+        self.ks = parameters.parse_ks(k)
+        given = not isinstance(init, str)
+        parameters.check_fit(
+            self.ks,
+            dict(
+                n_init=n_init,
+                restarts_on=restarts_on,
+                select=select,
+                seed=seed,
+                init_seed=init_seed,
+                max_rounds=max_rounds,
+                tol=tol,
+                init=None if given else init,
+                init_sample_size=init_sample_size,
+                init_refine_rounds=init_refine_rounds,
+                merge_to=merge_to,
+                batch_size=batch_size,
+                cache_mb=cache_mb,
+                devices=devices,
+            ),
+        )
+        n_init = parameters.resolve_n_init(n_init, given=given)
+        if not given:
+            if init not in parameters.INIT_METHODS:
+                raise UserInputError(
+                    f"init must be one of {', '.join(parameters.INIT_METHODS)} or an "
+                    f"array [K, D] of centroids (numpy.load a .npy first), got {init!r}"
+                )
             self._init, self._given = init, None
         else:
             self._init, self._given = "given", np.asarray(init, np.float64)
             if len(self.ks) > 1 or n_init > 1:
                 raise UserInputError(
                     f"given initial centroids are one start: they take a single "
-                    f"K and n_init=1, got n_clusters={list(self.ks)}, "
-                    f"n_init={n_init}"
+                    f"K and n_init=1, got k={list(self.ks)}, n_init={n_init}"
                 )
             if self._given.shape != (self.ks[0], len(features)):
                 raise UserInputError(
                     f"init has shape {self._given.shape}, expected {(self.ks[0], len(features))}"
                 )
-        if n_init < 1:
-            raise UserInputError(f"n_init must be at least 1, got {n_init}")
-        if restarts_on not in RESTARTS_ON:
-            raise UserInputError(
-                f"restarts_on must be one of {', '.join(RESTARTS_ON)}, got {restarts_on!r}"
-            )
-        if select not in CRITERIA:
-            raise UserInputError(f"select must be one of {', '.join(CRITERIA)}, got {select!r}")
         self.features, self.output_dir = list(features), output_dir
-        self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
+        self.max_rounds, self.tol, self.seed = max_rounds, tol, seed
         self.n_init, self.restarts_on, self.select = n_init, restarts_on, select
         # Restart r of every K draws with seed init_seed + r: restart r alone is
-        # the fit with n_init=1 and init_seed + r (the sample's hash keeps random_state).
-        first = random_state if init_seed is None else init_seed
+        # the fit with n_init=1 and init_seed + r (the sample's hash keeps seed).
+        first = seed if init_seed is None else init_seed
         self.starts = [
             (k, None if self._given is not None else (first + r) % 2**32)
             for k in self.ks
             for r in range(n_init)
         ]
-        self.init_sample_size = max(init_sample_size, max(self.ks))
+        self.init_sample_size = init_sample_size
         self.init_refine_rounds = init_refine_rounds
         self.passthrough = passthrough if passthrough is not None else pa.schema([])
         self.work_dir = work_dir or FileSystems.join(output_dir, "_work")
@@ -190,10 +180,6 @@ class KMeans(beam.PTransform):
         # Names this fit's shards: a process-wide cache keyed by shard path or
         # transform must not serve a previous fit into the same directory.
         self._run = uuid.uuid4().hex[:12]
-        if merge_to is not None and not 1 <= merge_to <= min(self.ks):
-            raise UserInputError(
-                f"merge_to must be in 1..{min(self.ks)} (the smallest K), got {merge_to}"
-            )
         self.merge_to = merge_to
         self.step = StepConfig(
             n_features=len(features),
@@ -250,7 +236,7 @@ class KMeans(beam.PTransform):
 
         sample = (
             batches
-            | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=self.random_state)
+            | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=self.seed)
             | "BottomSample" >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d))
         )
         standardized_sample = beam.pvalue.AsSingleton(
@@ -271,7 +257,7 @@ class KMeans(beam.PTransform):
         )
         initial = rows.pipeline | "InitCentroids" >> init
         candidates = shard_paths | "Lloyd" >> LloydRounds(
-            initial, self.step, self.max_iter, self.tol
+            initial, self.step, self.max_rounds, self.tol
         )
         selection = shard_paths | "Choose" >> ChooseCandidate(
             candidates,
@@ -279,7 +265,7 @@ class KMeans(beam.PTransform):
             standardized_sample,
             self.step,
             self.select,
-            self.random_state,
+            self.seed,
         )
         state = selection | "Chosen" >> beam.Map(lambda chosen: chosen.state)
         if self.merge_to is not None:
@@ -307,19 +293,6 @@ class KMeans(beam.PTransform):
             "sample": sample,
             "done": done,
         }
-
-
-def _check_ks(ks: tuple) -> tuple:
-    """The Ks to fit, ascending; a sweep (several) needs each K >= 2 to score it."""
-    if not ks:
-        raise UserInputError("n_clusters is an empty list")
-    if any(int(k) != k or k < 1 for k in ks):
-        raise UserInputError(f"every K must be a whole number >= 1, got {list(ks)}")
-    if len(set(ks)) != len(ks):
-        raise UserInputError(f"a K appears twice in {list(ks)}")
-    if len(ks) > 1 and min(ks) < 2:
-        raise UserInputError(f"a sweep compares clusterings: every K must be >= 2, got {list(ks)}")
-    return tuple(sorted(int(k) for k in ks))
 
 
 def _to_record_batches(elements: list, features: List[str], passthrough: pa.Schema):

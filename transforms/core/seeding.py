@@ -12,8 +12,7 @@ import numpy as np
 
 from transforms.core.errors import UserInputError
 from transforms.core.lloyd import RoundState
-
-INIT_METHODS = ("k-means++", "random")
+from transforms.core.parameters import INIT_METHODS
 
 
 def seeding_rows(n_clusters: int) -> int:
@@ -88,10 +87,6 @@ def initial_centroids(
                 .cluster_centers_
             )
     return np.asarray(centers, dtype=np.float64)
-
-
-# Where the restarts of each K compete (KMeans's `restarts_on`).
-RESTARTS_ON = ("sample", "all")
 
 
 def sample_inertia(sample: np.ndarray, centroids: np.ndarray) -> float:
