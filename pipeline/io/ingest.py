@@ -1,6 +1,6 @@
 """The `ReadValidRows` PTransform: input files -> valid rows, rejected rows, counts."""
 
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -33,7 +33,7 @@ class _ReadAndValidateFn(beam.DoFn):
         self._fmt, self._features, self._passthrough = fmt, features, passthrough
         self._on_invalid, self._batch_rows = on_invalid, batch_rows
 
-    def process(self, path: str):
+    def process(self, path: str) -> Iterator[pa.RecordBatch]:
         counts = np.zeros(4, np.int64)
         try:
             for chunk in read_chunks(path, self._fmt, self._batch_rows):

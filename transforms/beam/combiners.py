@@ -4,7 +4,7 @@ What they merge, and how, is NumPy in `transforms.core.partials` and
 `transforms.core.sampling`; these wrap it for Beam's combiners.
 """
 
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -13,12 +13,15 @@ from transforms.core.partials import Partials, merge
 from transforms.core.sampling import Sample, _Bottom, _bottom
 
 
+@beam.typehints.with_input_types(Partials)
+@beam.typehints.with_output_types(Partials)
 class PartialsCombineFn(beam.CombineFn):
     """Merges the `Partials` of all workers into one.
 
     The accumulator starts as None (nothing yet), so the CombineFn needs not
     know K: the candidates of a sweep have different Ks, and the final pass
-    sees the K the sweep chose. An empty input gives None.
+    sees the K the sweep chose. An empty input has no Partials (None): combine
+    with `.without_defaults()`, so that the output is one Partials or nothing.
     """
 
     def __init__(self, n_far: int = 16):
@@ -38,11 +41,13 @@ class PartialsCombineFn(beam.CombineFn):
         return accumulator
 
 
+@beam.typehints.with_input_types(Tuple[Partials, ...])
+@beam.typehints.with_output_types(Tuple[Partials, ...])
 class CandidatePartialsCombineFn(beam.CombineFn):
     """Merges tuples of Partials, one per candidate fit (restarts, Ks), element-wise.
 
-    Like `PartialsCombineFn`, it needs not know the candidates' Ks; an empty
-    input gives None.
+    Like `PartialsCombineFn`, it needs not know the candidates' Ks; combine with
+    `.without_defaults()` (an empty input has no tuple).
     """
 
     def __init__(self, n_far: int = 16):
@@ -64,6 +69,8 @@ class CandidatePartialsCombineFn(beam.CombineFn):
         return accumulator
 
 
+@beam.typehints.with_input_types(Tuple[np.ndarray, np.ndarray])
+@beam.typehints.with_output_types(Sample)
 class BottomSampleFn(beam.CombineFn):
     """Combines (hashes uint64 [n], rows float64 [n, D]) batches into the bottom-m Sample."""
 

@@ -65,7 +65,7 @@ class _PartialSumsFn(beam.DoFn):
         self._step = get_step(self._config.devices, self._config.n_far)
         self._cache = get_shard_cache(self._config.cache_mb)
 
-    def process(self, path: str, candidates: Candidates):
+    def process(self, path: str, candidates: Candidates) -> Iterator[Tuple[Partials, ...]]:
         parts = self.partials(path, candidates)
         if parts is not None:
             yield parts
@@ -115,13 +115,17 @@ class _RoundPartialsFn(_PartialSumsFn):
     round's combine can end in the update itself (see `LloydUpdateFn`).
     """
 
-    def process(self, path: str, keyed_candidates: Tuple[int, Candidates]):
+    def process(
+        self, path: str, keyed_candidates: Tuple[int, Candidates]
+    ) -> Iterator[Tuple[int, ShardPartials]]:
         round_, candidates = keyed_candidates
         parts = self.partials(path, candidates)
         if parts is not None:
             yield round_ + 1, ShardPartials(candidates, parts)
 
 
+@beam.typehints.with_input_types(ShardPartials)
+@beam.typehints.with_output_types(Candidates)
 class LloydUpdateFn(beam.CombineFn):
     """ShardPartials of one round -> the next Candidates: merge, then the Lloyd update.
 
@@ -243,7 +247,7 @@ class _AssignShardFn(beam.DoFn):
         self._step = get_step(self._config.devices, self._config.n_far)
         self._cache = get_shard_cache(self._config.cache_mb)
 
-    def process(self, path: str, state: RoundState):
+    def process(self, path: str, state: RoundState) -> Iterator[pa.RecordBatch]:
         cfg = self._config
         centroids = state.centroids.astype(np.float32)
         parts = []
@@ -292,7 +296,9 @@ class AssignShards(beam.PTransform):
         outputs = shard_paths | "Assign" >> beam.ParDo(
             _AssignShardFn(cfg), state=beam.pvalue.AsSingleton(self._final_state)
         ).with_outputs(_AssignShardFn.PARTIALS, main="assignments")
-        partials = outputs[_AssignShardFn.PARTIALS] | "MergePartials" >> beam.CombineGlobally(
-            PartialsCombineFn(cfg.n_far)
+        partials = (
+            outputs[_AssignShardFn.PARTIALS]
+            | "MergePartials"
+            >> beam.CombineGlobally(PartialsCombineFn(cfg.n_far)).without_defaults()
         )
         return {"assignments": outputs.assignments, "partials": partials}
