@@ -12,6 +12,7 @@ from pipeline.io.ingest import ReadValidRows
 from pipeline.io.layout import input_layout
 from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
 from pipeline.outputs import writers
+from pipeline.outputs.metrics import counts_metrics
 from pipeline.outputs.run_output import MARKER, RunOutput
 from pipeline.workdir import absolute_path, is_template_run
 from transforms.beam.assign import AssignClusters, describe_model
@@ -122,7 +123,7 @@ def _write_metrics(counts: np.ndarray, spec: ScoreSpec, run: RunOutput) -> dict:
         "run_id": run.run_id,
         "model": spec.model_dir,
         "features": spec.features,
-        **writers.counts_metrics(counts),
+        **counts_metrics(counts),
     }
     writers.write_json(FileSystems.join(run.stage, "metrics.json"), metrics)
     return metrics

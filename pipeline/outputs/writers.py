@@ -9,6 +9,7 @@ the step: the same bytes land at the same paths.
 
 import io
 import json
+from typing import List
 
 import apache_beam as beam
 import numpy as np
@@ -16,10 +17,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.outputs import report, run_output
+from pipeline.outputs import metrics, report, run_output
 from pipeline.outputs.run_output import RunOutput
 from transforms.core.lloyd import RoundState
 from transforms.core.partials import Partials
+from transforms.core.sampling import Sample
 from transforms.core.selection import Selection
 from transforms.step.preprocessing import Standardizer
 
@@ -101,16 +103,6 @@ class Publish(beam.PTransform):
         )
 
 
-def counts_metrics(counts: np.ndarray) -> dict:
-    """ReadValidRows' counts -> the metrics' row and file counts."""
-    return {
-        "rows_read": int(counts[0]),
-        "rows_valid": int(counts[1]),
-        "rows_rejected": int(counts[2]),
-        "files_rejected": int(counts[3]) if len(counts) > 3 else 0,
-    }
-
-
 def write_json(path: str, value: dict) -> None:
     _write_bytes(path, json.dumps(value, indent=2).encode("utf-8"))
 
@@ -125,98 +117,75 @@ def write_results(
     selection: Selection,
     partials: Partials,
     counts: np.ndarray,
-    sample,
+    sample: Sample,
     spec,
     run: RunOutput,
 ) -> dict:
-    """Write centroids.npy, centroids.csv, metrics.json and report.html under the run's
-    stage; return the metrics.
+    """Write centroids.npy, centroids.csv, metrics.json, hierarchy.json (with a merge)
+    and report.html under the run's stage; return the metrics.
 
     `state` is the chosen fit (after any merge), `selection` what it was chosen
-    from (restarts, sweep). `partials` are those of the final assignment pass:
-    its counts are the cluster sizes and its inertia the final one (against
-    the final centroids). `sample` is the bounded init sample (raw rows),
-    drawn in the report.
+    from (restarts, sweep). `partials` are those of the final assignment pass. `counts`
+    are ReadValidRows' counts, `sample` the bounded init sample (raw rows),
+    drawn in the report. `spec` is the job's FitSpec.
     """
-    k = len(state.centroids)
     out = run.stage
-    centroids = state.centroids.astype(np.float32)
+    standardizer = Standardizer(FileSystems.join(out, "transform_fn"), len(spec.features))
+    original = write_centroids(out, state.centroids, spec.features, standardizer)
+    result = metrics.fit_metrics(state, selection, partials, counts, spec, run.run_id)
+    write_json(FileSystems.join(out, "metrics.json"), result)
+    if state.merge_map is not None:
+        write_json(FileSystems.join(out, "hierarchy.json"), metrics.hierarchy(state, spec.merge_to))
+    write_fit_report(out, result, state, original, spec.features, standardizer(sample.rows))
+    return result
+
+
+def write_centroids(
+    out: str, centroids: np.ndarray, features: List[str], standardizer: Standardizer
+) -> np.ndarray:
+    """Write centroids.npy (float32 [K, D], standardized space) and centroids.csv
+    (cluster_id, then each feature in original units); return the latter, float64 [K, D]."""
     buffer = io.BytesIO()
-    np.save(buffer, centroids, allow_pickle=False)
+    np.save(buffer, centroids.astype(np.float32), allow_pickle=False)
     _write_bytes(FileSystems.join(out, "centroids.npy"), buffer.getvalue())
 
-    standardizer = Standardizer(FileSystems.join(out, "transform_fn"), len(spec.features))
     mean, std = standardizer.mean_and_std()
-    original = state.centroids * np.where(std > 0, std, 1.0) + mean
+    original = centroids * np.where(std > 0, std, 1.0) + mean
     table = pa.table(
-        [pa.array(np.arange(k, dtype=np.int64))]
+        [pa.array(np.arange(len(centroids), dtype=np.int64))]
         + [pa.array(original[:, j]) for j in range(original.shape[1])],
-        names=["cluster_id"] + list(spec.features),
+        names=["cluster_id"] + list(features),
     )
     buffer = io.BytesIO()
     pacsv.write_csv(table, buffer)
     _write_bytes(FileSystems.join(out, "centroids.csv"), buffer.getvalue())
+    return original
 
-    metrics = {
-        "run_id": run.run_id,
-        "k": k,
-        "features": list(spec.features),
-        **counts_metrics(counts),
-        "rounds": state.rounds,
-        "converged": state.converged,
-        "inertia": partials.inertia,
-        "inertia_history": list(state.inertia_history),
-        "cluster_sizes": partials.counts.astype(int).tolist(),
-        "reseeded_clusters": state.reseeded,
-        "seed": spec.seed,
-        "init": spec.init,
-        "init_seed": selection.seed,
-        "max_rounds": spec.max_rounds,
-        "tol": spec.tol,
-        "n_init": spec.n_init,
-        "restarts_on": spec.restarts_on,
-    }
-    if selection.restarts:
-        metrics["restarts"] = list(selection.restarts)
-    sweep = None
-    if selection.sweep is not None:
-        sweep = {
-            str(row["k"]): {key: value for key, value in row.items() if key != "k"}
-            for row in selection.sweep
-        }
-        metrics["select"] = selection.criterion
-        metrics["sweep"] = sweep
-    if state.merge_map is not None:
-        metrics["merge_to"] = spec.merge_to
-        metrics["merged_cluster_sizes"] = (
-            np.bincount(state.merge_map, weights=partials.counts, minlength=spec.merge_to)
-            .astype(int)
-            .tolist()
-        )
-        hierarchy = {
-            "k": k,
-            "merge_to": spec.merge_to,
-            "linkage": state.linkage.tolist(),
-            "fine_to_merged": state.merge_map.tolist(),
-        }
-        write_json(FileSystems.join(out, "hierarchy.json"), hierarchy)
-    write_json(FileSystems.join(out, "metrics.json"), metrics)
 
+def write_fit_report(
+    out: str,
+    result: dict,
+    state: RoundState,
+    original: np.ndarray,
+    features: List[str],
+    z: np.ndarray,
+) -> None:
+    """Write report.html: `result` (the metrics), the centroids in original units
+    (float64 [K, D]) and the init sample standardized (`z`, [m, D]), drawn by cluster."""
     from sklearn.metrics import pairwise_distances_argmin
 
-    z = standardizer(sample.rows).astype(np.float64)
+    z = z.astype(np.float64)
     labels = pairwise_distances_argmin(z, state.centroids)  # chunked: bounded memory
     report.write_report(
         FileSystems.join(out, "report.html"),
         report.render_report(
-            metrics,
+            result,
             original,
-            list(spec.features),
+            list(features),
             z,
             labels.astype(np.int64),
             state.centroids,
-            sweep=sweep,
+            sweep=result.get("sweep"),
             linkage=state.linkage,
         ),
     )
-    return metrics

@@ -1,0 +1,90 @@
+"""metrics.json: what a run reports, as a dict of JSON values (its schema is here, in one place).
+
+A fit's metrics (`fit_metrics`):
+  run_id          str, the run that wrote them (the `_SUCCESS` manifest names it too)
+  k               int, the chosen K
+  features        [str], the D features, in the model's order
+  rows_read, rows_valid, rows_rejected, files_rejected   int (`counts_metrics`)
+  rounds          int, Lloyd rounds over all rows; converged: bool
+  inertia         float, sum of squared distances to the final centroids (standardized)
+  inertia_history [float], the inertia each round started from
+  cluster_sizes   [int] of K; reseeded_clusters: [int], re-seeded empty clusters
+  seed, init, init_seed, max_rounds, tol, n_init, restarts_on: the parameters used
+  restarts        (with several starts) the inertia of each, see core.selection
+  select, sweep   (with a K sweep) the criterion and {K: scores}
+  merge_to, merged_cluster_sizes   (with --merge_to) the groups and their sizes
+A score's: run_id, model, the row counts (pipeline.score).
+"""
+
+import numpy as np
+
+from transforms.core.lloyd import RoundState
+from transforms.core.partials import Partials
+from transforms.core.selection import Selection
+
+
+def counts_metrics(counts: np.ndarray) -> dict:
+    """ReadValidRows' counts (int64 [4]) -> the metrics' row and file counts."""
+    return {
+        "rows_read": int(counts[0]),
+        "rows_valid": int(counts[1]),
+        "rows_rejected": int(counts[2]),
+        "files_rejected": int(counts[3]) if len(counts) > 3 else 0,
+    }
+
+
+def fit_metrics(
+    state: RoundState,
+    selection: Selection,
+    partials: Partials,
+    counts: np.ndarray,
+    spec,
+    run_id: str,
+) -> dict:
+    """A fit's metrics (see the module docstring); `spec` is its FitSpec."""
+    result = {
+        "run_id": run_id,
+        "k": len(state.centroids),
+        "features": list(spec.features),
+        **counts_metrics(counts),
+        "rounds": state.rounds,
+        "converged": state.converged,
+        "inertia": partials.inertia,
+        "inertia_history": list(state.inertia_history),
+        "cluster_sizes": partials.counts.astype(int).tolist(),
+        "reseeded_clusters": state.reseeded,
+        "seed": spec.seed,
+        "init": spec.init,
+        "init_seed": selection.seed,
+        "max_rounds": spec.max_rounds,
+        "tol": spec.tol,
+        "n_init": spec.n_init,
+        "restarts_on": spec.restarts_on,
+    }
+    if selection.restarts:
+        result["restarts"] = list(selection.restarts)
+    if selection.sweep is not None:
+        result["select"] = selection.criterion
+        result["sweep"] = {
+            str(row["k"]): {key: value for key, value in row.items() if key != "k"}
+            for row in selection.sweep
+        }
+    if state.merge_map is not None:
+        result["merge_to"] = spec.merge_to
+        result["merged_cluster_sizes"] = (
+            np.bincount(state.merge_map, weights=partials.counts, minlength=spec.merge_to)
+            .astype(int)
+            .tolist()
+        )
+    return result
+
+
+def hierarchy(state: RoundState, merge_to: int) -> dict:
+    """hierarchy.json of a merged fit: the Ward linkage of the K centroids and the
+    fine -> merged cluster map."""
+    return {
+        "k": len(state.centroids),
+        "merge_to": merge_to,
+        "linkage": state.linkage.tolist(),
+        "fine_to_merged": state.merge_map.tolist(),
+    }
