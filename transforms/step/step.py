@@ -258,16 +258,24 @@ class KMeansStep:
         per_row: False leaves out the labels and distances of every row (None in
         the results); the sums, counts, inertia and far rows are the same.
         """
-        tf = self._tf
-        n, d = x.shape
-        g, k = len(centroids), max(len(c) for c in centroids)
-        packed = np.zeros((g, k, d), np.float32)
-        bias = np.full((g, k), np.inf, np.float32)
-        for i, c in enumerate(centroids):
-            packed[i, : len(c)] = c
-            bias[i, : len(c)] = 0.0
-        r = self.n_replicas
+        packed, bias = _pack(centroids)
         fused = self.fused_for(packed)
+        rows, valid, starts = self._split_rows(x, fused)
+        run = self._run_op[per_row] if fused else self._run_xla
+        outputs = run(
+            self._replica_values(rows, starts),
+            self._replica_values(valid, starts),
+            self._tf.constant(packed),
+            self._tf.constant(bias),
+        )
+        # np.asarray: a view of each result tensor (.numpy() would copy it)
+        return self._unpack([np.asarray(o) for o in outputs], centroids, len(x), starts, per_row)
+
+    def _split_rows(self, x: np.ndarray, fused: bool):
+        """`x` float32 [n, D] -> (rows float32 [N, D], valid bool [N], starts [R + 1]):
+        replica i gets rows[starts[i]:starts[i + 1]]; rows past n are padding."""
+        n, d = x.shape
+        r = self.n_replicas
         if fused:  # the batch in place, split across the replicas as evenly as it goes
             starts = [i * n // r for i in range(r + 1)]
             rows = x if x.dtype == np.float32 else x.astype(np.float32)
@@ -282,35 +290,35 @@ class KMeansStep:
                 rows[n:] = 0.0
         valid = np.zeros(starts[r], bool)
         valid[:n] = True
+        return rows, valid, starts
 
-        def replica_values(a):  # replica i gets rows [starts[i], starts[i + 1])
-            if r == 1:
-                return self._as_tensor(a)
-            return self.strategy.experimental_distribute_values_from_function(
-                lambda ctx: self._as_tensor(
-                    a[
-                        starts[ctx.replica_id_in_sync_group] : starts[
-                            ctx.replica_id_in_sync_group + 1
-                        ]
-                    ]
-                )
-            )
+    def _replica_values(self, a: np.ndarray, starts: List[int]):
+        """`a` [N, ...] as the strategy's per-replica values: replica i gets
+        a[starts[i]:starts[i + 1]] (one replica: the whole of `a`)."""
+        if self.n_replicas == 1:
+            return self._as_tensor(a)
 
-        # np.asarray: a view of each result tensor (.numpy() would copy it)
-        run = self._run_op[per_row] if fused else self._run_xla
-        labels, sq, sums, counts, inertia, far, far_sq, far_labels = map(
-            np.asarray,
-            run(
-                replica_values(rows), replica_values(valid), tf.constant(packed), tf.constant(bias)
-            ),
-        )
+        def part(ctx):
+            i = ctx.replica_id_in_sync_group
+            return self._as_tensor(a[starts[i] : starts[i + 1]])
+
+        return self.strategy.experimental_distribute_values_from_function(part)
+
+    def _unpack(
+        self,
+        outputs: List[np.ndarray],
+        centroids: Sequence[np.ndarray],
+        n: int,
+        starts: List[int],
+        per_row: bool,
+    ) -> List[BatchResult]:
+        """The distributed step's outputs (see `_distributed`) -> one BatchResult per group,
+        without the padding rows and padding centroids."""
+        labels, sq, sums, counts, inertia, far, far_sq, far_labels = outputs
+        r = self.n_replicas
         # Each replica's candidates index its own rows: make them batch indices.
-        far = (
-            far
-            + np.repeat(starts[:r], [min(self.n_far, b - a) for a, b in zip(starts, starts[1:])])[
-                None, :
-            ]
-        )
+        per_replica = [min(self.n_far, b - a) for a, b in zip(starts, starts[1:])]
+        far = far + np.repeat(starts[:r], per_replica)[None, :]
         results = []
         for i, c in enumerate(centroids):
             # Drop padding rows, keep the n_far farthest overall (replicas in row order).
@@ -329,3 +337,16 @@ class KMeansStep:
                 )
             )
         return results
+
+
+def _pack(centroids: Sequence[np.ndarray]):
+    """G arrays float32 [K_g, D] -> (packed float32 [G, K, D], bias float32 [G, K]),
+    K = max K_g: the groups padded to K rows, bias 0 for a real centroid and +inf for
+    padding (which never wins the argmin)."""
+    g, k, d = len(centroids), max(len(c) for c in centroids), centroids[0].shape[1]
+    packed = np.zeros((g, k, d), np.float32)
+    bias = np.full((g, k), np.inf, np.float32)
+    for i, c in enumerate(centroids):
+        packed[i, : len(c)] = c
+        bias[i, : len(c)] = 0.0
+    return packed, bias
