@@ -1,7 +1,8 @@
 # make demo: create the venv, install, run the fit job on built-in sample data.
 # make test: create or reuse the same venv, run the test suite (tests/unit, integration, runners).
 # make test-fast: the unit tests alone (tests/unit/, under a minute): the inner loop.
-# make lint: the linters and formatters' checks (ruff, shellcheck, clang-format), as CI runs them;
+# make lint: the linters and formatters' checks (ruff, shellcheck, clang-format) and the
+#   commit subjects' length, as CI runs them;
 # make format: let ruff and clang-format rewrite what `make lint` would refuse.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -40,6 +41,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 	$(VENV)/bin/clang-format --dry-run --Werror $(CC_SOURCES)
+	$(PY) .ci/commit_subjects.py
 
 format: install
 	$(VENV)/bin/ruff check --fix .
