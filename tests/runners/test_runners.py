@@ -395,6 +395,12 @@ def test_dockerfile_builds_the_pinned_versions():
     assert {name: args.get(name) for name in PIN_NAMES} == pins
     froms = re.findall(r"^FROM (\S+)", text, re.M)
     assert "apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}" in froms
+    # The launcher is a dated release, never a moving tag.
+    assert re.fullmatch(
+        r"gcr\.io/dataflow-templates-base/python311-template-launcher-base:"
+        r"flex_templates_base_image_release_\d{8}_RC\d\d",
+        args["LAUNCHER_IMAGE"],
+    ), args["LAUNCHER_IMAGE"]
     for requirement in (
         "apache-beam[gcp]==${BEAM_VERSION}",
         "tensorflow[and-cuda]==${TENSORFLOW_VERSION}",
