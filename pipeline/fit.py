@@ -44,6 +44,7 @@ class FitSpec(NamedTuple):
     init: str  # "k-means++", "random" or "given"
     init_path: Optional[str]  # the .npy of given centroids
     init_centroids: Optional[np.ndarray]  # float64 [K, D] when init == "given"
+    standardize: str  # "z_score" or "none"
     init_sample_size: int
     init_refine_rounds: int
     merge_to: Optional[int]
@@ -92,6 +93,7 @@ def fit_spec(options) -> FitSpec:
         init=init,
         init_path=absolute_path(km.init) if given is not None else None,
         init_centroids=given,
+        standardize=km.standardize,
         init_sample_size=km.init_sample_size,
         init_refine_rounds=km.init_refine_rounds,
         merge_to=km.merge_to,
@@ -190,6 +192,7 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         select=spec.select,
         init=spec.init if spec.init_centroids is None else spec.init_centroids,
         seed=spec.seed,
+        standardize=spec.standardize,
         init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,
         batch_size=spec.batch_size,

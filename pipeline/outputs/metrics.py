@@ -9,7 +9,8 @@ A fit's metrics (`fit_metrics`):
   inertia         float, sum of squared distances to the final centroids (standardized)
   inertia_history [float], the inertia each round started from
   cluster_sizes   [int] of K; reseeded_clusters: [int], re-seeded empty clusters
-  seed, init, init_seed, max_rounds, tol, n_init, restarts_on: the parameters used
+  standardize, seed, init, init_seed, max_rounds, tol, n_init, restarts_on: the
+                  parameters used
   restarts        (with several starts) the inertia of each, see core.selection
   select, sweep   (with a K sweep) the criterion and {K: scores}
   merge_to, merged_cluster_sizes   (with --merge_to) the groups and their sizes
@@ -53,6 +54,7 @@ def fit_metrics(
         "inertia_history": list(state.inertia_history),
         "cluster_sizes": partials.counts.astype(int).tolist(),
         "reseeded_clusters": state.reseeded,
+        "standardize": spec.standardize,
         "seed": spec.seed,
         "init": spec.init,
         "init_seed": selection.seed,

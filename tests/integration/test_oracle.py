@@ -109,3 +109,31 @@ def test_distances_are_numpy_nearest_centroid(blob_table, blob_parquet, tmp_path
     np.testing.assert_array_equal(table.column("cluster_id").to_numpy(), d.argmin(1))
     np.testing.assert_allclose(table.column("distance").to_numpy(), d.min(1), rtol=1e-4, atol=1e-5)
     assert metrics(out)["inertia"] == pytest.approx((d.min(1) ** 2).sum(), rel=1e-5)
+
+
+def test_unscaled_features_give_sklearn_lloyd_on_the_raw_rows(blob_table, blob_parquet, tmp_path):
+    """--standardize none: the rows as read (float32, as the step computes) are clustered;
+    centroids.csv and centroids.npy are the same centroids, and the model serves raw rows."""
+    x = features_of(blob_table).astype(np.float32).astype(np.float64)
+    init = x[np.random.default_rng(2).choice(len(x), 4, replace=False)].astype(np.float32)
+    np.save(tmp_path / "init.npy", init)
+    out = tmp_path / "out"
+    args = ["--input", blob_parquet, "--k", 4, "--id_column", "id", "--tol", 0]
+    args += ["--max_rounds", 50, "--init", tmp_path / "init.npy", "--standardize", "none"]
+    assert fit(out, *args) == 0
+    km = KMeans(4, init=init.astype(np.float64), n_init=1, max_iter=50, tol=0, algorithm="lloyd")
+    km.fit(x)
+    np.testing.assert_allclose(centroids(out), km.cluster_centers_, rtol=1e-5)
+    csv = np.genfromtxt(out / "centroids.csv", delimiter=",", names=True)
+    np.testing.assert_allclose(csv["f0"], centroids(out)[:, 0], rtol=1e-6)
+    m = metrics(out)
+    assert m["standardize"] == "none"
+    assert m["inertia"] == pytest.approx(km.inertia_, rel=1e-5)
+    labels = assignments(out).column("cluster_id").to_numpy()
+    np.testing.assert_array_equal(labels, km.labels_)
+
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(out / "model"))
+    served = model.assign_batch(features_of(blob_table)[:500])["cluster_id"].numpy()
+    np.testing.assert_array_equal(served, km.labels_[:500])

@@ -45,3 +45,15 @@ def test_every_file_a_row_names_exists():
             candidates = [os.path.join(base, name), os.path.join(ROOT, name)]
             candidates += [os.path.join(base, sub, name) for sub in ("native",)]
             assert any(os.path.exists(c) for c in candidates), f"{directory}: {name}"
+
+
+def test_the_flag_table_lists_every_fit_flag():
+    """README's table of `fit`'s flags has one row per parameter of the command, no other."""
+    from transforms.core import parameters
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    table = text.split("| flag | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `--(\w+)` \|", table, re.M)
+    expected = [p.name for p in parameters.INPUT + parameters.FIT + parameters.OUTPUT]
+    assert sorted(rows) == sorted(expected)

@@ -19,6 +19,7 @@ keeps every row in memory meanwhile. Written raw, the rows leave the read
 stage as they arrive; the transform is applied later, once per shard load.
 """
 
+import functools
 import logging
 import uuid
 from typing import List, Optional, Sequence, Union
@@ -110,6 +111,7 @@ class KMeans(beam.PTransform):
         max_rounds: int = _FIT["max_rounds"].default,
         tol: float = _FIT["tol"].default,
         init: Union[str, np.ndarray] = _FIT["init"].default,
+        standardize: str = _FIT["standardize"].default,
         init_sample_size: int = _FIT["init_sample_size"].default,
         init_refine_rounds: int = _FIT["init_refine_rounds"].default,
         merge_to: Optional[int] = _FIT["merge_to"].default,
@@ -134,6 +136,7 @@ class KMeans(beam.PTransform):
                 max_rounds=max_rounds,
                 tol=tol,
                 init=None if given else init,
+                standardize=standardize,
                 init_sample_size=init_sample_size,
                 init_refine_rounds=init_refine_rounds,
                 merge_to=merge_to,
@@ -162,6 +165,7 @@ class KMeans(beam.PTransform):
                     f"init has shape {self._given.shape}, expected {(self.ks[0], len(features))}"
                 )
         self.features, self.output_dir = list(features), output_dir
+        self.standardize = standardize
         self.max_rounds, self.tol, self.seed = max_rounds, tol, seed
         self.n_init, self.restarts_on, self.select = n_init, restarts_on, select
         # Restart r of every K draws with seed init_seed + r: restart r alone is
@@ -215,7 +219,9 @@ class KMeans(beam.PTransform):
                     FEATURES_COLUMN,
                     d,
                 ),
-            ) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+            ) | "Analyze" >> tft_beam.AnalyzeDataset(
+                functools.partial(preprocessing_fn, standardize=self.standardize)
+            )
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                 self.transform_dir
             )

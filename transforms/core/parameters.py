@@ -233,6 +233,15 @@ FIT = (
         template_pattern=r"^(k-means\+\+|random|gs://\S+\.npy)$",  # workers read it
     ),
     Parameter(
+        "standardize",
+        "how the features are scaled before clustering: 'z_score' ((x - mean) / std per "
+        "feature, the global statistics from tf.Transform, as StandardScaler does) or "
+        "'none' (the values as read); the model applies the same scaling when it serves",
+        "Feature scaling",
+        default="z_score",
+        choices=("z_score", "none"),
+    ),
+    Parameter(
         "init_sample_size",
         "rows in the init sample (the rows with the smallest hash of their values and "
         "the seed); at least the largest K",

@@ -1,8 +1,8 @@
 """tf.Transform: the pure `preprocessing_fn`, and applying its saved output to NumPy rows.
 
 The raw input is one dense float64 feature `features` [batch, D]; the output is
-its z-score per column, float32 [batch, D]. One vector feature with
-`elementwise=True` is one analyzer pass for all D columns instead of D.
+its z-score per column (or the values as read), float32 [batch, D]. One vector
+feature with `elementwise=True` is one analyzer pass for all D columns instead of D.
 """
 
 import numpy as np
@@ -11,13 +11,18 @@ FEATURES = "features"
 MEAN, STD = "feature_mean", "feature_std"
 
 
-def preprocessing_fn(inputs):
-    """{'features': float64 [batch, D]} -> z-scores and the statistics behind them.
+def preprocessing_fn(inputs, standardize: str = "z_score"):
+    """{'features': float64 [batch, D]} -> the scaled features and the statistics behind them.
 
+    standardize "z_score" (the default):
     features:     float32 [batch, D], (x - mean) / std; a column with zero
                   variance becomes x - mean (zeros), as in StandardScaler.
     feature_mean: float32 [batch, D], the global mean, repeated on every row.
     feature_std:  float32 [batch, D], the global standard deviation (ddof=0).
+    standardize "none": features are x as read (float32), with mean 0 and std 1,
+    so that raw = features * std + mean holds for both.
+    Bind `standardize` with functools.partial: tf.Transform calls the function
+    with the inputs alone.
     Mean and variance are analysed in float64: a float32 analysis loses the
     digits of columns with a large offset. The statistics are outputs so that
     centroids can be mapped back to the original units (tf.Transform has no
@@ -27,8 +32,12 @@ def preprocessing_fn(inputs):
     import tensorflow_transform as tft
 
     x = inputs[FEATURES]
-    z = tft.scale_to_z_score(x, elementwise=True)
     ones = tf.ones_like(x, dtype=tf.float32)
+    if standardize == "none":
+        return {FEATURES: tf.cast(x, tf.float32), MEAN: ones * 0.0, STD: ones}
+    if standardize != "z_score":
+        raise ValueError(f"standardize must be z_score or none, got {standardize!r}")
+    z = tft.scale_to_z_score(x, elementwise=True)
     mean = tf.cast(tft.mean(x, reduce_instance_dims=False), tf.float32)
     std = tf.cast(tf.sqrt(tft.var(x, reduce_instance_dims=False)), tf.float32)
     return {FEATURES: tf.cast(z, tf.float32), MEAN: ones * mean, STD: ones * std}
