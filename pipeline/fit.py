@@ -45,12 +45,19 @@ class FitSpec(NamedTuple):
     init_path: Optional[str]  # the .npy of given centroids
     init_centroids: Optional[np.ndarray]  # float64 [K, D] when init == "given"
     standardize: str  # "z_score" or "none"
+    distance: str  # "euclidean" or "cosine"
     init_sample_size: int
     init_refine_rounds: int
     merge_to: Optional[int]
     batch_size: int
     cache_mb: Optional[int]  # None: KMeans's default, a quarter of RAM
     devices: str
+
+    @property
+    def needs_directions(self) -> bool:
+        """Rows must have a direction: cosine distance on features as read (z-scored
+        rows are centred, and only a row exactly at the mean has none)."""
+        return self.distance == "cosine" and self.standardize == "none"
 
 
 def fit_spec(options) -> FitSpec:
@@ -94,6 +101,7 @@ def fit_spec(options) -> FitSpec:
         init_path=absolute_path(km.init) if given is not None else None,
         init_centroids=given,
         standardize=km.standardize,
+        distance=km.distance,
         init_sample_size=km.init_sample_size,
         init_refine_rounds=km.init_refine_rounds,
         merge_to=km.merge_to,
@@ -193,6 +201,7 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         init=spec.init if spec.init_centroids is None else spec.init_centroids,
         seed=spec.seed,
         standardize=spec.standardize,
+        distance=spec.distance,
         init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,
         batch_size=spec.batch_size,

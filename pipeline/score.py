@@ -31,6 +31,7 @@ class ScoreSpec(NamedTuple):
     output: str
     batch_size: int
     merged: bool  # the model outputs merged_cluster_id
+    needs_directions: bool = False  # see FitSpec.needs_directions; the model serves any row
 
 
 def _model_dir(path: str) -> str:

@@ -29,15 +29,19 @@ class _ReadAndValidateFn(beam.DoFn):
         passthrough: pa.Schema,
         on_invalid: str,
         batch_rows: int,
+        directions: bool = False,
     ):
         self._fmt, self._features, self._passthrough = fmt, features, passthrough
         self._on_invalid, self._batch_rows = on_invalid, batch_rows
+        self._directions = directions
 
     def process(self, path: str) -> Iterator[pa.RecordBatch]:
         counts = np.zeros(4, np.int64)
         try:
             for chunk in read_chunks(path, self._fmt, self._batch_rows):
-                checked = check_chunk(chunk, self._features, self._passthrough, FEATURES_COLUMN)
+                checked = check_chunk(
+                    chunk, self._features, self._passthrough, FEATURES_COLUMN, self._directions
+                )
                 if checked.first_error and self._on_invalid == "fail":
                     raise UserInputError(f"invalid row (--on_invalid=fail): {checked.first_error}")
                 n_valid = 0 if checked.valid is None else checked.valid.num_rows
@@ -72,6 +76,8 @@ class ReadValidRows(beam.PTransform):
               or text), or a file that cannot be read (file, row and column null, reason).
     counts:   one int64 [4] array: rows read, valid, rejected (read == valid + rejected);
               files rejected (unreadable, with --on_invalid reject).
+    `directions`: rows whose features are all 0 are rejected too (they have no
+    cosine distance: a fit with --distance cosine and --standardize none).
     """
 
     def __init__(
@@ -83,10 +89,13 @@ class ReadValidRows(beam.PTransform):
         on_invalid: str = "reject",
         batch_rows: int = 65536,
         files: Optional[Sequence[str]] = None,
+        directions: bool = False,
     ):
         super().__init__()
         self._pattern, self._files = pattern, None if files is None else list(files)
-        self._fn = _ReadAndValidateFn(fmt, features, passthrough, on_invalid, batch_rows)
+        self._fn = _ReadAndValidateFn(
+            fmt, features, passthrough, on_invalid, batch_rows, directions
+        )
 
     @classmethod
     def of_job(cls, spec) -> "ReadValidRows":
@@ -99,6 +108,7 @@ class ReadValidRows(beam.PTransform):
             spec.on_invalid,
             spec.batch_size,
             files=None if spec.match_when_run else spec.files,
+            directions=spec.needs_directions,
         )
 
     def expand(self, pbegin):

@@ -240,11 +240,20 @@ def _json_safe(value):
     return str(value)
 
 
+# The reason of a row that `check_chunk(..., directions=True)` rejects.
+NO_DIRECTION = "every feature is 0: the row has no direction, and so no cosine distance"
+
+
 def check_chunk(
-    chunk: Chunk, features: List[str], passthrough: pa.Schema, features_column: str
+    chunk: Chunk,
+    features: List[str],
+    passthrough: pa.Schema,
+    features_column: str,
+    directions: bool = False,
 ) -> Checked:
     """Validate `chunk` for `features`; carry the `passthrough` columns, conformed to their
-    types (`conform`), null where the chunk's file lacks them."""
+    types (`conform`), null where the chunk's file lacks them. `directions`: a row whose
+    features are all 0 is rejected too (cosine distance on unscaled features)."""
     batch, n = chunk.batch, chunk.batch.num_rows
     names = batch.schema.names
     x = np.empty((n, len(features)))
@@ -263,6 +272,9 @@ def check_chunk(
         first = ~is_rejected[bad]
         bad = bad[first]
         reason[bad], column[bad], is_rejected[bad] = why[first], name, True
+    if directions:
+        bad = np.flatnonzero(~is_rejected & ~x.any(axis=1))
+        reason[bad], is_rejected[bad] = NO_DIRECTION, True
     passthrough_columns = []
     for field in passthrough:
         if field.name in names:

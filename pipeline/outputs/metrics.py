@@ -6,10 +6,11 @@ A fit's metrics (`fit_metrics`):
   features        [str], the D features, in the model's order
   rows_read, rows_valid, rows_rejected, files_rejected   int (`counts_metrics`)
   rounds          int, Lloyd rounds over all rows; converged: bool
-  inertia         float, sum of squared distances to the final centroids (standardized)
+  inertia         float, sum of squared distances to the final centroids (standardized;
+                  with distance cosine, the sum of 1 - cos)
   inertia_history [float], the inertia each round started from
   cluster_sizes   [int] of K; reseeded_clusters: [int], re-seeded empty clusters
-  standardize, seed, init, init_seed, max_rounds, tol, n_init, restarts_on: the
+  standardize, distance, seed, init, init_seed, max_rounds, tol, n_init, restarts_on: the
                   parameters used
   restarts        (with several starts) the inertia of each, see core.selection
   select, sweep   (with a K sweep) the criterion and {K: scores}
@@ -55,6 +56,7 @@ def fit_metrics(
         "cluster_sizes": partials.counts.astype(int).tolist(),
         "reseeded_clusters": state.reseeded,
         "standardize": spec.standardize,
+        "distance": spec.distance,
         "seed": spec.seed,
         "init": spec.init,
         "init_seed": selection.seed,

@@ -8,7 +8,7 @@ import pytest
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from helpers import assignments, centroids, features_of, fit, metrics
+from helpers import assignments, centroids, features_of, fit, metrics, rejected
 
 
 def test_standardization_equals_standard_scaler(blob_table, blob_parquet, tmp_path):
@@ -137,3 +137,71 @@ def test_unscaled_features_give_sklearn_lloyd_on_the_raw_rows(blob_table, blob_p
     model = tf.saved_model.load(str(out / "model"))
     served = model.assign_batch(features_of(blob_table)[:500])["cluster_id"].numpy()
     np.testing.assert_array_equal(served, km.labels_[:500])
+
+
+def _spherical_kmeans(z: np.ndarray, init: np.ndarray, rounds: int):
+    """The reference of --distance cosine, in NumPy: unit rows, each to the centroid of
+    largest dot product, each centroid its rows' sum over the sum's norm."""
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+    u, c = unit(z), unit(init.astype(np.float64))
+    for _ in range(rounds):
+        labels = np.argmax(u @ c.T, axis=1)
+        sums = np.zeros_like(c)
+        np.add.at(sums, labels, u)
+        c = unit(sums)  # the test's starts leave no cluster empty
+    dots = u @ c.T
+    return c, np.argmax(dots, axis=1), 1.0 - dots.max(axis=1)
+
+
+@pytest.mark.parametrize("standardize", ["z_score", "none"])
+def test_cosine_is_numpy_spherical_kmeans(blob_table, blob_parquet, tmp_path, standardize):
+    x = features_of(blob_table)
+    z = StandardScaler().fit_transform(x) if standardize == "z_score" else x
+    init = z[np.random.default_rng(3).choice(len(z), 4, replace=False)].astype(np.float32)
+    np.save(tmp_path / "init.npy", init)
+    out = tmp_path / "out"
+    args = ["--input", blob_parquet, "--k", 4, "--id_column", "id", "--tol", 0]
+    args += ["--max_rounds", 20, "--init", tmp_path / "init.npy", "--distance", "cosine"]
+    assert fit(out, *args, "--standardize", standardize) == 0
+    c, labels, distance = _spherical_kmeans(z, init, 20)
+    np.testing.assert_allclose(centroids(out), c, atol=1e-5)
+    table = assignments(out)
+    np.testing.assert_array_equal(table.column("cluster_id").to_numpy(), labels)
+    np.testing.assert_allclose(table.column("distance").to_numpy(), distance, atol=1e-5)
+    m = metrics(out)
+    assert (m["distance"], m["standardize"]) == ("cosine", standardize)
+    assert m["inertia"] == pytest.approx(distance.sum(), rel=1e-5, abs=1e-4)
+
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(out / "model"))  # held: its functions use its variables
+    served = model.assign_batch(x[:500])
+    np.testing.assert_array_equal(served["cluster_id"].numpy(), labels[:500])
+    np.testing.assert_allclose(served["distance"].numpy(), distance[:500], atol=1e-5)
+
+
+def test_cosine_fit_with_defaults_recovers_directions(tmp_path):
+    """k-means++ and the refinement on the sample, spherical: rows on 3 directions at
+    very different norms (what cosine ignores) are found whole."""
+    import pyarrow as pa
+    from sklearn.metrics import adjusted_rand_score
+
+    from helpers import write_shards
+
+    rng = np.random.default_rng(5)
+    directions = np.eye(3) + 0.05
+    truth = rng.integers(0, 3, 3000)
+    x = directions[truth] + rng.normal(0, 0.05, (3000, 3))
+    x *= rng.uniform(0.1, 100, (3000, 1))
+    x[1234] = 0.0  # no direction: rejected with its reason
+    table = pa.table({"id": np.arange(3000), "f0": x[:, 0], "f1": x[:, 1], "f2": x[:, 2]})
+    pattern = write_shards(table, tmp_path / "in", "parquet", shards=3)
+    out = tmp_path / "out"
+    args = ["--input", pattern, "--k", 3, "--id_column", "id", "--distance", "cosine"]
+    assert fit(out, *args, "--standardize", "none", "--max_rounds", 10) == 0
+    labels = assignments(out).column("cluster_id").to_numpy()
+    assert adjusted_rand_score(np.delete(truth, 1234), labels) >= 0.99
+    np.testing.assert_allclose(np.linalg.norm(centroids(out), axis=1), 1.0, atol=1e-6)
+    (bad,) = rejected(out)
+    assert bad["values"]["id"] == 1234 and "no direction" in bad["reason"]
+    assert (metrics(out)["rows_valid"], metrics(out)["rows_rejected"]) == (2999, 1)

@@ -26,6 +26,7 @@ class InitialCandidates(beam.PTransform):
         "sample" carries only the start of each K with the lowest inertia on
         the init sample (ties: the first), as scikit-learn's MiniBatchKMeans
         picks among its n_init starts on its init_size rows.
+    spherical: cosine distance (the sample holds unit rows; see core.seeding).
     Each start is its own element, so a runner may initialise them in parallel.
     """
 
@@ -38,9 +39,11 @@ class InitialCandidates(beam.PTransform):
         refine_rounds: int,
         tol: float,
         restarts_on: str = "sample",
+        spherical: bool = False,
     ):
         super().__init__()
         BY_NAME["restarts_on"].check(restarts_on)
+        self._spherical = spherical
         self._starts, self._sample, self._init, self._given = starts, sample, init, given
         self._refine_rounds, self._tol, self._restarts_on = refine_rounds, tol, restarts_on
 
@@ -63,6 +66,7 @@ class InitialCandidates(beam.PTransform):
                 given=self._given,
                 refine_rounds=self._refine_rounds,
                 tol=self._tol,
+                spherical=self._spherical,
             )
             | "Gather" >> beam.combiners.ToList()
             | "Carry"

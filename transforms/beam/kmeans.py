@@ -71,7 +71,8 @@ class KMeans(beam.PTransform):
       final:       one Partials of the final pass against the final centroids
                    (counts = cluster sizes, inertia).
       assignments: record batches: passthrough columns + cluster_id (int64) +
-                   distance (float32, Euclidean, standardized space).
+                   distance (float32, standardized space: Euclidean, or 1 - cos
+                   with distance="cosine").
       model:       one element, the model directory, once the SavedModel is written.
       sample:      one core.sampling.Sample: the bottom-m rows (raw, float64 [m, D]) the
                    initialisation used; bounded by init_sample_size.
@@ -90,7 +91,9 @@ class KMeans(beam.PTransform):
     ("k-means++", "random", or an array [K, D] of centroids in standardized
     space: one start, n_init 1), init_sample_size, init_refine_rounds, merge_to
     (size-weighted Ward merge into that many groups: the state gets merge_map and
-    linkage, the assignments and the SavedModel a merged_cluster_id), batch_size,
+    linkage, the assignments and the SavedModel a merged_cluster_id), standardize
+    ("z_score" or "none"), distance ("euclidean" or "cosine": spherical K-Means on
+    the scaled rows divided by their norms), batch_size,
     cache_mb, devices, keep_standardized. Besides them: `features` (the D
     feature names), `output_dir` (OUTPUT_DIR), `passthrough` (the schema of the
     columns copied to the assignments) and `work_dir` (the shards; default
@@ -112,6 +115,7 @@ class KMeans(beam.PTransform):
         tol: float = _FIT["tol"].default,
         init: Union[str, np.ndarray] = _FIT["init"].default,
         standardize: str = _FIT["standardize"].default,
+        distance: str = _FIT["distance"].default,
         init_sample_size: int = _FIT["init_sample_size"].default,
         init_refine_rounds: int = _FIT["init_refine_rounds"].default,
         merge_to: Optional[int] = _FIT["merge_to"].default,
@@ -137,6 +141,7 @@ class KMeans(beam.PTransform):
                 tol=tol,
                 init=None if given else init,
                 standardize=standardize,
+                distance=distance,
                 init_sample_size=init_sample_size,
                 init_refine_rounds=init_refine_rounds,
                 merge_to=merge_to,
@@ -165,7 +170,7 @@ class KMeans(beam.PTransform):
                     f"init has shape {self._given.shape}, expected {(self.ks[0], len(features))}"
                 )
         self.features, self.output_dir = list(features), output_dir
-        self.standardize = standardize
+        self.standardize, self.distance = standardize, distance
         self.max_rounds, self.tol, self.seed = max_rounds, tol, seed
         self.n_init, self.restarts_on, self.select = n_init, restarts_on, select
         # Restart r of every K draws with seed init_seed + r: restart r alone is
@@ -190,6 +195,7 @@ class KMeans(beam.PTransform):
             batch_size=batch_size,
             cache_mb=default_cache_mb() if cache_mb is None else cache_mb,
             devices=devices,
+            distance=distance,
         )
 
     @property
@@ -220,7 +226,9 @@ class KMeans(beam.PTransform):
                     d,
                 ),
             ) | "Analyze" >> tft_beam.AnalyzeDataset(
-                functools.partial(preprocessing_fn, standardize=self.standardize)
+                functools.partial(
+                    preprocessing_fn, standardize=self.standardize, distance=self.distance
+                )
             )
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                 self.transform_dir
@@ -260,6 +268,7 @@ class KMeans(beam.PTransform):
             self.init_refine_rounds,
             self.tol,
             self.restarts_on,
+            spherical=self.step.cosine,
         )
         initial = rows.pipeline | "InitCentroids" >> init
         candidates = shard_paths | "Lloyd" >> LloydRounds(
@@ -282,6 +291,7 @@ class KMeans(beam.PTransform):
             model_dir=self.model_dir,
             transform_dir=self.transform_dir,
             features=self.features,
+            distance=self.distance,
             ready=transform_ready,
         )
         done = model
@@ -356,7 +366,12 @@ def _standardized_sample(sample, transform_dir: str, ready) -> np.ndarray:
 
 
 def _export(
-    state: RoundState, model_dir: str, transform_dir: str, features: List[str], ready
+    state: RoundState,
+    model_dir: str,
+    transform_dir: str,
+    features: List[str],
+    distance: str,
+    ready,
 ) -> str:
     """Write the SavedModel of the final centroids; return its directory."""
     del ready
@@ -368,6 +383,7 @@ def _export(
         state.centroids.astype(np.float32),
         features,
         merge_map=state.merge_map,
+        distance=distance,
     )
     return model_dir
 

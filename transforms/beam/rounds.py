@@ -37,6 +37,8 @@ class StepConfig(NamedTuple):
     cache_mb: bound of the per-process shard cache (0: read the shards every round).
     devices: `--devices` spec for MirroredStrategy (None: all GPUs, else the CPU).
     n_far: re-seeding candidates carried in the partials.
+    distance: "euclidean" or "cosine" (the rows and centroids are unit vectors,
+        and the step's squared distances become 1 - cos: see `row_distances`).
     """
 
     n_features: int
@@ -44,6 +46,17 @@ class StepConfig(NamedTuple):
     cache_mb: int = 1024
     devices: Optional[str] = None
     n_far: int = 16
+    distance: str = "euclidean"
+
+    @property
+    def cosine(self) -> bool:
+        return self.distance == "cosine"
+
+
+def row_distances(sq_dist: np.ndarray, cosine: bool) -> np.ndarray:
+    """The step's squared distances float32 [n] -> the distances reported, float32 [n]:
+    Euclidean, or for unit rows and centroids 1 - cos = |x - c|^2 / 2."""
+    return sq_dist / np.float32(2) if cosine else np.sqrt(sq_dist)
 
 
 class _PartialSumsFn(beam.DoFn):
@@ -88,7 +101,7 @@ class _PartialSumsFn(beam.DoFn):
         cached_rows = self._step.rows_per_call(cfg.batch_size, centroids)
         per_batch = [
             [
-                Partials.from_batch(x, result)
+                Partials.from_batch(x, result, cfg.cosine)
                 for result in self._step.groups(x, centroids, per_row=False)
             ]
             for x in self._cache.batches(path, cfg.n_features, read_rows, cached_rows)
@@ -139,8 +152,9 @@ class LloydUpdateFn(beam.CombineFn):
     through the shuffle.
     """
 
-    def __init__(self, n_far: int, tol: float):
+    def __init__(self, n_far: int, tol: float, spherical: bool = False):
         self._merge, self._tol = CandidatePartialsCombineFn(n_far), tol
+        self._spherical = spherical
 
     def create_accumulator(self) -> Optional[ShardPartials]:
         return None
@@ -158,7 +172,9 @@ class LloydUpdateFn(beam.CombineFn):
         )
 
     def extract_output(self, accumulator: ShardPartials) -> Candidates:
-        return update_candidates(accumulator.candidates, accumulator.partials, self._tol)
+        return update_candidates(
+            accumulator.candidates, accumulator.partials, self._tol, self._spherical
+        )
 
 
 class LloydRound(beam.PTransform):
@@ -180,7 +196,8 @@ class LloydRound(beam.PTransform):
             shard_paths
             | "PartialSums"
             >> beam.ParDo(_RoundPartialsFn(self._config), beam.pvalue.AsSingleton(self._candidates))
-            | "MergeAndUpdate" >> beam.CombinePerKey(LloydUpdateFn(self._config.n_far, self._tol))
+            | "MergeAndUpdate"
+            >> beam.CombinePerKey(LloydUpdateFn(self._config.n_far, self._tol, self._config.cosine))
         )
 
 
@@ -254,11 +271,11 @@ class _AssignShardFn(beam.DoFn):
         rows = rows_per_call(cfg.batch_size, [centroids])
         for batch, x in self._rows(path, rows):
             result = self._step(x, centroids)
-            parts.append(Partials.from_batch(x, result))
+            parts.append(Partials.from_batch(x, result, cfg.cosine))
             keep = [name for name in batch.schema.names if name != FEATURES_COLUMN]
             columns = [batch.column(name) for name in keep] + [
                 pa.array(result.labels),
-                pa.array(np.sqrt(result.sq_dist)),
+                pa.array(row_distances(result.sq_dist, cfg.cosine)),
             ]
             names = keep + ["cluster_id", "distance"]
             if state.merge_map is not None:

@@ -89,14 +89,26 @@ def relocate_empty_clusters(partials: Partials) -> Tuple[np.ndarray, np.ndarray,
     return sums, counts, n
 
 
-def lloyd_update(state: RoundState, partials: Partials, tol: float, label: str = "") -> RoundState:
-    """One Lloyd update of `state` from the round's merged `partials` (`label` names it in logs)."""
+def lloyd_update(
+    state: RoundState, partials: Partials, tol: float, label: str = "", spherical: bool = False
+) -> RoundState:
+    """One Lloyd update of `state` from the round's merged `partials` (`label` names it in logs).
+
+    spherical (cosine distance, unit rows): each new centroid is its cluster's
+    sum divided by the sum's L2 norm, not by the count (a zero sum keeps the
+    centroid it had).
+    """
     if state.converged:
         return state
     sums, counts, reseeded = relocate_empty_clusters(partials)
     centroids = state.centroids.copy()
     nonempty = counts > 0
-    centroids[nonempty] = sums[nonempty] / counts[nonempty, None]
+    if spherical:
+        norms = np.linalg.norm(sums, axis=1)
+        nonempty &= norms > 0
+        centroids[nonempty] = sums[nonempty] / norms[nonempty, None]
+    else:
+        centroids[nonempty] = sums[nonempty] / counts[nonempty, None]
     shift = np.sum((centroids - state.centroids) ** 2, axis=1)
     new = RoundState(
         centroids=centroids,
@@ -119,14 +131,19 @@ def lloyd_update(state: RoundState, partials: Partials, tol: float, label: str =
 
 
 def update_candidates(
-    candidates: Candidates, partials: Sequence[Partials], tol: float
+    candidates: Candidates, partials: Sequence[Partials], tol: float, spherical: bool = False
 ) -> Candidates:
-    """One Lloyd update of every candidate from its merged partials (converged ones stay)."""
+    """One Lloyd update of every candidate from its merged partials (converged ones stay;
+    `spherical`: see `lloyd_update`)."""
     several = len(candidates.states) > 1
     return candidates._replace(
         states=tuple(
             lloyd_update(
-                state, part, tol, f" (K={len(state.centroids)}, seed {seed})" if several else ""
+                state,
+                part,
+                tol,
+                f" (K={len(state.centroids)}, seed {seed})" if several else "",
+                spherical,
             )
             for state, part, seed in zip(candidates.states, partials, candidates.seeds)
         )

@@ -242,6 +242,15 @@ FIT = (
         choices=("z_score", "none"),
     ),
     Parameter(
+        "distance",
+        "'euclidean', or 'cosine': spherical K-Means, each row (after scaling) divided "
+        "by its L2 norm, a row to the centroid of largest cosine similarity, each "
+        "centroid the normalized sum of its rows; the distance reported is 1 - cos",
+        "Distance",
+        default="euclidean",
+        choices=("euclidean", "cosine"),
+    ),
+    Parameter(
         "init_sample_size",
         "rows in the init sample (the rows with the smallest hash of their values and "
         "the seed); at least the largest K",

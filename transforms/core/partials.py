@@ -16,7 +16,8 @@ class Partials(NamedTuple):
 
     sums:     float64 [K, D], per-cluster sum of the rows (standardized space).
     counts:   int64 [K], rows per cluster.
-    inertia:  float, sum of squared distances to the nearest centroid.
+    inertia:  float, sum of squared distances to the nearest centroid (cosine:
+              of the distances 1 - cos, half the squared distance of unit rows).
     far_dist: float64 [c], squared distances of the rows farthest from their
               centroid, farthest first (c <= n_far).
     far_rows: float32 [c, D], those rows.
@@ -42,12 +43,16 @@ class Partials(NamedTuple):
         )
 
     @classmethod
-    def from_batch(cls, x: np.ndarray, result) -> "Partials":
-        """Partials of batch `x` float32 [n, D] from its `step.step.BatchResult`."""
+    def from_batch(cls, x: np.ndarray, result, cosine: bool = False) -> "Partials":
+        """Partials of batch `x` float32 [n, D] from its `step.step.BatchResult`.
+
+        cosine: `x` holds unit rows and the centroids are unit vectors, where
+        1 - cos = |x - c|^2 / 2: the inertia is halved into cosine distances.
+        """
         return cls(
             result.sums,
             result.counts,
-            result.inertia,
+            result.inertia / 2 if cosine else result.inertia,
             result.far_sq_dist.astype(np.float64),
             x[result.far_rows],
             result.far_labels,

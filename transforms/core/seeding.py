@@ -35,6 +35,7 @@ def initial_centroids(
     given: Optional[np.ndarray] = None,
     refine_rounds: int = 0,
     tol: float = 0.0,
+    spherical: bool = False,
 ) -> np.ndarray:
     """float64 [K, D] initial centroids from `sample` float64 [m, D] (standardized, hash order).
 
@@ -45,9 +46,13 @@ def initial_centroids(
     Lloyd rounds on the whole sample, in memory (scikit-learn, same `tol`): a
     better start costs the full passes nothing, and the passes that follow
     are still exact Lloyd over all rows.
+    spherical (cosine distance): the sample's rows are unit vectors, where the
+    squared Euclidean distance k-means++ draws with is 2 (1 - cos); given
+    centroids are normalized, and the refinement is spherical (`spherical_lloyd`).
     """
     if init == "given":
-        return np.asarray(given, dtype=np.float64)
+        given = np.asarray(given, dtype=np.float64)
+        return _unit_rows(given) if spherical else given
     if init == "k-means++":
         from sklearn.cluster import kmeans_plusplus
         from threadpoolctl import threadpool_limits
@@ -65,7 +70,11 @@ def initial_centroids(
         centers = sample[rows]
     else:
         raise ValueError(f"init={init!r} is not one of {INIT_METHODS} or a centroids file")
-    if refine_rounds > 0:
+    if spherical:
+        centers = _unit_rows(np.asarray(centers, np.float64))
+        if refine_rounds > 0:
+            centers = spherical_lloyd(sample, centers, refine_rounds, tol)
+    elif refine_rounds > 0:
         import warnings
 
         from sklearn.cluster import KMeans
@@ -89,13 +98,43 @@ def initial_centroids(
     return np.asarray(centers, dtype=np.float64)
 
 
-def sample_inertia(sample: np.ndarray, centroids: np.ndarray) -> float:
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    """Rows of `a` [n, D] divided by their L2 norms (a zero row stays zero)."""
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    return np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
+
+
+def spherical_lloyd(sample: np.ndarray, centers: np.ndarray, rounds: int, tol: float) -> np.ndarray:
+    """Up to `rounds` spherical Lloyd rounds on unit rows `sample` float64 [m, D] from unit
+    `centers` [K, D]: each row to the centroid of largest dot product, each centroid its
+    rows' sum over the sum's norm (an empty cluster keeps its centroid); stops once the
+    total squared shift is <= tol. What `lloyd.lloyd_update(spherical=True)` does over
+    all rows, here in memory."""
+    from sklearn.metrics import pairwise_distances_argmin
+
+    for _ in range(rounds):
+        # Unit rows and centroids: the nearest by Euclidean distance is the largest dot.
+        labels = pairwise_distances_argmin(sample, centers)  # chunked: bounded memory
+        sums = np.zeros_like(centers)
+        np.add.at(sums, labels, sample)
+        norms = np.linalg.norm(sums, axis=1)
+        moved = centers.copy()
+        moved[norms > 0] = sums[norms > 0] / norms[norms > 0, None]
+        shift = float(np.sum((moved - centers) ** 2))
+        centers = moved
+        if shift <= tol:
+            break
+    return centers
+
+
+def sample_inertia(sample: np.ndarray, centroids: np.ndarray, cosine: bool = False) -> float:
     """Sum of squared distances of `sample` float64 [m, D] rows to their nearest of
-    `centroids` float64 [K, D]."""
+    `centroids` float64 [K, D]; `cosine` (unit rows and centroids): of 1 - cos."""
     from sklearn.metrics import pairwise_distances_argmin_min
 
     _, distances = pairwise_distances_argmin_min(sample, centroids)  # chunked: bounded memory
-    return float(np.sum(distances**2))
+    total = float(np.sum(distances**2))
+    return total / 2 if cosine else total
 
 
 def _initial_state(
@@ -105,11 +144,12 @@ def _initial_state(
     given: Optional[np.ndarray],
     refine_rounds: int,
     tol: float,
+    spherical: bool = False,
 ):
     """(index, (K, seed)) -> (index, RoundState of that start's initial centroids, their
     inertia on the sample)."""
     index, (k, seed) = start
     if len(sample) < k:
         raise UserInputError(f"--k {k} is larger than the number of valid rows ({len(sample)})")
-    centroids = initial_centroids(sample, k, init, seed, given, refine_rounds, tol)
-    return index, RoundState(centroids=centroids), sample_inertia(sample, centroids)
+    centroids = initial_centroids(sample, k, init, seed, given, refine_rounds, tol, spherical)
+    return index, RoundState(centroids=centroids), sample_inertia(sample, centroids, spherical)

@@ -8,7 +8,9 @@ languages can use it. Signatures:
                    per feature) -> cluster_id int64 [n], distance float32 [n]
   predict_raw:     one float32 [n] tensor per feature, by name -> the same outputs
 
-distance is Euclidean, in standardized space; a model fitted with --merge_to
+distance is Euclidean, in standardized space, or for a model fitted with
+--distance cosine 1 - cos (the transform graph divides each scaled row by its
+norm, and the centroids are unit vectors); a model fitted with --merge_to
 also outputs merged_cluster_id int64 [n]. A missing feature or a NaN or
 infinite value is an error (InvalidArgumentError), never a silent cluster.
 
@@ -29,6 +31,7 @@ def build_model_module(
     centroids: np.ndarray,
     features: List[str],
     merge_map: Optional[np.ndarray] = None,
+    distance: str = "euclidean",
 ):
     """A tf.Module with the two signatures' functions (see the module docstring).
 
@@ -64,7 +67,10 @@ def build_model_module(
             )
             labels = tf.argmin(scores, axis=1, output_type=tf.int64)
             diff = z - tf.gather(c, labels)
-            out = {CLUSTER_ID: labels, DISTANCE: tf.sqrt(tf.reduce_sum(diff * diff, axis=1))}
+            sq_dist = tf.reduce_sum(diff * diff, axis=1)
+            # Unit rows and centroids: 1 - cos = |z - c|^2 / 2, as the fit reports it.
+            reported = sq_dist / 2.0 if distance == "cosine" else tf.sqrt(sq_dist)
+            out = {CLUSTER_ID: labels, DISTANCE: reported}
             if self.merge_map is not None:
                 out[MERGED_CLUSTER_ID] = tf.gather(self.merge_map, labels)
             return out
@@ -101,11 +107,12 @@ def export_model(
     centroids: np.ndarray,
     features: List[str],
     merge_map: Optional[np.ndarray] = None,
+    distance: str = "euclidean",
 ) -> None:
     """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`."""
     import tensorflow as tf
 
-    module = build_model_module(transform_savedmodel_dir, centroids, features, merge_map)
+    module = build_model_module(transform_savedmodel_dir, centroids, features, merge_map, distance)
     tf.saved_model.save(
         module,
         model_dir,

@@ -11,7 +11,7 @@ FEATURES = "features"
 MEAN, STD = "feature_mean", "feature_std"
 
 
-def preprocessing_fn(inputs, standardize: str = "z_score"):
+def preprocessing_fn(inputs, standardize: str = "z_score", distance: str = "euclidean"):
     """{'features': float64 [batch, D]} -> the scaled features and the statistics behind them.
 
     standardize "z_score" (the default):
@@ -21,8 +21,12 @@ def preprocessing_fn(inputs, standardize: str = "z_score"):
     feature_std:  float32 [batch, D], the global standard deviation (ddof=0).
     standardize "none": features are x as read (float32), with mean 0 and std 1,
     so that raw = features * std + mean holds for both.
-    Bind `standardize` with functools.partial: tf.Transform calls the function
-    with the inputs alone.
+    distance "cosine": each scaled row is then divided by its L2 norm. A row of
+    norm 0 stays 0: it moves no centroid, and is as far from every centroid as
+    any (|0 - c|^2 / 2 = 0.5). The fit rejects such rows where it can see them
+    as read (pipeline.io.validation, NO_DIRECTION).
+    Bind `standardize` and `distance` with functools.partial: tf.Transform calls
+    the function with the inputs alone.
     Mean and variance are analysed in float64: a float32 analysis loses the
     digits of columns with a large offset. The statistics are outputs so that
     centroids can be mapped back to the original units (tf.Transform has no
@@ -34,13 +38,18 @@ def preprocessing_fn(inputs, standardize: str = "z_score"):
     x = inputs[FEATURES]
     ones = tf.ones_like(x, dtype=tf.float32)
     if standardize == "none":
-        return {FEATURES: tf.cast(x, tf.float32), MEAN: ones * 0.0, STD: ones}
-    if standardize != "z_score":
+        z, mean, std = x, tf.zeros_like(ones), ones
+    elif standardize == "z_score":
+        z = tft.scale_to_z_score(x, elementwise=True)
+        mean = ones * tf.cast(tft.mean(x, reduce_instance_dims=False), tf.float32)
+        std = ones * tf.cast(tf.sqrt(tft.var(x, reduce_instance_dims=False)), tf.float32)
+    else:
         raise ValueError(f"standardize must be z_score or none, got {standardize!r}")
-    z = tft.scale_to_z_score(x, elementwise=True)
-    mean = tf.cast(tft.mean(x, reduce_instance_dims=False), tf.float32)
-    std = tf.cast(tf.sqrt(tft.var(x, reduce_instance_dims=False)), tf.float32)
-    return {FEATURES: tf.cast(z, tf.float32), MEAN: ones * mean, STD: ones * std}
+    if distance == "cosine":
+        z = tf.math.l2_normalize(z, axis=1)  # in float64, then cast like the rest
+    elif distance != "euclidean":
+        raise ValueError(f"distance must be euclidean or cosine, got {distance!r}")
+    return {FEATURES: tf.cast(z, tf.float32), MEAN: mean, STD: std}
 
 
 def tensor_adapter_config(arrow_schema, column: str, n_features: int):
