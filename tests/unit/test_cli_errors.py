@@ -547,6 +547,7 @@ def restore_logging():
     names = (
         "tensorflow",
         "absl",
+        "apache_beam",
         "apache_beam.runners",
         "apache_beam.io",
         "apache_beam.runners.common",
