@@ -25,7 +25,7 @@ $(VENV)/.installed: setup.py pyproject.toml
 
 demo: install
 	$(VENV)/bin/shardmeans generate --output $(DEMO)/data --rows 200000 --features 8 --clusters 6 --format parquet
-	PATH=$(abspath $(VENV))/bin:$$PATH launch/local.sh --input '$(DEMO)/data/*.parquet' --output $(DEMO)/out --k 6 --id_column id --overwrite
+	SHARDMEANS_PYTHON=$(abspath $(PY)) launch/local.sh --input '$(DEMO)/data/*.parquet' --output $(DEMO)/out --k 6 --id_column id --overwrite
 
 test: install
 	$(PY) -m pytest -q tests

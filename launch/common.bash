@@ -11,10 +11,15 @@ pinned() {
   echo "$value"
 }
 
-# The interpreter that has shardmeans installed.
+# The interpreter that has shardmeans installed: $SHARDMEANS_PYTHON, else the venv of this
+# checkout (`make install` and `make demo` create $ROOT/.venv, and put nothing on PATH),
+# else the one of `shardmeans` on PATH (an installed package, an activated venv).
 find_python() {
   if [[ -n "${SHARDMEANS_PYTHON:-}" ]]; then
     echo "$SHARDMEANS_PYTHON"; return
+  fi
+  if [[ -x "$ROOT/.venv/bin/python" && -x "$ROOT/.venv/bin/shardmeans" ]]; then
+    echo "$ROOT/.venv/bin/python"; return
   fi
   local script line
   if script="$(command -v shardmeans 2>/dev/null)"; then
@@ -23,10 +28,7 @@ find_python() {
       echo "${line#\#!}"; return
     fi
   fi
-  if [[ -x "$ROOT/.venv/bin/python" ]]; then
-    echo "$ROOT/.venv/bin/python"; return
-  fi
-  die "cannot find the Python that has shardmeans installed: set SHARDMEANS_PYTHON, or run make install"
+  die "cannot find the Python that has shardmeans installed: run make install (it creates $ROOT/.venv), or set SHARDMEANS_PYTHON"
 }
 
 # Run the command given as arguments, or only print it when SHARDMEANS_DRY_RUN=1.

@@ -20,8 +20,9 @@
 # (e.g. --machine_type, --max_num_workers, --temp_location).
 #
 # Environment:
-#   SHARDMEANS_PYTHON   interpreter that has shardmeans installed (default: the one of
-#                       `shardmeans` on PATH, else .venv/bin/python of this repository)
+#   SHARDMEANS_PYTHON   interpreter that has shardmeans installed (default: .venv/bin/python
+#                       of this repository, as `make install` creates it, else the one
+#                       of `shardmeans` on PATH)
 #   SHARDMEANS_DRY_RUN  1: print the command instead of running it
 set -euo pipefail
 

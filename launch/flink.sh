@@ -40,8 +40,9 @@
 # Flags after these go to `shardmeans fit` and Beam, and win over the ones set here.
 #
 # Environment:
-#   SHARDMEANS_PYTHON   interpreter that has shardmeans installed (default: the one of
-#                       `shardmeans` on PATH, else .venv/bin/python of this repository)
+#   SHARDMEANS_PYTHON   interpreter that has shardmeans installed (default: .venv/bin/python
+#                       of this repository, as `make install` creates it, else the one
+#                       of `shardmeans` on PATH)
 #   SHARDMEANS_DRY_RUN  1: print the command instead of running it
 set -euo pipefail
 

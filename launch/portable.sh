@@ -9,10 +9,10 @@
 #   (the script sets --runner, --job_endpoint, --environment_type, --environment_config)
 #
 # Environment:
-#   SHARDMEANS_PYTHON           interpreter that has shardmeans installed (default: the
-#                               one of `shardmeans` on PATH, else .venv/bin/python of
-#                               this repository); the job service, the worker pool, the
-#                               SDK workers and the job itself all run on it
+#   SHARDMEANS_PYTHON           interpreter that has shardmeans installed (default:
+#                               .venv/bin/python of this repository, else the one of
+#                               `shardmeans` on PATH); the job service, the worker pool,
+#                               the SDK workers and the job itself all run on it
 #   SHARDMEANS_STARTUP_TIMEOUT  seconds to wait for both services to listen (default 120)
 #   SHARDMEANS_KEEP_LOGS        1: keep the services' logs even when the job succeeds
 #                               (they are kept, and their directory printed, when it fails)

@@ -85,6 +85,9 @@ def _run_job(command: str, argv: List[str]) -> int:
         return 0
     import apache_beam as beam
 
+    from pipeline import logs
+
+    logs.import_tensorflow()  # first, without its start-up chatter (pipeline.logs)
     from pipeline import fit, private_apis, score, workdir
     from pipeline.outputs import run_output
     from transforms.step.devices import resolve_devices
@@ -207,6 +210,10 @@ def _generate(argv: List[str]) -> int:
         parser.print_help()  # argparse's own -h would exit the process from here
         return 0
     args = parser.parse_args(argv)  # a bad flag: pipeline.flags.FlagError, one line
+    if args.format == "tfrecord":  # written with TensorFlow: imported without its chatter
+        from pipeline import logs
+
+        logs.import_tensorflow()
     paths = generate.generate(
         args.output,
         rows=args.rows,
@@ -243,31 +250,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     # which does not know it.
     verbose = "--verbose" in rest
     rest = [arg for arg in rest if arg != "--verbose"]
-    if not verbose:
-        # TensorFlow's C++ start-up chatter (no GPU found, oneDNN) is not for users.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # Importing TensorFlow eagerly imports Keras 3's optimizers, and Keras 3 pulls
     # in its scikit-learn wrappers and matplotlib.pyplot: seconds of every run.
     # tf.Transform imports tf_keras anyway, so tf.keras can be tf_keras; nothing
     # in shardmeans uses tf.keras. (Must be set before TensorFlow is imported.)
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if verbose:
-        logging.getLogger().setLevel(logging.DEBUG)
-    # Hidden unless --verbose: TensorFlow's and Beam's INFO logs, and Beam's log of a
-    # failing DoFn's traceback (logged before it re-raises: the error reaches main()
-    # either way, which prints a user error as one line and re-raises the rest).
-    quiet = {
-        "tensorflow": logging.WARNING,
-        "absl": logging.WARNING,
-        "apache_beam.runners": logging.WARNING,
-        "apache_beam.io": logging.WARNING,
-        "apache_beam.runners.common": logging.CRITICAL,
-    }
-    for name, level in quiet.items():
-        logging.getLogger(name).setLevel(logging.NOTSET if verbose else level)
+    from pipeline import logs
+
+    # (Sets TF_CPP_MIN_LOG_LEVEL unless --verbose: also before TensorFlow is imported.)
+    logs.configure(verbose)
     try:
         if command == "generate":
             return _generate(rest)

@@ -1,5 +1,6 @@
 """The `fit` job: its validated specification, and the function that builds (not runs) its graph."""
 
+import logging
 from typing import List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
@@ -73,6 +74,7 @@ def fit_spec(options) -> FitSpec:
 
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     features = _features(inp.features, layout.schema, layout.numeric, inp.id_column, layout.path)
+    _log_columns(layout, features, inp.features, inp.id_column)
 
     init, given = _init(km.init, ks, km.n_init or 1, len(features))
     n_init = parameters.resolve_n_init(km.n_init, given=given is not None)
@@ -151,6 +153,27 @@ def _features(requested, schema, numeric, id_column, path) -> List[str]:
     if len(set(features)) != len(features):
         raise UserInputError(f"--features names a column twice: {requested!r}")
     return features
+
+
+def _log_columns(layout, features: List[str], requested, id_column) -> None:
+    """Without --features: log the features chosen and why each other column is not one,
+    and, without --id_column, warn about the features that look like identifiers."""
+    from pipeline.io import columns
+
+    if requested is not None:  # chosen by name: nothing was decided here
+        return
+    unused = columns.unused_columns(
+        layout.schema, layout.numeric, features, id_column, layout.format
+    )
+    logging.getLogger(__name__).info(columns.columns_line(features, unused))
+    if id_column is not None:
+        return
+    sample = columns.first_rows(layout.files[0], layout.format, features)
+    flagged = columns.identifier_like(features, sample)
+    for name, why in flagged:
+        logging.getLogger(__name__).warning(
+            columns.identifier_warning(name, why, features, [n for n, _ in flagged])
+        )
 
 
 def _init(init: str, ks: Tuple[int, ...], n_init: int, d: int):

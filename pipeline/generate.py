@@ -17,45 +17,65 @@ def arg_parser() -> argparse.ArgumentParser:
     one line, as in `fit` and `score` (no usage block, no abbreviations)."""
     from pipeline.flags import OneLineArgumentParser
 
-    parser = OneLineArgumentParser(prog="shardmeans generate", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(
+        prog="shardmeans generate",
+        description="Write sample data to try `shardmeans fit` on: rows drawn from\n"
+        "Gaussian blobs, in shards, whose feature columns differ in scale by up to\n"
+        "five orders of magnitude (what the fit's standardization is for).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
-        "--output", required=True, help="directory for the shards (created if missing)"
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="directory the shards are written to, created if missing (required); "
+        "files already there with the same names are replaced",
     )
     parser.add_argument(
         "--rows",
         type=int,
         default=200_000,
+        metavar="N",
         help="rows in all, split evenly over the shards; default 200000",
     )
     parser.add_argument(
         "--features",
         type=int,
         default=8,
-        help="feature columns f0, f1, ... (float64), each of its own scale and offset; default 8",
+        metavar="D",
+        help="number of feature columns, f0 .. f{D-1} (float64), each with its own "
+        "scale and offset; default 8",
     )
     parser.add_argument(
         "--clusters",
         type=int,
         default=6,
-        help="Gaussian blobs; the column 'blob' names each row's; default 6",
+        metavar="K",
+        help="number of Gaussian blobs the rows are drawn from, the K a fit should "
+        "find; the column 'blob' holds each row's (blob-0, blob-1, ...); default 6",
     )
     parser.add_argument(
         "--format",
         choices=["parquet", "csv", "tfrecord"],
         default="parquet",
-        help="file format (tfrecord: tf.Example); default parquet",
+        help="file format: parquet, csv (with a header row) or tfrecord (one "
+        "tf.Example per row); default parquet",
     )
     parser.add_argument(
         "--shards",
         type=int,
         default=4,
-        help="files to write, one at a time (memory holds one shard); default 4",
+        metavar="N",
+        help="number of files, written one at a time, so memory holds one shard "
+        "whatever --rows is; default 4",
     )
     parser.add_argument(
         "--seed",
         type=int,
         default=0,
-        help="seed of the blobs' layout and of every shard's rows; default 0",
+        help="seed of the blobs' centres, scales and offsets and of every shard's "
+        "rows: the same flags write the same files; default 0",
     )
     # Taken out by the command before the others are parsed; here for --help.
     parser.add_argument(
@@ -65,6 +85,17 @@ def arg_parser() -> argparse.ArgumentParser:
         "the command otherwise reports in one line",
     )
     return parser
+
+
+_EPILOG = """\
+Each row has the columns id (int64, unique, 0 .. N-1), f0 .. f{D-1} and blob (string).
+The files are DIR/blobs-00000-of-00004.parquet, ... (with --shards 4, --format parquet).
+Fit them with, e.g.:
+
+  shardmeans generate --output data --rows 200000 --features 8 --clusters 6
+  shardmeans fit --input 'data/*.parquet' --output out --k 6 --id_column id
+
+(--id_column id: the id is not a feature; blob is text, never a feature.)"""
 
 
 def blobs(

@@ -26,17 +26,52 @@ def fn_api_runner(options):
     `JobServiceHandle.encode_pipeline_options`, which encodes the options as the
     DirectRunner does, so that they reach the SDK workers of
     --direct_running_mode=multi_processing.
+
+    What reaches the workers is `worker_options`, not every option as the
+    DirectRunner sends them: a worker parses them before it imports any of the
+    job's code, and warned "Discarding unparseable args" for each of the job's
+    own flags (and for Beam's flags it cannot parse back, see there). The
+    workers also import pipeline.worker_plugin (Beam's --beam_plugins), which
+    imports TensorFlow without its start-up chatter.
     """
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    sent = worker_options(options)
+    sent["beam_plugins"] = [*(sent.get("beam_plugins") or []), "pipeline.worker_plugin"]
+    encoded = JobServiceHandle.encode_pipeline_options(sent)
     return fn_runner.FnApiRunner(
         provision_info=fn_runner.ExtendedProvisionInfo(
             beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
         )
     )
+
+
+def worker_options(options) -> dict:
+    """The options an SDK worker can parse: those set to other than their default, of
+    Beam's own option classes (apache_beam.options.pipeline_options, which is all a
+    worker has imported when it parses them).
+
+    Why: a worker rebuilds the options as flags (`PipelineOptions.from_dictionary`)
+    and parses them with the classes it knows; any other flag is logged as
+    "Discarding unparseable args". The job's own flags are parameters the graph
+    already carries (no worker reads them); options of modules a worker does not
+    import (apache_beam.runners.render) have no parser there; and Beam's booleans
+    whose flag is `--no_X` (`pipeline_type_check`, `direct_runner_use_stacked_bundle`)
+    come back as a `--X` that no class defines, unless left at their default, as
+    every default is here: the worker's defaults are the same.
+
+    Private API: `PipelineOptions.__subclasses__()` as the options' registry (Beam's
+    `get_all_options` reads it so too).
+    """
+    from apache_beam.options import pipeline_options
+
+    known = set()
+    for cls in pipeline_options.PipelineOptions.__subclasses__():
+        if cls.__module__ == pipeline_options.__name__:
+            known.update(cls([]).get_all_options(current_only=True))
+    return {k: v for k, v in options.get_all_options(drop_default=True).items() if k in known}
 
 
 def beam_argument_parser() -> type:

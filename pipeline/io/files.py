@@ -64,18 +64,27 @@ def format_from_path(path: str) -> str:
 def match_input(pattern: str) -> List[str]:
     """The files matching `pattern`, sorted; an error naming the pattern if none.
 
+    A local pattern is matched as an absolute path, against the current
+    directory: Beam's local filesystem matches a relative pattern's glob against
+    the entries' paths under "." ("./part-1.csv"), so that a bare 'part-*.csv'
+    matched nothing where './part-*.csv' did.
+
     Beam's local filesystem leaves out a matching entry it cannot stat (a
     dangling symbolic link): those are added back, so that reading them
     reports them instead of their rows going missing unnoticed.
     """
+    from pipeline.workdir import absolute_path
+
+    where = pattern  # the user's pattern, in messages
+    pattern = absolute_path(pattern)
     try:
         result = FileSystems.match([pattern])[0]
     except Exception as e:  # noqa: BLE001 -- BeamIOError: a bad path, an unreachable bucket
-        raise UserInputError(f"cannot list input {pattern!r}: {e}") from None
+        raise UserInputError(f"cannot list input {where!r}: {e}") from None
     paths = {m.path for m in result.metadata_list if m.size_in_bytes >= 0}
     paths.update(_unstattable_local_matches(pattern))
     if not paths:
-        raise UserInputError(f"no file matches --input {pattern!r}")
+        raise UserInputError(f"no file matches --input {where!r}")
     return sorted(paths)
 
 

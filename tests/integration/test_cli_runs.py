@@ -71,7 +71,7 @@ def test_ctrl_c_during_a_real_fit(tmp_path):
         seen = []
         for line in proc.stderr:  # the job logs as it runs; interrupt it in its first pass
             seen.append(line)
-            if "BatchElements statistics" in line:
+            if "KMeansStep: " in line:  # (logged as the first pass builds the step)
                 proc.send_signal(signal.SIGINT)
                 break
         stdout, rest = proc.communicate(timeout=120)

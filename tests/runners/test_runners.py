@@ -445,6 +445,86 @@ def test_script_parses_and_is_documented(script):
     assert os.access(script, os.X_OK), f"{script} is not executable"
 
 
+def _fresh_clone(tmp_path):
+    """A checkout as `make install` leaves it: launch/, setup.py and .venv/ (this
+    test's venv: the interpreter running these tests, which has shardmeans installed)."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    subprocess.run(["cp", "-a", LAUNCH, str(clone / "launch")], check=True)
+    subprocess.run(["cp", os.path.join(ROOT, "setup.py"), str(clone)], check=True)
+    os.symlink(sys.prefix, clone / ".venv")
+    assert os.access(clone / ".venv" / "bin" / "shardmeans", os.X_OK), "tests run from a venv"
+    return clone
+
+
+def _without_the_venv_on_path() -> dict:
+    """This environment, with no `shardmeans` (and no venv of it) on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SHARDMEANS_PYTHON", "VIRTUAL_ENV")}
+    path = [
+        d
+        for d in env.get("PATH", "").split(os.pathsep)
+        if d and not os.path.exists(os.path.join(d, "shardmeans"))
+    ]
+    env["PATH"] = os.pathsep.join(path or ["/usr/bin", "/bin"])
+    return env
+
+
+def test_local_script_from_a_fresh_clone(blobs, tmp_path):
+    """After `make demo` nothing is on PATH: launch/local.sh finds the checkout's .venv."""
+    clone = _fresh_clone(tmp_path)
+    env = _without_the_venv_on_path()
+    proc = subprocess.run(
+        [
+            str(clone / "launch" / "local.sh"),
+            "--input",
+            blobs,
+            "--output",
+            "out",
+            "--k",
+            "2",
+            "--n_init",
+            "1",
+            "--init_refine_rounds",
+            "0",
+            "--max_rounds",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert metrics(tmp_path / "out")["k"] == 2
+    # What every launcher would run: the clone's .venv, found beside launch/.
+    python = str(clone / ".venv" / "bin" / "python")
+    for script, args in [
+        ("local.sh", ["--workers", "2"]),
+        ("flink.sh", ["--flink_master", "jm:8081"]),
+        ("dataflow.sh", ["p", "us-central1", "b"]),
+    ]:
+        printed = subprocess.run(
+            [str(clone / "launch" / script), *args, "--input", "x", "--output", "y", "--k", "2"],
+            env=dict(env, SHARDMEANS_DRY_RUN="1"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert printed.returncode == 0, (script, printed.stderr)
+        assert shlex.split(printed.stdout)[:4] == [python, "-m", "pipeline", "fit"], printed.stdout
+    # Without the venv, and nothing on PATH: one line saying what to do.
+    os.unlink(clone / ".venv")
+    proc = subprocess.run(
+        [str(clone / "launch" / "local.sh"), "--input", "x", "--output", "y", "--k", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "run make install" in proc.stderr, proc.stderr
+
+
 def _dry_run(script, *args):
     """The command `script` would run, parsed as the job's and Beam's options."""
     from apache_beam.options.pipeline_options import PipelineOptions

@@ -13,10 +13,12 @@ of a traceback for what the user causes, Ctrl-C.
   a SIGINT to a real fit is in tests/integration/test_cli_runs.py.
 """
 
+import argparse
 import errno
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import traceback
@@ -366,6 +368,14 @@ def test_generate_help_explains_every_flag(capsys):
         "--verbose",
     ):
         assert flag in text
+    for action in parser._actions:  # each default stated, the required flag said so
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert f"default {action.default}" in action.help, action.option_strings
+        if action.required:
+            assert "(required)" in action.help, action.option_strings
+    # The example fit of the epilog is one the command takes.
+    example = next(line for line in text.splitlines() if line.strip().startswith("shardmeans fit"))
+    flags.check_job_flags(shlex.split(example)[2:], "shardmeans fit")
 
 
 def test_version_and_the_commands(capsys):
@@ -537,6 +547,7 @@ def restore_logging():
     names = (
         "tensorflow",
         "absl",
+        "apache_beam",
         "apache_beam.runners",
         "apache_beam.io",
         "apache_beam.runners.common",

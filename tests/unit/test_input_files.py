@@ -26,7 +26,7 @@ from pipeline.io.readers import parse_numbers, read_chunks
 from pipeline.io.validation import check_chunk, conform
 from transforms.core.errors import UserInputError
 
-from helpers import tf_example, write_tfrecord
+from helpers import ab_csv, tf_example, write_tfrecord
 
 F = "__features__"
 
@@ -386,6 +386,23 @@ def test_conform_casts_per_row_where_it_must():
     assert bad.tolist() == [0] and why[0] == "a value of type double where large_binary is expected"
     values, bad, _ = conform(pa.array([1.5, None], pa.float32()), pa.large_list(pa.float32()))
     assert values.to_pylist() == [[1.5], None] and bad.size == 0
+
+
+def test_relative_patterns_match_against_the_current_directory(tmp_path, monkeypatch):
+    """A bare relative glob matches as './glob' does (Beam's alone matched nothing), and
+    the files come back absolute, as the workers of any runner can open them."""
+    (tmp_path / "sub").mkdir()
+    for name in ("part-0.csv", "part-1.csv", "sub/part-2.csv"):
+        (tmp_path / name).write_text(ab_csv(2))
+    monkeypatch.chdir(tmp_path)
+    top = [str(tmp_path / "part-0.csv"), str(tmp_path / "part-1.csv")]
+    for pattern in ("part-*.csv", "./part-*.csv", "part-?.csv"):
+        assert match_input(pattern) == top, pattern
+    assert match_input("sub/*.csv") == [str(tmp_path / "sub" / "part-2.csv")]
+    assert match_input("part-1.csv") == [top[1]]
+    assert input_layout("part-*.csv").files == top
+    with pytest.raises(UserInputError, match=r"no file matches --input 'nope-\*\.csv'$"):
+        match_input("nope-*.csv")
 
 
 # ----------------------------------------------------------------------------- unreadable files
