@@ -188,7 +188,11 @@ class ScoreOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--model", help="a fit output directory, or its model/ directory")
+        parser.add_argument(
+            "--model",
+            help="a fit output directory, its model/ base path (the highest numbered "
+            "version under it is used) or a version directory (model/1/)",
+        )
 
 
 class ViewCachingOptions(PipelineOptions):

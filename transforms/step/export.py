@@ -2,7 +2,8 @@
 
 The tf.Transform graph is inside it, so it takes raw values; loading it needs
 TensorFlow alone (no shardmeans, no tf.Transform), so TF Serving and other
-languages can use it. Signatures:
+languages can use it. A fit writes it in TF Serving's layout: version
+`MODEL_VERSION` under the model base path (OUTPUT/model/1/). Signatures:
 
   serving_default: examples, string [n] serialized tf.Example (one float_list value
                    per feature) -> cluster_id int64 [n], distance float32 [n]
@@ -22,6 +23,10 @@ from typing import List, Optional
 import numpy as np
 
 CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID = "cluster_id", "distance", "merged_cluster_id"
+
+# The version directory a fit writes under the model base path (TF Serving serves
+# the highest number it finds there).
+MODEL_VERSION = 1
 
 
 def build_model_module(
@@ -102,7 +107,8 @@ def export_model(
     features: List[str],
     merge_map: Optional[np.ndarray] = None,
 ) -> None:
-    """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`."""
+    """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`
+    itself (a fit passes its version directory, OUTPUT/model/`MODEL_VERSION`)."""
     import tensorflow as tf
 
     module = build_model_module(transform_savedmodel_dir, centroids, features, merge_map)
