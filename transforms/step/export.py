@@ -5,8 +5,9 @@ TensorFlow alone (no shardmeans, no tf.Transform), so TF Serving and other
 languages can use it. A fit writes it in TF Serving's layout: version
 `MODEL_VERSION` under the model base path (OUTPUT/model/1/). Signatures:
 
-  serving_default: examples, string [n] serialized tf.Example (one float_list value
-                   per feature) -> cluster_id int64 [n], distance float32 [n]
+  serving_default: examples, string [n] serialized tf.Example (one value per
+                   feature, in a float_list or an int64_list) -> cluster_id
+                   int64 [n], distance float32 [n]
   predict_raw:     one float32 [n] tensor per feature, by name -> the same outputs
 
 distance is Euclidean, in standardized space; a model fitted with --merge_to
@@ -84,9 +85,7 @@ def build_model_module(
             input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False
         )
         def serve_examples(self, examples):
-            spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features}
-            parsed = tf.io.parse_example(examples, spec)  # a missing feature raises
-            return self.assign([parsed[name] for name in features])
+            return self.assign(parse_numeric_examples(examples, features))
 
         @tf.function(
             input_signature=[
@@ -98,6 +97,58 @@ def build_model_module(
             return self.assign([inputs[name] for name in features])
 
     return KMeansModel()
+
+
+def parse_numeric_examples(examples, features: List[str]):
+    """examples: string [n] serialized tf.Example -> one float64 [n] tensor per feature.
+
+    Each feature must hold exactly one value, in a float_list or an int64_list
+    (a file may store whole numbers as ints; `tf.io.parse_example` takes one
+    declared type and rejects the other), else InvalidArgumentError naming it.
+    The records are decoded with `tf.io.decode_proto` against the tf.Example
+    descriptors compiled into TensorFlow itself (its "local://" source).
+    """
+    import tensorflow as tf
+
+    def fields(serialized, message, names, dtypes):
+        return tf.io.decode_proto(serialized, f"tensorflow.{message}", names, dtypes).values
+
+    def pad(values):
+        """[..., c] -> [..., c + 1], b"" or 0 last: decode_proto refuses an input of no
+        element, which a batch of no record, or of records without features, would be."""
+        return tf.pad(values, [[0, 0]] * (values.shape.rank - 1) + [[0, 1]])
+
+    def single(values):
+        """[..., c] a non-repeated field (c is 0 when no record has it) -> [...]; b"" if absent."""
+        return pad(values)[..., 0]
+
+    # One empty record more (dropped below), so that no input is empty.
+    padded = tf.concat([examples, [b""]], axis=0)
+    body = single(fields(padded, "Example", ["features"], [tf.string])[0])  # [n + 1]
+    entries = pad(fields(body, "Features", ["feature"], [tf.string])[0])  # [n + 1, m + 1]
+    entry = fields(entries, "Features.FeatureEntry", ["key", "value"], [tf.string, tf.string])
+    keys, values = single(entry[0]), single(entry[1])  # [n + 1, m + 1]; padding: b""
+    kinds = fields(values, "Feature", ["float_list", "int64_list"], [tf.string, tf.string])
+    floats = tf.io.decode_proto(single(kinds[0]), "tensorflow.FloatList", ["value"], [tf.float32])
+    ints = tf.io.decode_proto(single(kinds[1]), "tensorflow.Int64List", ["value"], [tf.int64])
+    # [n + 1, m + 1]: how many values each entry holds, and their sum (padded with zeros)
+    counts = floats.sizes[..., 0] + ints.sizes[..., 0]
+    sums = tf.reduce_sum(tf.cast(floats.values[0], tf.float64), axis=-1) + tf.reduce_sum(
+        tf.cast(ints.values[0], tf.float64), axis=-1
+    )
+    columns = []
+    for name in features:
+        here = tf.equal(keys, name)
+        count = tf.reduce_sum(tf.where(here, counts, 0), axis=1)[:-1]
+        check = tf.debugging.assert_equal(
+            count,
+            tf.ones_like(count),
+            message=f"shardmeans model: feature {name} must hold exactly one number "
+            f"(float_list or int64_list) in every tf.Example",
+        )
+        with tf.control_dependencies([check]):
+            columns.append(tf.reduce_sum(tf.where(here, sums, 0.0), axis=1)[:-1])
+    return columns
 
 
 def export_model(
