@@ -14,9 +14,18 @@ distance is Euclidean, in standardized space; a model fitted with --merge_to
 also outputs merged_cluster_id int64 [n]. A missing feature or a NaN or
 infinite value is an error (InvalidArgumentError), never a silent cluster.
 
-Besides the signatures, the loaded object has `assign_batch(x)` (float64 [n, D],
-columns in `feature_names` order), which keeps raw values in float64 as the fit
-did (tf.Example carries float32), and `feature_names` (string [D]).
+Besides the signatures, the loaded object is callable: `model(x)` with x
+float32 or float64 [n, D] (columns in `feature_names` order) returns the same
+outputs dict; `assign_batch(x)` (float64 [n, D]) is the same, and
+`feature_names` is string [D]. Float64 input keeps raw values in float64 as
+the fit did (tf.Example carries float32).
+
+Beam's stock `TFModelHandlerTensor` loads with `tf.keras.models.load_model`,
+which is Keras 3 in a fresh process and tf-keras (Keras 2) once tf.Transform
+has been imported (tensorflow_transform sets TF_USE_LEGACY_KERAS=1 when it is
+unset). Keras 3 refuses a SavedModel, so the directory also holds the same
+model as an unzipped Keras 3 model (`write_keras_view`); tf-keras loads the
+SavedModel itself and calls `model(x)` above.
 """
 
 from typing import List, Optional
@@ -81,6 +90,12 @@ def build_model_module(
         def assign_batch(self, x):
             return self.assign(tf.unstack(x, num=len(features), axis=1))
 
+        @tf.function(autograph=False)
+        def __call__(self, x):
+            """x: float32 or float64 [n, D], columns in `features` order -> outputs dict.
+            Traced for both dtypes below (a SavedModel keeps only traced calls)."""
+            return self.assign(tf.unstack(x, num=len(features), axis=1))
+
         @tf.function(
             input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False
         )
@@ -96,7 +111,10 @@ def build_model_module(
         def predict_raw(self, inputs):
             return self.assign([inputs[name] for name in features])
 
-    return KMeansModel()
+    module = KMeansModel()
+    for dtype in (tf.float32, tf.float64):
+        module.__call__.get_concrete_function(tf.TensorSpec([None, len(features)], dtype))
+    return module
 
 
 def parse_numeric_examples(examples, features: List[str]):
@@ -171,3 +189,83 @@ def export_model(
             "predict_raw": module.predict_raw.get_concrete_function(),
         },
     )
+    write_keras_view(model_dir, module)
+
+
+def _standardization(module, n_features: int):
+    """(mean, std), float64 [D], of the module's tf.Transform z-score, read back from it.
+
+    The transform's outputs are float32: its z-score of 0 would lose the digits
+    of a column with a large offset. So each probe sits where z is small: at
+    the float32 mean (z ~ 0), then one float32 standard deviation above it.
+    """
+    import tensorflow as tf
+
+    from transforms.step.preprocessing import FEATURES, MEAN, STD
+
+    def transform(x):
+        out = module.transform.transform_fn({FEATURES: tf.constant(x[np.newaxis], tf.float64)})
+        return {k: v.numpy()[0].astype(np.float64) for k, v in out.items()}
+
+    first = transform(np.zeros(n_features))
+    m0, s0 = first[MEAN], np.where(first[STD] > 0, first[STD], 1.0)
+    z_mean, z_up = transform(m0)[FEATURES], transform(m0 + s0)[FEATURES]
+    std = s0 / (z_up - z_mean)  # a column of zero variance: z = x - mean, so std = 1
+    return m0 - z_mean * std, std
+
+
+def write_keras_view(model_dir: str, module) -> None:
+    """Write the same model as a Keras 3 model, unzipped, beside the SavedModel in
+    `model_dir` (config.json, metadata.json, model.weights.h5).
+
+    Why: Beam's stock `TFModelHandlerTensor` loads with `tf.keras.models.load_model`,
+    which in TensorFlow 2.16+ is Keras 3: it refuses a SavedModel but loads a
+    directory holding these files. TF Serving and `tf.saved_model.load` ignore them.
+    The Keras model takes float [n, D] (columns in `feature_names` order) and
+    returns the SavedModel's outputs dict: z-score in float64, then float32 as the
+    SavedModel (standardize, nearest centroid by the same expansion, distance).
+    It checks nothing: a NaN row gets a NaN distance rather than an error.
+    """
+    import tempfile
+    import zipfile
+
+    import keras
+    import tensorflow as tf
+
+    c = module.centroids.numpy().astype(np.float32)
+    k, d = c.shape
+    mean, std = _standardization(module, d)
+
+    x = keras.Input((d,), dtype="float64", name="x")
+    # z = x / std - mean / std, elementwise, from weights (float64 in model.weights.h5):
+    # Normalization(mean=...) keeps its statistics in config.json and reloads them as float32.
+    zscore = keras.layers.EinsumDense("ab,b->ab", d, bias_axes="b", dtype="float64", name="zscore")
+    z = keras.ops.cast(zscore(x), "float32")
+    scores = keras.layers.Dense(k, dtype="float32", name="scores")(z)
+    labels = keras.ops.argmin(scores, axis=1)
+    nearest = keras.layers.Embedding(k, d, dtype="float32", name="centroids")(labels)
+    outputs = {
+        CLUSTER_ID: keras.ops.cast(labels, "int64"),
+        DISTANCE: keras.ops.sqrt(keras.ops.sum(keras.ops.square(z - nearest), axis=1)),
+    }
+    merge_map = None if module.merge_map is None else module.merge_map.numpy()
+    if merge_map is not None:
+        merged = keras.layers.Embedding(k, 1, dtype="float32", name="merge_map")(labels)
+        outputs[MERGED_CLUSTER_ID] = keras.ops.cast(keras.ops.round(merged[:, 0]), "int64")
+    model = keras.Model(x, outputs, name="shardmeans_kmeans")
+    # scores = |c|^2 - 2 z.c: the SavedModel's expansion, whose argmin is the nearest centroid
+    zscore.set_weights([1.0 / std, -mean / std])
+    model.get_layer("scores").set_weights([-2.0 * c.T, (c * c).sum(axis=1)])
+    model.get_layer("centroids").set_weights([c])
+    if merge_map is not None:
+        model.get_layer("merge_map").set_weights([merge_map.astype(np.float32)[:, np.newaxis]])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = f"{tmp}/model.keras"
+        model.save(archive)
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                if name.endswith("/"):  # a directory entry
+                    continue
+                with tf.io.gfile.GFile(f"{model_dir.rstrip('/')}/{name}", "wb") as f:
+                    f.write(zf.read(name))
