@@ -15,7 +15,9 @@ from apache_beam.ml.inference.base import (
     ModelMetadata,
     RunInference,
 )
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 
@@ -242,6 +244,52 @@ def test_model_handler_swaps_models_from_a_side_input(fitted, tmp_path):
             for i, version in [(i, str(out / "model" / "1")) for i in range(4)]
             + [(i, new_version) for i in range(4, 8)]
         ]
+        assert_that(results, equal_to(expected))
+
+
+def test_model_handler_swaps_models_mid_stream(fitted, tmp_path):
+    """A streaming pipeline (TestStream, DirectRunner): rows and ModelMetadata arrive in
+    fixed windows; after the watermark passes the first window, a new model (by its
+    fit-output-like directory) scores the rows that follow."""
+    out, x, _ = fitted
+    new_version = _reversed_model(out, tmp_path / "new" / "model")
+    first = _outputs(out / "model" / "1", x[:8])["cluster_id"]
+    t0, width = 1_000_000, 10
+
+    def rows(indices, start):
+        return [
+            window.TimestampedValue({"i": i, **dict(zip(FEATURES, x[i].tolist()))}, start + i)
+            for i in indices
+        ]
+
+    def metadata(model_id, at):
+        return [window.TimestampedValue(ModelMetadata(model_id, model_id), at)]
+
+    events = TestStream(output_tags=["rows", "models"])
+    for tag in ("rows", "models"):
+        events = events.advance_watermark_to(t0, tag=tag)
+    events = events.add_elements(metadata("", t0), tag="models")
+    events = events.add_elements(rows(range(4), t0), tag="rows")
+    for tag in ("models", "rows"):
+        events = events.advance_watermark_to(t0 + width, tag=tag)
+    events = events.add_elements(metadata(str(tmp_path / "new"), t0 + width), tag="models")
+    events = events.add_elements(rows(range(4, 8), t0 + width), tag="rows")
+    for tag in ("rows", "models"):
+        events = events.advance_watermark_to_infinity(tag=tag)
+
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with BeamTestPipeline(runner="DirectRunner", options=options) as p:
+        streams = p | events
+        models = streams["models"] | "ModelWindows" >> beam.WindowInto(window.FixedWindows(width))
+        results = (
+            streams["rows"]
+            | "RowWindows" >> beam.WindowInto(window.FixedWindows(width))
+            | RunInference(KMeansModelHandler(str(out)), model_metadata_pcoll=models)
+            | beam.Map(lambda r: (r.example["i"], r.inference["cluster_id"], r.model_id))
+        )
+        expected = [(i, int(first[i]), str(out / "model" / "1")) for i in range(4)]
+        expected += [(i, 2 - int(first[i]), new_version) for i in range(4, 8)]
         assert_that(results, equal_to(expected))
 
 
