@@ -188,6 +188,21 @@ def test_model_handler_scores_dicts_rows_and_arrays(fitted):
     assert isinstance(want(0)["cluster_id"], int) and isinstance(want(0)["distance"], float)
 
 
+def test_model_handler_with_the_model_in_another_process(fitted):
+    """large_model=True: RunInference holds a proxy of the model, served by another
+    process, which passes method calls only."""
+    out, x, _ = fitted
+    expected = _outputs(out / "model" / "1", x[:3])["cluster_id"]
+    with BeamTestPipeline(runner="FnApiRunner") as p:
+        ids = (
+            p
+            | beam.Create([(i, x[i]) for i in range(3)])
+            | RunInference(KeyedModelHandler(KMeansModelHandler(str(out), large_model=True)))
+            | beam.MapTuple(lambda i, r: (i, r.inference["cluster_id"]))
+        )
+        assert_that(ids, equal_to([(i, int(c)) for i, c in enumerate(expected)]))
+
+
 def test_model_handler_refuses_what_it_cannot_score(fitted):
     out, x, _ = fitted
     handler = KMeansModelHandler(str(out))

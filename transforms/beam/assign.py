@@ -32,6 +32,12 @@ class LoadedModel:
         self.features = [f.decode() for f in self.model.feature_names.numpy()]
         self.merged = getattr(self.model, "merge_map", None) is not None
 
+    def identity(self):
+        """(the feature names, the version directory loaded): what a caller holding a proxy
+        of this object (Beam's RunInference with large_model or model_copies runs the model
+        in another process) can ask, since a proxy passes method calls, not attributes."""
+        return self.features, self.path
+
     def __call__(self, x: np.ndarray) -> dict:
         """float64 [n, D] raw rows -> {cluster_id int64 [n], distance float32 [n]
         (, merged_cluster_id int64 [n])} as NumPy arrays."""

@@ -131,12 +131,13 @@ class KMeansModelHandler(ModelHandler[Example, PredictionResult, LoadedModel]):
         del inference_args  # none accepted (validate_inference_args refuses them)
         if not batch:
             return []
-        outputs = model(_row_matrix(batch, model.features))
+        features, model_id = model.identity()  # a method: `model` may be a proxy
+        outputs = model(_row_matrix(batch, features))
         # Python scalars: JSON- and Beam-coder-friendly, and one dict per row.
         columns = {name: values.tolist() for name, values in outputs.items()}
         return [
             PredictionResult(
-                example, {name: values[i] for name, values in columns.items()}, model.path
+                example, {name: values[i] for name, values in columns.items()}, model_id
             )
             for i, example in enumerate(batch)
         ]
