@@ -217,6 +217,8 @@ def test_model_handler_refuses_what_it_cannot_score(fitted):
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
         handler.run_inference([np.array([1.0, np.nan, 2.0])], model)
     assert handler.run_inference([], model) == []
+    with pytest.raises(ValueError, match="no inference_args"):
+        handler.validate_inference_args({"k": 1})
 
 
 def test_model_handler_swaps_models_from_a_side_input(fitted, tmp_path):

@@ -121,6 +121,14 @@ class KMeansModelHandler(ModelHandler[Example, PredictionResult, LoadedModel]):
         """
         self._model_dir = model_path or self._own_model_dir
 
+    def validate_inference_args(self, inference_args: Optional[Dict[str, Any]]):
+        """The model takes no argument besides the rows: refuse any (RunInference calls
+        this when the pipeline is built)."""
+        if inference_args:
+            raise ValueError(
+                f"KMeansModelHandler takes no inference_args; got {sorted(inference_args)}"
+            )
+
     def run_inference(
         self,
         batch: Sequence[Example],
