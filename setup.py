@@ -26,6 +26,9 @@ setuptools.setup(
         f"apache-beam[gcp]=={BEAM_VERSION}",
         f"tensorflow=={TENSORFLOW_VERSION}",
         f"tensorflow-transform=={TFT_VERSION}",
+        # Beam's stock TensorFlow model handlers (apache_beam.ml.inference.
+        # tensorflow_inference) import tensorflow_hub, which Beam does not install.
+        "tensorflow-hub>=0.16.1",
         "numpy>=1.26",
         "pyarrow>=14",
         "scikit-learn>=1.5",

@@ -90,6 +90,7 @@ def _run_job(command: str, argv: List[str]) -> int:
     logs.import_tensorflow()  # first, without its start-up chatter (pipeline.logs)
     from pipeline import fit, private_apis, score, workdir
     from pipeline.outputs import run_output
+    from transforms.beam.model_paths import model_base
     from transforms.step.devices import resolve_devices
 
     options = ViewCachingOptions(argv)
@@ -103,7 +104,8 @@ def _run_job(command: str, argv: List[str]) -> int:
         reads = [spec.init_path] if spec.init_path else []
     else:
         spec = score.score_spec(options)
-        reads = [spec.model_dir]
+        # The whole base path: an output inside it (model/2) would be a version TF Serving loads.
+        reads = [model_base(spec.model_dir)]
     run = run_output.begin(
         spec.output,
         command,
@@ -186,7 +188,7 @@ def _print_summary(output: str) -> None:
     print(f"cluster sizes: {m['cluster_sizes']}")
     merged = ", hierarchy.json" if "merge_to" in m else ""
     print(
-        f"outputs of run {m['run_id']}: {output}/ (model/, transform_fn/, centroids.csv, "
+        f"outputs of run {m['run_id']}: {output}/ (model/1/, transform_fn/, centroids.csv, "
         f"centroids.npy, "
         f"metrics.json, report.html{merged}, assignments/, rejected/)"
     )

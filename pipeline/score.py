@@ -16,6 +16,7 @@ from pipeline.outputs.metrics import counts_metrics
 from pipeline.outputs.run_output import MARKER, RunOutput
 from pipeline.workdir import absolute_path, is_template_run
 from transforms.beam.assign import AssignClusters, describe_model
+from transforms.beam.model_paths import model_base, resolve_model_dir
 from transforms.core.errors import UserInputError
 
 
@@ -27,7 +28,7 @@ class ScoreSpec(NamedTuple):
     features: List[str]
     passthrough: pa.Schema
     on_invalid: str
-    model_dir: str
+    model_dir: str  # the version directory (OUTPUT/model/1)
     output: str
     batch_size: int
     merged: bool  # the model outputs merged_cluster_id
@@ -35,22 +36,22 @@ class ScoreSpec(NamedTuple):
 
 
 def _model_dir(path: str) -> str:
-    """The SavedModel directory that `--model PATH` names, once its fit has finished.
+    """The SavedModel version directory that `--model PATH` names, once its fit has finished.
 
-    PATH is a fit's output directory (its `_SUCCESS` must be there) or the
-    model/ inside one; a model directory copied elsewhere is taken as it is.
+    PATH is a fit's output directory (its `_SUCCESS` must be there), the model
+    base path in one (OUTPUT/model: its highest numbered version, as TF Serving
+    picks) or a version directory (OUTPUT/model/1); a model copied elsewhere
+    (a base path or a version directory) is taken as it is.
     """
     path = path.rstrip("/") or path
-    if FileSystems.exists(FileSystems.join(path, "model", "saved_model.pb")):
-        fit_output, model_dir = path, FileSystems.join(path, "model")
-    elif FileSystems.exists(FileSystems.join(path, "saved_model.pb")):
-        fit_output, model_dir = posixpath.dirname(path), path
-        if not FileSystems.exists(FileSystems.join(fit_output, "metrics.json")):
-            fit_output = None  # a model copied out of its fit's output
-    else:
-        raise UserInputError(
-            f"--model {path}: no SavedModel there nor in {path}/model (pass a fit output directory)"
-        )
+    try:
+        model_dir = resolve_model_dir(path)
+    except UserInputError as e:
+        raise UserInputError(f"--model {e}") from None
+    # The fit output that holds it, if any: OUTPUT/model/1 -> OUTPUT (or OUTPUT/model -> OUTPUT).
+    fit_output = posixpath.dirname(model_base(model_dir))
+    if not FileSystems.exists(FileSystems.join(fit_output, "metrics.json")):
+        fit_output = None  # a model copied out of its fit's output
     if fit_output is not None and not FileSystems.exists(FileSystems.join(fit_output, MARKER)):
         raise UserInputError(
             f"--model {path}: {fit_output} has no {MARKER} marker: the fit "

@@ -20,7 +20,8 @@ DESCRIPTION = (
     "K-Means on sharded CSV, Parquet or TFRecord (tf.Example) files: bad rows go to "
     "OUTPUT/rejected/ with a reason, features are standardized with global statistics "
     "(tf.Transform), and exact Lloyd rounds run as TensorFlow on every worker. Writes "
-    "model/ (SavedModel), transform_fn/, centroids.csv, centroids.npy, metrics.json, "
+    "model/1/ (SavedModel, in TF Serving's layout), transform_fn/, centroids.csv, "
+    "centroids.npy, metrics.json, "
     "assignments/ and rejected/ under the output directory."
 )
 

@@ -3,10 +3,12 @@
     from transforms import AssignClusters, KMeans
 
     fitted = rows | KMeans(k=8, features=["a", "b"], output_dir=OUT)
-    scored = rows | AssignClusters(OUT + "/model")
+    scored = rows | AssignClusters(OUT)
+    results = rows | RunInference(KMeansModelHandler(OUT))
 
 The names below are what a pipeline composes: the two PTransforms, the model
-export, the error a user's input raises, and the types of KMeans' outputs.
+export, the RunInference model handler, the error a user's input raises, and
+the types of KMeans' outputs.
 Everything else stays in its layer: `transforms.core` (NumPy/SciPy),
 `transforms.step` (TensorFlow on the workers), `transforms.beam` (the
 PTransforms and combiners).
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 _EXPORTS = {
     "AssignClusters": "transforms.beam.assign",
     "KMeans": "transforms.beam.kmeans",
+    "KMeansModelHandler": "transforms.beam.model_handler",
     "Partials": "transforms.core.partials",  # KMeans' "final": the last pass's partials
     "RoundState": "transforms.core.lloyd",  # KMeans' "state": the chosen fit
     "Sample": "transforms.core.sampling",  # KMeans' "sample": the init sample
@@ -48,6 +51,7 @@ def __dir__():
 if TYPE_CHECKING:  # what type checkers and editors see
     from transforms.beam.assign import AssignClusters as AssignClusters
     from transforms.beam.kmeans import KMeans as KMeans
+    from transforms.beam.model_handler import KMeansModelHandler as KMeansModelHandler
     from transforms.core.errors import UserInputError as UserInputError
     from transforms.core.lloyd import RoundState as RoundState
     from transforms.core.partials import Partials as Partials

@@ -70,6 +70,17 @@ def test_constant_column_matches_sklearn(tmp_path):
     csv = np.genfromtxt(out / "centroids.csv", delimiter=",", names=True)
     np.testing.assert_allclose(csv["f9"], 42.0)
 
+    # The Keras 3 copy of the model (for Beam's stock handler) standardizes the constant
+    # column as tf.Transform does (x - mean), also off the training value.
+    import keras
+    import tensorflow as tf
+
+    rows = np.vstack([x[:50], x[:5] + [0.0, 0.0, 0.0, 1.0]])
+    saved = tf.saved_model.load(str(out / "model" / "1"))(tf.constant(rows))
+    view = keras.models.load_model(str(out / "model" / "1"))(tf.constant(rows))
+    np.testing.assert_array_equal(view["cluster_id"], saved["cluster_id"])
+    np.testing.assert_allclose(view["distance"], saved["distance"], rtol=1e-5, atol=1e-6)
+
 
 def test_k_equal_to_distinct_points_with_duplicates(tmp_path):
     points = np.array([[0.0, 0.0], [5.0, 1.0], [1.0, 7.0], [9.0, 9.0], [3.0, -4.0]])

@@ -49,7 +49,7 @@ def test_ward_merge_recovers_the_blobs(tmp_path):
     assert sum(metrics(out)["merged_cluster_sizes"]) == 4000
     assert _images(out) == 5  # the plain four and the dendrogram
 
-    model = tf.saved_model.load(str(out / "model"))
+    model = tf.saved_model.load(str(out / "model" / "1"))
     served = model.signatures["predict_raw"](
         **{f"f{j}": tf.constant(x[:50, j], tf.float32) for j in range(3)}
     )

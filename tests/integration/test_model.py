@@ -56,7 +56,7 @@ def _check(labels, distances, d):
 
 def test_both_signatures_equal_numpy_nearest_centroid(fitted):
     base, _, raw_train, x = fitted
-    model = tf.saved_model.load(str(base / "out" / "model"))
+    model = tf.saved_model.load(str(base / "out" / "model" / "1"))
     d = _numpy_nearest(raw_train, base / "out", x)
 
     raw = model.signatures["predict_raw"](
@@ -82,7 +82,7 @@ def test_both_signatures_equal_numpy_nearest_centroid(fitted):
 
 def test_missing_or_nan_feature_is_an_error(fitted):
     base = fitted[0]
-    model = tf.saved_model.load(str(base / "out" / "model"))
+    model = tf.saved_model.load(str(base / "out" / "model" / "1"))
     inputs = {f: tf.constant([1.0, 2.0]) for f in FEATURES}
     inputs["f2"] = tf.constant([1.0, np.nan])
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):

@@ -2,13 +2,14 @@
 
 import glob
 import os
+import sys
 
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from helpers import assignments, centroids, features_of, fit, metrics, rejected
+from helpers import assignments, centroids, features_of, fit, metrics, rejected, run_check
 
 
 def test_standardization_equals_standard_scaler(blob_table, blob_parquet, tmp_path):
@@ -134,7 +135,7 @@ def test_unscaled_features_give_sklearn_lloyd_on_the_raw_rows(blob_table, blob_p
 
     import tensorflow as tf
 
-    model = tf.saved_model.load(str(out / "model"))
+    model = tf.saved_model.load(str(out / "model" / "1"))
     served = model.assign_batch(features_of(blob_table)[:500])["cluster_id"].numpy()
     np.testing.assert_array_equal(served, km.labels_[:500])
 
@@ -174,10 +175,17 @@ def test_cosine_is_numpy_spherical_kmeans(blob_table, blob_parquet, tmp_path, st
 
     import tensorflow as tf
 
-    model = tf.saved_model.load(str(out / "model"))  # held: its functions use its variables
+    model = tf.saved_model.load(str(out / "model" / "1"))  # held: its functions use its variables
     served = model.assign_batch(x[:500])
     np.testing.assert_array_equal(served["cluster_id"].numpy(), labels[:500])
     np.testing.assert_allclose(served["distance"].numpy(), distance[:500], atol=1e-5)
+    if standardize == "z_score":  # the Keras 3 view Beam's stock handler loads: cosine too
+        np.save(tmp_path / "rows.npy", x[:25])
+        env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin"}
+        env["HOME"] = os.environ.get("HOME", str(tmp_path))
+        args = (out / "model" / "1", tmp_path / "rows.npy", "keras3")
+        done = run_check("stock_tf_handler", *args, env=env)
+        assert done.stdout.strip().splitlines()[-1:] == ["ok"], done.stderr[-3000:]
 
 
 def test_cosine_fit_with_defaults_recovers_directions(tmp_path):

@@ -267,14 +267,14 @@ def test_score_refuses_an_unfinished_or_incomplete_model(csv_input, tmp_path, ca
     assert score(out, "fit") == 2
     assert "overlaps the input" in capsys.readouterr().err
     os.rename(out / run_output.MARKER, tmp_path / "marker")
-    for model in (out, out / "model"):
+    for model in (out, out / "model", out / "model" / "1"):
         assert score(model, "scored") == 2
         assert "no _SUCCESS marker" in capsys.readouterr().err
     os.rename(tmp_path / "marker", out / run_output.MARKER)
-    os.rename(out / "model" / "variables", tmp_path / "variables")
+    os.rename(out / "model" / "1" / "variables", tmp_path / "variables")
     assert score(out, "scored") == 2
     assert "has no variables/" in capsys.readouterr().err
-    os.rename(tmp_path / "variables", out / "model" / "variables")
+    os.rename(tmp_path / "variables", out / "model" / "1" / "variables")
     assert score(out / "model", "scored") == 0
     _assert_complete(tmp_path / "scored")
 

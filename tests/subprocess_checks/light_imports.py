@@ -18,10 +18,12 @@ assert not loaded, f"importing transforms and its errors loaded {loaded[:5]}"
 assert transforms.UserInputError is UserInputError
 assert transforms.KMeans.__module__ == "transforms.beam.kmeans"
 assert "tensorflow" in sys.modules  # KMeans' module needs it: imported on first use
+assert transforms.KMeansModelHandler.__module__ == "transforms.beam.model_handler"
 assert sorted(transforms.__all__) == sorted(
     [
         "AssignClusters",
         "KMeans",
+        "KMeansModelHandler",
         "Partials",
         "RoundState",
         "Sample",

@@ -32,7 +32,7 @@ def _tree(directory):
 NEW = {
     "metrics.json": "{}",
     "assignments/part-00000-of-00001.csv": "id\n1\n",
-    "model/saved_model.pb": "pb",
+    "model/1/saved_model.pb": "pb",
 }
 OLD = {
     "_SUCCESS": json.dumps({"run_id": "old"}),

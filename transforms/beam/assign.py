@@ -1,6 +1,6 @@
-"""The `AssignClusters` PTransform: rows + a fitted model directory -> rows with their cluster.
+"""The `AssignClusters` PTransform: rows + a fitted model -> rows with their cluster.
 
-    scored = rows | AssignClusters("gs://bucket/fit-output/model")
+    scored = rows | AssignClusters("gs://bucket/fit-output")  # or .../model, .../model/1
 
 Each worker loads the SavedModel once (`DoFn.setup`, shared by all threads of
 the process through `beam.utils.shared`), and scores rows in batches.
@@ -12,19 +12,31 @@ import pyarrow as pa
 from apache_beam.utils import shared
 
 from transforms.beam.elements import batch_elements, split_kinds
+from transforms.beam.model_paths import resolve_model_dir
 from transforms.beam.shards import FEATURES_COLUMN, features_to_matrix
 from transforms.step.export import CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID
 
 
 class LoadedModel:
-    """A SavedModel written by `export_model`, with its feature names (weak-referenceable)."""
+    """A SavedModel written by `export_model`, with its feature names (weak-referenceable).
+
+    `model_dir`: a fit output, a model base path or a version directory
+    (`transforms.beam.model_paths`); `path` is the version directory loaded.
+    """
 
     def __init__(self, model_dir: str):
         import tensorflow as tf
 
-        self.model = tf.saved_model.load(model_dir)
+        self.path = resolve_model_dir(model_dir)
+        self.model = tf.saved_model.load(self.path)
         self.features = [f.decode() for f in self.model.feature_names.numpy()]
         self.merged = getattr(self.model, "merge_map", None) is not None
+
+    def identity(self):
+        """(the feature names, the version directory loaded): what a caller holding a proxy
+        of this object (Beam's RunInference with large_model or model_copies runs the model
+        in another process) can ask, since a proxy passes method calls, not attributes."""
+        return self.features, self.path
 
     def __call__(self, x: np.ndarray) -> dict:
         """float64 [n, D] raw rows -> {cluster_id int64 [n], distance float32 [n]
@@ -83,6 +95,8 @@ class AssignClusters(beam.PTransform):
     """
 
     def __init__(self, model_dir: str, batch_size: int = 8192):
+        """`model_dir`: a fit output, its model/ base path or a version directory
+        (model/1/); a base path is served at its highest version."""
         super().__init__()
         self._model_dir, self._batch_size = model_dir, batch_size
         self._shared = shared.Shared()

@@ -10,7 +10,8 @@ restart), and by default the best start of each K on the sample is the
 candidate carried on; up to `max_rounds` Lloyd rounds run over the shards for
 all candidates at once, the shards standardized with the saved transform as they
 are loaded; with several candidates one more pass picks one; a final pass
-assigns every row; the SavedModel is written to OUTPUT_DIR/model/.
+assigns every row; the SavedModel is written to OUTPUT_DIR/model/1/ (TF Serving's
+layout: version 1 under the model base path OUTPUT_DIR/model).
 
 Why the shards hold the rows as read rather than standardized: standardizing
 needs the analysis's result, so a standardize step must wait for the whole
@@ -33,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.beam.candidates import ChooseCandidate, InitialCandidates
 from transforms.beam.combiners import BottomSampleFn
 from transforms.beam.elements import batch_elements, split_kinds
+from transforms.beam.model_paths import MODEL_BASE
 from transforms.beam.rounds import AssignShards, LloydRounds, StepConfig
 from transforms.beam.shards import (
     FEATURES_COLUMN,
@@ -47,7 +49,7 @@ from transforms.core.errors import UserInputError
 from transforms.core.hierarchy import merge_clusters
 from transforms.core.lloyd import RoundState
 from transforms.core.sampling import row_hashes
-from transforms.step.export import export_model
+from transforms.step.export import MODEL_VERSION, export_model
 from transforms.step.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 
 _FIT = {p.name: p for p in parameters.FIT}
@@ -73,13 +75,14 @@ class KMeans(beam.PTransform):
       assignments: record batches: passthrough columns + cluster_id (int64) +
                    distance (float32, standardized space: Euclidean, or 1 - cos
                    with distance="cosine").
-      model:       one element, the model directory, once the SavedModel is written.
+      model:       one element, the model's version directory (OUTPUT_DIR/model/1),
+                   once the SavedModel is written.
       sample:      one core.sampling.Sample: the bottom-m rows (raw, float64 [m, D]) the
                    initialisation used; bounded by init_sample_size.
-      done:        one element, the model directory, once everything `KMeans`
+      done:        one element, the model's version directory, once everything `KMeans`
                    writes is written and its work directory is removed (unless
                    kept): what a step that publishes OUTPUT_DIR waits for.
-    OUTPUT_DIR/transform_fn/ and OUTPUT_DIR/model/ are written.
+    OUTPUT_DIR/transform_fn/ and OUTPUT_DIR/model/1/ are written.
 
     Arguments are the `shardmeans fit` flags of the same name, with the same
     defaults and constraints (transforms.core.parameters holds each one's help):
@@ -204,7 +207,8 @@ class KMeans(beam.PTransform):
 
     @property
     def model_dir(self) -> str:
-        return FileSystems.join(self.output_dir, "model")
+        """The SavedModel's version directory, OUTPUT_DIR/model/1."""
+        return FileSystems.join(self.output_dir, MODEL_BASE, str(MODEL_VERSION))
 
     def expand(self, rows):
         d = len(self.features)

@@ -333,7 +333,8 @@ OUTPUT = (
 SCORE = (
     Parameter(
         "model",
-        "a fit output directory, or its model/ directory",
+        "a fit output directory, its model/ base path (the highest numbered version "
+        "under it is used) or a version directory (model/1/)",
         "Model",
         required=True,
     ),

@@ -2,10 +2,12 @@
 
 The tf.Transform graph is inside it, so it takes raw values; loading it needs
 TensorFlow alone (no shardmeans, no tf.Transform), so TF Serving and other
-languages can use it. Signatures:
+languages can use it. A fit writes it in TF Serving's layout: version
+`MODEL_VERSION` under the model base path (OUTPUT/model/1/). Signatures:
 
-  serving_default: examples, string [n] serialized tf.Example (one float_list value
-                   per feature) -> cluster_id int64 [n], distance float32 [n]
+  serving_default: examples, string [n] serialized tf.Example (one value per
+                   feature, in a float_list or an int64_list) -> cluster_id
+                   int64 [n], distance float32 [n]
   predict_raw:     one float32 [n] tensor per feature, by name -> the same outputs
 
 distance is Euclidean, in standardized space, or for a model fitted with
@@ -14,9 +16,18 @@ norm, and the centroids are unit vectors); a model fitted with --merge_to
 also outputs merged_cluster_id int64 [n]. A missing feature or a NaN or
 infinite value is an error (InvalidArgumentError), never a silent cluster.
 
-Besides the signatures, the loaded object has `assign_batch(x)` (float64 [n, D],
-columns in `feature_names` order), which keeps raw values in float64 as the fit
-did (tf.Example carries float32), and `feature_names` (string [D]).
+Besides the signatures, the loaded object is callable: `model(x)` with x
+float32 or float64 [n, D] (columns in `feature_names` order) returns the same
+outputs dict; `assign_batch(x)` (float64 [n, D]) is the same, and
+`feature_names` is string [D]. Float64 input keeps raw values in float64 as
+the fit did (tf.Example carries float32).
+
+Beam's stock `TFModelHandlerTensor` loads with `tf.keras.models.load_model`,
+which is Keras 3 in a fresh process and tf-keras (Keras 2) once tf.Transform
+has been imported (tensorflow_transform sets TF_USE_LEGACY_KERAS=1 when it is
+unset). Keras 3 refuses a SavedModel, so the directory also holds the same
+model as an unzipped Keras 3 model (`write_keras_view`); tf-keras loads the
+SavedModel itself and calls `model(x)` above.
 """
 
 from typing import List, Optional
@@ -24,6 +35,10 @@ from typing import List, Optional
 import numpy as np
 
 CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID = "cluster_id", "distance", "merged_cluster_id"
+
+# The version directory a fit writes under the model base path (TF Serving serves
+# the highest number it finds there).
+MODEL_VERSION = 1
 
 
 def build_model_module(
@@ -81,13 +96,17 @@ def build_model_module(
         def assign_batch(self, x):
             return self.assign(tf.unstack(x, num=len(features), axis=1))
 
+        @tf.function(autograph=False)
+        def __call__(self, x):
+            """x: float32 or float64 [n, D], columns in `features` order -> outputs dict.
+            Traced for both dtypes below (a SavedModel keeps only traced calls)."""
+            return self.assign(tf.unstack(x, num=len(features), axis=1))
+
         @tf.function(
             input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False
         )
         def serve_examples(self, examples):
-            spec = {name: tf.io.FixedLenFeature([], tf.float32) for name in features}
-            parsed = tf.io.parse_example(examples, spec)  # a missing feature raises
-            return self.assign([parsed[name] for name in features])
+            return self.assign(parse_numeric_examples(examples, features))
 
         @tf.function(
             input_signature=[
@@ -98,7 +117,62 @@ def build_model_module(
         def predict_raw(self, inputs):
             return self.assign([inputs[name] for name in features])
 
-    return KMeansModel()
+    module = KMeansModel()
+    for dtype in (tf.float32, tf.float64):
+        module.__call__.get_concrete_function(tf.TensorSpec([None, len(features)], dtype))
+    return module
+
+
+def parse_numeric_examples(examples, features: List[str]):
+    """examples: string [n] serialized tf.Example -> one float64 [n] tensor per feature.
+
+    Each feature must hold exactly one value, in a float_list or an int64_list
+    (a file may store whole numbers as ints; `tf.io.parse_example` takes one
+    declared type and rejects the other), else InvalidArgumentError naming it.
+    The records are decoded with `tf.io.decode_proto` against the tf.Example
+    descriptors compiled into TensorFlow itself (its "local://" source).
+    """
+    import tensorflow as tf
+
+    def fields(serialized, message, names, dtypes):
+        return tf.io.decode_proto(serialized, f"tensorflow.{message}", names, dtypes).values
+
+    def pad(values):
+        """[..., c] -> [..., c + 1], b"" or 0 last: decode_proto refuses an input of no
+        element, which a batch of no record, or of records without features, would be."""
+        return tf.pad(values, [[0, 0]] * (values.shape.rank - 1) + [[0, 1]])
+
+    def single(values):
+        """[..., c] a non-repeated field (c is 0 when no record has it) -> [...]; b"" if absent."""
+        return pad(values)[..., 0]
+
+    # One empty record more (dropped below), so that no input is empty.
+    padded = tf.concat([examples, [b""]], axis=0)
+    body = single(fields(padded, "Example", ["features"], [tf.string])[0])  # [n + 1]
+    entries = pad(fields(body, "Features", ["feature"], [tf.string])[0])  # [n + 1, m + 1]
+    entry = fields(entries, "Features.FeatureEntry", ["key", "value"], [tf.string, tf.string])
+    keys, values = single(entry[0]), single(entry[1])  # [n + 1, m + 1]; padding: b""
+    kinds = fields(values, "Feature", ["float_list", "int64_list"], [tf.string, tf.string])
+    floats = tf.io.decode_proto(single(kinds[0]), "tensorflow.FloatList", ["value"], [tf.float32])
+    ints = tf.io.decode_proto(single(kinds[1]), "tensorflow.Int64List", ["value"], [tf.int64])
+    # [n + 1, m + 1]: how many values each entry holds, and their sum (padded with zeros)
+    counts = floats.sizes[..., 0] + ints.sizes[..., 0]
+    sums = tf.reduce_sum(tf.cast(floats.values[0], tf.float64), axis=-1) + tf.reduce_sum(
+        tf.cast(ints.values[0], tf.float64), axis=-1
+    )
+    columns = []
+    for name in features:
+        here = tf.equal(keys, name)
+        count = tf.reduce_sum(tf.where(here, counts, 0), axis=1)[:-1]
+        check = tf.debugging.assert_equal(
+            count,
+            tf.ones_like(count),
+            message=f"shardmeans model: feature {name} must hold exactly one number "
+            f"(float_list or int64_list) in every tf.Example",
+        )
+        with tf.control_dependencies([check]):
+            columns.append(tf.reduce_sum(tf.where(here, sums, 0.0), axis=1)[:-1])
+    return columns
 
 
 def export_model(
@@ -109,7 +183,8 @@ def export_model(
     merge_map: Optional[np.ndarray] = None,
     distance: str = "euclidean",
 ) -> None:
-    """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`."""
+    """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`
+    itself (a fit passes its version directory, OUTPUT/model/`MODEL_VERSION`)."""
     import tensorflow as tf
 
     module = build_model_module(transform_savedmodel_dir, centroids, features, merge_map, distance)
@@ -121,3 +196,95 @@ def export_model(
             "predict_raw": module.predict_raw.get_concrete_function(),
         },
     )
+    write_keras_view(model_dir, module, distance)
+
+
+def _standardization(module, n_features: int, cosine: bool = False):
+    """(mean, std), float64 [D], of the module's tf.Transform z-score, read back from it.
+
+    The transform's outputs are float32: its z-score of 0 would lose the digits
+    of a column with a large offset. So each probe sits where z is small: at
+    the float32 mean (z ~ 0), then one float32 standard deviation above it.
+    A cosine model's transform divides each row by its norm, which hides the
+    scale: its probes read the rows before that division (`SCALED`).
+    """
+    import tensorflow as tf
+
+    from transforms.step.preprocessing import FEATURES, MEAN, SCALED, STD
+
+    def transform(x):
+        out = module.transform.transform_fn({FEATURES: tf.constant(x[np.newaxis], tf.float64)})
+        return {k: v.numpy()[0].astype(np.float64) for k, v in out.items()}
+
+    first = transform(np.zeros(n_features))
+    m0, s0 = first[MEAN], np.where(first[STD] > 0, first[STD], 1.0)
+    scaled = SCALED if cosine else FEATURES
+    z_mean, z_up = transform(m0)[scaled], transform(m0 + s0)[scaled]
+    std = s0 / (z_up - z_mean)  # a column of zero variance: z = x - mean, so std = 1
+    return m0 - z_mean * std, std
+
+
+def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> None:
+    """Write the same model as a Keras 3 model, unzipped, beside the SavedModel in
+    `model_dir` (config.json, metadata.json, model.weights.h5).
+
+    Why: Beam's stock `TFModelHandlerTensor` loads with `tf.keras.models.load_model`,
+    which in TensorFlow 2.16+ is Keras 3: it refuses a SavedModel but loads a
+    directory holding these files. TF Serving and `tf.saved_model.load` ignore them.
+    The Keras model takes float [n, D] (columns in `feature_names` order) and
+    returns the SavedModel's outputs dict: z-score in float64, then float32 as the
+    SavedModel (standardize, for cosine divide by the norm, nearest centroid by
+    the same expansion, distance). It checks nothing: a NaN row gets a NaN
+    distance rather than an error.
+    """
+    import tempfile
+    import zipfile
+
+    import keras
+    import tensorflow as tf
+
+    c = module.centroids.numpy().astype(np.float32)
+    k, d = c.shape
+    cosine = distance == "cosine"
+    mean, std = _standardization(module, d, cosine)
+
+    x = keras.Input((d,), dtype="float64", name="x")
+    # z = x / std - mean / std, elementwise, from weights (float64 in model.weights.h5):
+    # Normalization(mean=...) keeps its statistics in config.json and reloads them as float32.
+    zscore = keras.layers.EinsumDense("ab,b->ab", d, bias_axes="b", dtype="float64", name="zscore")
+    z = zscore(x)
+    if cosine:  # as tf.math.l2_normalize in the transform: a zero row stays zero
+        z = z / keras.ops.sqrt(
+            keras.ops.maximum(keras.ops.sum(z * z, axis=1, keepdims=True), 1e-12)
+        )
+    z = keras.ops.cast(z, "float32")
+    scores = keras.layers.Dense(k, dtype="float32", name="scores")(z)
+    labels = keras.ops.argmin(scores, axis=1)
+    nearest = keras.layers.Embedding(k, d, dtype="float32", name="centroids")(labels)
+    outputs = {
+        CLUSTER_ID: keras.ops.cast(labels, "int64"),
+        DISTANCE: keras.ops.sum(keras.ops.square(z - nearest), axis=1) / 2.0
+        if cosine
+        else keras.ops.sqrt(keras.ops.sum(keras.ops.square(z - nearest), axis=1)),
+    }
+    merge_map = None if module.merge_map is None else module.merge_map.numpy()
+    if merge_map is not None:
+        merged = keras.layers.Embedding(k, 1, dtype="float32", name="merge_map")(labels)
+        outputs[MERGED_CLUSTER_ID] = keras.ops.cast(keras.ops.round(merged[:, 0]), "int64")
+    model = keras.Model(x, outputs, name="shardmeans_kmeans")
+    # scores = |c|^2 - 2 z.c: the SavedModel's expansion, whose argmin is the nearest centroid
+    zscore.set_weights([1.0 / std, -mean / std])
+    model.get_layer("scores").set_weights([-2.0 * c.T, (c * c).sum(axis=1)])
+    model.get_layer("centroids").set_weights([c])
+    if merge_map is not None:
+        model.get_layer("merge_map").set_weights([merge_map.astype(np.float32)[:, np.newaxis]])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = f"{tmp}/model.keras"
+        model.save(archive)
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                if name.endswith("/"):  # a directory entry
+                    continue
+                with tf.io.gfile.GFile(f"{model_dir.rstrip('/')}/{name}", "wb") as f:
+                    f.write(zf.read(name))

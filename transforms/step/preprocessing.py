@@ -9,6 +9,7 @@ import numpy as np
 
 FEATURES = "features"
 MEAN, STD = "feature_mean", "feature_std"
+SCALED = "features_scaled"  # a cosine transform's rows before they are divided by their norm
 
 
 def preprocessing_fn(inputs, standardize: str = "z_score", distance: str = "euclidean"):
@@ -24,7 +25,9 @@ def preprocessing_fn(inputs, standardize: str = "z_score", distance: str = "eucl
     distance "cosine": each scaled row is then divided by its L2 norm. A row of
     norm 0 stays 0: it moves no centroid, and is as far from every centroid as
     any (|0 - c|^2 / 2 = 0.5). The fit rejects such rows where it can see them
-    as read (pipeline.io.validation, NO_DIRECTION).
+    as read (pipeline.io.validation, NO_DIRECTION). The scaled rows before the
+    division are output too, `features_scaled` float32 [batch, D]: what reads the
+    scaling back from the saved transform (the Keras view of the model) needs them.
     Bind `standardize` and `distance` with functools.partial: tf.Transform calls
     the function with the inputs alone.
     Mean and variance are analysed in float64: a float32 analysis loses the
@@ -45,11 +48,14 @@ def preprocessing_fn(inputs, standardize: str = "z_score", distance: str = "eucl
         std = ones * tf.cast(tf.sqrt(tft.var(x, reduce_instance_dims=False)), tf.float32)
     else:
         raise ValueError(f"standardize must be z_score or none, got {standardize!r}")
+    outputs = {MEAN: mean, STD: std}
     if distance == "cosine":
+        outputs[SCALED] = tf.cast(z, tf.float32)
         z = tf.math.l2_normalize(z, axis=1)  # in float64, then cast like the rest
     elif distance != "euclidean":
         raise ValueError(f"distance must be euclidean or cosine, got {distance!r}")
-    return {FEATURES: tf.cast(z, tf.float32), MEAN: mean, STD: std}
+    outputs[FEATURES] = tf.cast(z, tf.float32)
+    return outputs
 
 
 def tensor_adapter_config(arrow_schema, column: str, n_features: int):
