@@ -34,6 +34,9 @@ setuptools.setup(
         "scikit-learn>=1.5",
         "scipy>=1.10",
         "matplotlib>=3.8",
+        # Apache DataSketches' REQ sketch: mergeable quantiles whose error is relative
+        # to the distance from the top rank, where an anomaly threshold sits.
+        "datasketches>=5.2",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2"],

@@ -67,6 +67,7 @@ def _run_job(command: str, argv: List[str]) -> int:
     from apache_beam.options.pipeline_options import StandardOptions
 
     from pipeline.options import (
+        AnomalyOptions,
         InputOptions,
         KMeansOptions,
         OutputOptions,
@@ -75,10 +76,10 @@ def _run_job(command: str, argv: List[str]) -> int:
     )
 
     if command == "fit":
-        classes = (InputOptions, KMeansOptions, OutputOptions)
+        classes = (InputOptions, KMeansOptions, AnomalyOptions, OutputOptions)
         description = "Fit K-Means on sharded CSV, Parquet or TFRecord input."
     else:
-        classes = (ScoreOptions, InputOptions, OutputOptions)
+        classes = (ScoreOptions, InputOptions, AnomalyOptions, OutputOptions)
         description = "Assign the rows of new data to the clusters of a fitted model."
     if "-h" in argv or "--help" in argv:
         _help_parser(f"shardmeans {command}", classes, description).print_help()

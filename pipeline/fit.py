@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from pipeline.io.ingest import ReadValidRows
 from pipeline.io.layout import input_layout
-from pipeline.options import InputOptions, KMeansOptions, OutputOptions
+from pipeline.options import AnomalyOptions, InputOptions, KMeansOptions, OutputOptions
 from pipeline.outputs import writers
 from pipeline.outputs.run_output import RunOutput
 from pipeline.workdir import absolute_path, is_template_run
@@ -47,6 +47,7 @@ class FitSpec(NamedTuple):
     init_centroids: Optional[np.ndarray]  # float64 [K, D] when init == "given"
     standardize: str  # "z_score" or "none"
     distance: str  # "euclidean" or "cosine"
+    contamination: Optional[float]  # the model's default fraction of anomalies
     init_sample_size: int
     init_refine_rounds: int
     merge_to: Optional[int]
@@ -71,6 +72,8 @@ def fit_spec(options) -> FitSpec:
     parameters.check_fit(
         ks, {p.name: getattr(km, p.name) for p in parameters.FIT if p.name != "k"}, prefix="--"
     )
+    anomaly = options.view_as(AnomalyOptions)
+    parameters.BY_NAME["contamination"].check(anomaly.contamination, "--")
 
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     features = _features(inp.features, layout.schema, layout.numeric, inp.id_column, layout.path)
@@ -104,6 +107,7 @@ def fit_spec(options) -> FitSpec:
         init_centroids=given,
         standardize=km.standardize,
         distance=km.distance,
+        contamination=anomaly.contamination,
         init_sample_size=km.init_sample_size,
         init_refine_rounds=km.init_refine_rounds,
         merge_to=km.merge_to,
@@ -225,6 +229,7 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         seed=spec.seed,
         standardize=spec.standardize,
         distance=spec.distance,
+        contamination=spec.contamination,
         init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,
         batch_size=spec.batch_size,
@@ -235,13 +240,17 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         keep_standardized=spec.keep_standardized,
         merge_to=spec.merge_to,
     )
+    outputs = ["cluster_id", "distance", "normalized_distance"]
+    outputs += ["merged_cluster_id"] if spec.merge_to is not None else []
+    outputs += ["is_anomaly"] if spec.contamination is not None else []
     assigned = fitted["assignments"] | "WriteAssignments" >> writers.WriteAssignments(
-        run.stage, spec.format, spec.passthrough, merged=spec.merge_to is not None
+        run.stage, spec.format, spec.passthrough, outputs
     )
     results = fitted["state"] | "WriteResults" >> beam.Map(
         writers.write_results,
         selection=beam.pvalue.AsSingleton(fitted["selection"]),
         partials=beam.pvalue.AsSingleton(fitted["final"]),
+        statistics=beam.pvalue.AsSingleton(fitted["statistics"]),
         counts=beam.pvalue.AsSingleton(rows["counts"]),
         sample=beam.pvalue.AsSingleton(fitted["sample"]),
         spec=spec,

@@ -27,6 +27,14 @@ class KMeansOptions(PipelineOptions):
         parameters.add_flags(parser, parameters.FIT)
 
 
+class AnomalyOptions(PipelineOptions):
+    """Which rows are anomalies."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parameters.add_flags(parser, parameters.ANOMALY)
+
+
 class OutputOptions(PipelineOptions):
     """Where the results go."""
 

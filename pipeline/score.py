@@ -1,7 +1,7 @@
 """The `score` job: apply a fitted model to new data, with the fit's validation and dead letter."""
 
 import posixpath
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -10,13 +10,20 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.io.ingest import ReadValidRows
 from pipeline.io.layout import input_layout
-from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
+from pipeline.options import (
+    AnomalyOptions,
+    InputOptions,
+    KMeansOptions,
+    OutputOptions,
+    ScoreOptions,
+)
 from pipeline.outputs import writers
 from pipeline.outputs.metrics import counts_metrics
 from pipeline.outputs.run_output import MARKER, RunOutput
 from pipeline.workdir import absolute_path, is_template_run
 from transforms.beam.assign import AssignClusters, describe_model
 from transforms.beam.model_paths import model_base, resolve_model_dir
+from transforms.core import parameters
 from transforms.core.errors import UserInputError
 
 
@@ -31,7 +38,8 @@ class ScoreSpec(NamedTuple):
     model_dir: str  # the version directory (OUTPUT/model/1)
     output: str
     batch_size: int
-    merged: bool  # the model outputs merged_cluster_id
+    outputs: Tuple[str, ...]  # the per-row outputs, in their column order
+    contamination: Optional[float]  # --contamination: overrides the model's
     needs_directions: bool = False  # see FitSpec.needs_directions; the model serves any row
 
 
@@ -64,9 +72,9 @@ def _model_dir(path: str) -> str:
     return model_dir
 
 
-def _describe(model_dir: str):
+def _describe(model_dir: str, contamination: Optional[float]):
     try:
-        return describe_model(model_dir)
+        return describe_model(model_dir, contamination)
     except Exception as e:  # noqa: BLE001 -- any load failure is the model's, named below
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserInputError(
@@ -86,7 +94,9 @@ def score_spec(options) -> ScoreSpec:
         if value is None:
             raise UserInputError(f"{flag} is required")
     model_dir = _model_dir(absolute_path(model))
-    features, merged = _describe(model_dir)
+    contamination = options.view_as(AnomalyOptions).contamination
+    parameters.BY_NAME["contamination"].check(contamination, "--")
+    features, outputs = _describe(model_dir, contamination)
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     return ScoreSpec(
         absolute_path(inp.input),
@@ -99,7 +109,8 @@ def score_spec(options) -> ScoreSpec:
         absolute_path(model_dir),
         absolute_path(out.output),
         km.batch_size,
-        merged,
+        tuple(outputs),
+        contamination,
     )
 
 
@@ -110,9 +121,9 @@ def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutpu
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     assigned = (
         rows["valid"]
-        | "AssignClusters" >> AssignClusters(spec.model_dir)
+        | "AssignClusters" >> AssignClusters(spec.model_dir, contamination=spec.contamination)
         | "WriteAssignments"
-        >> writers.WriteAssignments(run.stage, spec.format, spec.passthrough, merged=spec.merged)
+        >> writers.WriteAssignments(run.stage, spec.format, spec.passthrough, spec.outputs)
     )
     results = rows["counts"] | "WriteMetrics" >> beam.Map(_write_metrics, spec=spec, run=run)
     _ = pipeline | "Publish" >> writers.Publish(

@@ -65,7 +65,7 @@ def metadata() -> dict:
                 "isOptional": not p.required,
                 "regexes": [template_regex(p)],
             }
-            for p in parameters.INPUT + parameters.FIT + parameters.OUTPUT
+            for p in parameters.INPUT + parameters.FIT + parameters.ANOMALY + parameters.OUTPUT
             if p.type is not bool
         ],
     }

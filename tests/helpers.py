@@ -106,6 +106,11 @@ def fit(output, *args) -> int:
     return main(["fit", "--output", str(output), *map(str, args)])
 
 
+def score(model, output, *args) -> int:
+    """Run `shardmeans score --model MODEL --output OUTPUT ...` in this process; its status."""
+    return main(["score", "--model", str(model), "--output", str(output), *map(str, args)])
+
+
 def fit_subprocess(output, *args, timeout=600, unprivileged=False) -> subprocess.CompletedProcess:
     """Run `python -m pipeline fit` in a new process (for process-wide TF settings).
 

@@ -15,6 +15,12 @@ A fit's metrics (`fit_metrics`):
   restarts        (with several starts) the inertia of each, see core.selection
   select, sweep   (with a K sweep) the criterion and {K: scores}
   merge_to, merged_cluster_sizes   (with --merge_to) the groups and their sizes
+  clusters        [{id, size, radius}]: radius is the RMS distance to the centroid
+                  (cosine: the mean 1 - cos), what normalized_distance divides by
+  normalized_distance   {"p50", "p90", "p99", "p999"}: quantiles of the
+                  training rows' normalized distance (from a REQ sketch)
+  contamination, anomaly_threshold   (with --contamination) the fraction and the
+                  normalized distance above which a row is an anomaly
 A score's: run_id, model, the row counts (pipeline.score).
 """
 
@@ -23,6 +29,7 @@ import numpy as np
 from transforms.core.lloyd import RoundState
 from transforms.core.partials import Partials
 from transforms.core.selection import Selection
+from transforms.core.statistics import ClusterStats
 
 
 def counts_metrics(counts: np.ndarray) -> dict:
@@ -39,6 +46,7 @@ def fit_metrics(
     state: RoundState,
     selection: Selection,
     partials: Partials,
+    statistics: ClusterStats,
     counts: np.ndarray,
     spec,
     run_id: str,
@@ -73,6 +81,17 @@ def fit_metrics(
             str(row["k"]): {key: value for key, value in row.items() if key != "k"}
             for row in selection.sweep
         }
+    result["clusters"] = [
+        {"id": i, "size": int(size), "radius": float(radius)}
+        for i, (size, radius) in enumerate(zip(statistics.sizes, statistics.radii))
+    ]
+    result["normalized_distance"] = {
+        name: statistics.quantile(q)
+        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
+    }
+    if spec.contamination is not None:
+        result["contamination"] = spec.contamination
+        result["anomaly_threshold"] = statistics.threshold(spec.contamination)
     if state.merge_map is not None:
         result["merge_to"] = spec.merge_to
         result["merged_cluster_sizes"] = (

@@ -9,7 +9,7 @@ the step: the same bytes land at the same paths.
 
 import io
 import json
-from typing import List
+from typing import List, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -23,6 +23,7 @@ from transforms.core.lloyd import RoundState
 from transforms.core.partials import Partials
 from transforms.core.sampling import Sample
 from transforms.core.selection import Selection
+from transforms.core.statistics import ClusterStats
 from transforms.step.preprocessing import Standardizer
 
 
@@ -37,14 +38,19 @@ class WriteRejected(beam.PTransform):
         return lines | "Write" >> beam.io.WriteToText(self._prefix, file_name_suffix=".jsonl")
 
 
-def assignments_schema(passthrough: pa.Schema, merged: bool = False) -> pa.Schema:
-    fields = list(passthrough) + [
-        pa.field("cluster_id", pa.int64()),
-        pa.field("distance", pa.float32()),
-    ]
-    if merged:
-        fields.append(pa.field("merged_cluster_id", pa.int64()))
-    return pa.schema(fields)
+# The type of each per-row output column (transforms.step.export.OUTPUT_ORDER).
+OUTPUT_TYPES = {
+    "cluster_id": pa.int64(),
+    "distance": pa.float32(),
+    "normalized_distance": pa.float32(),
+    "merged_cluster_id": pa.int64(),
+    "is_anomaly": pa.bool_(),
+}
+
+
+def assignments_schema(passthrough: pa.Schema, outputs: Sequence[str]) -> pa.Schema:
+    """The passthrough columns, then the per-row `outputs` (names, in their order)."""
+    return pa.schema(list(passthrough) + [pa.field(name, OUTPUT_TYPES[name]) for name in outputs])
 
 
 def _csv_block(batch: pa.RecordBatch) -> str:
@@ -57,11 +63,11 @@ def _csv_block(batch: pa.RecordBatch) -> str:
 class WriteAssignments(beam.PTransform):
     """Record batches -> OUTPUT/assignments/ (CSV for CSV input, else Parquet); returns file names."""
 
-    def __init__(self, output: str, fmt: str, passthrough: pa.Schema, merged: bool = False):
+    def __init__(self, output: str, fmt: str, passthrough: pa.Schema, outputs: Sequence[str]):
         super().__init__()
         self._prefix = FileSystems.join(output, "assignments", "part")
         self._csv = fmt == "csv"
-        self._schema = assignments_schema(passthrough, merged)
+        self._schema = assignments_schema(passthrough, outputs)
 
     def expand(self, batches):
         if self._csv:
@@ -116,6 +122,7 @@ def write_results(
     state: RoundState,
     selection: Selection,
     partials: Partials,
+    statistics: ClusterStats,
     counts: np.ndarray,
     sample: Sample,
     spec,
@@ -125,14 +132,15 @@ def write_results(
     and report.html under the run's stage; return the metrics.
 
     `state` is the chosen fit (after any merge), `selection` what it was chosen
-    from (restarts, sweep). `partials` are those of the final assignment pass. `counts`
+    from (restarts, sweep). `partials` are those of the final assignment pass,
+    `statistics` its cluster statistics (radii, normalized distances). `counts`
     are ReadValidRows' counts, `sample` the bounded init sample (raw rows),
     drawn in the report. `spec` is the job's FitSpec.
     """
     out = run.stage
     standardizer = Standardizer(FileSystems.join(out, "transform_fn"), len(spec.features))
     original = write_centroids(out, state.centroids, spec.features, standardizer)
-    result = metrics.fit_metrics(state, selection, partials, counts, spec, run.run_id)
+    result = metrics.fit_metrics(state, selection, partials, statistics, counts, spec, run.run_id)
     write_json(FileSystems.join(out, "metrics.json"), result)
     if state.merge_map is not None:
         write_json(FileSystems.join(out, "hierarchy.json"), metrics.hierarchy(state, spec.merge_to))

@@ -46,6 +46,7 @@ def fitted(tmp_path_factory):
     pattern = write_shards(table, base / "in", "parquet", shards=2)
     out = base / "out"
     args = ("--k", 3, "--n_init", 1, "--init_refine_rounds", 0, "--max_rounds", 3)
+    args += ("--contamination", 0.05)  # every output: normalized_distance and is_anomaly too
     assert fit(out, "--input", pattern, "--id_column", "id", "--merge_to", 2, *args) == 0
     return out, features_of(table), pattern
 
@@ -184,7 +185,13 @@ def test_model_handler_scores_dicts_rows_and_arrays(fitted):
             | "Key" >> beam.MapTuple(lambda key, r: (key, r.inference))
         )
         assert_that(keyed, equal_to([(i, want(i)) for i in range(20, 30)]), label="Keyed")
-    assert set(want(0)) == {"cluster_id", "distance", "merged_cluster_id"}
+    assert set(want(0)) == {
+        "cluster_id",
+        "distance",
+        "normalized_distance",
+        "merged_cluster_id",
+        "is_anomaly",
+    }
     assert isinstance(want(0)["cluster_id"], int) and isinstance(want(0)["distance"], float)
 
 

@@ -23,7 +23,7 @@ def test_kmeans_takes_the_fit_flags_by_name_and_default():
     from transforms.beam.kmeans import KMeans
 
     signature = inspect.signature(KMeans).parameters
-    flags = {p.name: p for p in parameters.FIT} | {
+    flags = {p.name: p for p in parameters.FIT + parameters.ANOMALY} | {
         "keep_standardized": parameters.BY_NAME["keep_standardized"]
     }
     assert set(signature) - LIBRARY_ONLY == set(flags)
@@ -35,12 +35,19 @@ def test_kmeans_takes_the_fit_flags_by_name_and_default():
 def test_the_command_flags_are_the_parameters():
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.options import InputOptions, KMeansOptions, OutputOptions, ScoreOptions
+    from pipeline.options import (
+        AnomalyOptions,
+        InputOptions,
+        KMeansOptions,
+        OutputOptions,
+        ScoreOptions,
+    )
 
     options = PipelineOptions([])
     groups = (
         (InputOptions, parameters.INPUT),
         (KMeansOptions, parameters.FIT),
+        (AnomalyOptions, parameters.ANOMALY),
         (OutputOptions, parameters.OUTPUT),
         (ScoreOptions, parameters.SCORE),
     )

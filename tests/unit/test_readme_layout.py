@@ -55,5 +55,7 @@ def test_the_flag_table_lists_every_fit_flag():
         text = f.read()
     table = text.split("| flag | meaning |", 1)[1].split("\n\n", 1)[0]
     rows = re.findall(r"^\| `--(\w+)` \|", table, re.M)
-    expected = [p.name for p in parameters.INPUT + parameters.FIT + parameters.OUTPUT]
+    expected = [
+        p.name for p in parameters.INPUT + parameters.FIT + parameters.ANOMALY + parameters.OUTPUT
+    ]
     assert sorted(rows) == sorted(expected)

@@ -6,6 +6,8 @@ Each worker loads the SavedModel once (`DoFn.setup`, shared by all threads of
 the process through `beam.utils.shared`), and scores rows in batches.
 """
 
+from typing import Optional
+
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
@@ -14,7 +16,8 @@ from apache_beam.utils import shared
 from transforms.beam.elements import batch_elements, split_kinds
 from transforms.beam.model_paths import resolve_model_dir
 from transforms.beam.shards import FEATURES_COLUMN, features_to_matrix
-from transforms.step.export import CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID
+from transforms.core.statistics import anomaly_threshold
+from transforms.step.export import IS_ANOMALY, NORMALIZED_DISTANCE, OUTPUT_ORDER
 
 
 class LoadedModel:
@@ -22,15 +25,30 @@ class LoadedModel:
 
     `model_dir`: a fit output, a model base path or a version directory
     (`transforms.beam.model_paths`); `path` is the version directory loaded.
+    `contamination`: flag anomalies at this fraction instead of the model's
+    default (the threshold is read from the training distribution it keeps).
+    `outputs`: the names of the per-row outputs, in `OUTPUT_ORDER`.
     """
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, contamination: Optional[float] = None):
         import tensorflow as tf
 
         self.path = resolve_model_dir(model_dir)
         self.model = tf.saved_model.load(self.path)
         self.features = [f.decode() for f in self.model.feature_names.numpy()]
-        self.merged = getattr(self.model, "merge_map", None) is not None
+        self.threshold = None
+        if contamination is not None:
+            if getattr(self.model, "tail", None) is None:
+                raise ValueError(
+                    f"the model in {self.path} keeps no distribution of distances (fitted "
+                    f"before cluster statistics): it cannot flag anomalies; fit it again"
+                )
+            self.threshold = anomaly_threshold(
+                self.model.tail.numpy(), self.model.tail_quantiles.numpy(), contamination
+            )
+        names = set(self(np.zeros((0, len(self.features)))))
+        self.outputs = [name for name in OUTPUT_ORDER if name in names]
+        self.merged = "merged_cluster_id" in names
 
     def identity(self):
         """(the feature names, the version directory loaded): what a caller holding a proxy
@@ -40,15 +58,20 @@ class LoadedModel:
 
     def __call__(self, x: np.ndarray) -> dict:
         """float64 [n, D] raw rows -> {cluster_id int64 [n], distance float32 [n]
-        (, merged_cluster_id int64 [n])} as NumPy arrays."""
+        (, normalized_distance float32 [n], merged_cluster_id int64 [n], is_anomaly
+        bool [n])} as NumPy arrays."""
         out = self.model.assign_batch(np.asarray(x, np.float64))
-        return {name: value.numpy() for name, value in out.items()}
+        out = {name: value.numpy() for name, value in out.items()}
+        if self.threshold is not None:
+            out[IS_ANOMALY] = out[NORMALIZED_DISTANCE] > np.float32(self.threshold)
+        return out
 
 
-def describe_model(model_dir: str):
-    """(the feature names a fitted model expects, in order; whether it outputs merged_cluster_id)."""
-    model = LoadedModel(model_dir)
-    return model.features, model.merged
+def describe_model(model_dir: str, contamination: Optional[float] = None):
+    """(the feature names a fitted model expects, in order; the names of its per-row
+    outputs, in `OUTPUT_ORDER`)."""
+    model = LoadedModel(model_dir, contamination)
+    return model.features, model.outputs
 
 
 class _AssignFn(beam.DoFn):
@@ -56,11 +79,16 @@ class _AssignFn(beam.DoFn):
     passthrough + cluster_id + distance; the dict rows -> the same dicts with
     `cluster_id` and `distance` added, scored together."""
 
-    def __init__(self, model_dir: str, shared_handle: shared.Shared):
+    def __init__(
+        self, model_dir: str, shared_handle: shared.Shared, contamination: Optional[float]
+    ):
         self._model_dir, self._shared = model_dir, shared_handle
+        self._contamination = contamination
 
     def setup(self):
-        self._model = self._shared.acquire(lambda: LoadedModel(self._model_dir))
+        self._model = self._shared.acquire(
+            lambda: LoadedModel(self._model_dir, self._contamination)
+        )
 
     def process(self, elements: list):
         batches, arrays, rows = split_kinds(elements)
@@ -72,7 +100,7 @@ class _AssignFn(beam.DoFn):
             )
             out = self._model(x)
             keep = [n for n in batch.schema.names if n != FEATURES_COLUMN]
-            added = [n for n in (CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID) if n in out]
+            added = [n for n in OUTPUT_ORDER if n in out]
             yield pa.RecordBatch.from_arrays(
                 [batch.column(n) for n in keep] + [pa.array(out[n]) for n in added],
                 names=keep + added,
@@ -85,8 +113,10 @@ class _AssignFn(beam.DoFn):
 
 
 class AssignClusters(beam.PTransform):
-    """Rows -> rows with `cluster_id` (int64) and `distance` (Euclidean, standardized space),
-    and `merged_cluster_id` when the model was fitted with merge_to.
+    """Rows -> rows with `cluster_id` (int64) and `distance` (float32, standardized space:
+    Euclidean, or 1 - cos for a cosine model), `normalized_distance` (float32, over the
+    cluster's radius), `merged_cluster_id` when the model was fitted with merge_to, and
+    `is_anomaly` (bool) when it was fitted with a contamination or one is given here.
 
     Input elements: dict rows holding every feature of the model (a missing,
     NaN or infinite feature raises), or Arrow record batches with
@@ -94,16 +124,20 @@ class AssignClusters(beam.PTransform):
     readers produce, validated).
     """
 
-    def __init__(self, model_dir: str, batch_size: int = 8192):
+    def __init__(
+        self, model_dir: str, batch_size: int = 8192, contamination: Optional[float] = None
+    ):
         """`model_dir`: a fit output, its model/ base path or a version directory
-        (model/1/); a base path is served at its highest version."""
+        (model/1/); a base path is served at its highest version. `contamination`
+        overrides the model's default fraction of anomalies."""
         super().__init__()
         self._model_dir, self._batch_size = model_dir, batch_size
+        self._contamination = contamination
         self._shared = shared.Shared()
 
     def expand(self, rows):
         return (
             rows
             | "Batch" >> batch_elements(self._batch_size)
-            | "Assign" >> beam.ParDo(_AssignFn(self._model_dir, self._shared))
+            | "Assign" >> beam.ParDo(_AssignFn(self._model_dir, self._shared, self._contamination))
         )

@@ -11,6 +11,7 @@ import numpy as np
 
 from transforms.core.partials import Partials, merge
 from transforms.core.sampling import Sample, _Bottom, _bottom
+from transforms.core.statistics import ClusterTotals, QuantileSketch, add_totals
 
 
 @beam.typehints.with_input_types(Partials)
@@ -66,6 +67,46 @@ class CandidatePartialsCombineFn(beam.CombineFn):
         return tuple(merge(parts, self._n_far) for parts in zip(*accumulators))
 
     def extract_output(self, accumulator: Optional[tuple]) -> Optional[tuple]:
+        return accumulator
+
+
+@beam.typehints.with_input_types(ClusterTotals)
+@beam.typehints.with_output_types(ClusterTotals)
+class ClusterTotalsCombineFn(beam.CombineFn):
+    """Sums the per-cluster `ClusterTotals` of all shards (None until the first; combine
+    with `.without_defaults()`)."""
+
+    def create_accumulator(self) -> Optional[ClusterTotals]:
+        return None
+
+    def add_input(self, accumulator, element: ClusterTotals) -> ClusterTotals:
+        return element if accumulator is None else add_totals([accumulator, element])
+
+    def merge_accumulators(self, accumulators) -> Optional[ClusterTotals]:
+        return add_totals(a for a in accumulators if a is not None)
+
+    def extract_output(self, accumulator: Optional[ClusterTotals]) -> Optional[ClusterTotals]:
+        return accumulator
+
+
+@beam.typehints.with_input_types(QuantileSketch)
+@beam.typehints.with_output_types(QuantileSketch)
+class QuantileSketchCombineFn(beam.CombineFn):
+    """Merges the shards' sketches of the normalized distance into one."""
+
+    def create_accumulator(self) -> QuantileSketch:
+        return QuantileSketch()
+
+    def add_input(self, accumulator: QuantileSketch, element: QuantileSketch) -> QuantileSketch:
+        return accumulator.merge(element)
+
+    def merge_accumulators(self, accumulators) -> QuantileSketch:
+        merged = QuantileSketch()
+        for accumulator in accumulators:
+            merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: QuantileSketch) -> QuantileSketch:
         return accumulator
 
 

@@ -49,6 +49,7 @@ from transforms.core.errors import UserInputError
 from transforms.core.hierarchy import merge_clusters
 from transforms.core.lloyd import RoundState
 from transforms.core.sampling import row_hashes
+from transforms.core.statistics import ClusterStats
 from transforms.step.export import MODEL_VERSION, export_model
 from transforms.step.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
 
@@ -72,9 +73,12 @@ class KMeans(beam.PTransform):
                    sweep, the inertia of every candidate and the scores of every K.
       final:       one Partials of the final pass against the final centroids
                    (counts = cluster sizes, inertia).
+      statistics:  one core.statistics.ClusterStats of the final pass: sizes, radii
+                   and the quantiles of the normalized distance (anomaly thresholds).
       assignments: record batches: passthrough columns + cluster_id (int64) +
                    distance (float32, standardized space: Euclidean, or 1 - cos
-                   with distance="cosine").
+                   with distance="cosine") + normalized_distance (float32, the
+                   distance over its cluster's radius).
       model:       one element, the model's version directory (OUTPUT_DIR/model/1),
                    once the SavedModel is written.
       sample:      one core.sampling.Sample: the bottom-m rows (raw, float64 [m, D]) the
@@ -96,7 +100,8 @@ class KMeans(beam.PTransform):
     (size-weighted Ward merge into that many groups: the state gets merge_map and
     linkage, the assignments and the SavedModel a merged_cluster_id), standardize
     ("z_score" or "none"), distance ("euclidean" or "cosine": spherical K-Means on
-    the scaled rows divided by their norms), batch_size,
+    the scaled rows divided by their norms), contamination (the model's default
+    fraction of anomalies: it outputs is_anomaly), batch_size,
     cache_mb, devices, keep_standardized. Besides them: `features` (the D
     feature names), `output_dir` (OUTPUT_DIR), `passthrough` (the schema of the
     columns copied to the assignments) and `work_dir` (the shards; default
@@ -119,6 +124,7 @@ class KMeans(beam.PTransform):
         init: Union[str, np.ndarray] = _FIT["init"].default,
         standardize: str = _FIT["standardize"].default,
         distance: str = _FIT["distance"].default,
+        contamination: Optional[float] = parameters.BY_NAME["contamination"].default,
         init_sample_size: int = _FIT["init_sample_size"].default,
         init_refine_rounds: int = _FIT["init_refine_rounds"].default,
         merge_to: Optional[int] = _FIT["merge_to"].default,
@@ -145,6 +151,7 @@ class KMeans(beam.PTransform):
                 init=None if given else init,
                 standardize=standardize,
                 distance=distance,
+                contamination=contamination,
                 init_sample_size=init_sample_size,
                 init_refine_rounds=init_refine_rounds,
                 merge_to=merge_to,
@@ -174,6 +181,7 @@ class KMeans(beam.PTransform):
                 )
         self.features, self.output_dir = list(features), output_dir
         self.standardize, self.distance = standardize, distance
+        self.contamination = contamination
         self.max_rounds, self.tol, self.seed = max_rounds, tol, seed
         self.n_init, self.restarts_on, self.select = n_init, restarts_on, select
         # Restart r of every K draws with seed init_seed + r: restart r alone is
@@ -289,13 +297,15 @@ class KMeans(beam.PTransform):
         state = selection | "Chosen" >> beam.Map(lambda chosen: chosen.state)
         if self.merge_to is not None:
             state = state | "WardMerge" >> beam.Map(merge_clusters, n_groups=self.merge_to)
-        assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step)
+        assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step, self.contamination)
         model = state | "ExportModel" >> beam.Map(
             _export,
+            statistics=beam.pvalue.AsSingleton(assigned["statistics"]),
             model_dir=self.model_dir,
             transform_dir=self.transform_dir,
             features=self.features,
             distance=self.distance,
+            contamination=self.contamination,
             ready=transform_ready,
         )
         done = model
@@ -308,6 +318,7 @@ class KMeans(beam.PTransform):
             "state": state,
             "selection": selection,
             "final": assigned["partials"],
+            "statistics": assigned["statistics"],
             "assignments": assigned["assignments"],
             "model": model,
             "sample": sample,
@@ -371,10 +382,12 @@ def _standardized_sample(sample, transform_dir: str, ready) -> np.ndarray:
 
 def _export(
     state: RoundState,
+    statistics: ClusterStats,
     model_dir: str,
     transform_dir: str,
     features: List[str],
     distance: str,
+    contamination: Optional[float],
     ready,
 ) -> str:
     """Write the SavedModel of the final centroids; return its directory."""
@@ -388,6 +401,8 @@ def _export(
         features,
         merge_map=state.merge_map,
         distance=distance,
+        statistics=statistics,
+        contamination=contamination,
     )
     return model_dir
 

@@ -15,7 +15,12 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from transforms.beam.combiners import CandidatePartialsCombineFn, PartialsCombineFn
+from transforms.beam.combiners import (
+    CandidatePartialsCombineFn,
+    ClusterTotalsCombineFn,
+    PartialsCombineFn,
+    QuantileSketchCombineFn,
+)
 from transforms.beam.shards import (
     FEATURES_COLUMN,
     get_shard_cache,
@@ -24,6 +29,14 @@ from transforms.beam.shards import (
 )
 from transforms.core.lloyd import Candidates, RoundState, update_candidates
 from transforms.core.partials import Partials, merge
+from transforms.core.statistics import (
+    TAIL_PROBABILITIES,
+    ClusterStats,
+    ClusterTotals,
+    QuantileSketch,
+    cluster_radii,
+    normalized_distances,
+)
 from transforms.step.buffers import rows_per_call
 from transforms.step.step import get_step
 
@@ -247,15 +260,9 @@ class EvaluateCandidates(beam.PTransform):
         )
 
 
-class _AssignShardFn(beam.DoFn):
-    """shard path -> record batches of its passthrough columns + cluster_id + distance
-    (+ merged_cluster_id when the state holds a merge map).
-
-    Also emits, tagged 'partials', the shard's Partials against the final
-    centroids (cluster sizes and the final inertia).
-    """
-
-    PARTIALS = "partials"
+class _ClusterTotalsFn(beam.DoFn):
+    """shard path -> the shard's ClusterTotals against the final centroids (a pass
+    before the assignments: a row's normalized distance needs every cluster's radius)."""
 
     def __init__(self, config: StepConfig):
         self._config = config
@@ -264,26 +271,104 @@ class _AssignShardFn(beam.DoFn):
         self._step = get_step(self._config.devices, self._config.n_far)
         self._cache = get_shard_cache(self._config.cache_mb)
 
-    def process(self, path: str, state: RoundState) -> Iterator[pa.RecordBatch]:
+    def process(self, path: str, state: RoundState) -> Iterator[ClusterTotals]:
         cfg = self._config
         centroids = state.centroids.astype(np.float32)
-        parts = []
+        read_rows = rows_per_call(cfg.batch_size, [centroids])
+        cached_rows = self._step.rows_per_call(cfg.batch_size, [centroids])
+        totals = [
+            ClusterTotals.of_rows(result.labels, result.sq_dist, len(centroids), cfg.cosine)
+            for result in (
+                self._step(x, centroids)
+                for x in self._cache.batches(path, cfg.n_features, read_rows, cached_rows)
+            )
+        ]
+        if totals:
+            yield ClusterTotals(
+                np.sum([t.counts for t in totals], axis=0),
+                np.sum([t.distance_sums for t in totals], axis=0),
+            )
+
+
+class _SketchShardFn(beam.DoFn):
+    """shard path -> a QuantileSketch of its rows' normalized distances (the pass before
+    the assignments when they flag anomalies: the threshold needs every row's)."""
+
+    def __init__(self, config: StepConfig):
+        self._config = config
+
+    def setup(self):
+        self._step = get_step(self._config.devices, self._config.n_far)
+        self._cache = get_shard_cache(self._config.cache_mb)
+
+    def process(self, path: str, state: RoundState, radii: np.ndarray) -> Iterator[QuantileSketch]:
+        cfg = self._config
+        centroids = state.centroids.astype(np.float32)
+        read_rows = rows_per_call(cfg.batch_size, [centroids])
+        cached_rows = self._step.rows_per_call(cfg.batch_size, [centroids])
+        sketch = QuantileSketch()
+        for x in self._cache.batches(path, cfg.n_features, read_rows, cached_rows):
+            result = self._step(x, centroids)
+            distance = row_distances(result.sq_dist, cfg.cosine)
+            sketch.update(normalized_distances(distance, result.labels, radii))
+        yield sketch
+
+
+class _AssignShardFn(beam.DoFn):
+    """shard path -> record batches of its passthrough columns + cluster_id + distance
+    + normalized_distance (+ merged_cluster_id when the state holds a merge map, +
+    is_anomaly given a threshold of the normalized distance).
+
+    Also emits, tagged 'partials', the shard's Partials against the final
+    centroids (cluster sizes and the final inertia), and without a threshold,
+    tagged 'sketch', a QuantileSketch of its rows' normalized distances.
+    """
+
+    PARTIALS, SKETCH = "partials", "sketch"
+
+    def __init__(self, config: StepConfig):
+        self._config = config
+
+    def setup(self):
+        self._step = get_step(self._config.devices, self._config.n_far)
+        self._cache = get_shard_cache(self._config.cache_mb)
+
+    def process(
+        self,
+        path: str,
+        state: RoundState,
+        radii: np.ndarray,
+        threshold: Optional[float] = None,
+    ) -> Iterator[pa.RecordBatch]:
+        cfg = self._config
+        centroids = state.centroids.astype(np.float32)
+        parts, sketch = [], QuantileSketch()
         rows = rows_per_call(cfg.batch_size, [centroids])
         for batch, x in self._rows(path, rows):
             result = self._step(x, centroids)
             parts.append(Partials.from_batch(x, result, cfg.cosine))
+            distance = row_distances(result.sq_dist, cfg.cosine)
+            normalized = normalized_distances(distance, result.labels, radii)
             keep = [name for name in batch.schema.names if name != FEATURES_COLUMN]
             columns = [batch.column(name) for name in keep] + [
                 pa.array(result.labels),
-                pa.array(row_distances(result.sq_dist, cfg.cosine)),
+                pa.array(distance),
+                pa.array(normalized),
             ]
-            names = keep + ["cluster_id", "distance"]
+            names = keep + ["cluster_id", "distance", "normalized_distance"]
             if state.merge_map is not None:
                 columns.append(pa.array(state.merge_map[result.labels]))
                 names.append("merged_cluster_id")
+            if threshold is None:
+                sketch.update(normalized)
+            else:
+                columns.append(pa.array(normalized > np.float32(threshold)))
+                names.append("is_anomaly")
             yield pa.RecordBatch.from_arrays(columns, names=names)
         if parts:
             yield beam.pvalue.TaggedOutput(self.PARTIALS, merge(parts, cfg.n_far))
+            if threshold is None:
+                yield beam.pvalue.TaggedOutput(self.SKETCH, sketch)
 
     def _rows(self, path: str, rows: int) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
         """(passthrough columns, standardized float32 rows) of a shard, in batches.
@@ -302,20 +387,75 @@ class _AssignShardFn(beam.DoFn):
 
 
 class AssignShards(beam.PTransform):
-    """shard paths -> {'assignments': record batches, 'partials': one merged Partials}."""
+    """shard paths -> {'assignments': record batches, 'partials': one merged Partials,
+    'statistics': one ClusterStats}, against the final state (a PCollection of one).
 
-    def __init__(self, final_state, config: StepConfig):
+    A pass for the clusters' radii, then the assignments with each row's normalized
+    distance, whose distribution a mergeable sketch summarizes. With a
+    `contamination`, the sketch has its own pass before the assignments, which then
+    flag the rows above the threshold it gives (is_anomaly).
+    """
+
+    def __init__(self, final_state, config: StepConfig, contamination: Optional[float] = None):
         super().__init__()
         self._final_state, self._config = final_state, config
+        self._contamination = contamination
 
     def expand(self, shard_paths):
         cfg = self._config
+        state = beam.pvalue.AsSingleton(self._final_state)
+        totals = (
+            shard_paths
+            | "ClusterTotals" >> beam.ParDo(_ClusterTotalsFn(cfg), state=state)
+            | "SumTotals" >> beam.CombineGlobally(ClusterTotalsCombineFn()).without_defaults()
+        )
+        radii = totals | "Radii" >> beam.Map(cluster_radii, cosine=cfg.cosine)
+        radii_side = beam.pvalue.AsSingleton(radii)
+        threshold = {}
+        if self._contamination is not None:
+            sketches = shard_paths | "Sketch" >> beam.ParDo(
+                _SketchShardFn(cfg), state=state, radii=radii_side
+            )
+            threshold["threshold"] = beam.pvalue.AsSingleton(
+                sketches
+                | "MergeSketchesFirst"
+                >> beam.CombineGlobally(QuantileSketchCombineFn()).without_defaults()
+                | "Threshold" >> beam.Map(_threshold_of, contamination=self._contamination)
+            )
         outputs = shard_paths | "Assign" >> beam.ParDo(
-            _AssignShardFn(cfg), state=beam.pvalue.AsSingleton(self._final_state)
-        ).with_outputs(_AssignShardFn.PARTIALS, main="assignments")
+            _AssignShardFn(cfg), state=state, radii=radii_side, **threshold
+        ).with_outputs(_AssignShardFn.PARTIALS, _AssignShardFn.SKETCH, main="assignments")
         partials = (
             outputs[_AssignShardFn.PARTIALS]
             | "MergePartials"
             >> beam.CombineGlobally(PartialsCombineFn(cfg.n_far)).without_defaults()
         )
-        return {"assignments": outputs.assignments, "partials": partials}
+        if self._contamination is None:
+            sketches = outputs[_AssignShardFn.SKETCH]
+        statistics = (
+            sketches
+            | "MergeSketches" >> beam.CombineGlobally(QuantileSketchCombineFn()).without_defaults()
+            | "Statistics"
+            >> beam.Map(
+                _cluster_stats,
+                totals=beam.pvalue.AsSingleton(totals),
+                radii=beam.pvalue.AsSingleton(radii),
+            )
+        )
+        return {"assignments": outputs.assignments, "partials": partials, "statistics": statistics}
+
+
+def _threshold_of(sketch: QuantileSketch, contamination: float) -> float:
+    """The anomaly threshold, read from the table the model keeps (the same value)."""
+    return ClusterStats(
+        np.zeros(0), np.zeros(0), TAIL_PROBABILITIES, sketch.tail_quantiles(TAIL_PROBABILITIES)
+    ).threshold(contamination)
+
+
+def _cluster_stats(sketch: QuantileSketch, totals: ClusterTotals, radii: np.ndarray):
+    return ClusterStats(
+        sizes=totals.counts,
+        radii=radii,
+        tail=TAIL_PROBABILITIES.copy(),
+        tail_quantiles=sketch.tail_quantiles(TAIL_PROBABILITIES),
+    )

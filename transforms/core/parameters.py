@@ -60,6 +60,8 @@ class Parameter:
     choices: Optional[Tuple[str, ...]] = None
     minimum: Optional[Union[int, float]] = None
     below: Optional[int] = None
+    above: Optional[float] = None  # exclusive lower bound
+    maximum: Optional[float] = None  # inclusive upper bound
     pattern: Optional[str] = None
     default_help: Optional[str] = None
     template_pattern: Optional[str] = None
@@ -96,6 +98,10 @@ class Parameter:
                 raise UserInputError(f"{name} must be at least {self.minimum}, got {value}")
             if self.below is not None and not value < self.below:
                 raise UserInputError(f"{name} must be below {self.below}, got {value}")
+            if self.above is not None and not value > self.above:
+                raise UserInputError(f"{name} must be above {self.above}, got {value}")
+            if self.maximum is not None and not value <= self.maximum:
+                raise UserInputError(f"{name} must be at most {self.maximum}, got {value}")
 
     @property
     def pattern_help(self) -> str:
@@ -305,6 +311,22 @@ FIT = (
     ),
 )
 
+ANOMALY = (
+    Parameter(
+        "contamination",
+        "the expected fraction of anomalies C (0 < C <= 0.5): a row is an anomaly "
+        "(is_anomaly) when its normalized distance (distance / its cluster's radius) is "
+        "above the (1 - C) quantile of the training rows' (BigQuery ML's rule); given to "
+        "fit it is the model's default, given to score it overrides it",
+        "Contamination",
+        type=float,
+        above=0.0,
+        maximum=0.5,
+        default_help="no is_anomaly output",
+        template_pattern=r"^([0-9]*\.?[0-9]+)([eE][-+]?[0-9]+)?$",
+    ),
+)
+
 OUTPUT = (
     Parameter(
         "output",
@@ -340,7 +362,7 @@ SCORE = (
     ),
 )
 
-BY_NAME: Dict[str, Parameter] = {p.name: p for p in INPUT + FIT + OUTPUT + SCORE}
+BY_NAME: Dict[str, Parameter] = {p.name: p for p in INPUT + FIT + ANOMALY + OUTPUT + SCORE}
 
 
 def add_flags(parser, parameters: Sequence[Parameter]) -> None:

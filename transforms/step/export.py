@@ -35,6 +35,19 @@ from typing import List, Optional
 import numpy as np
 
 CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID = "cluster_id", "distance", "merged_cluster_id"
+NORMALIZED_DISTANCE, IS_ANOMALY = "normalized_distance", "is_anomaly"
+# The order of the per-row outputs wherever they are columns (the assignments).
+OUTPUT_ORDER = (CLUSTER_ID, DISTANCE, NORMALIZED_DISTANCE, MERGED_CLUSTER_ID, IS_ANOMALY)
+
+
+def inverse_radii(radii: np.ndarray) -> np.ndarray:
+    """float32 [K]: 1 / radius, and for a radius of 0 the largest float32, so that
+    distance * it is the normalized distance: 0 at distance 0, +inf (overflow) beyond
+    (core.statistics.normalized_distances' rule)."""
+    r = np.asarray(radii, np.float64)
+    big = np.finfo(np.float32).max
+    return np.where(r > 0, 1.0 / np.where(r > 0, r, 1.0), big).astype(np.float32)
+
 
 # The version directory a fit writes under the model base path (TF Serving serves
 # the highest number it finds there).
@@ -47,11 +60,16 @@ def build_model_module(
     features: List[str],
     merge_map: Optional[np.ndarray] = None,
     distance: str = "euclidean",
+    statistics=None,
+    contamination: Optional[float] = None,
 ):
     """A tf.Module with the two signatures' functions (see the module docstring).
 
     With `merge_map` (int64 [K], fine cluster -> merged group) the outputs also
-    hold merged_cluster_id (int64 [n]).
+    hold merged_cluster_id (int64 [n]). With `statistics` (core.statistics.
+    ClusterStats) they hold normalized_distance (float32 [n]), and with a
+    `contamination` too is_anomaly (bool [n]): normalized_distance above the
+    training rows' (1 - contamination) quantile.
     """
     import tensorflow as tf
 
@@ -70,6 +88,22 @@ def build_model_module(
                 if merge_map is None
                 else tf.Variable(np.asarray(merge_map, np.int64), trainable=False, name="merge_map")
             )
+            self.inverse_radii = self.tail = self.tail_quantiles = None
+            self.contamination = self.anomaly_threshold = None
+            if statistics is not None:
+                self.inverse_radii = tf.Variable(inverse_radii(statistics.radii), trainable=False)
+                self.radii = tf.Variable(np.asarray(statistics.radii, np.float64), trainable=False)
+                # The training distribution, for a threshold at another contamination
+                # (score --contamination; KMeansModelHandler).
+                self.tail = tf.Variable(statistics.tail, trainable=False)
+                self.tail_quantiles = tf.Variable(statistics.tail_quantiles, trainable=False)
+            if statistics is not None and contamination is not None:
+                self.contamination = tf.Variable(
+                    float(contamination), dtype=tf.float64, trainable=False
+                )
+                self.anomaly_threshold = tf.Variable(
+                    statistics.threshold(contamination), dtype=tf.float32, trainable=False
+                )
 
         def assign(self, columns):
             """columns: float [n] per feature, in `features` order -> outputs dict."""
@@ -88,6 +122,11 @@ def build_model_module(
             out = {CLUSTER_ID: labels, DISTANCE: reported}
             if self.merge_map is not None:
                 out[MERGED_CLUSTER_ID] = tf.gather(self.merge_map, labels)
+            if self.inverse_radii is not None:
+                normalized = reported * tf.gather(self.inverse_radii, labels)
+                out[NORMALIZED_DISTANCE] = normalized
+            if self.anomaly_threshold is not None:
+                out[IS_ANOMALY] = normalized > self.anomaly_threshold
             return out
 
         @tf.function(
@@ -182,12 +221,23 @@ def export_model(
     features: List[str],
     merge_map: Optional[np.ndarray] = None,
     distance: str = "euclidean",
+    statistics=None,
+    contamination: Optional[float] = None,
 ) -> None:
     """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`
-    itself (a fit passes its version directory, OUTPUT/model/`MODEL_VERSION`)."""
+    itself (a fit passes its version directory, OUTPUT/model/`MODEL_VERSION`); see
+    `build_model_module` for `statistics` and `contamination`."""
     import tensorflow as tf
 
-    module = build_model_module(transform_savedmodel_dir, centroids, features, merge_map, distance)
+    module = build_model_module(
+        transform_savedmodel_dir,
+        centroids,
+        features,
+        merge_map,
+        distance,
+        statistics,
+        contamination,
+    )
     tf.saved_model.save(
         module,
         model_dir,
@@ -271,6 +321,14 @@ def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> Non
     if merge_map is not None:
         merged = keras.layers.Embedding(k, 1, dtype="float32", name="merge_map")(labels)
         outputs[MERGED_CLUSTER_ID] = keras.ops.cast(keras.ops.round(merged[:, 0]), "int64")
+    if module.inverse_radii is not None:
+        # Per-cluster values as embeddings (weights): the SavedModel's variables.
+        inverse = keras.layers.Embedding(k, 1, dtype="float32", name="inverse_radii")(labels)
+        outputs[NORMALIZED_DISTANCE] = outputs[DISTANCE] * inverse[:, 0]
+    if module.anomaly_threshold is not None:
+        # normalized > threshold, as distance * inverse radius > threshold
+        limit = keras.layers.Embedding(k, 1, dtype="float32", name="anomaly_threshold")(labels)
+        outputs[IS_ANOMALY] = outputs[NORMALIZED_DISTANCE] > limit[:, 0]
     model = keras.Model(x, outputs, name="shardmeans_kmeans")
     # scores = |c|^2 - 2 z.c: the SavedModel's expansion, whose argmin is the nearest centroid
     zscore.set_weights([1.0 / std, -mean / std])
@@ -278,6 +336,12 @@ def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> Non
     model.get_layer("centroids").set_weights([c])
     if merge_map is not None:
         model.get_layer("merge_map").set_weights([merge_map.astype(np.float32)[:, np.newaxis]])
+    if module.inverse_radii is not None:
+        inverse = module.inverse_radii.numpy()[:, np.newaxis]
+        model.get_layer("inverse_radii").set_weights([inverse])
+    if module.anomaly_threshold is not None:
+        threshold = np.full((k, 1), module.anomaly_threshold.numpy(), np.float32)
+        model.get_layer("anomaly_threshold").set_weights([threshold])
 
     with tempfile.TemporaryDirectory() as tmp:
         archive = f"{tmp}/model.keras"
