@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import List, Optional
 
 _USAGE = """usage: shardmeans COMMAND [FLAGS]
@@ -62,8 +63,9 @@ def _user_message(error: BaseException, output: Optional[str] = None) -> Optiona
     return user_message(error, output)
 
 
-def _run_job(command: str, argv: List[str]) -> int:
-    """Parse `argv` as pipeline options, build the job's graph, run it, report."""
+def _run_job(command: str, argv: List[str], started: Optional[float] = None) -> int:
+    """Parse `argv` as pipeline options, build the job's graph, run it, report.
+    `started`: time.time() when the command began (the report's provenance)."""
     from apache_beam.options.pipeline_options import StandardOptions
 
     from pipeline.options import (
@@ -101,6 +103,8 @@ def _run_job(command: str, argv: List[str]) -> int:
     resolve_devices(options.view_as(KMeansOptions).devices)
     if command == "fit":
         spec = fit.fit_spec(options)
+        started = time.time() if started is None else started
+        spec = spec._replace(provenance=fit.driver_provenance([command, *argv], options, started))
         reads = [spec.init_path] if spec.init_path else []
     else:
         spec = score.score_spec(options)
@@ -235,6 +239,7 @@ def _generate(argv: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; its exit status: 0, 2 for an error the user can fix (one line
     on stderr, no traceback), 130 for Ctrl-C. A bug raises, with its traceback."""
+    started = time.time()  # the driver's start, as the report's provenance gives it
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--version":
         print(f"shardmeans {_version()}")
@@ -270,7 +275,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from pipeline.flags import check_job_flags
 
             check_job_flags(rest, prog=f"shardmeans {command}")
-        return _run_job(command, rest)
+        return _run_job(command, rest, started)
     except BaseException as e:
         from pipeline.failures import was_interrupted
         from pipeline.flags import flag_value

@@ -398,3 +398,37 @@ def test_provenance_section(fit_inputs):
         "duration (driver start to this report)",
     ]
     assert "--output &lt;out&gt;" in section and "2 min 05 s" in section and ">12<" in section
+
+
+def test_driver_provenance_and_the_reports_duration():
+    """The driver's record (command line quoted, version, runner, start) and what the
+    report step adds: the input, its files, the duration since the driver's start; a
+    template's run has no duration (its driver built the template)."""
+    import time
+    from importlib.metadata import version
+    from types import SimpleNamespace
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.fit import driver_provenance
+    from pipeline.outputs.writers import fit_provenance
+
+    started = time.time() - 5
+    options = PipelineOptions(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    record = driver_provenance(["fit", "--input", "my data/*.csv", "--k", "3"], options, started)
+    assert record["command"] == "shardmeans fit --input 'my data/*.csv' --k 3"
+    assert record["version"] == version("shardmeans")
+    assert record["runner"] == "DirectRunner (Beam's FnApiRunner, multi_processing, 2 workers)"
+    assert record["started"].endswith("+00:00") and record["started_epoch"] == started
+    spec = SimpleNamespace(
+        provenance=record, files=("a", "b"), input="/d/*.csv", match_when_run=False
+    )
+    shown = fit_provenance(spec, {"files": 7})
+    assert (shown["input"], shown["files"]) == ("/d/*.csv", 2) and "started_epoch" not in shown
+    assert 5 <= shown["duration_seconds"] < 600
+    template = fit_provenance(
+        SimpleNamespace(**dict(vars(spec), match_when_run=True)), {"files": 7}
+    )
+    assert template["files"] == 7 and "duration_seconds" not in template
+    assert template["template built"] == record["started"] and "started" not in template
+    assert fit_provenance(SimpleNamespace(**dict(vars(spec), provenance=None))) is None
