@@ -63,9 +63,11 @@ def _user_message(error: BaseException, output: Optional[str] = None) -> Optiona
     return user_message(error, output)
 
 
-def _run_job(command: str, argv: List[str], started: Optional[float] = None) -> int:
-    """Parse `argv` as pipeline options, build the job's graph, run it, report.
-    `started`: time.time() when the command began (the report's provenance)."""
+def _run_job(command: str, argv: List[str]) -> int:
+    """Parse `argv` as pipeline options, build the job's graph, run it, report."""
+    # The driver's start as the report's provenance gives it: before the job's imports
+    # (TensorFlow, Beam) and the reading of the input's layout.
+    started = time.time()
     from apache_beam.options.pipeline_options import StandardOptions
 
     from pipeline.options import (
@@ -103,7 +105,6 @@ def _run_job(command: str, argv: List[str], started: Optional[float] = None) -> 
     resolve_devices(options.view_as(KMeansOptions).devices)
     if command == "fit":
         spec = fit.fit_spec(options)
-        started = time.time() if started is None else started
         spec = spec._replace(provenance=fit.driver_provenance([command, *argv], options, started))
         reads = [spec.init_path] if spec.init_path else []
     else:
@@ -239,7 +240,6 @@ def _generate(argv: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; its exit status: 0, 2 for an error the user can fix (one line
     on stderr, no traceback), 130 for Ctrl-C. A bug raises, with its traceback."""
-    started = time.time()  # the driver's start, as the report's provenance gives it
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--version":
         print(f"shardmeans {_version()}")
@@ -275,7 +275,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from pipeline.flags import check_job_flags
 
             check_job_flags(rest, prog=f"shardmeans {command}")
-        return _run_job(command, rest, started)
+        return _run_job(command, rest)
     except BaseException as e:
         from pipeline.failures import was_interrupted
         from pipeline.flags import flag_value
