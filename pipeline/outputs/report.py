@@ -2,7 +2,8 @@
 
     html_text = render_report(metrics, centroids_original, features, sample,
                               sample_labels, centroids_standardized,
-                              sweep=None, linkage=None)
+                              sweep=None, linkage=None, merge_map=None,
+                              provenance=None)
     write_report(FileSystems.join(output, "report.html"), html_text)
 
 Sections, in order (each figure is one <img>):
