@@ -4,7 +4,8 @@ Everything goes through Beam's FileSystems, so OUTPUT may be local or gs://.
 Every writer writes under the run's own directory (`RunOutput.stage`);
 `Publish`, the job's last step, puts it in place of OUTPUT (pipeline.outputs.run_output).
 The files written by `write_results` are rewritten whole if a runner retries
-the step: the same bytes land at the same paths.
+the step: the same bytes land at the same paths (but for report.html's duration,
+measured when the report is written).
 """
 
 import io
