@@ -72,6 +72,7 @@ def test_summary_merges_and_stays_bounded(monkeypatch):
 
 
 def test_rejection_metrics_top_and_other(monkeypatch):
+    assert metrics.OTHER == OTHER
     monkeypatch.setattr(metrics, "TOP_REJECTED", 3)
     summary = _summary(9, {"a": 5, "b": 9, "c": 1, "d": 5, OTHER: 2}, {"/x.csv": 20, "/y.csv": 2})
     m = metrics.rejection_metrics(summary)
