@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 from typing import List, Optional
 
 _USAGE = """usage: shardmeans COMMAND [FLAGS]
@@ -64,6 +65,9 @@ def _user_message(error: BaseException, output: Optional[str] = None) -> Optiona
 
 def _run_job(command: str, argv: List[str]) -> int:
     """Parse `argv` as pipeline options, build the job's graph, run it, report."""
+    # The driver's start as the report's provenance gives it: before the job's imports
+    # (TensorFlow, Beam) and the reading of the input's layout.
+    started = time.time()
     from apache_beam.options.pipeline_options import StandardOptions
 
     from pipeline.options import (
@@ -102,6 +106,7 @@ def _run_job(command: str, argv: List[str]) -> int:
     resolve_devices(options.view_as(KMeansOptions).devices)
     if command == "fit":
         spec = fit.fit_spec(options)
+        spec = spec._replace(provenance=fit.driver_provenance([command, *argv], options, started))
         reads = [spec.init_path] if spec.init_path else []
     else:
         spec = score.score_spec(options)

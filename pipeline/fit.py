@@ -54,6 +54,8 @@ class FitSpec(NamedTuple):
     batch_size: int
     cache_mb: Optional[int]  # None: KMeans's default, a quarter of RAM
     devices: str
+    # The driver's record for the report (`driver_provenance`), or None.
+    provenance: Optional[dict] = None
 
     @property
     def needs_directions(self) -> bool:
@@ -115,6 +117,40 @@ def fit_spec(options) -> FitSpec:
         cache_mb=km.cache_mb,
         devices=km.devices,
     )
+
+
+def driver_provenance(argv: List[str], options, started: float) -> dict:
+    """What the report says of where a fit came from, as the driver knows it:
+    {"command": str (the command line, shell-quoted), "version": str (shardmeans'),
+    "runner": str, "started": str (ISO 8601, UTC), "started_epoch": float (seconds)}.
+    `argv`: the command's arguments after the program name; `started`: time.time() when
+    the driver began."""
+    import datetime
+    import shlex
+    from importlib.metadata import PackageNotFoundError, version
+
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    try:
+        installed = version("shardmeans")
+    except PackageNotFoundError:  # a source tree that is not installed
+        installed = "unknown (not installed)"
+    runner = options.view_as(StandardOptions).runner
+    if runner in (None, "DirectRunner"):
+        direct = options.view_as(DirectOptions)
+        mode = direct.direct_running_mode or "in_memory"
+        workers = direct.direct_num_workers or 1
+        runner = (
+            f"DirectRunner (Beam's FnApiRunner, {mode}, {workers} worker{'s' * (workers != 1)})"
+        )
+    stamp = datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
+    return {
+        "command": "shardmeans " + shlex.join(argv),
+        "version": installed,
+        "runner": str(runner),
+        "started": stamp.isoformat(timespec="seconds"),
+        "started_epoch": started,
+    }
 
 
 def _features(requested, schema, numeric, id_column, path) -> List[str]:
@@ -255,6 +291,7 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         sample=beam.pvalue.AsSingleton(fitted["sample"]),
         spec=spec,
         run=run,
+        rejections=beam.pvalue.AsSingleton(rows["rejections"]),
     )
     _ = pipeline | "Publish" >> writers.Publish(
         run, rejected=rejected, assignments=assigned, results=results, fitted=fitted["done"]

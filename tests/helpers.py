@@ -120,12 +120,16 @@ def fit_subprocess(output, *args, timeout=600, unprivileged=False) -> subprocess
     command = [sys.executable, "-m", "pipeline", "fit", "--output", str(output), *map(str, args)]
     if unprivileged and os.geteuid() == 0:
         command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *command]
+    # A new command's environment: not the TF_CPP_MIN_LOG_LEVEL that an in-process
+    # run of the command (`fit`) set in this one for its workers.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run(
         command,
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 

@@ -1,6 +1,9 @@
-"""The `ReadValidRows` PTransform: input files -> valid rows, rejected rows, counts."""
+"""The `ReadValidRows` PTransform: input files -> valid rows, rejected rows, counts,
+and the rejected rows' summary by reason and by file."""
 
-from typing import Iterator, List, Optional, Sequence
+import json
+import re
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -15,12 +18,86 @@ from transforms.core.errors import UserInputError
 # counts: int64 [4]
 ROWS_READ, ROWS_VALID, ROWS_REJECTED, FILES_REJECTED = range(4)
 
+# The key of a rejection summary's bucket for the reasons or files not kept by name
+# (a reason key is never "other", a file is a path: neither can be this key).
+OTHER = "other"
+# A rejection summary keeps at most this many reasons and files by name; the rest are
+# folded into OTHER, so the summary stays small however many files or reasons there are.
+MAX_SUMMARY_KEYS = 1000
+# A reason text longer than this is cut: a key, not a record (rejected/ has it whole).
+MAX_REASON_CHARS = 200
+
+# Parts of a reason that vary with the row: its value. Replaced so that rows
+# rejected for the same kind of problem share one key.
+_VARIABLE_REASONS = (
+    (re.compile(r"non-numeric value .*", re.S), "non-numeric value"),
+    (re.compile(r"\d+ values where one is expected"), "several values where one is expected"),
+    (re.compile(r"(value does not fit type [^:]*): .*", re.S), r"\1"),
+)
+
+
+def reason_key(column: Optional[str], reason: str) -> str:
+    """The summary key of a rejected row: "COLUMN: kind of problem", or the kind alone
+    for a row that names no column (a CSV line with the wrong number of fields)."""
+    kind = str(reason)
+    for pattern, replacement in _VARIABLE_REASONS:
+        if pattern.fullmatch(kind):
+            kind = pattern.sub(replacement, kind)
+            break
+    key = kind if column is None else f"{column}: {kind}"
+    return key[:MAX_REASON_CHARS]
+
+
+def _bounded(counts: Dict[str, int]) -> Dict[str, int]:
+    """`counts` with at most MAX_SUMMARY_KEYS keys besides OTHER: the largest kept (ties by
+    key), the rest added to OTHER. The total is unchanged."""
+    if len(counts) - (OTHER in counts) <= MAX_SUMMARY_KEYS:
+        return counts
+    named = sorted(((n, k) for k, n in counts.items() if k != OTHER), key=lambda x: (-x[0], x[1]))
+    kept = {k: n for n, k in named[:MAX_SUMMARY_KEYS]}
+    kept[OTHER] = counts.get(OTHER, 0) + sum(n for n, _ in named[MAX_SUMMARY_KEYS:])
+    return kept
+
+
+class RejectionSummary(beam.CombineFn):
+    """Per-file summaries -> one: {"files": int (files read), "by_reason": {str: int},
+    "by_file": {str: int}}, rows rejected by reason key (`reason_key`) and by file.
+
+    Mergeable and bounded: each count dict keeps MAX_SUMMARY_KEYS keys by name and
+    OTHER for the rest, so each dict's counts always add up to the rows rejected.
+    Which keys are named is exact while no partial sum sees more than
+    MAX_SUMMARY_KEYS of them; past that, a key folded into OTHER in one partial
+    may keep only its other partials' rows by name.
+    """
+
+    def create_accumulator(self) -> dict:
+        return {"files": 0, "by_reason": {}, "by_file": {}}
+
+    def add_input(self, accumulator: dict, summary: dict) -> dict:
+        return self.merge_accumulators([accumulator, summary])
+
+    def merge_accumulators(self, accumulators: Iterable[dict]) -> dict:
+        merged = self.create_accumulator()
+        for a in accumulators:
+            merged["files"] += a["files"]
+            for key in ("by_reason", "by_file"):
+                counts = merged[key]
+                for name, n in a[key].items():
+                    counts[name] = counts.get(name, 0) + int(n)
+        for key in ("by_reason", "by_file"):
+            merged[key] = _bounded(merged[key])
+        return merged
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return accumulator
+
 
 class _ReadAndValidateFn(beam.DoFn):
-    """file path -> valid record batches (main), rejected JSON lines, and the counts
-    (int64 [4]: rows read, valid, rejected; files rejected)."""
+    """file path -> valid record batches (main), rejected JSON lines, the counts
+    (int64 [4]: rows read, valid, rejected; files rejected) and the file's rejection
+    summary (a `RejectionSummary` input: one file, its rejected rows by reason)."""
 
-    REJECTED, COUNTS = "rejected", "counts"
+    REJECTED, COUNTS, SUMMARY = "rejected", "counts", "summary"
 
     def __init__(
         self,
@@ -37,6 +114,7 @@ class _ReadAndValidateFn(beam.DoFn):
 
     def process(self, path: str) -> Iterator[pa.RecordBatch]:
         counts = np.zeros(4, np.int64)
+        by_reason: Dict[str, int] = {}
         try:
             for chunk in read_chunks(path, self._fmt, self._batch_rows):
                 checked = check_chunk(
@@ -53,6 +131,11 @@ class _ReadAndValidateFn(beam.DoFn):
                 if n_valid:
                     yield checked.valid
                 for line in checked.rejected:
+                    # Read back for its column and reason (few rows, as a rule; they
+                    # are written out as JSON anyway).
+                    record = json.loads(line)
+                    key = reason_key(record.get("column"), record.get("reason"))
+                    by_reason[key] = by_reason.get(key, 0) + 1
                     yield beam.pvalue.TaggedOutput(self.REJECTED, line)
         except FileUnreadable as e:
             # Raised before the file's first row: nothing of it was emitted.
@@ -61,6 +144,15 @@ class _ReadAndValidateFn(beam.DoFn):
             counts[FILES_REJECTED] += 1
             yield beam.pvalue.TaggedOutput(self.REJECTED, file_rejection(path, e.reason))
         yield beam.pvalue.TaggedOutput(self.COUNTS, counts)
+        n_rejected = int(counts[ROWS_REJECTED])
+        yield beam.pvalue.TaggedOutput(
+            self.SUMMARY,
+            {
+                "files": 1,
+                "by_reason": _bounded(by_reason),
+                "by_file": {path: n_rejected} if n_rejected else {},
+            },
+        )
 
 
 class ReadValidRows(beam.PTransform):
@@ -76,6 +168,8 @@ class ReadValidRows(beam.PTransform):
               or text), or a file that cannot be read (file, row and column null, reason).
     counts:   one int64 [4] array: rows read, valid, rejected (read == valid + rejected);
               files rejected (unreadable, with --on_invalid reject).
+    rejections: one dict, `RejectionSummary`'s: files read, and the rejected rows by
+              reason and by file (each adding up to counts' rows rejected).
     `directions`: rows whose features are all 0 are rejected too (they have no
     cosine distance: a fit with --distance cosine and --standardize none).
     """
@@ -128,7 +222,10 @@ class ReadValidRows(beam.PTransform):
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadAndValidate"
             >> beam.ParDo(self._fn).with_outputs(
-                _ReadAndValidateFn.REJECTED, _ReadAndValidateFn.COUNTS, main="valid"
+                _ReadAndValidateFn.REJECTED,
+                _ReadAndValidateFn.COUNTS,
+                _ReadAndValidateFn.SUMMARY,
+                main="valid",
             )
         )
         counts = outputs[_ReadAndValidateFn.COUNTS] | "SumCounts" >> beam.CombineGlobally(
@@ -138,4 +235,6 @@ class ReadValidRows(beam.PTransform):
             "valid": outputs.valid,
             "rejected": outputs[_ReadAndValidateFn.REJECTED],
             "counts": counts,
+            "rejections": outputs[_ReadAndValidateFn.SUMMARY]
+            | "SumRejections" >> beam.CombineGlobally(RejectionSummary()),
         }

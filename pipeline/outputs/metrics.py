@@ -21,6 +21,10 @@ A fit's metrics (`fit_metrics`):
                   training rows' normalized distance (from a REQ sketch)
   contamination, anomaly_threshold   (with --contamination) the fraction and the
                   normalized distance above which a row is an anomaly
+  rejected_by_reason, rejected_by_file   {str: int}, the rejected rows by reason
+                  ("COLUMN: kind", pipeline.io.ingest.reason_key) and by file: the
+                  TOP_REJECTED largest, largest first, then "other" (the rest) when
+                  there are more; each adds up to rows_rejected (`rejection_metrics`)
 A score's: run_id, model, the row counts (pipeline.score).
 """
 
@@ -40,6 +44,30 @@ def counts_metrics(counts: np.ndarray) -> dict:
         "rows_rejected": int(counts[2]),
         "files_rejected": int(counts[3]) if len(counts) > 3 else 0,
     }
+
+
+# metrics.json names at most this many reasons and files of rejected rows.
+TOP_REJECTED = 20
+# The key of the rest: pipeline.io.ingest.OTHER, the summary's (the layers keep
+# pipeline/outputs from importing pipeline/io; a test checks they agree).
+OTHER = "other"
+
+
+def rejection_metrics(summary: dict) -> dict:
+    """ReadValidRows' rejection summary ({"by_reason": {str: int}, "by_file": {str: int}},
+    pipeline.io.ingest.RejectionSummary) -> rejected_by_reason / rejected_by_file."""
+    result = {}
+    for key, name in (("by_reason", "rejected_by_reason"), ("by_file", "rejected_by_file")):
+        counts = summary.get(key) or {}
+        named = sorted(
+            ((k, int(n)) for k, n in counts.items() if k != OTHER), key=lambda kn: (-kn[1], kn[0])
+        )
+        top = dict(named[:TOP_REJECTED])
+        rest = int(counts.get(OTHER, 0)) + sum(n for _, n in named[TOP_REJECTED:])
+        if rest:
+            top[OTHER] = rest
+        result[name] = top
+    return result
 
 
 def fit_metrics(

@@ -2,21 +2,32 @@
 
     html_text = render_report(metrics, centroids_original, features, sample,
                               sample_labels, centroids_standardized,
-                              sweep=None, linkage=None)
+                              sweep=None, linkage=None, merge_map=None,
+                              provenance=None)
     write_report(FileSystems.join(output, "report.html"), html_text)
 
 Sections, in order (each figure is one <img>):
   Summary                    table: rows read / valid / rejected, K, rounds (and the cap),
                              converged, inertia
-  Inertia by round           line plot of metrics["inertia_history"]
+  Provenance                 (when `provenance` is given) the command line, version, input,
+                             number of files, runner, start and duration
+  Rejected rows              (when rows or files were rejected) the counts by reason and by
+                             file (metrics["rejected_by_reason"], ["rejected_by_file"])
+  Inertia by round           line plot of metrics["inertia_history"], or with at most
+                             MAX_TABLE_ROUNDS rounds a table
   Cluster sizes              bar chart of metrics["cluster_sizes"]
   PCA projection             the sample in its first two principal components, by cluster,
-                             centroids marked
+                             centroids marked; the legend beside the axes
   Centroids by feature       heatmap of the centroids, coloured by per-feature z-score,
                              original values written in the cells when K x D <= 200,
                              and the same values as an HTML table
   K sweep                    (when `sweep` is given) inertia and silhouette by K, and a table
-  Cluster hierarchy          (when `linkage` is given) the dendrogram of the fine clusters
+  Cluster hierarchy          (when `linkage` is given) the dendrogram of the fine clusters,
+                             and with `merge_map` a table of the merged groups
+
+With `merge_map` (--merge_to) every per-cluster colour is the colour of the
+cluster's merged group: the sizes' bars, the PCA points and centroids, the
+dendrogram's links below the cut and its leaf labels, and the groups' table.
 
 Figures are drawn with matplotlib's object API on Agg canvases
 (`matplotlib.figure.Figure` + `FigureCanvasAgg`), the way matplotlib
@@ -53,8 +64,20 @@ MAX_TABLE_CELLS = 5000
 MAX_HEATMAP_LABELS = 60
 # Beyond this many fine clusters the dendrogram shows only the last merges.
 MAX_DENDROGRAM_LEAVES = 60
-# Beyond this many clusters, no legend or per-cluster labels in the plots.
-MAX_LABELLED_CLUSTERS = 20
+# Up to this many entries (clusters, or merged groups) the PCA plot has a legend,
+# beside the axes so that it never covers points.
+MAX_LEGEND_ENTRIES = 20
+# Up to this many clusters each centroid in the PCA plot carries its number
+# (past MAX_LEGEND_ENTRIES these numbers are what names the clusters).
+MAX_LABELLED_CLUSTERS = 64
+# With at most this many rounds the inertia is a table: one or two points make
+# no curve (and one point on a flat axis gets matplotlib's meaningless +-4% ticks).
+MAX_TABLE_ROUNDS = 2
+# The rejected rows' reasons and files listed in the report (metrics.json holds
+# at most pipeline.outputs.metrics.TOP_REJECTED of each, the rest as "other").
+MAX_REJECTED_ROWS = 20
+# The colour of the dendrogram's links above the --merge_to cut (joining groups).
+ABOVE_CUT = "#808080"
 _DPI = 100
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -68,6 +91,9 @@ th { background: #f4f4f4; } td.text, th.text { text-align: left; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
 p.note { color: #555; font-size: 0.9em; }
 .scroll { overflow-x: auto; }
+.swatch { display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.4em;
+          vertical-align: -0.1em; border: 1px solid #0003; }
+td.wrap { overflow-wrap: anywhere; max-width: 40em; }
 """
 
 
@@ -146,7 +172,7 @@ def _png_img(fig, alt: str) -> str:
     return f'<img src="data:image/png;base64,{payload}" alt="{_esc(alt)}">'
 
 
-def _cluster_colors(k: int) -> np.ndarray:
+def _palette(k: int) -> np.ndarray:
     """RGBA [k, 4]: tab10 / tab20 when they have enough colours, else samples of turbo."""
     from matplotlib import colormaps
 
@@ -155,6 +181,21 @@ def _cluster_colors(k: int) -> np.ndarray:
     if k <= 20:
         return colormaps["tab20"](np.arange(k))
     return colormaps["turbo"](np.linspace(0.05, 0.95, k))
+
+
+def group_colors(merge_map: np.ndarray) -> List[str]:
+    """ "#rrggbb" of each merged group (int64 [K] fine -> group, groups 0..G-1): [G] str."""
+    from matplotlib.colors import to_hex
+
+    return [to_hex(c) for c in _palette(int(merge_map.max()) + 1)]
+
+
+def _cluster_colors(k: int, merge_map: Optional[np.ndarray] = None) -> np.ndarray:
+    """RGBA [k, 4] of each fine cluster: its own colour, or with `merge_map` (int64 [k])
+    its merged group's, so that every figure agrees with the --merge_to grouping."""
+    if merge_map is None:
+        return _palette(k)
+    return _palette(int(merge_map.max()) + 1)[merge_map]
 
 
 def _empty_note(ax, text: str) -> None:
@@ -167,26 +208,49 @@ def _empty_note(ax, text: str) -> None:
 
 
 def _inertia_figure(history: List[float]) -> str:
+    """The inertia curve of >= 1 rounds (float [rounds])."""
     fig = _new_figure(7, 3.5)
     ax = fig.add_subplot()
-    if len(history):
-        rounds = np.arange(1, len(history) + 1)
-        ax.plot(rounds, history, marker="o", markersize=3)
-        ax.set_xlabel("round")
-        ax.set_ylabel("inertia (standardized space)")
-        # Integer ticks only: a "round 2.5" tick means nothing.
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-    else:
-        _empty_note(ax, "no Lloyd round was run")
+    rounds = np.arange(1, len(history) + 1)
+    ax.plot(rounds, history, marker="o", markersize=3)
+    ax.set_xlabel("round")
+    ax.set_ylabel("inertia (standardized space)")
+    # Integer ticks only: a "round 2.5" tick means nothing.
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlim(0.5, len(history) + 0.5)
+    values = np.asarray(history, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size and np.ptp(finite) <= 1e-9 * max(float(np.abs(finite).max()), 1e-300):
+        # A flat curve: from 0, so the axis says "this value", not "+-4% of it".
+        top = float(finite.max())
+        ax.set_ylim(min(0.0, 1.1 * top), max(1.1 * top, 0.0) or 1.0)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    ax.grid(alpha=0.3)
     return _png_img(fig, "inertia by round")
 
 
-def _sizes_figure(sizes: np.ndarray) -> str:
+def _inertia_section(history: List[float], final) -> str:
+    """The body of "Inertia by round": a note, then a plot, or a table for few rounds."""
+    note = "Inertia of each Lloyd round against its starting centroids (standardized space)."
+    if not history:
+        return (
+            f'<p class="note">No Lloyd round was run; the final inertia is {_esc(_fmt(final))}.</p>'
+        )
+    if len(history) > MAX_TABLE_ROUNDS:
+        return f'<p class="note">{note}</p>' + _inertia_figure(history)
+    rows = [[f"round {i + 1} (its start)", _fmt(v)] for i, v in enumerate(history)]
+    rows.append(["after the last round", _fmt(final)])
+    return (
+        f'<p class="note">{note} {len(history)} round{"s" if len(history) > 1 else ""}: '
+        "a table, not a plot.</p>" + _table(["", "inertia"], rows)
+    )
+
+
+def _sizes_figure(sizes: np.ndarray, merge_map: Optional[np.ndarray] = None) -> str:
     k = len(sizes)
-    fig = _new_figure(min(max(6.0, 0.3 * k + 2), 16), 3.5)
+    fig = _new_figure(min(max(6.0, 0.3 * k + 2), 11), 3.5)
     ax = fig.add_subplot()
-    ax.bar(np.arange(k), sizes, color=_cluster_colors(k))
+    ax.bar(np.arange(k), sizes, color=_cluster_colors(k, merge_map))
     ax.set_xlabel("cluster")
     ax.set_ylabel("rows")
     if k <= 30:
@@ -240,15 +304,31 @@ def _project(sample: np.ndarray, centroids: np.ndarray):
     return two(sample), two(centroids), labels
 
 
-def _pca_figure(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> str:
+def _pca_plot(
+    sample: np.ndarray,
+    labels: np.ndarray,
+    centroids: np.ndarray,
+    merge_map: Optional[np.ndarray] = None,
+):
+    """The PCA figure (a Figure, not yet rendered): sample float64 [m, D], labels int64 [m],
+    centroids float64 [K, D], merge_map int64 [K] or None.
+
+    The legend (clusters, or with `merge_map` the merged groups, and the centroid
+    marker) is beside the axes, never over the points; past MAX_LEGEND_ENTRIES
+    entries there is none, and the centroids' numbers (up to MAX_LABELLED_CLUSTERS)
+    name the clusters.
+    """
     k = len(centroids)
     points, cents, axis_labels = _project(sample, centroids)
     if len(points) > MAX_POINTS:
         # A fixed seed: the same inputs draw the same points.
         keep = np.sort(np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False))
         points, labels = points[keep], labels[keep]
-    colors = _cluster_colors(k)
-    fig = _new_figure(7.5, 6)
+    colors = _cluster_colors(k, merge_map)
+    entries = k if merge_map is None else int(merge_map.max()) + 1
+    legend = entries <= MAX_LEGEND_ENTRIES
+    # Wider with a legend: the axes keep about the same room, the legend takes the rest.
+    fig = _new_figure(9.5 if legend else 7.5, 6)
     ax = fig.add_subplot()
     ax.scatter(
         points[:, 0], points[:, 1], c=colors[labels], s=6, alpha=0.5, linewidths=0, rasterized=True
@@ -258,9 +338,9 @@ def _pca_figure(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -
         cents[:, 1],
         c=colors,
         marker="X",
-        s=140,
+        s=140 if k <= MAX_LEGEND_ENTRIES else 70,
         edgecolors="black",
-        linewidths=1.2,
+        linewidths=1.2 if k <= MAX_LEGEND_ENTRIES else 0.8,
         zorder=3,
     )
     if k <= MAX_LABELLED_CLUSTERS:
@@ -268,16 +348,25 @@ def _pca_figure(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -
             ax.annotate(
                 str(i),
                 (x, y),
-                xytext=(6, 6),
+                xytext=(5, 5),
                 textcoords="offset points",
-                fontsize=9,
+                fontsize=9 if k <= MAX_LEGEND_ENTRIES else 7,
                 fontweight="bold",
             )
+    if legend:
         from matplotlib.lines import Line2D
 
+        if merge_map is None:
+            names = [f"cluster {i}" for i in range(k)]
+            swatches = colors
+        else:
+            swatches = _palette(entries)
+            names = [
+                f"group {g}: " + _short_list(np.flatnonzero(merge_map == g)) for g in range(entries)
+            ]
         handles = [
-            Line2D([], [], marker="o", linestyle="", color=colors[i], label=f"cluster {i}")
-            for i in range(k)
+            Line2D([], [], marker="o", linestyle="", color=swatches[i], label=names[i])
+            for i in range(entries)
         ]
         handles.append(
             Line2D(
@@ -291,11 +380,25 @@ def _pca_figure(sample: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -
                 label="centroid",
             )
         )
-        ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
+        # "outside": constrained layout makes room for it beside the axes.
+        fig.legend(handles=handles, fontsize=8, loc="outside right upper", framealpha=0.8)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.grid(alpha=0.3)
-    return _png_img(fig, "PCA projection of the sample by cluster")
+    return fig
+
+
+def _short_list(ids: np.ndarray, at_most: int = 6) -> str:
+    """ "clusters 0, 3, 5" of int ids, the first `at_most` then "+N"."""
+    shown = ", ".join(str(int(i)) for i in ids[:at_most])
+    more = f" +{len(ids) - at_most}" if len(ids) > at_most else ""
+    return f"cluster{'s' if len(ids) > 1 else ''} {shown}{more}"
+
+
+def _pca_figure(sample, labels, centroids, merge_map=None) -> str:
+    return _png_img(
+        _pca_plot(sample, labels, centroids, merge_map), "PCA projection of the sample by cluster"
+    )
 
 
 def _heatmap_figure(
@@ -404,30 +507,183 @@ def _sweep_figure(rows: List[tuple], chosen_k) -> str:
     return _png_img(fig, "inertia and silhouette by K")
 
 
-def _dendrogram_figure(z: np.ndarray) -> str:
+def link_groups(z: np.ndarray, merge_map: np.ndarray) -> np.ndarray:
+    """The merged group of every node of a linkage: int64 [2K-1] (leaves 0..K-1, then
+    the cluster formed by each row of `z`, float64 [K-1, 4]), -1 for a node whose
+    leaves lie in several groups (a merge above the --merge_to cut)."""
+    n = len(z) + 1
+    group = np.empty(2 * n - 1, dtype=np.int64)
+    group[:n] = merge_map
+    for i, (a, b) in enumerate(z[:, :2].astype(np.int64)):
+        group[n + i] = group[a] if group[a] == group[b] else -1
+    return group
+
+
+def dendrogram_data(z: np.ndarray, merge_map: Optional[np.ndarray] = None, ax=None) -> dict:
+    """scipy's dendrogram of `z` (float64 [K-1, 4]) as the report draws it (on `ax`, or
+    not drawn when None), its links coloured by `merge_map` (int64 [K]): a link inside
+    a merged group in that group's colour (`group_colors`), a link above the cut
+    ABOVE_CUT; without `merge_map` every link ABOVE_CUT. Returns scipy's dict
+    ("leaves", "color_list", "leaves_color_list", ...)."""
     from scipy.cluster.hierarchy import dendrogram
 
     n = len(z) + 1
-    fig = _new_figure(min(max(7.0, 0.18 * min(n, MAX_DENDROGRAM_LEAVES) + 3), 16), 4.5)
-    ax = fig.add_subplot()
+    if merge_map is None:
+        groups, colors = np.full(2 * n - 1, -1), []
+    else:
+        groups, colors = link_groups(z, merge_map), group_colors(merge_map)
+
+    def link_color(node: int) -> str:
+        return colors[groups[node]] if groups[node] >= 0 else ABOVE_CUT
+
     # Past a few dozen leaves the labels overlap; show the last merges, each
     # contracted leaf labelled with its number of fine clusters, as scipy does.
     truncate = (
         {"truncate_mode": "lastp", "p": MAX_DENDROGRAM_LEAVES} if n > MAX_DENDROGRAM_LEAVES else {}
     )
-    dendrogram(
-        z, ax=ax, no_plot=False, labels=[str(i) for i in range(n)], leaf_font_size=8, **truncate
+    return dendrogram(
+        z,
+        ax=ax,
+        no_plot=ax is None,
+        labels=[str(i) for i in range(n)],
+        leaf_font_size=8,
+        link_color_func=link_color,
+        **truncate,
     )
-    ax.set_xlabel("fine cluster" + (" (or number of fine clusters)" if truncate else ""))
+
+
+def _dendrogram_figure(z: np.ndarray, merge_map: Optional[np.ndarray] = None) -> str:
+    n = len(z) + 1
+    fig = _new_figure(min(max(7.0, 0.18 * min(n, MAX_DENDROGRAM_LEAVES) + 3), 11), 4.5)
+    ax = fig.add_subplot()
+    data = dendrogram_data(z, merge_map, ax)
+    if merge_map is not None:
+        groups, colors = link_groups(z, merge_map), group_colors(merge_map)
+        # Each leaf's label in its group's colour (a contracted leaf's too, when all its
+        # fine clusters are in one group).
+        for label, node in zip(ax.get_xticklabels(), data["leaves"]):
+            if groups[node] >= 0:
+                label.set_color(colors[groups[node]])
+        inside, across = z[groups[n:] >= 0, 2], z[groups[n:] < 0, 2]
+        if len(across):
+            cut = (inside.max() if len(inside) else 0.0) / 2 + across.min() / 2
+            ax.axhline(cut, color=ABOVE_CUT, linestyle="--", linewidth=1)
+            ax.annotate(
+                f"--merge_to {int(merge_map.max()) + 1}",
+                (1, cut),
+                xycoords=("axes fraction", "data"),
+                xytext=(-4, 3),
+                textcoords="offset points",
+                ha="right",
+                fontsize=8,
+                color="#555",
+            )
+    truncated = n > MAX_DENDROGRAM_LEAVES
+    ax.set_xlabel("fine cluster" + (" (or number of fine clusters)" if truncated else ""))
     ax.set_ylabel("Ward distance")
     return _png_img(fig, "dendrogram of the fine clusters")
+
+
+def _groups_table(merge_map: np.ndarray, sizes: Optional[np.ndarray]) -> str:
+    """The merged groups: each one's colour (as in the figures), fine clusters and rows."""
+    colors = group_colors(merge_map)
+    rows = []
+    for g, color in enumerate(colors):
+        fine = np.flatnonzero(merge_map == g)
+        n = "—" if sizes is None else _fmt(int(sizes[fine].sum()))
+        swatch = f'<span class="swatch" style="background:{color}"></span>'
+        rows.append(
+            f'<tr data-group="{g}" data-color="{color}"><td class="text">{swatch}{g}</td>'
+            f'<td class="text wrap">{_esc(", ".join(map(str, fine)))}</td><td>{n}</td></tr>'
+        )
+    return (
+        '<div class="scroll"><table class="groups"><thead><tr><th class="text">group</th>'
+        '<th class="text">fine clusters</th><th>rows</th></tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table></div>"
+    )
+
+
+# ----------------------------------------------------------------------------- sections
+
+# The provenance's keys in the order shown, with their labels.
+_PROVENANCE = (
+    ("command", "command line"),
+    ("version", "shardmeans version"),
+    ("input", "input pattern"),
+    ("files", "input files"),
+    ("runner", "runner"),
+    ("started", "driver started (UTC)"),
+    ("duration_seconds", "duration (driver start to this report)"),
+)
+
+
+def _duration(seconds) -> str:
+    """12.3 s, 4 min 05 s, 2 h 03 min."""
+    seconds = _as_float(seconds)
+    if not math.isfinite(seconds):
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _provenance_table(provenance: dict) -> str:
+    rows = []
+    for key, label in _PROVENANCE:
+        if key in provenance:
+            value = provenance[key]
+            rows.append([label, _duration(value) if key == "duration_seconds" else _fmt(value)])
+    rows += [[str(key), _fmt(v)] for key, v in provenance.items() if key not in dict(_PROVENANCE)]
+    return _table(["", "value"], rows, text_columns=(0, 1)).replace(
+        '<td class="text">', '<td class="text wrap">'
+    )
+
+
+def _rejected_section(metrics: dict) -> str:
+    """The body of "Rejected rows" ("" when nothing was rejected): the counts by reason
+    and by file of metrics' rejected_by_reason / rejected_by_file."""
+    rows, files = metrics.get("rows_rejected") or 0, metrics.get("files_rejected") or 0
+    if not rows and not files:
+        return ""
+    parts = [
+        f'<p class="note">{_esc(_fmt(rows))} rows rejected'
+        + (f", {_esc(_fmt(files))} files unreadable" if files else "")
+        + "; each rejected row, with its values and reason, is in rejected/.</p>"
+    ]
+    for key, what in (("rejected_by_reason", "reason"), ("rejected_by_file", "file")):
+        counts = metrics.get(key)
+        if not counts:
+            continue
+        items = list(counts.items())
+        shown = [(name, n) for name, n in items if name != "other"][:MAX_REJECTED_ROWS]
+        rest = sum(int(n) for name, n in items) - sum(int(n) for _, n in shown)
+        table_rows = [[str(name), _fmt(int(n))] for name, n in shown]
+        if rest:
+            table_rows.append([f"other {what}s", _fmt(rest)])
+        parts.append(
+            _table([what, "rows"], table_rows).replace(
+                '<td class="text">', '<td class="text wrap">'
+            )
+        )
+    return "".join(parts)
 
 
 # ----------------------------------------------------------------------------- validation
 
 
 def _check(
-    metrics, centroids_original, features, sample, sample_labels, centroids_standardized, linkage
+    metrics,
+    centroids_original,
+    features,
+    sample,
+    sample_labels,
+    centroids_standardized,
+    linkage,
+    merge_map=None,
 ):
     """Validated arrays; a ValueError naming the argument on any shape mismatch."""
     c_orig = np.asarray(centroids_original, dtype=np.float64)
@@ -464,7 +720,17 @@ def _check(
             raise ValueError(f"linkage must be a [n-1, 4] SciPy linkage, got shape {z.shape}")
         if len(z):
             is_valid_linkage(z, throw=True, name="linkage")
-    return c_orig, features, x, labels, c_std, sizes, z
+        if len(z) + 1 != k:
+            raise ValueError(f"linkage has {len(z) + 1} leaves for K = {k}")
+    groups = None
+    if merge_map is not None:
+        groups = np.asarray(merge_map)
+        if groups.shape != (k,) or not np.issubdtype(groups.dtype, np.integer):
+            raise ValueError(f"merge_map must be int [{k}], got {groups.dtype} {groups.shape}")
+        groups = groups.astype(np.int64)
+        if groups.min() < 0 or set(np.unique(groups)) != set(range(int(groups.max()) + 1)):
+            raise ValueError("merge_map must map the clusters onto groups 0..G-1, each used")
+    return c_orig, features, x, labels, c_std, sizes, z, groups
 
 
 # ----------------------------------------------------------------------------- the report
@@ -479,12 +745,16 @@ def render_report(
     centroids_standardized: np.ndarray,
     sweep: Optional[dict] = None,
     linkage: Optional[np.ndarray] = None,
+    merge_map: Optional[np.ndarray] = None,
+    provenance: Optional[dict] = None,
 ) -> str:
     """The HTML text of a fit's report (UTF-8 text, one file, no external resource).
 
     metrics: the content of metrics.json: k, features, rows_read, rows_valid,
         rows_rejected, rounds, converged, inertia, inertia_history (list of float),
         cluster_sizes (list of K ints), seed; a missing summary key shows as "—".
+        With "rejected_by_reason" / "rejected_by_file" ({str: int}, "other" the rest)
+        a "Rejected rows" section lists them.
         With "restarts" (a list of {k, seed, sample_inertia, inertia, rounds,
         converged}, any of them missing) a "Candidates" table is added, the
         one matching k and init_seed marked; "restarts_on" says which rule chose.
@@ -499,11 +769,18 @@ def render_report(
         table of every value given).
     linkage: optional float64 [n-1, 4] SciPy linkage of fine clusters (e.g.
         `transforms.core.hierarchy.ward_linkage`); adds the "Cluster hierarchy" section.
+    merge_map: optional int64 [K], fine cluster -> merged group 0..G-1 (--merge_to,
+        hierarchy.json's fine_to_merged): every per-cluster colour becomes the group's,
+        and the hierarchy section lists the groups.
+    provenance: optional {"command": str, "version": str, "input": str, "files": int,
+        "runner": str, "started": str (ISO 8601), "duration_seconds": float, ...}: the
+        "Provenance" section, in that order; any other key is listed after them.
 
-    Images: 4 (inertia, sizes, PCA, heatmap), +1 with `sweep`, +1 with a linkage
-    of at least 2 leaves. Raises ValueError when shapes disagree.
+    Images: 4 (inertia, sizes, PCA, heatmap), 3 when at most MAX_TABLE_ROUNDS rounds
+    (a table instead), +1 with `sweep`, +1 with a linkage of at least 2 leaves.
+    Raises ValueError when shapes disagree.
     """
-    c_orig, features, x, labels, c_std, sizes, z = _check(
+    c_orig, features, x, labels, c_std, sizes, z, groups = _check(
         metrics,
         centroids_original,
         features,
@@ -511,6 +788,7 @@ def render_report(
         sample_labels,
         centroids_standardized,
         linkage,
+        merge_map,
     )
     k, d = c_orig.shape
     parts = []
@@ -535,15 +813,18 @@ def render_report(
         _table(["", "value"], [[name, _fmt(v)] for name, v in summary], text_columns=(0, 1)),
     )
 
+    if provenance is not None:
+        section("Provenance", _provenance_table(provenance))
+
+    rejected = _rejected_section(metrics)
+    if rejected:
+        section("Rejected rows", rejected)
+
     history = [_as_float(v) for v in metrics.get("inertia_history") or []]
-    section(
-        "Inertia by round",
-        '<p class="note">Inertia of each Lloyd round against its starting centroids.</p>',
-        _inertia_figure(history),
-    )
+    section("Inertia by round", _inertia_section(history, metrics.get("inertia")))
 
     if sizes is not None:
-        section("Cluster sizes", _sizes_figure(sizes))
+        section("Cluster sizes", _sizes_figure(sizes, groups))
     else:
         section("Cluster sizes", '<p class="note">metrics has no cluster_sizes.</p>')
 
@@ -552,8 +833,10 @@ def render_report(
         "PCA projection of the sample",
         f'<p class="note">{_esc(f"{shown:,}")} of {_esc(f"{len(x):,}")} sample rows '
         f"(standardized space) in the first two principal components of the sample; "
-        f"crosses are the centroids.</p>",
-        _pca_figure(x, labels, c_std),
+        f"crosses are the centroids"
+        + ("; colours are the merged groups (--merge_to)" if groups is not None else "")
+        + ".</p>",
+        _pca_figure(x, labels, c_std, groups),
     )
 
     if k * d <= MAX_TABLE_CELLS:
@@ -638,8 +921,16 @@ def render_report(
                 "Cluster hierarchy",
                 '<p class="note">Size-weighted Ward merging of the fine clusters; '
                 "height is the Ward distance, sqrt(2 x increase in within-cluster sum "
-                "of squares).</p>",
-                _dendrogram_figure(z),
+                "of squares)"
+                + (
+                    "; links and labels below the dashed --merge_to cut in the colour "
+                    "of their merged group, as in every figure above, links above it grey"
+                    if groups is not None
+                    else ""
+                )
+                + ".</p>",
+                _dendrogram_figure(z, groups),
+                _groups_table(groups, sizes) if groups is not None else "",
             )
         else:
             section("Cluster hierarchy", '<p class="note">One cluster: nothing to merge.</p>')

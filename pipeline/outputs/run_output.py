@@ -23,7 +23,8 @@ The protocol, for local paths and object stores (gs://, ...) alike:
 - A run that fails or is interrupted deletes its own directory and its lock,
   or says in one line where they are; the previous output is untouched.
 
-The lock is exclusive on a local filesystem (`O_EXCL`). Beam's FileSystems
+The lock is exclusive on a local filesystem (a hard link of its complete record,
+which fails where the lock exists; `O_EXCL` where links are not supported). Beam's FileSystems
 offer no create-if-absent on object stores, so there the lock is written and
 read back: two runs started within the same moment can both pass it.
 """
@@ -224,22 +225,45 @@ def _take_lock(run: RunOutput) -> None:
     record = json.dumps(_lock_record(run), indent=2).encode("utf-8")
     if _is_local(run.lock):
         os.makedirs(os.path.dirname(run.lock), exist_ok=True)
-        for attempt in range(2):
-            try:
-                fd = os.open(run.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                if attempt == 0 and _take_over_stale(run):
-                    continue
-                raise UserInputError(_locked_message(run)) from None
-            with os.fdopen(fd, "wb") as f:
-                f.write(record)
-            return
+        # Written whole under a name of its own, then linked in place: a link fails
+        # if the lock exists (as O_EXCL would), and a lock that exists is complete,
+        # so no reader sees an empty record, and no kill leaves one behind.
+        pending = f"{run.lock}.{run.run_id}"
+        with open(pending, "wb") as f:
+            f.write(record)
+        try:
+            for attempt in range(2):
+                try:
+                    _link_or_create(pending, run.lock, record)
+                except FileExistsError:
+                    if attempt == 0 and _take_over_stale(run):
+                        continue
+                    raise UserInputError(_locked_message(run)) from None
+                return
+        finally:
+            os.remove(pending)
     if FileSystems.exists(run.lock):
         raise UserInputError(_locked_message(run))
     with FileSystems.create(run.lock) as f:
         f.write(record)
     if (_read_json(run.lock) or {}).get("run_id") != run.run_id:
         raise UserInputError(_locked_message(run))
+
+
+def _link_or_create(pending: str, lock: str, record: bytes) -> None:
+    """Create `lock` holding `record` unless it exists (FileExistsError): a hard link of
+    `pending`, or on a filesystem without links, O_EXCL and a write."""
+    try:
+        os.link(pending, lock)
+        return
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+            raise
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(record)
 
 
 def _locked_message(run: RunOutput) -> str:

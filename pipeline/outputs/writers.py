@@ -4,12 +4,13 @@ Everything goes through Beam's FileSystems, so OUTPUT may be local or gs://.
 Every writer writes under the run's own directory (`RunOutput.stage`);
 `Publish`, the job's last step, puts it in place of OUTPUT (pipeline.outputs.run_output).
 The files written by `write_results` are rewritten whole if a runner retries
-the step: the same bytes land at the same paths.
+the step: the same bytes land at the same paths (but for report.html's duration,
+measured when the report is written).
 """
 
 import io
 import json
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -127,6 +128,7 @@ def write_results(
     sample: Sample,
     spec,
     run: RunOutput,
+    rejections: Optional[dict] = None,
 ) -> dict:
     """Write centroids.npy, centroids.csv, metrics.json, hierarchy.json (with a merge)
     and report.html under the run's stage; return the metrics.
@@ -135,16 +137,27 @@ def write_results(
     from (restarts, sweep). `partials` are those of the final assignment pass,
     `statistics` its cluster statistics (radii, normalized distances). `counts`
     are ReadValidRows' counts, `sample` the bounded init sample (raw rows),
-    drawn in the report. `spec` is the job's FitSpec.
+    drawn in the report. `spec` is the job's FitSpec. `rejections` is ReadValidRows'
+    rejection summary (the rejected rows by reason and by file).
     """
     out = run.stage
     standardizer = Standardizer(FileSystems.join(out, "transform_fn"), len(spec.features))
     original = write_centroids(out, state.centroids, spec.features, standardizer)
     result = metrics.fit_metrics(state, selection, partials, statistics, counts, spec, run.run_id)
+    if rejections is not None:
+        result.update(metrics.rejection_metrics(rejections))
     write_json(FileSystems.join(out, "metrics.json"), result)
     if state.merge_map is not None:
         write_json(FileSystems.join(out, "hierarchy.json"), metrics.hierarchy(state, spec.merge_to))
-    write_fit_report(out, result, state, original, spec.features, standardizer(sample.rows))
+    write_fit_report(
+        out,
+        result,
+        state,
+        original,
+        spec.features,
+        standardizer(sample.rows),
+        provenance=fit_provenance(spec, rejections),
+    )
     return result
 
 
@@ -177,9 +190,12 @@ def write_fit_report(
     original: np.ndarray,
     features: List[str],
     z: np.ndarray,
+    provenance: Optional[dict] = None,
 ) -> None:
     """Write report.html: `result` (the metrics), the centroids in original units
-    (float64 [K, D]) and the init sample standardized (`z`, [m, D]), drawn by cluster."""
+    (float64 [K, D]) and the init sample standardized (`z`, [m, D]), drawn by cluster;
+    with a merge (state.merge_map) coloured by merged group; `provenance` as
+    `fit_provenance` gives it."""
     from sklearn.metrics import pairwise_distances_argmin
 
     z = z.astype(np.float64)
@@ -195,5 +211,31 @@ def write_fit_report(
             state.centroids,
             sweep=result.get("sweep"),
             linkage=state.linkage,
+            merge_map=state.merge_map,
+            provenance=provenance,
         ),
     )
+
+
+def fit_provenance(spec, rejections: Optional[dict] = None) -> Optional[dict]:
+    """The report's provenance: the driver's record (spec.provenance: command, version,
+    runner, started as ISO 8601 UTC and as seconds since the epoch), with the input
+    pattern, the number of files (as matched by the driver; a template's as read, from
+    `rejections`), and the duration from the driver's start to now, the report step
+    (the job's last steps, writing and publishing, come after it; a template's has no
+    duration, its driver's start being the template's). None without a record."""
+    import time
+
+    record = getattr(spec, "provenance", None)
+    if not record:
+        return None
+    result = {key: value for key, value in record.items() if key != "started_epoch"}
+    result.update(input=spec.input, files=len(spec.files))
+    if spec.match_when_run:
+        # A template: its driver built it, maybe long before this run; the run's
+        # own start is not known here.
+        result["template built"] = result.pop("started", None)
+        result["files"] = rejections.get("files") if rejections else None
+    elif "started_epoch" in record:
+        result["duration_seconds"] = time.time() - record["started_epoch"]
+    return result

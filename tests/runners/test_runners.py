@@ -734,6 +734,9 @@ GOOD = {
     "batch_size": ["1", "65536"],
     "cache_mb": ["0", "4096"],
     "devices": ["auto", "cpu", "cpu:4", "gpu:0", "gpu:0,1"],
+    "standardize": ["z_score", "none"],
+    "distance": ["euclidean", "cosine"],
+    "contamination": ["0.01", "0.5", "1e-4", ".05"],
 }
 BAD = {
     "input": ["", "data/*.csv"],
@@ -756,6 +759,9 @@ BAD = {
     "batch_size": ["0", "64k"],
     "cache_mb": ["-1", "1.5"],
     "devices": ["tpu", "cpu:0", "gpu", ""],
+    "standardize": ["zscore", ""],
+    "distance": ["manhattan", ""],
+    "contamination": ["-0.1", "x", ""],
 }
 
 

@@ -136,10 +136,10 @@ def test_report_edge_cases_render(fit_inputs):
         sweep={5: {"inertia": 1.0, "silhouette": None}},
         linkage=ward_linkage(c, sizes),
     )
-    assert len(_pngs(html_text)) == 6
+    assert len(_pngs(html_text)) == 5  # no round: a note, not an inertia figure
     sample = rng.normal(size=(50, 1))
     html_text = render_report(metrics, c * 3 + 1, ["only"], sample, rng.integers(0, k, 50), c)
-    assert len(_pngs(html_text)) == 4
+    assert len(_pngs(html_text)) == 3
 
 
 def test_pca_draws_at_most_max_points(fit_inputs, monkeypatch):
@@ -208,3 +208,227 @@ def test_write_report(fit_inputs, tmp_path):
     write_report(path, html_text)
     with open(path, encoding="utf-8") as f:
         assert f.read() == html_text
+
+
+# ----------------------------------------------------------------------------- #23
+
+
+def _merged(fit_inputs, k=12, groups=4, seed=2):
+    """Inputs of a K-cluster fit merged into `groups` (as --merge_to), its linkage and map."""
+    from transforms.core.hierarchy import ward_merge
+
+    rng = np.random.default_rng(seed)
+    c = rng.normal(0, 3, size=(k, D))
+    sizes = rng.integers(10, 100, k)
+    labels = rng.integers(0, k, 400)
+    sample = c[labels] + rng.normal(0, 0.3, size=(400, D))
+    z, merge_map = ward_merge(c, sizes, groups)
+    metrics = dict(fit_inputs["metrics"], k=k, cluster_sizes=sizes.tolist())
+    inputs = dict(
+        fit_inputs,
+        metrics=metrics,
+        centroids_original=c * 2 + 1,
+        sample=sample,
+        sample_labels=labels,
+        centroids_standardized=c,
+    )
+    return inputs, z, merge_map
+
+
+@pytest.mark.parametrize("k,groups", [(12, 4), (70, 5), (6, 1), (5, 5)])
+def test_dendrogram_colours_are_the_merged_groups(fit_inputs, k, groups):
+    """Every link inside a merged group has that group's colour, every link joining groups
+    the grey above the cut; groups have distinct colours (hierarchy's fine_to_merged)."""
+    from pipeline.outputs import report
+
+    _, z, merge_map = _merged(fit_inputs, k, groups)
+    colors = report.group_colors(merge_map)
+    assert len(set(colors)) == groups and report.ABOVE_CUT not in colors
+    data = report.dendrogram_data(z, merge_map)
+    # Each drawn link (a row of z, in scipy's drawing order) against the leaves under it.
+    leaves_under = {i: {i} for i in range(k)}
+    for i, (a, b) in enumerate(z[:, :2].astype(int)):
+        leaves_under[k + i] = leaves_under[a] | leaves_under[b]
+    expected = []
+    for node in range(k, 2 * k - 1):
+        under = {int(merge_map[leaf]) for leaf in leaves_under[node]}
+        expected.append(colors[under.pop()] if len(under) == 1 else report.ABOVE_CUT)
+    # scipy draws the links in another order: compare the multisets of colours, then
+    # each leaf's own link.
+    shown = len(data["color_list"])
+    if shown == k - 1:
+        assert sorted(data["color_list"]) == sorted(expected)
+        for leaf, color in zip(data["leaves"], data["leaves_color_list"]):
+            alone = (merge_map == merge_map[leaf]).sum() == 1
+            assert color == (report.ABOVE_CUT if alone else colors[merge_map[leaf]])
+    else:  # truncated: the last merges, each coloured as its node
+        assert sorted(data["color_list"]) == sorted(expected[-shown:])
+
+
+def test_merged_report_colours_agree_with_fine_to_merged(fit_inputs):
+    from pipeline.outputs import report
+
+    inputs, z, merge_map = _merged(fit_inputs)
+    html_text = render_report(**inputs, linkage=z, merge_map=merge_map)
+    assert len(_pngs(html_text)) == 5
+    groups = re.findall(
+        r'<tr data-group="(\d+)" data-color="(#[0-9a-f]{6})"><td class="text">.*?</td>'
+        r'<td class="text wrap">([\d, ]+)</td>',
+        html_text,
+    )
+    assert [int(g) for g, _, _ in groups] == list(range(4))
+    assert [c for _, c, _ in groups] == report.group_colors(merge_map)
+    for g, _, fine in groups:
+        assert [int(i) for i in fine.split(", ")] == np.flatnonzero(merge_map == int(g)).tolist()
+    # Sizes' bars and PCA points: each fine cluster in its group's colour.
+    np.testing.assert_array_equal(
+        report._cluster_colors(12, merge_map), report._palette(4)[merge_map]
+    )
+
+
+def test_bad_merge_map_raises(fit_inputs):
+    with pytest.raises(ValueError, match="merge_map"):
+        render_report(**fit_inputs, merge_map=np.array([0, 2, 2]))
+    with pytest.raises(ValueError, match="merge_map"):
+        render_report(**fit_inputs, merge_map=np.array([0, 1]))
+
+
+@pytest.mark.parametrize("history", [[5.0], [5.0, 5.0], [7.5, 5.0]])
+def test_one_or_two_rounds_are_a_table(fit_inputs, history):
+    metrics = dict(fit_inputs["metrics"], inertia_history=history, rounds=len(history))
+    html_text = render_report(**dict(fit_inputs, metrics=metrics))
+    section = html_text.split("<h2>Inertia by round</h2>")[1].split("</section>")[0]
+    assert "<img" not in section and len(_pngs(html_text)) == 3
+    assert "round 1 (its start)" in section and "after the last round" in section
+    assert "123.457" in section  # the final inertia
+
+
+def test_flat_inertia_axis_starts_at_zero(fit_inputs, monkeypatch):
+    """Three equal rounds: the axis runs from 0 (no "1 +- 4%" ticks, no offset)."""
+    from pipeline.outputs import report
+
+    seen = []
+    monkeypatch.setattr(report, "_png_img", lambda fig, alt: seen.append(fig) or "<img>")
+    report._inertia_figure([5.0, 5.0, 5.0])
+    ax = seen[0].axes[0]
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= 5.0
+    assert ax.get_xlim() == (0.5, 3.5)
+
+
+@pytest.mark.parametrize("k,merged", [(20, None), (64, None), (64, 8), (8, None)])
+def test_pca_legend_never_covers_the_points(k, merged):
+    """Up to MAX_LEGEND_ENTRIES entries the legend is beside the axes; past it there is
+    none; the figure fits the report's 1100 px width."""
+    from pipeline.outputs import report
+    from transforms.core.hierarchy import ward_merge
+
+    rng = np.random.default_rng(k)
+    c = rng.normal(0, 3, size=(k, 3))
+    labels = rng.integers(0, k, 2000)
+    sample = c[labels] + rng.normal(0, 0.5, size=(2000, 3))
+    merge_map = None if merged is None else ward_merge(c, np.ones(k), merged)[1]
+    fig = report._pca_plot(sample, labels, c, merge_map)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    legends = fig.legends + ([ax.get_legend()] if ax.get_legend() else [])
+    entries = k if merged is None else merged
+    assert len(legends) == (1 if entries <= report.MAX_LEGEND_ENTRIES else 0)
+    box = ax.get_window_extent(renderer)
+    for legend in legends:
+        assert not legend.get_window_extent(renderer).overlaps(box)
+        assert len(legend.get_texts()) == entries + 1
+    assert fig.get_size_inches()[0] * fig.dpi <= 1100
+    assert box.width >= 500  # the points keep most of the figure
+
+
+def test_rejected_rows_by_reason_and_file(fit_inputs):
+    by_reason = {f"f{i}: missing value": 30 - i for i in range(25)}
+    by_reason["other"] = 7
+    total = sum(by_reason.values())
+    metrics = dict(
+        fit_inputs["metrics"],
+        rows_rejected=total,
+        files_rejected=1,
+        rejected_by_reason=by_reason,
+        rejected_by_file={"/data/a<1>.csv": total - 2, "/data/b.csv": 2},
+    )
+    html_text = render_report(**dict(fit_inputs, metrics=metrics))
+    section = html_text.split("<h2>Rejected rows</h2>")[1].split("</section>")[0]
+    assert "1 files unreadable" in section and "/data/a&lt;1&gt;.csv" in section
+    cells = re.findall(r'<td class="text wrap">([^<]*)</td><td>([\d,]+)</td>', section)
+    reasons = cells[: report_max() + 1]
+    assert reasons[0] == ("f0: missing value", "30")
+    # The first MAX_REJECTED_ROWS reasons, then "other reasons": the 5 not shown + other.
+    assert reasons[-1] == ("other reasons", str(sum(30 - i for i in range(20, 25)) + 7))
+    assert sum(int(n.replace(",", "")) for _, n in reasons) == total
+    files = cells[report_max() + 1 :]
+    assert sum(int(n.replace(",", "")) for _, n in files) == total
+    # Nothing rejected: no section.
+    metrics = dict(fit_inputs["metrics"], rows_rejected=0)
+    assert "<h2>Rejected rows</h2>" not in render_report(**dict(fit_inputs, metrics=metrics))
+
+
+def report_max():
+    from pipeline.outputs.report import MAX_REJECTED_ROWS
+
+    return MAX_REJECTED_ROWS
+
+
+def test_provenance_section(fit_inputs):
+    provenance = {
+        "command": "shardmeans fit --input 'data/*.csv' --output <out>",
+        "version": "1.2.3",
+        "input": "/data/*.csv",
+        "files": 12,
+        "runner": "DirectRunner",
+        "started": "2026-12-07T21:00:00+00:00",
+        "duration_seconds": 125.4,
+    }
+    html_text = render_report(**fit_inputs, provenance=provenance)
+    section = html_text.split("<h2>Provenance</h2>")[1].split("</section>")[0]
+    labels = re.findall(r'<td class="text wrap">([^<]*)</td><td class="text wrap">', section)
+    assert labels == [
+        "command line",
+        "shardmeans version",
+        "input pattern",
+        "input files",
+        "runner",
+        "driver started (UTC)",
+        "duration (driver start to this report)",
+    ]
+    assert "--output &lt;out&gt;" in section and "2 min 05 s" in section and ">12<" in section
+
+
+def test_driver_provenance_and_the_reports_duration():
+    """The driver's record (command line quoted, version, runner, start) and what the
+    report step adds: the input, its files, the duration since the driver's start; a
+    template's run has no duration (its driver built the template)."""
+    import time
+    from importlib.metadata import version
+    from types import SimpleNamespace
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.fit import driver_provenance
+    from pipeline.outputs.writers import fit_provenance
+
+    started = time.time() - 5
+    options = PipelineOptions(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    record = driver_provenance(["fit", "--input", "my data/*.csv", "--k", "3"], options, started)
+    assert record["command"] == "shardmeans fit --input 'my data/*.csv' --k 3"
+    assert record["version"] == version("shardmeans")
+    assert record["runner"] == "DirectRunner (Beam's FnApiRunner, multi_processing, 2 workers)"
+    assert record["started"].endswith("+00:00") and record["started_epoch"] == started
+    spec = SimpleNamespace(
+        provenance=record, files=("a", "b"), input="/d/*.csv", match_when_run=False
+    )
+    shown = fit_provenance(spec, {"files": 7})
+    assert (shown["input"], shown["files"]) == ("/d/*.csv", 2) and "started_epoch" not in shown
+    assert 5 <= shown["duration_seconds"] < 600
+    template = fit_provenance(
+        SimpleNamespace(**dict(vars(spec), match_when_run=True)), {"files": 7}
+    )
+    assert template["files"] == 7 and "duration_seconds" not in template
+    assert template["template built"] == record["started"] and "started" not in template
+    assert fit_provenance(SimpleNamespace(**dict(vars(spec), provenance=None))) is None
