@@ -135,31 +135,13 @@ class KMeans(beam.PTransform):
         passthrough: Optional[pa.Schema] = None,
         work_dir: Optional[str] = None,
     ):
+        # Every argument that is a parameter of the command, checked as the command
+        # checks it (given centroids, an array, are checked below).
+        checked = {n: v for n, v in locals().items() if n in parameters.BY_NAME and n != "k"}
         super().__init__()
         self.ks = parameters.parse_ks(k)
         given = not isinstance(init, str)
-        parameters.check_fit(
-            self.ks,
-            dict(
-                n_init=n_init,
-                restarts_on=restarts_on,
-                select=select,
-                seed=seed,
-                init_seed=init_seed,
-                max_rounds=max_rounds,
-                tol=tol,
-                init=None if given else init,
-                standardize=standardize,
-                distance=distance,
-                contamination=contamination,
-                init_sample_size=init_sample_size,
-                init_refine_rounds=init_refine_rounds,
-                merge_to=merge_to,
-                batch_size=batch_size,
-                cache_mb=cache_mb,
-                devices=devices,
-            ),
-        )
+        parameters.check_fit(self.ks, dict(checked, init=None if given else init))
         n_init = parameters.resolve_n_init(n_init, given=given)
         if not given:
             if init not in parameters.INIT_METHODS:
