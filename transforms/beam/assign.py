@@ -90,6 +90,8 @@ class _AssignFn(beam.DoFn):
             lambda: LoadedModel(self._model_dir, self._contamination)
         )
 
+    # No output type hint: the output kind is the input's (record batches, or dict
+    # rows), which a Beam type hint cannot say; Union would refuse typed consumers.
     def process(self, elements: list):
         batches, arrays, rows = split_kinds(elements)
         if arrays:
