@@ -168,6 +168,9 @@ def _print_summary(output: str) -> None:
     )
     if "rounds" not in m:  # a score job
         print(f"outputs of run {m['run_id']}: {output}/ (assignments/, rejected/, metrics.json)")
+        warning = m.get("drift", {}).get("warning")
+        if warning:
+            print(f"shardmeans score: warning: {warning}", file=sys.stderr)
         return
     print(
         f"rounds: {m['rounds']} ({'converged' if m['converged'] else _not_converged(m)}), "

@@ -18,10 +18,11 @@ from pipeline.options import (
     ScoreOptions,
 )
 from pipeline.outputs import writers
+from pipeline.outputs.drift import DriftCombineFn, batch_totals, drift_metrics
 from pipeline.outputs.metrics import counts_metrics
 from pipeline.outputs.run_output import MARKER, RunOutput
 from pipeline.workdir import absolute_path, is_template_run
-from transforms.beam.assign import AssignClusters, describe_model
+from transforms.beam.assign import AssignClusters, describe_model, training_statistics
 from transforms.beam.model_paths import model_base, resolve_model_dir
 from transforms.core import parameters
 from transforms.core.errors import UserInputError
@@ -40,6 +41,7 @@ class ScoreSpec(NamedTuple):
     batch_size: int
     outputs: Tuple[str, ...]  # the per-row outputs, in their column order
     contamination: Optional[float]  # --contamination: overrides the model's
+    training: Optional[dict]  # assign.training_statistics: what drift compares with
     needs_directions: bool = False  # see FitSpec.needs_directions; the model serves any row
 
 
@@ -111,6 +113,7 @@ def score_spec(options) -> ScoreSpec:
         km.batch_size,
         tuple(outputs),
         contamination,
+        training_statistics(model_dir),
     )
 
 
@@ -119,24 +122,41 @@ def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutpu
     the run's stage, publish to `spec.output` once all are written."""
     rows = pipeline | "Read" >> ReadValidRows.of_job(spec)
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
-    assigned = (
-        rows["valid"]
-        | "AssignClusters" >> AssignClusters(spec.model_dir, contamination=spec.contamination)
-        | "WriteAssignments"
-        >> writers.WriteAssignments(run.stage, spec.format, spec.passthrough, spec.outputs)
+    scored = rows["valid"] | "AssignClusters" >> AssignClusters(
+        spec.model_dir, contamination=spec.contamination
     )
-    results = rows["counts"] | "WriteMetrics" >> beam.Map(_write_metrics, spec=spec, run=run)
+    assigned = scored | "WriteAssignments" >> writers.WriteAssignments(
+        run.stage, spec.format, spec.passthrough, spec.outputs
+    )
+    drift = {}
+    if spec.training is not None:
+        k = len(spec.training["sizes"])
+        drift["drift"] = beam.pvalue.AsSingleton(
+            scored
+            | "DriftTotals" >> beam.Map(batch_totals, k=k)
+            | "SumDrift" >> beam.CombineGlobally(DriftCombineFn(k))
+        )
+    results = rows["counts"] | "WriteMetrics" >> beam.Map(
+        _write_metrics, spec=spec, run=run, **drift
+    )
     _ = pipeline | "Publish" >> writers.Publish(
         run, rejected=rejected, assignments=assigned, results=results
     )
 
 
-def _write_metrics(counts: np.ndarray, spec: ScoreSpec, run: RunOutput) -> dict:
+def _write_metrics(
+    counts: np.ndarray, spec: ScoreSpec, run: RunOutput, drift: Optional[list] = None
+) -> dict:
     metrics = {
         "run_id": run.run_id,
         "model": spec.model_dir,
         "features": spec.features,
         **counts_metrics(counts),
     }
+    if drift is not None:
+        contamination = spec.contamination
+        if contamination is None:
+            contamination = spec.training["contamination"]
+        metrics["drift"] = drift_metrics(drift, spec.training, contamination)
     writers.write_json(FileSystems.join(run.stage, "metrics.json"), metrics)
     return metrics

@@ -88,3 +88,28 @@ def test_the_model_and_score_flag_the_same_rows(planted, tmp_path):
     assert score(out, tmp_path / "five", *args) == 0
     five = assignments(tmp_path / "five").column("is_anomaly").to_numpy(zero_copy_only=False)
     assert abs(five.mean() - 0.05) <= 0.005
+
+
+def test_score_warns_of_drift_on_shifted_data_only(planted, tmp_path, capsys):
+    """Fresh rows from the training distribution: no warning; the same rows shifted far
+    from every cluster: the warning, with the figures behind it in metrics.json."""
+    out, _, _, rows = planted
+    rng = np.random.default_rng(11)
+    centers = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0]], np.float64)
+    fresh = centers[rng.integers(0, 3, 2000)] + rng.normal(0, 1.0, (2000, 3))
+    for name, x in (("fresh", fresh), ("shifted", fresh + [0, 0, 25])):
+        table = pa.table({"id": np.arange(len(x)), **{f"f{j}": x[:, j] for j in range(3)}})
+        pattern = write_shards(table, tmp_path / name, "parquet", shards=2)
+        capsys.readouterr()
+        assert score(out, tmp_path / f"{name}-out", "--input", pattern, "--id_column", "id") == 0
+        drift = metrics(tmp_path / f"{name}-out")["drift"]
+        err = capsys.readouterr().err
+        assert drift["rows"] == 2000 and drift["contamination"] == 0.01
+        assert len(drift["cluster_shares"]) == len(drift["training_cluster_shares"]) == 3
+        if name == "fresh":
+            assert drift["warning"] is None and "warning" not in err
+            assert drift["anomaly_rate"] < 0.03
+        else:
+            assert "off the training distribution" in drift["warning"]
+            assert f"warning: {drift['warning']}" in err
+            assert drift["anomaly_rate"] > 0.9

@@ -67,6 +67,22 @@ class LoadedModel:
         return out
 
 
+def training_statistics(model_dir: str) -> Optional[dict]:
+    """What a fitted model keeps of its training rows, for a comparison with new data:
+    {"sizes": int64 [K], "tail": float64 [Q], "tail_quantiles": float64 [Q],
+    "contamination": float or None}; None for a model that keeps none."""
+    model = LoadedModel(model_dir).model
+    if getattr(model, "cluster_sizes", None) is None:
+        return None
+    contamination = getattr(model, "contamination", None)
+    return {
+        "sizes": model.cluster_sizes.numpy(),
+        "tail": model.tail.numpy(),
+        "tail_quantiles": model.tail_quantiles.numpy(),
+        "contamination": None if contamination is None else float(contamination.numpy()),
+    }
+
+
 def describe_model(model_dir: str, contamination: Optional[float] = None):
     """(the feature names a fitted model expects, in order; the names of its per-row
     outputs, in `OUTPUT_ORDER`)."""

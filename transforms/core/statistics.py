@@ -97,7 +97,8 @@ class QuantileSketch:
     def update(self, values: np.ndarray) -> "QuantileSketch":
         """Add `values` float32 [n] (+inf is kept: it is above every finite value)."""
         if len(values):
-            self._sketch.update(np.ascontiguousarray(values, dtype=np.float32))
+            # The binding takes writable arrays only (an Arrow column's view is not).
+            self._sketch.update(np.require(values, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
         return self
 
     def merge(self, other: "QuantileSketch") -> "QuantileSketch":

@@ -93,6 +93,9 @@ def build_model_module(
             if statistics is not None:
                 self.inverse_radii = tf.Variable(inverse_radii(statistics.radii), trainable=False)
                 self.radii = tf.Variable(np.asarray(statistics.radii, np.float64), trainable=False)
+                self.cluster_sizes = tf.Variable(
+                    np.asarray(statistics.sizes, np.int64), trainable=False
+                )
                 # The training distribution, for a threshold at another contamination
                 # (score --contamination; KMeansModelHandler).
                 self.tail = tf.Variable(statistics.tail, trainable=False)
