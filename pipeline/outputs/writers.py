@@ -19,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.outputs import metrics, report, run_output
 from pipeline.outputs.run_output import RunOutput
+from transforms.beam import job_metrics
 from transforms.core.lloyd import RoundState
 from transforms.core.partials import Partials
 from transforms.core.sampling import Sample
@@ -137,6 +138,7 @@ def write_results(
     if state.merge_map is not None:
         write_json(FileSystems.join(out, "hierarchy.json"), metrics.hierarchy(state, spec.merge_to))
     write_fit_report(out, result, state, original, spec.features, standardizer(sample.rows))
+    job_metrics.record_time(job_metrics.RESULTS_WRITTEN_MS)
     return result
 
 
