@@ -224,6 +224,20 @@ def test_portable_runner_gives_the_direct_runners_centroids(
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     _same_as_direct(out, direct)
+    # The phases and rounds reach this console, from the job's metrics (pipeline.progress):
+    # Beam's local job service reports them once the job has ended.
+    rounds = metrics(out)["rounds"]
+    for line in (
+        "running on PortableRunner: reading and validating 3 files",
+        "reading and validating: 3 of 3 files, 2000 rows read, 2000 valid, 0 rejected (",
+        "analysing: done (tf.Transform), init sample of 2000 rows (",
+        "sampling and initialising: 4 starts on the init sample, 1 fitted over all rows (",
+        f"round {rounds} of 10: inertia ",
+        "final pass: 2000 rows assigned (",
+        "writing: centroids, metrics.json and report.html written; publishing (",
+    ):
+        assert f"progress: {line}" in proc.stderr, (line, proc.stderr[-5000:])
+    assert re.search(r"progress: round 1 of 10: .* elapsed, at most 9 rounds left", proc.stderr)
     # It really ran there: the job service ran the job, the pool started `python` workers.
     assert "with state DONE" in (logs / "job_service.log").read_text()
     assert "Starting worker with command ['python'" in (logs / "worker_pool.log").read_text()
