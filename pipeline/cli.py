@@ -94,11 +94,18 @@ def _run_job(command: str, argv: List[str]) -> int:
     from pipeline import fit, private_apis, progress, score, workdir
     from pipeline.outputs import run_output
     from transforms.beam.model_paths import model_base
+    from transforms.core.errors import UserInputError
     from transforms.step.devices import resolve_devices
 
     options = ViewCachingOptions(argv)
     runner = None
     in_process = options.view_as(StandardOptions).runner in (None, "DirectRunner")
+    detach = options.view_as(OutputOptions).detach
+    if detach and in_process:
+        raise UserInputError(
+            "--detach needs a remote runner (--runner=DataflowRunner, FlinkRunner or "
+            "PortableRunner): the DirectRunner runs the job in this process"
+        )
     # The job's phases and rounds, from its metrics (pipeline.progress).
     shown = progress.Progress()
     if in_process:
@@ -139,6 +146,12 @@ def _run_job(command: str, argv: List[str]) -> int:
             run_output.abort(run)  # nothing ran here: the template publishes when launched
             print("wrote a job template; nothing was run")
             return 0
+        if detach:
+            # The job publishes the outputs and releases the lock itself (its last
+            # step): nothing of the run is removed here. If it fails, its lock and
+            # stage stay, as for any remote run whose driver is gone (run_output).
+            _print_detached(result, options, run)
+            return 0
         if in_process:  # (done: the FnApiRunner ran the job inside run())
             _wait(result)
         else:
@@ -169,6 +182,39 @@ def _log_start(options, spec, in_process: bool) -> None:
     files = "the files matching --input" if spec.match_when_run else f"{len(spec.files)} files"
     logging.getLogger("pipeline.progress").info(
         "running on %s: reading and validating %s", _runner_name(options, in_process), files
+    )
+
+
+def _print_detached(result, options, run) -> None:
+    """What a detached run prints: the job, how to follow it, where its outputs will be."""
+    from apache_beam.options.pipeline_options import (
+        FlinkRunnerOptions,
+        GoogleCloudOptions,
+        PortableOptions,
+    )
+
+    from pipeline import private_apis
+
+    job = private_apis.job_id(result)
+    runner = _runner_name(options, in_process=False)
+    print(f"submitted run {run.run_id} to {runner}: job {job}")
+    gcp = options.view_as(GoogleCloudOptions)
+    if "Dataflow" in runner:
+        print(
+            f"follow it: https://console.cloud.google.com/dataflow/jobs/{gcp.region}/{job}"
+            f"?project={gcp.project}, or gcloud dataflow jobs describe {job} "
+            f"--region {gcp.region} --project {gcp.project}"
+        )
+    elif "Flink" in runner:
+        master = options.view_as(FlinkRunnerOptions).flink_master
+        print(f"follow it: the Flink web UI at {master}")
+    else:
+        endpoint = options.view_as(PortableOptions).job_endpoint
+        print(f"follow it: the job service at {endpoint} (job {job})")
+    print(
+        f"outputs: {run.output}/ once the job has published them ({run.output}/_SUCCESS "
+        f"names run {run.run_id}); until then {run.lock} holds the output. If the job "
+        f"fails, delete {run.lock} and {run.stage}"
     )
 
 

@@ -272,6 +272,37 @@ def test_portable_runner_gives_the_direct_runners_centroids(
     np.testing.assert_array_equal(ours.column("cluster_id"), fitted.column("cluster_id"))
 
 
+def test_detach_submits_prints_the_job_and_returns(blobs, direct, portable_services, tmp_path):
+    """--detach on the portable runner: the command returns once the job is submitted,
+    names it and where its outputs will be; the job publishes them by itself."""
+    job_port, pool_port, _ = portable_services
+    out = tmp_path / "out"
+    proc = fit_subprocess(
+        out,
+        "--input",
+        blobs,
+        *FIT_ARGS,
+        "--detach",
+        "--runner=PortableRunner",
+        f"--job_endpoint=localhost:{job_port}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config=localhost:{pool_port}",
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    submitted = re.search(r"^submitted run (\S+) to PortableRunner: job (\S+)$", proc.stdout, re.M)
+    assert submitted and submitted.group(2) != "None", proc.stdout
+    assert f"follow it: the job service at localhost:{job_port}" in proc.stdout
+    assert f"outputs: {out}/ once the job has published them" in proc.stdout
+    assert "rounds:" not in proc.stdout  # no summary: nothing was waited for
+    deadline = time.monotonic() + 300
+    while not (out / "_SUCCESS").exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert json.loads((out / "_SUCCESS").read_text())["run_id"] == submitted.group(1)
+    _same_as_direct(out, direct)
+    assert not glob.glob(str(out) + ".*"), "the job left its lock or its stage"
+
+
 def test_portable_script_end_to_end(blobs, direct, tmp_path):
     """launch/portable.sh with relative paths: starts, runs, and stops both services."""
     os.symlink(os.path.dirname(blobs), tmp_path / "in")
@@ -320,6 +351,20 @@ def test_portable_script_refuses_a_python_without_the_job(tmp_path):
     assert proc.returncode == 2
     assert not glob.glob(str(tmp_path / "shardmeans-portable.*")), "left its work directory"
     assert "cannot import the job" in proc.stderr and "SHARDMEANS_PYTHON" in proc.stderr
+
+
+def test_portable_script_refuses_detach(tmp_path):
+    """The script stops its services when the command returns: a detached job would die."""
+    proc = subprocess.run(
+        [os.path.join(LAUNCH, "portable.sh"), "--input", "x", "--output", "y", "--detach"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TMPDIR=str(tmp_path)),
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "--detach" in proc.stderr, proc.stderr
+    assert not glob.glob(str(tmp_path / "shardmeans-portable.*")), "left its work directory"
 
 
 # -- Dataflow, offline -----------------------------------------------------------------

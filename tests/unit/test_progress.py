@@ -127,3 +127,14 @@ def test_the_fn_api_runner_hands_over_the_metrics_as_stages_end():
     assert jm.decode_float(last[jm.round_name(1, "inertia")]) == 0.75
     # Before the job ends: every reading before the last is a job still running.
     assert all(isinstance(progress.read(m), dict) for m in seen)
+
+
+def test_detach_needs_a_remote_runner(tmp_path, capfd):
+    from pipeline.cli import main
+
+    (tmp_path / "in.csv").write_text("a,b\n1,2\n3,4\n")
+    argv = ["fit", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out")]
+    assert main([*argv, "--k", "2", "--detach"]) == 2
+    err = capfd.readouterr().err
+    assert "shardmeans fit: error: --detach needs a remote runner" in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.*"))
