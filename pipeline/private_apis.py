@@ -66,11 +66,12 @@ def _reporting_fn_api_runner() -> type:
 
     Private APIs: `FnApiRunner.run_stages` and `_execute_bundle` (its loop over
     bundles, and the signature it calls them with), `FnApiMetrics` (the
-    MetricResults its result builds).
+    MetricResults its result builds), `monitoring_infos.consolidate`.
     """
     import itertools
 
     from apache_beam.metrics.monitoring_infos import consolidate
+    from apache_beam.metrics.monitoring_infos import is_user_monitoring_info as is_user
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
     class ReportingFnApiRunner(fn_runner.FnApiRunner):
@@ -87,7 +88,9 @@ def _reporting_fn_api_runner() -> type:
                 runner_execution_context, bundle_context_manager, bundle_input
             )
             stage = bundle_context_manager.stage.name
-            infos = list(result.process_bundle.monitoring_infos)
+            # The user metrics only (the runner keeps every metric itself): the call
+            # after each bundle then reads a few per stage, not the system ones too.
+            infos = [i for i in result.process_bundle.monitoring_infos if is_user(i)]
             if stage in self._by_stage:  # as run_stages merges a stage's bundles
                 infos = consolidate(itertools.chain(infos, self._by_stage[stage]))
             self._by_stage[stage] = list(infos)
