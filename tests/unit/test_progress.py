@@ -138,3 +138,53 @@ def test_detach_needs_a_remote_runner(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "shardmeans fit: error: --detach needs a remote runner" in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.*"))
+
+
+def test_dataflows_metrics_client_gives_the_round_lines():
+    """What Beam's Dataflow client (DataflowMetrics) makes of the service's answer, a JSON
+    JobMetrics with our counter and distributions, both tentative (attempted) and
+    committed: the same values, the value metrics exact through the JSON doubles."""
+    from unittest import mock
+
+    from apache_beam.runners.dataflow.dataflow_metrics import DataflowMetrics
+    from google.cloud import dataflow
+    from google.protobuf import json_format
+
+    def metric(name, tentative, scalar=None, top=None):
+        context = {"namespace": jm.NAMESPACE, "step": "s2"}
+        if tentative:
+            context["tentative"] = "true"
+        entry = {"name": {"context": context, "name": name, "origin": "user"}}
+        if top is None:
+            entry["scalar"] = scalar
+        else:
+            entry["distribution"] = {"min": top, "max": top, "count": 2, "sum": 2 * top}
+        return entry
+
+    values = {
+        jm.round_name(1, "inertia"): jm.encode_float(578.609123),
+        jm.round_name(1, "shift"): jm.encode_float(0.0042),
+        jm.round_name(1, "moving"): 1,
+        jm.round_name(1, "ended_ms"): int(_ms(42)),
+    }
+    answer = {
+        "metrics": [metric(jm.ROWS_READ, t, scalar=3000) for t in (True, False)]
+        + [metric(name, t, top=value) for name, value in values.items() for t in (True, False)]
+    }
+    response = dataflow.JobMetrics()
+    json_format.ParseDict(answer, response._pb)
+    client, job = mock.Mock(), mock.Mock()
+    client.get_job_metrics.return_value = response
+    job.job_id.return_value = "j"
+    job.is_in_terminal_state.return_value = False
+    results = DataflowMetrics(client, job)
+    results._translate_step_name = lambda name: name  # (no job graph here)
+    read = progress.read(results)
+    assert read[jm.ROWS_READ] == 3000
+    assert {name: read[name] for name in values} == values
+    shown = progress.Progress(files=None, max_rounds=30, tol=1e-4, started=T0)
+    lines = list(shown._round_lines(read, T0 + 50))
+    assert lines == [
+        "round 1 of 30: inertia 578.609, shift 0.0042 (tol 0.0001); 42 s elapsed, "
+        "at most 29 rounds left"
+    ]
