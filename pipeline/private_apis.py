@@ -1,8 +1,10 @@
 """The private or internal Beam and CPython APIs the command relies on, each with its reason.
 
 Kept in one place so that an upgrade of Beam or Python has one file to check.
-tests/unit/test_units.py (the local runner's options, the exit) and
-tests/unit/test_cli_errors.py (every Beam flag accepted) exercise them.
+tests/unit/test_units.py (the local runner's options, the exit),
+tests/unit/test_cli_errors.py (every Beam flag accepted), tests/unit/test_progress.py
+(the metrics after every bundle) and tests/runners/test_runners.py (the portable
+runner's metrics and job id) exercise them.
 """
 
 import atexit
