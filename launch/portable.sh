@@ -24,6 +24,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 source "$ROOT/launch/common.bash"
+# The services stop when the job's command returns: a detached job would die with them.
+for arg in "$@"; do
+  [[ "$arg" != --detach ]] || die "--detach: this script stops its job service when the \
+command returns, which would end the job; start the services by hand (README, \"The \
+portable runner, on this machine\") to detach from a job"
+done
 PYTHON="$(find_python)"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/shardmeans-portable.XXXXXX")"

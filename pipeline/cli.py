@@ -88,20 +88,32 @@ def _run_job(command: str, argv: List[str]) -> int:
     if "-h" in argv or "--help" in argv:
         _help_parser(f"shardmeans {command}", classes, description).print_help()
         return 0
+    # The first line, before the seconds that importing Beam and TensorFlow take.
+    logging.getLogger("pipeline.progress").info("%s: loading Beam and TensorFlow", command)
     import apache_beam as beam
 
     from pipeline import logs
 
     logs.import_tensorflow()  # first, without its start-up chatter (pipeline.logs)
-    from pipeline import fit, private_apis, score, workdir
+    from pipeline import fit, private_apis, progress, score, workdir
     from pipeline.outputs import run_output
     from transforms.beam.model_paths import model_base
+    from transforms.core.errors import UserInputError
     from transforms.step.devices import resolve_devices
 
     options = ViewCachingOptions(argv)
     runner = None
-    if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
-        runner = private_apis.fn_api_runner(options)
+    in_process = options.view_as(StandardOptions).runner in (None, "DirectRunner")
+    detach = options.view_as(OutputOptions).detach
+    if detach and in_process:
+        raise UserInputError(
+            "--detach needs a remote runner (--runner=DataflowRunner, FlinkRunner or "
+            "PortableRunner): the DirectRunner runs the job in this process"
+        )
+    # The job's phases and rounds, from its metrics (pipeline.progress).
+    shown = progress.Progress()
+    if in_process:
+        runner = private_apis.fn_api_runner(options, on_metrics=shown.update_from)
     # Split the CPU (--devices cpu:N) before anything starts TensorFlow here.
     resolve_devices(options.view_as(KMeansOptions).devices)
     if command == "fit":
@@ -121,18 +133,34 @@ def _run_job(command: str, argv: List[str]) -> int:
         in_process=runner is not None,
     )
     work_dirs = [fit.work_dir(spec, run)] if command == "fit" else []
+    shown.configure(
+        files=None if spec.match_when_run else len(spec.files),
+        max_rounds=spec.max_rounds if command == "fit" else None,
+        tol=spec.tol if command == "fit" else None,
+    )
     try:
         pipeline = beam.Pipeline(runner=runner, options=options)
         if command == "fit":
             fit.build_fit_pipeline(pipeline, spec, run)
         else:
             score.build_score_pipeline(pipeline, spec, run)
+        _log_start(options, spec, in_process)
+        shown.started = time.time()
         result = pipeline.run()
         if workdir.is_template_run(options):
             run_output.abort(run)  # nothing ran here: the template publishes when launched
             print("wrote a job template; nothing was run")
             return 0
-        _wait(result)
+        if detach:
+            # The job publishes the outputs and releases the lock itself (its last
+            # step): nothing of the run is removed here. If it fails, its lock and
+            # stage stay, as for any remote run whose driver is gone (run_output).
+            _print_detached(result, options, run)
+            return 0
+        if in_process:  # (done: the FnApiRunner ran the job inside run())
+            _wait(result)
+        else:
+            progress.follow(result, shown, lambda: _wait(result))
         run_output.check_published(run)
     except BaseException:
         left = run_output.abort(run, work_dirs)
@@ -141,6 +169,58 @@ def _run_job(command: str, argv: List[str]) -> int:
         raise
     _print_summary(spec.output)
     return 0
+
+
+def _runner_name(options, in_process: bool) -> str:
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    if not in_process:
+        return str(options.view_as(StandardOptions).runner)
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "multi_processing":
+        return f"the DirectRunner ({direct.direct_num_workers or 1} local worker processes)"
+    return "the DirectRunner (in this process)"
+
+
+def _log_start(options, spec, in_process: bool) -> None:
+    """The first line of a run: where the job runs and what it reads, before it starts."""
+    files = "the files matching --input" if spec.match_when_run else f"{len(spec.files)} files"
+    logging.getLogger("pipeline.progress").info(
+        "running on %s: reading and validating %s", _runner_name(options, in_process), files
+    )
+
+
+def _print_detached(result, options, run) -> None:
+    """What a detached run prints: the job, how to follow it, where its outputs will be."""
+    from apache_beam.options.pipeline_options import (
+        FlinkRunnerOptions,
+        GoogleCloudOptions,
+        PortableOptions,
+    )
+
+    from pipeline import private_apis
+
+    job = private_apis.job_id(result)
+    runner = _runner_name(options, in_process=False)
+    print(f"submitted run {run.run_id} to {runner}: job {job}")
+    gcp = options.view_as(GoogleCloudOptions)
+    if "Dataflow" in runner:
+        print(
+            f"follow it: https://console.cloud.google.com/dataflow/jobs/{gcp.region}/{job}"
+            f"?project={gcp.project}, or gcloud dataflow jobs describe {job} "
+            f"--region {gcp.region} --project {gcp.project}"
+        )
+    elif "Flink" in runner:
+        master = options.view_as(FlinkRunnerOptions).flink_master
+        print(f"follow it: the Flink web UI at {master}")
+    else:
+        endpoint = options.view_as(PortableOptions).job_endpoint
+        print(f"follow it: the job service at {endpoint} (job {job})")
+    print(
+        f"outputs: {run.output}/ once the job has published them ({run.output}/_SUCCESS "
+        f"names run {run.run_id}); until then {run.lock} holds the output. If the job "
+        f"fails, delete {run.lock} and {run.stage}"
+    )
 
 
 def _wait(result) -> None:

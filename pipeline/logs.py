@@ -59,6 +59,9 @@ def configure(verbose: bool) -> None:
         "absl": logging.WARNING,
         "apache_beam": logging.WARNING,
         "apache_beam.runners.common": logging.CRITICAL,
+        # The round lines of an in-process run: pipeline.progress prints each round
+        # from the job's metrics, on every runner.
+        "transforms.core.lloyd": logging.WARNING,
     }
     for name, level in quiet.items():
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else level)

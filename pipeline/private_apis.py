@@ -1,8 +1,10 @@
 """The private or internal Beam and CPython APIs the command relies on, each with its reason.
 
 Kept in one place so that an upgrade of Beam or Python has one file to check.
-tests/unit/test_units.py (the local runner's options, the exit) and
-tests/unit/test_cli_errors.py (every Beam flag accepted) exercise them.
+tests/unit/test_units.py (the local runner's options, the exit),
+tests/unit/test_cli_errors.py (every Beam flag accepted), tests/unit/test_progress.py
+(the metrics after every bundle) and tests/runners/test_runners.py (the portable
+runner's metrics and job id) exercise them.
 """
 
 import atexit
@@ -12,7 +14,7 @@ import sys
 import threading
 
 
-def fn_api_runner(options):
+def fn_api_runner(options, on_metrics=None):
     """The DirectRunner's batch engine, Beam's FnApiRunner, built as the DirectRunner builds it.
 
     Why not `DirectRunner()`: it first checks whether Prism (Beam's Go runner)
@@ -33,6 +35,10 @@ def fn_api_runner(options):
     own flags (and for Beam's flags it cannot parse back, see there). The
     workers also import pipeline.worker_plugin (Beam's --beam_plugins), which
     imports TensorFlow without its start-up chatter.
+
+    `on_metrics`, if given, is called after every bundle with the job's metrics so
+    far (a MetricResults of the user metrics, as `result.metrics()` gives them at
+    the end): see `_reporting_fn_api_runner`.
     """
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -41,11 +47,59 @@ def fn_api_runner(options):
     sent = worker_options(options)
     sent["beam_plugins"] = [*(sent.get("beam_plugins") or []), "pipeline.worker_plugin"]
     encoded = JobServiceHandle.encode_pipeline_options(sent)
-    return fn_runner.FnApiRunner(
-        provision_info=fn_runner.ExtendedProvisionInfo(
-            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
-        )
+    provision_info = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
     )
+    if on_metrics is None:
+        return fn_runner.FnApiRunner(provision_info=provision_info)
+    return _reporting_fn_api_runner()(on_metrics, provision_info=provision_info)
+
+
+def _reporting_fn_api_runner() -> type:
+    """A FnApiRunner that hands the job's metrics so far to a callback after every bundle.
+
+    Why: the FnApiRunner runs the whole job inside `pipeline.run()` and only then
+    returns a result whose `metrics()` can be queried; nothing outside the run
+    can read them while it runs. Each bundle's response carries that bundle's
+    metrics (from this process or, with multi_processing, from the worker
+    process, over the Fn API), which the runner merges per stage into the
+    result: this does the same as each bundle ends. The DirectRunner's batch
+    bundles are whole stages, so a step's metrics arrive when its stage ends.
+
+    Private APIs: `FnApiRunner.run_stages` and `_execute_bundle` (its loop over
+    bundles, and the signature it calls them with), `FnApiMetrics` (the
+    MetricResults its result builds), `monitoring_infos.consolidate`.
+    """
+    import itertools
+
+    from apache_beam.metrics.monitoring_infos import consolidate
+    from apache_beam.metrics.monitoring_infos import is_user_monitoring_info as is_user
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    class ReportingFnApiRunner(fn_runner.FnApiRunner):
+        def __init__(self, on_metrics, **kwargs):
+            super().__init__(**kwargs)
+            self._on_metrics, self._by_stage = on_metrics, {}
+
+        def run_stages(self, stage_context, stages):
+            self._by_stage = {}
+            return super().run_stages(stage_context, stages)
+
+        def _execute_bundle(self, runner_execution_context, bundle_context_manager, bundle_input):
+            result = super()._execute_bundle(
+                runner_execution_context, bundle_context_manager, bundle_input
+            )
+            stage = bundle_context_manager.stage.name
+            # The user metrics only (the runner keeps every metric itself): the call
+            # after each bundle then reads a few per stage, not the system ones too.
+            infos = [i for i in result.process_bundle.monitoring_infos if is_user(i)]
+            if stage in self._by_stage:  # as run_stages merges a stage's bundles
+                infos = consolidate(itertools.chain(infos, self._by_stage[stage]))
+            self._by_stage[stage] = list(infos)
+            self._on_metrics(fn_runner.FnApiMetrics(dict(self._by_stage), user_metrics_only=True))
+            return result
+
+    return ReportingFnApiRunner
 
 
 def worker_options(options) -> dict:
@@ -115,3 +169,26 @@ def exit_without_teardown(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def job_metrics_now(result):
+    """`result.metrics()` as the runner reports them now, for a job still running.
+
+    Why: the portable runner's PipelineResult asks the job service once and keeps
+    that first answer (`_metrics`), so later calls would repeat it; it is
+    dropped before each call. (Dataflow's result asks the service every time
+    until the job has ended.)
+
+    Private API: `apache_beam.runners.portability.portable_runner.PipelineResult._metrics`.
+    """
+    if hasattr(result, "_metrics") and type(result).__module__.endswith("portable_runner"):
+        result._metrics = None  # noqa: SLF001
+    return result.metrics()
+
+
+def job_id(result):
+    """The runner's id of a submitted job, or None: Dataflow's `job_id()` (public), the
+    portable runner's job service's id (private: `PipelineResult._job_id`)."""
+    if callable(getattr(result, "job_id", None)):
+        return result.job_id()
+    return getattr(result, "_job_id", None)

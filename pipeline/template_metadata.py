@@ -4,7 +4,7 @@
 
 A test checks that the committed file is what this prints, so a parameter added,
 renamed or re-documented in transforms.core.parameters reaches the template too.
-Every parameter of `fit` is in it but the bare flags (`overwrite`,
+Every parameter of `fit` is in it but the bare flags (`overwrite`, `detach`,
 `keep_standardized`): a template passes each parameter as `--NAME=VALUE`, which a
 bare flag refuses. The regexes let Dataflow refuse a bad value before a job starts;
 `fit` checks each value again, fully, when the template runs.

@@ -12,6 +12,7 @@ import pyarrow as pa
 from pipeline.io.files import FileUnreadable, match_input
 from pipeline.io.readers import read_chunks
 from pipeline.io.validation import check_chunk, file_rejection
+from transforms.beam import job_metrics
 from transforms.beam.shards import FEATURES_COLUMN
 from transforms.core.errors import UserInputError
 
@@ -128,6 +129,10 @@ class _ReadAndValidateFn(beam.DoFn):
                     n_valid,
                     len(checked.rejected),
                 )
+                # As the rows are read, for a driver following the job (job_metrics).
+                job_metrics.count(job_metrics.ROWS_READ, checked.n_read)
+                job_metrics.count(job_metrics.ROWS_VALID, n_valid)
+                job_metrics.count(job_metrics.ROWS_REJECTED, len(checked.rejected))
                 if n_valid:
                     yield checked.valid
                 for line in checked.rejected:
@@ -142,7 +147,11 @@ class _ReadAndValidateFn(beam.DoFn):
             if self._on_invalid == "fail":
                 raise UserInputError(f"{e} (--on_invalid=fail)") from None
             counts[FILES_REJECTED] += 1
+            job_metrics.count(job_metrics.FILES_REJECTED, 1)
             yield beam.pvalue.TaggedOutput(self.REJECTED, file_rejection(path, e.reason))
+        else:
+            job_metrics.count(job_metrics.FILES_READ, 1)
+        job_metrics.record_time(job_metrics.READ_MS)
         yield beam.pvalue.TaggedOutput(self.COUNTS, counts)
         n_rejected = int(counts[ROWS_REJECTED])
         yield beam.pvalue.TaggedOutput(

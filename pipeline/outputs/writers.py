@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.outputs import metrics, report, run_output
 from pipeline.outputs.run_output import RunOutput
+from transforms.beam import job_metrics
 from transforms.core.lloyd import RoundState
 from transforms.core.partials import Partials
 from transforms.core.sampling import Sample
@@ -158,6 +159,7 @@ def write_results(
         standardizer(sample.rows),
         provenance=fit_provenance(spec, rejections),
     )
+    job_metrics.record_time(job_metrics.RESULTS_WRITTEN_MS)
     return result
 
 

@@ -224,6 +224,20 @@ def test_portable_runner_gives_the_direct_runners_centroids(
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     _same_as_direct(out, direct)
+    # The phases and rounds reach this console, from the job's metrics (pipeline.progress):
+    # Beam's local job service reports them once the job has ended.
+    rounds = metrics(out)["rounds"]
+    for line in (
+        "running on PortableRunner: reading and validating 3 files",
+        "reading and validating: 3 of 3 files, 2000 rows read, 2000 valid, 0 rejected (",
+        "analysing: done (tf.Transform), init sample of 2000 rows (",
+        "sampling and initialising: 4 starts on the init sample, 1 fitted over all rows (",
+        f"round {rounds} of 10: inertia ",
+        "final pass: 2000 rows assigned (",
+        "writing: centroids, metrics.json and report.html written; publishing (",
+    ):
+        assert f"progress: {line}" in proc.stderr, (line, proc.stderr[-5000:])
+    assert re.search(r"progress: round 1 of 10: .* elapsed, at most 9 rounds left", proc.stderr)
     # It really ran there: the job service ran the job, the pool started `python` workers.
     assert "with state DONE" in (logs / "job_service.log").read_text()
     assert "Starting worker with command ['python'" in (logs / "worker_pool.log").read_text()
@@ -256,6 +270,37 @@ def test_portable_runner_gives_the_direct_runners_centroids(
     assert scored.returncode == 0, scored.stderr[-5000:]
     ours, fitted = assignments(tmp_path / "scored"), assignments(out)
     np.testing.assert_array_equal(ours.column("cluster_id"), fitted.column("cluster_id"))
+
+
+def test_detach_submits_prints_the_job_and_returns(blobs, direct, portable_services, tmp_path):
+    """--detach on the portable runner: the command returns once the job is submitted,
+    names it and where its outputs will be; the job publishes them by itself."""
+    job_port, pool_port, _ = portable_services
+    out = tmp_path / "out"
+    proc = fit_subprocess(
+        out,
+        "--input",
+        blobs,
+        *FIT_ARGS,
+        "--detach",
+        "--runner=PortableRunner",
+        f"--job_endpoint=localhost:{job_port}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config=localhost:{pool_port}",
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    submitted = re.search(r"^submitted run (\S+) to PortableRunner: job (\S+)$", proc.stdout, re.M)
+    assert submitted and submitted.group(2) != "None", proc.stdout
+    assert f"follow it: the job service at localhost:{job_port}" in proc.stdout
+    assert f"outputs: {out}/ once the job has published them" in proc.stdout
+    assert "rounds:" not in proc.stdout  # no summary: nothing was waited for
+    deadline = time.monotonic() + 300
+    while not (out / "_SUCCESS").exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert json.loads((out / "_SUCCESS").read_text())["run_id"] == submitted.group(1)
+    _same_as_direct(out, direct)
+    assert not glob.glob(str(out) + ".*"), "the job left its lock or its stage"
 
 
 def test_portable_script_end_to_end(blobs, direct, tmp_path):
@@ -306,6 +351,20 @@ def test_portable_script_refuses_a_python_without_the_job(tmp_path):
     assert proc.returncode == 2
     assert not glob.glob(str(tmp_path / "shardmeans-portable.*")), "left its work directory"
     assert "cannot import the job" in proc.stderr and "SHARDMEANS_PYTHON" in proc.stderr
+
+
+def test_portable_script_refuses_detach(tmp_path):
+    """The script stops its services when the command returns: a detached job would die."""
+    proc = subprocess.run(
+        [os.path.join(LAUNCH, "portable.sh"), "--input", "x", "--output", "y", "--detach"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TMPDIR=str(tmp_path)),
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "--detach" in proc.stderr, proc.stderr
+    assert not glob.glob(str(tmp_path / "shardmeans-portable.*")), "left its work directory"
 
 
 # -- Dataflow, offline -----------------------------------------------------------------
@@ -727,6 +786,8 @@ GOOD = {
     "max_rounds": ["1", "100"],
     "tol": ["0", "1e-4", "0.001", "1E-6"],
     "init": ["k-means++", "random", "gs://bucket/init/centroids.npy"],
+    "standardize": ["z_score", "none"],
+    "distance": ["euclidean", "cosine"],
     "on_invalid": ["reject", "fail"],
     "init_sample_size": ["1", "100000"],
     "init_refine_rounds": ["0", "100"],
@@ -734,8 +795,6 @@ GOOD = {
     "batch_size": ["1", "65536"],
     "cache_mb": ["0", "4096"],
     "devices": ["auto", "cpu", "cpu:4", "gpu:0", "gpu:0,1"],
-    "standardize": ["z_score", "none"],
-    "distance": ["euclidean", "cosine"],
     "contamination": ["0.01", "0.5", "1e-4", ".05"],
 }
 BAD = {
@@ -752,6 +811,8 @@ BAD = {
     "max_rounds": ["0", "-3"],
     "tol": ["-1", "abc", ""],
     "init": ["kmeans", "gs://bucket/c.csv"],
+    "standardize": ["zscore", ""],
+    "distance": ["manhattan", ""],
     "on_invalid": ["drop", ""],
     "init_sample_size": ["0", "-1", "1e5"],
     "init_refine_rounds": ["-1", "x"],
@@ -759,8 +820,6 @@ BAD = {
     "batch_size": ["0", "64k"],
     "cache_mb": ["-1", "1.5"],
     "devices": ["tpu", "cpu:0", "gpu", ""],
-    "standardize": ["zscore", ""],
-    "distance": ["manhattan", ""],
     "contamination": ["-0.1", "x", ""],
 }
 

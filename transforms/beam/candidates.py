@@ -10,6 +10,7 @@ from typing import List, Optional, Tuple
 import apache_beam as beam
 import numpy as np
 
+from transforms.beam import job_metrics
 from transforms.beam.rounds import EvaluateCandidates, StepConfig
 from transforms.core.lloyd import Candidates
 from transforms.core.parameters import BY_NAME
@@ -80,6 +81,8 @@ def _candidates(
     """[(index, RoundState, sample inertia)] in any order -> Candidates in start order: every
     start, or (best_only) the lowest-sample-inertia start of each K (ties: the first)."""
     initialised = sorted(initialised, key=lambda item: item[0])
+    job_metrics.record(job_metrics.STARTS, len(initialised))
+    job_metrics.record_time(job_metrics.INITIALISED_MS)
     carried = set(range(len(starts)))
     if best_only:
         best = {}  # K -> index of its lowest-sample-inertia start
@@ -97,6 +100,7 @@ def _candidates(
         }
         for index, _, inertia in initialised
     )
+    job_metrics.record(job_metrics.CARRIED, len(carried))
     return Candidates(
         states=tuple(state for index, state, _ in initialised if index in carried),
         seeds=tuple(starts[index][1] for index in sorted(carried)),

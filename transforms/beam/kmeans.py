@@ -31,6 +31,7 @@ import pyarrow as pa
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.beam import job_metrics
 from transforms.beam.candidates import ChooseCandidate, InitialCandidates
 from transforms.beam.combiners import BottomSampleFn
 from transforms.beam.elements import batch_elements, split_kinds
@@ -359,6 +360,8 @@ def _standardized_sample(sample, transform_dir: str, ready) -> np.ndarray:
     del ready  # orders this step after the transform is written
     if len(sample.rows) == 0:
         raise UserInputError("no valid rows to cluster: every row was rejected")
+    job_metrics.record_time(job_metrics.ANALYSED_MS)  # (the transform is written)
+    job_metrics.record(job_metrics.SAMPLE_ROWS, len(sample.rows))
     return Standardizer(transform_dir, sample.rows.shape[1])(sample.rows).astype(np.float64)
 
 

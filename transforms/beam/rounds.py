@@ -9,12 +9,14 @@ in the NumPy update. Rounds are unrolled: a Beam graph has no loops, and the
 state the next round needs is tiny (candidates x K x D).
 """
 
+import functools
 from typing import Iterator, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from transforms.beam import job_metrics
 from transforms.beam.combiners import (
     CandidatePartialsCombineFn,
     ClusterTotalsCombineFn,
@@ -185,9 +187,30 @@ class LloydUpdateFn(beam.CombineFn):
         )
 
     def extract_output(self, accumulator: ShardPartials) -> Candidates:
-        return update_candidates(
+        updated = update_candidates(
             accumulator.candidates, accumulator.partials, self._tol, self._spherical
         )
+        _record_round(accumulator.candidates, updated, accumulator.partials)
+        return updated
+
+
+def _record_round(before: Candidates, after: Candidates, partials: tuple) -> None:
+    """The round's metrics (job_metrics), for a driver to follow the fit: of the candidates
+    this round updated, the lowest inertia and the largest total squared shift (the
+    convergence test's), and how many still move. Nothing in a round that only passes
+    a converged state on."""
+    moved = [i for i, state in enumerate(before.states) if not state.converged]
+    if not moved:
+        return
+    round_ = after.states[moved[0]].rounds
+    shifts = [
+        float(np.sum((after.states[i].centroids - before.states[i].centroids) ** 2)) for i in moved
+    ]
+    name = functools.partial(job_metrics.round_name, round_)
+    job_metrics.record_float(name("inertia"), min(partials[i].inertia for i in moved))
+    job_metrics.record_float(name("shift"), max(shifts))
+    job_metrics.record(name("moving"), sum(not s.converged for s in after.states))
+    job_metrics.record_time(name("ended_ms"))
 
 
 class LloydRound(beam.PTransform):
@@ -349,6 +372,7 @@ class _AssignShardFn(beam.DoFn):
             parts.append(Partials.from_batch(x, result, cfg.cosine))
             distance = row_distances(result.sq_dist, cfg.cosine)
             normalized = normalized_distances(distance, result.labels, radii)
+            job_metrics.count(job_metrics.ROWS_ASSIGNED, len(x))
             keep = [name for name in batch.schema.names if name != FEATURES_COLUMN]
             columns = [batch.column(name) for name in keep] + [
                 pa.array(result.labels),

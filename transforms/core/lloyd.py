@@ -14,6 +14,11 @@ import numpy as np
 
 from transforms.core.partials import Partials
 
+# Its own logger: the CLI, which prints each round from the job's metrics on every
+# runner (pipeline/progress.py), hides this one's INFO lines, which only an
+# in-process runner's console would show.
+_LOG = logging.getLogger(__name__)
+
 
 class RoundState(NamedTuple):
     """The state carried from one round to the next (a side input, tiny).
@@ -118,7 +123,7 @@ def lloyd_update(
         reseeded=state.reseeded + reseeded,
         counts=counts,
     )
-    logging.info(
+    _LOG.info(
         "round %d%s: inertia %.6g, largest shift %.3g, total squared shift %.3g%s",
         new.rounds,
         label,

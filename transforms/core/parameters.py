@@ -343,6 +343,15 @@ OUTPUT = (
         type=bool,
     ),
     Parameter(
+        "detach",
+        "on a remote runner (Dataflow, Flink, a job service): submit the job, print its "
+        "id, how to follow it and where its outputs will appear, and return without "
+        "waiting; the job publishes its outputs itself, as its last step",
+        "Detach",
+        default=False,
+        type=bool,
+    ),
+    Parameter(
         "keep_standardized",
         "keep the shards (OUTPUT/_work/shards/): the valid rows as read, which "
         "transform_fn/ standardizes (transforms.beam.shards.iter_standardized)",
