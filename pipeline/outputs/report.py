@@ -246,6 +246,40 @@ def _inertia_section(history: List[float], final) -> str:
     )
 
 
+def _distances_figure(
+    radii: np.ndarray, distances: dict, merge_map: Optional[np.ndarray] = None
+) -> str:
+    """Radius by cluster (bars), and the training rows' normalized distances as the
+    fraction of rows above each value (log scale), with the anomaly threshold."""
+    k = len(radii)
+    fig = _new_figure(11, 3.5)
+    bars, tail = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    bars.bar(np.arange(k), radii, color=_cluster_colors(k, merge_map))
+    bars.set_xlabel("cluster")
+    bars.set_ylabel("radius (RMS distance)")
+    if k <= 30:
+        bars.set_xticks(np.arange(k))
+    values = np.asarray(distances["tail_quantiles"], np.float64)
+    fractions = np.asarray(distances["tail"], np.float64)
+    finite = np.isfinite(values)
+    tail.plot(values[finite], fractions[finite], color="#1f77b4")
+    tail.set_yscale("log")
+    tail.set_xlabel("normalized distance (distance / the cluster's radius)")
+    tail.set_ylabel("fraction of training rows above")
+    threshold = distances.get("threshold")
+    if threshold is not None and np.isfinite(threshold):
+        tail.axvline(threshold, color="#d62728", linestyle="--", linewidth=1)
+        tail.annotate(
+            f"anomaly threshold {threshold:.3g}",
+            (threshold, fractions[finite].max()),
+            xytext=(4, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="#d62728",
+        )
+    return _png_img(fig, "cluster radii and the distribution of normalized distances")
+
+
 def _sizes_figure(sizes: np.ndarray, merge_map: Optional[np.ndarray] = None) -> str:
     k = len(sizes)
     fig = _new_figure(min(max(6.0, 0.3 * k + 2), 11), 3.5)
@@ -747,6 +781,7 @@ def render_report(
     linkage: Optional[np.ndarray] = None,
     merge_map: Optional[np.ndarray] = None,
     provenance: Optional[dict] = None,
+    distances: Optional[dict] = None,
 ) -> str:
     """The HTML text of a fit's report (UTF-8 text, one file, no external resource).
 
@@ -775,9 +810,14 @@ def render_report(
     provenance: optional {"command": str, "version": str, "input": str, "files": int,
         "runner": str, "started": str (ISO 8601), "duration_seconds": float, ...}: the
         "Provenance" section, in that order; any other key is listed after them.
+    distances: optional {"tail": float [Q] fractions of rows, "tail_quantiles": float
+        [Q] the normalized distance above which they lie, "threshold": float or None},
+        with metrics' "clusters" ([{id, size, radius}]): the "Cluster radii and
+        anomalies" section (core.statistics.ClusterStats).
 
     Images: 4 (inertia, sizes, PCA, heatmap), 3 when at most MAX_TABLE_ROUNDS rounds
-    (a table instead), +1 with `sweep`, +1 with a linkage of at least 2 leaves.
+    (a table instead), +1 with `sweep`, +1 with a linkage of at least 2 leaves, +1
+    with `distances`.
     Raises ValueError when shapes disagree.
     """
     c_orig, features, x, labels, c_std, sizes, z, groups = _check(
@@ -827,6 +867,29 @@ def render_report(
         section("Cluster sizes", _sizes_figure(sizes, groups))
     else:
         section("Cluster sizes", '<p class="note">metrics has no cluster_sizes.</p>')
+
+    if distances is not None and metrics.get("clusters"):
+        radii = np.array([_as_float(c.get("radius")) for c in metrics["clusters"]])
+        threshold = distances.get("threshold")
+        rule = (
+            f"; rows above the dashed line (normalized distance {threshold:.3g}, the "
+            f"{1 - metrics.get('contamination', 0):.4g} quantile) are anomalies "
+            f"(--contamination {metrics.get('contamination')})"
+            if threshold is not None
+            else "; --contamination C flags the rows above the (1 - C) quantile"
+        )
+        section(
+            "Cluster radii and anomalies",
+            '<p class="note">'
+            + _esc(
+                "A cluster's radius is the RMS distance of its rows to its centroid (for "
+                "cosine distance, their mean 1 - cos); a row's normalized distance is its "
+                "distance over its cluster's radius. Right: the fraction of training rows "
+                "whose normalized distance is above each value" + rule + "."
+            )
+            + "</p>",
+            _distances_figure(radii, distances, groups),
+        )
 
     shown = min(len(x), MAX_POINTS)
     section(

@@ -158,6 +158,7 @@ def write_results(
         spec.features,
         standardizer(sample.rows),
         provenance=fit_provenance(spec, rejections),
+        statistics=statistics,
     )
     job_metrics.record_time(job_metrics.RESULTS_WRITTEN_MS)
     return result
@@ -193,11 +194,13 @@ def write_fit_report(
     features: List[str],
     z: np.ndarray,
     provenance: Optional[dict] = None,
+    statistics: Optional[ClusterStats] = None,
 ) -> None:
     """Write report.html: `result` (the metrics), the centroids in original units
     (float64 [K, D]) and the init sample standardized (`z`, [m, D]), drawn by cluster;
     with a merge (state.merge_map) coloured by merged group; `provenance` as
-    `fit_provenance` gives it."""
+    `fit_provenance` gives it; `statistics` the final pass's (radii, normalized
+    distances)."""
     from sklearn.metrics import pairwise_distances_argmin
 
     z = z.astype(np.float64)
@@ -215,6 +218,13 @@ def write_fit_report(
             linkage=state.linkage,
             merge_map=state.merge_map,
             provenance=provenance,
+            distances=None
+            if statistics is None
+            else {
+                "tail": statistics.tail.tolist(),
+                "tail_quantiles": statistics.tail_quantiles.tolist(),
+                "threshold": result.get("anomaly_threshold"),
+            },
         ),
     )
 

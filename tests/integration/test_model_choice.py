@@ -157,7 +157,7 @@ def test_sweep_picks_the_known_k(four_blobs, tmp_path, capsys, criterion):
     assert adjusted_rand_score(truth, labels) >= 0.99
     html = (out / "report.html").read_text()
     assert "K sweep" in html and "Candidates" in html and html.count(">chosen<") == 1
-    images = 5 if m["rounds"] > 2 else 4  # one or two rounds: inertia a table, not a figure
+    images = 6 if m["rounds"] > 2 else 5  # one or two rounds: inertia a table, not a figure
     assert len(re.findall(r'<img src="data:image/png;base64,', html)) == images
     scored = tmp_path / "scored"
     assert (

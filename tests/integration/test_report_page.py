@@ -143,7 +143,7 @@ def test_report_in_headless_chromium(fitted, tmp_path, width):
     assert found, proc.stderr[-3000:]
     probe = json.loads(found.group(1).replace("&quot;", '"'))
     expected = (out / "report.html").read_text().count("<img ")
-    assert expected == 4  # sizes, PCA, centroids, dendrogram (one round: a table)
+    assert expected == 5  # sizes, radii, PCA, centroids, dendrogram (one round: a table)
     assert probe == {"images": expected, "broken": 0, "tooWide": 0, "overflow": 0}, probe
 
     shot = tmp_path / "shot.png"

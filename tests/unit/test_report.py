@@ -432,3 +432,22 @@ def test_driver_provenance_and_the_reports_duration():
     assert template["files"] == 7 and "duration_seconds" not in template
     assert template["template built"] == record["started"] and "started" not in template
     assert fit_provenance(SimpleNamespace(**dict(vars(spec), provenance=None))) is None
+
+
+@pytest.mark.parametrize("contamination", [None, 0.01])
+def test_radii_and_the_distribution_of_normalized_distances(fit_inputs, contamination):
+    from transforms.core.statistics import TAIL_PROBABILITIES
+
+    metrics = dict(fit_inputs["metrics"])
+    metrics["clusters"] = [{"id": i, "size": 330, "radius": 1.0 + i} for i in range(K)]
+    quantiles = -np.log(TAIL_PROBABILITIES)  # an exponential's tail, ascending
+    threshold = None
+    if contamination is not None:
+        metrics["contamination"], threshold = contamination, float(-np.log(contamination))
+    distances = {"tail": TAIL_PROBABILITIES, "tail_quantiles": quantiles, "threshold": threshold}
+    without = render_report(**fit_inputs)
+    html_text = render_report(**dict(fit_inputs, metrics=metrics), distances=distances)
+    _check_common(html_text)
+    assert "<h2>Cluster radii and anomalies</h2>" in html_text
+    assert len(_pngs(html_text)) == len(_pngs(without)) + 1
+    assert ("(--contamination 0.01)" in html_text) == (contamination is not None)
