@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 # name -> the module that defines it
 _EXPORTS = {
     "AssignClusters": "transforms.beam.assign",
+    "ClusterStats": "transforms.core.statistics",  # KMeans' "statistics": radii, quantiles
     "KMeans": "transforms.beam.kmeans",
     "KMeansModelHandler": "transforms.beam.model_handler",
     "Partials": "transforms.core.partials",  # KMeans' "final": the last pass's partials
@@ -57,4 +58,5 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from transforms.core.partials import Partials as Partials
     from transforms.core.sampling import Sample as Sample
     from transforms.core.selection import Selection as Selection
+    from transforms.core.statistics import ClusterStats as ClusterStats
     from transforms.step.export import export_model as export_model
