@@ -13,7 +13,14 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.utils import shared
 
-from transforms.beam.elements import batch_elements, split_kinds
+from transforms.beam.elements import (
+    REJECTED,
+    array_rows,
+    batch_elements,
+    rejection,
+    row_matrix,
+    split_kinds,
+)
 from transforms.beam.model_paths import resolve_model_dir
 from transforms.beam.shards import FEATURES_COLUMN, features_to_matrix
 from transforms.core.statistics import anomaly_threshold
@@ -92,14 +99,22 @@ def describe_model(model_dir: str, contamination: Optional[float] = None):
 
 class _AssignFn(beam.DoFn):
     """Lists from `batch_elements`: each record batch (`FEATURES_COLUMN` + passthrough) ->
-    passthrough + cluster_id + distance; the dict rows -> the same dicts with
-    `cluster_id` and `distance` added, scored together."""
+    passthrough + the outputs; the dict rows and beam.Rows -> dicts of their fields and
+    the outputs; each array [n, D] -> n such dicts {"features": [D values], ...}.
+
+    A row that cannot be scored (a feature missing, null, not a number, NaN or
+    infinite) is emitted tagged REJECTED (`rejected`), else raises naming it.
+    """
 
     def __init__(
-        self, model_dir: str, shared_handle: shared.Shared, contamination: Optional[float]
+        self,
+        model_dir: str,
+        shared_handle: shared.Shared,
+        contamination: Optional[float],
+        rejected: bool,
     ):
         self._model_dir, self._shared = model_dir, shared_handle
-        self._contamination = contamination
+        self._contamination, self._rejected = contamination, rejected
 
     def setup(self):
         self._model = self._shared.acquire(
@@ -109,13 +124,10 @@ class _AssignFn(beam.DoFn):
     # No output type hint: the output kind is the input's (record batches, or dict
     # rows), which a Beam type hint cannot say; Union would refuse typed consumers.
     def process(self, elements: list):
+        features = self._model.features
         batches, arrays, rows = split_kinds(elements)
-        if arrays:
-            raise ValueError("AssignClusters takes dict rows or record batches, not arrays")
         for batch in batches:
-            x = features_to_matrix(
-                batch.column(FEATURES_COLUMN), len(self._model.features), np.float64
-            )
+            x = features_to_matrix(batch.column(FEATURES_COLUMN), len(features), np.float64)
             out = self._model(x)
             keep = [n for n in batch.schema.names if n != FEATURES_COLUMN]
             added = [n for n in OUTPUT_ORDER if n in out]
@@ -123,11 +135,26 @@ class _AssignFn(beam.DoFn):
                 [batch.column(n) for n in keep] + [pa.array(out[n]) for n in added],
                 names=keep + added,
             )
+        for array in arrays:
+            x, bad = array_rows(array, len(features))
+            yield from self._scored(x, [{"features": list(map(float, r))} for r in x], bad)
         if rows:
-            x = np.array([[row[name] for name in self._model.features] for row in rows], np.float64)
-            out = self._model(x)
-            for i, row in enumerate(rows):
-                yield dict(row, **{name: value[i].item() for name, value in out.items()})
+            x, bad = row_matrix(rows, features)
+            yield from self._scored(x, rows, bad)
+
+    def _scored(self, x: np.ndarray, rows: list, bad: list):
+        """Each row of `rows` (dicts, float64 `x` [n, D] their values) with its outputs,
+        but those in `bad` [(index, reason)]: rejected, or an error."""
+        for i, reason in bad:
+            if not self._rejected:
+                raise ValueError(f"AssignClusters cannot score row {rows[i]!r}: {reason}")
+            yield beam.pvalue.TaggedOutput(REJECTED, rejection(rows[i], reason))
+        keep = np.setdiff1d(np.arange(len(x)), [i for i, _ in bad])
+        if not len(keep):
+            return
+        out = self._model(x[keep])
+        for j, i in enumerate(keep):
+            yield dict(rows[i], **{name: value[j].item() for name, value in out.items()})
 
 
 class AssignClusters(beam.PTransform):
@@ -136,26 +163,35 @@ class AssignClusters(beam.PTransform):
     cluster's radius), `merged_cluster_id` when the model was fitted with merge_to, and
     `is_anomaly` (bool) when it was fitted with a contamination or one is given here.
 
-    Input elements: dict rows holding every feature of the model (a missing,
-    NaN or infinite feature raises), or Arrow record batches with
-    `FEATURES_COLUMN` (list<float64>) and passthrough columns (what pipeline's
-    readers produce, validated).
+    Input elements, the kinds `KMeans` takes: dict rows or beam.Rows holding every
+    feature of the model (out: dicts of their fields and the outputs), NumPy arrays
+    [n, D] in the model's feature order (out: a dict a row, its values under
+    "features"), or Arrow record batches with `FEATURES_COLUMN` (list<float64>) and
+    passthrough columns (what pipeline's readers produce, validated; out: record
+    batches). A row with a feature missing, null, not a number, NaN or infinite:
+    with `rejected=True` the output is {"scored": ..., "rejected": JSON lines
+    {"reason", "row"}}, as the command's dead letter; without, it raises naming it.
     """
 
     def __init__(
-        self, model_dir: str, batch_size: int = 8192, contamination: Optional[float] = None
+        self,
+        model_dir: str,
+        batch_size: int = 8192,
+        contamination: Optional[float] = None,
+        rejected: bool = False,
     ):
         """`model_dir`: a fit output, its model/ base path or a version directory
         (model/1/); a base path is served at its highest version. `contamination`
         overrides the model's default fraction of anomalies."""
         super().__init__()
         self._model_dir, self._batch_size = model_dir, batch_size
-        self._contamination = contamination
+        self._contamination, self._rejected = contamination, rejected
         self._shared = shared.Shared()
 
     def expand(self, rows):
-        return (
-            rows
-            | "Batch" >> batch_elements(self._batch_size)
-            | "Assign" >> beam.ParDo(_AssignFn(self._model_dir, self._shared, self._contamination))
-        )
+        fn = _AssignFn(self._model_dir, self._shared, self._contamination, self._rejected)
+        batched = rows | "Batch" >> batch_elements(self._batch_size)
+        if not self._rejected:
+            return batched | "Assign" >> beam.ParDo(fn)
+        outputs = batched | "Assign" >> beam.ParDo(fn).with_outputs(REJECTED, main="scored")
+        return {"scored": outputs.scored, "rejected": outputs[REJECTED]}

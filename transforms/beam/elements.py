@@ -1,16 +1,27 @@
 """The kinds of element the library PTransforms take, batched with Beam's BatchElements.
 
-`KMeans` and `AssignClusters` accept dict rows, NumPy [n, D] arrays and Arrow
-record batches. Beam's `BatchElements` groups them into lists of at most
-`max_rows` rows (a record batch or an array counts its rows), so a DoFn scores
-dict rows together instead of one by one.
+`KMeans` and `AssignClusters` accept the same kinds: dict rows, `beam.Row`s (what
+Beam SQL, `beam.Select` and schema'd sources give), NumPy [n, D] arrays (columns in
+feature order) and Arrow record batches. Beam's `BatchElements` groups them into
+lists of at most `max_rows` rows (a record batch or an array counts its rows), so a
+DoFn scores rows together instead of one by one.
+
+A row whose feature is missing, null, not a number, NaN or infinite is not scored:
+`row_matrix` gives its reason, which the transforms emit as a rejected row
+(`rejection`: one JSON object, as the command's dead letter writes them).
 """
 
-from typing import List, Tuple
+import json
+import math
+import numbers
+from typing import List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+
+# The tag of the rejected rows' output.
+REJECTED = "rejected"
 
 
 def rows_in(element) -> int:
@@ -28,15 +39,83 @@ def batch_elements(max_rows: int) -> beam.BatchElements:
 
 
 def split_kinds(elements: list) -> Tuple[List[pa.RecordBatch], List[np.ndarray], List[dict]]:
-    """(record batches, arrays, dict rows) of a list from `batch_elements`."""
+    """(record batches, arrays, dict rows) of a list from `batch_elements`; a beam.Row
+    becomes a dict of its fields."""
     batches, arrays, rows = [], [], []
     for element in elements:
-        kind = (
-            batches
-            if isinstance(element, pa.RecordBatch)
-            else arrays
-            if isinstance(element, np.ndarray)
-            else rows
-        )
-        kind.append(element)
+        if isinstance(element, pa.RecordBatch):
+            batches.append(element)
+        elif isinstance(element, np.ndarray):
+            arrays.append(element)
+        elif isinstance(element, beam.Row):
+            rows.append(element._asdict())
+        else:
+            rows.append(element)
     return batches, arrays, rows
+
+
+def _reason(value, name: str) -> Optional[str]:
+    """Why `value` cannot be feature `name`'s, or None if it can."""
+    if value is None:
+        return f"feature {name!r} is null"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"feature {name!r} is not a number: {value!r}"
+    if not math.isfinite(value):
+        return f"feature {name!r} is NaN or infinite"
+    return None
+
+
+def row_matrix(rows: Sequence, features: Sequence[str]) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
+    """Dict rows -> (float64 [n, D] in `features` order, [(index, reason)] of the rows that
+    cannot be scored: a feature missing, null, not a number, NaN or infinite (their
+    values in the matrix are 0))."""
+    x = np.zeros((len(rows), len(features)), np.float64)
+    bad = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            bad.append(
+                (
+                    i,
+                    f"a {type(row).__name__} is not a row: take dicts, beam.Rows, "
+                    f"NumPy arrays or Arrow record batches",
+                )
+            )
+            continue
+        for j, name in enumerate(features):
+            why = f"feature {name!r} is missing" if name not in row else _reason(row[name], name)
+            if why is not None:
+                bad.append((i, why))
+                break
+            x[i, j] = row[name]
+    return x, bad
+
+
+def array_rows(array: np.ndarray, n_features: int) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
+    """A NumPy array of rows [n, D] (or one row [D]) -> (float64 [n, D], [(index, reason)]
+    of the rows with a NaN or infinite value). A shape of another width raises."""
+    x = np.asarray(array, np.float64)
+    x = x[np.newaxis] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[1] != n_features:
+        raise ValueError(f"rows of shape {np.shape(array)}; expected [n, {n_features}]")
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    return x, [(int(i), "a feature is NaN or infinite") for i in bad]
+
+
+def rejection(row, reason: str) -> str:
+    """A rejected row as one JSON line: {"reason", "row"} (NaN and infinities as text,
+    values JSON has no type for by their repr)."""
+    return json.dumps({"reason": reason, "row": _json_safe(row)}, default=repr)
+
+
+def _json_safe(value):
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

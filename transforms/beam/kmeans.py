@@ -34,7 +34,14 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.beam import job_metrics
 from transforms.beam.candidates import ChooseCandidate, InitialCandidates
 from transforms.beam.combiners import BottomSampleFn
-from transforms.beam.elements import batch_elements, split_kinds
+from transforms.beam.elements import (
+    REJECTED,
+    array_rows,
+    batch_elements,
+    rejection,
+    row_matrix,
+    split_kinds,
+)
 from transforms.beam.model_paths import MODEL_BASE
 from transforms.beam.rounds import AssignShards, LloydRounds, StepConfig
 from transforms.beam.shards import (
@@ -61,11 +68,13 @@ class KMeans(beam.PTransform):
     """Fit K-Means on a PCollection of rows; returns a dict of PCollections.
 
     Input elements, any mix of:
-      - dict rows {feature: number, ...} (other keys named in `passthrough` are kept);
-      - NumPy float arrays [n, D], columns in `features` order;
+      - dict rows {feature: number, ...} or beam.Rows (other fields named in
+        `passthrough` are kept);
+      - NumPy float arrays [n, D] (or one row [D]), columns in `features` order;
       - Arrow record batches with `FEATURES_COLUMN` (list<float64>, D values a
         row) and the `passthrough` columns (what pipeline's readers produce).
-    Values must be finite numbers: validate first (a NaN raises).
+    A row whose feature is missing, null, not a number, NaN or infinite goes to
+    the `rejected` output with its reason (transforms.beam.elements).
 
     Output:
       state:       one RoundState of the chosen fit (centroids float64 [K, D]
@@ -84,6 +93,8 @@ class KMeans(beam.PTransform):
                    once the SavedModel is written.
       sample:      one core.sampling.Sample: the bottom-m rows (raw, float64 [m, D]) the
                    initialisation used; bounded by init_sample_size.
+      rejected:    str, one JSON object per row that could not be clustered: {"reason",
+                   "row"} (a feature missing, null, not a number, NaN or infinite).
       done:        one element, the model's version directory, once everything `KMeans`
                    writes is written and its work directory is removed (unless
                    kept): what a step that publishes OUTPUT_DIR waits for.
@@ -203,14 +214,15 @@ class KMeans(beam.PTransform):
 
     def expand(self, rows):
         d = len(self.features)
-        batches = (
+        converted = (
             rows
             | "Batch" >> batch_elements(self.step.batch_size)
             | "ToRecordBatches"
             >> beam.FlatMap(
                 _to_record_batches, features=self.features, passthrough=self.passthrough
-            )
+            ).with_outputs(REJECTED, main="batches")
         )
+        batches = converted.batches
 
         with tft_beam.Context(temp_dir=FileSystems.join(self.work_dir, "tft")):
             transform_fn = (
@@ -306,35 +318,42 @@ class KMeans(beam.PTransform):
             "model": model,
             "sample": sample,
             "done": done,
+            "rejected": converted[REJECTED],
         }
 
 
 def _to_record_batches(elements: list, features: List[str], passthrough: pa.Schema):
-    """A list from `batch_elements` -> record batches of `FEATURES_COLUMN` + passthrough.
+    """A list from `batch_elements` -> record batches of `FEATURES_COLUMN` + passthrough,
+    and, tagged REJECTED, a JSON line for each row that cannot be clustered.
 
-    Record batches pass as they are; each array is one batch; the dict rows of
-    the list become one batch.
+    Record batches pass as they are (the command's readers validated them); each
+    array is one batch; the dict rows and beam.Rows of the list become one batch.
     """
     batches, arrays, rows = split_kinds(elements)
     yield from batches
-    for x in arrays:
-        yield _record_batch(np.asarray(x, np.float64), [], features, passthrough)
+    for array in arrays:
+        x, bad = array_rows(array, len(features))
+        yield from _kept(x, [], bad, features, passthrough, lambda i, x=x: x[i])
     if rows:
-        x = np.array([[row[name] for name in features] for row in rows], np.float64)
+        x, bad = row_matrix(rows, features)
+        yield from _kept(x, rows, bad, features, passthrough, lambda i: rows[i])
+
+
+def _kept(x, rows, bad, features, passthrough, original):
+    """The record batch of the rows not in `bad` [(index, reason)], then the rejections."""
+    for i, reason in bad:
+        yield beam.pvalue.TaggedOutput(REJECTED, rejection(original(i), reason))
+    if bad:
+        keep = np.setdiff1d(np.arange(len(x)), [i for i, _ in bad])
+        x, rows = x[keep], [rows[i] for i in keep] if rows else rows
+    if len(x):
         yield _record_batch(x, rows, features, passthrough)
 
 
 def _record_batch(
     x: np.ndarray, rows: list, features: List[str], passthrough: pa.Schema
 ) -> pa.RecordBatch:
-    if x.ndim != 2 or x.shape[1] != len(features):
-        raise ValueError(f"rows of shape {x.shape}; expected [n, {len(features)}]")
-    bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
-    if bad.size:
-        raise ValueError(
-            f"row {rows[bad[0]] if rows else bad[0]} has a NaN or infinite "
-            f"feature; validate rows before KMeans"
-        )
+    """Valid rows float64 [n, D] (and their dicts, for the passthrough columns) -> a batch."""
     columns = [matrix_to_features(x)] + [
         pa.array([row.get(field.name) for row in rows], field.type)
         if rows
