@@ -19,7 +19,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from transforms.core.statistics import ClusterStats, QuantileSketch
+from transforms.core.statistics import QuantileSketch, anomaly_threshold
 
 MEDIAN_RATIO = 2.0
 ANOMALY_RATIO = 3.0
@@ -65,20 +65,23 @@ def drift_metrics(totals: list, training: dict, contamination: Optional[float]) 
     """The scored rows beside the training rows, and the warning (None when none)."""
     counts, anomalies, sketch = totals
     n = int(counts.sum())
-    stats = ClusterStats(
-        training["sizes"], np.zeros(0), training["tail"], training["tail_quantiles"]
-    )
-    scored = ClusterStats(counts, np.zeros(0), stats.tail, sketch.tail_quantiles(stats.tail))
+    tail = training["tail"]
+    scored = sketch.tail_quantiles(tail)
+
+    def quantiles(table) -> dict:
+        return {name: anomaly_threshold(tail, table, 1.0 - q) for name, q in QUANTILES}
+
     result = {
         "rows": n,
         "cluster_shares": _shares(counts),
         "training_cluster_shares": _shares(training["sizes"]),
-        "normalized_distance": {name: scored.quantile(q) for name, q in QUANTILES},
-        "training_normalized_distance": {name: stats.quantile(q) for name, q in QUANTILES},
+        "normalized_distance": quantiles(scored),
+        "training_normalized_distance": quantiles(training["tail_quantiles"]),
     }
     warnings = []
     if n:
-        median, training_median = result["normalized_distance"]["p50"], stats.quantile(0.5)
+        median = result["normalized_distance"]["p50"]
+        training_median = result["training_normalized_distance"]["p50"]
         if training_median > 0 and median > MEDIAN_RATIO * training_median:
             warnings.append(
                 f"the median normalized distance is {median:.3g}, "

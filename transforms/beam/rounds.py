@@ -36,6 +36,7 @@ from transforms.core.statistics import (
     ClusterStats,
     ClusterTotals,
     QuantileSketch,
+    anomaly_threshold,
     cluster_radii,
     normalized_distances,
 )
@@ -471,9 +472,8 @@ class AssignShards(beam.PTransform):
 
 def _threshold_of(sketch: QuantileSketch, contamination: float) -> float:
     """The anomaly threshold, read from the table the model keeps (the same value)."""
-    return ClusterStats(
-        np.zeros(0), np.zeros(0), TAIL_PROBABILITIES, sketch.tail_quantiles(TAIL_PROBABILITIES)
-    ).threshold(contamination)
+    quantiles = sketch.tail_quantiles(TAIL_PROBABILITIES)
+    return anomaly_threshold(TAIL_PROBABILITIES, quantiles, contamination)
 
 
 def _cluster_stats(sketch: QuantileSketch, totals: ClusterTotals, radii: np.ndarray):
