@@ -74,3 +74,26 @@ def test_without_a_dead_letter_a_bad_row_is_an_error_naming_it(model):
         BeamTestPipeline(runner="DirectRunner") as p,
     ):
         _ = p | beam.Create([{"a": 1.0, "b": None}]) | AssignClusters(model)
+
+
+def test_kmeans_removes_only_what_it_wrote_in_a_callers_work_dir(tmp_path):
+    """A `work_dir` the caller keeps other files in: the fit's shards and tf.Transform's
+    temporary files go, the caller's files stay."""
+    work = tmp_path / "work"
+    (work / "shards").mkdir(parents=True)
+    mine = [work / "notes.txt", work / "shards" / "rows-theirs.arrow"]
+    for path in mine:
+        path.write_text("the caller's")
+    elements, _ = _elements()
+    with BeamTestPipeline(runner="DirectRunner") as p:
+        _ = (
+            p
+            | beam.Create(elements)
+            | KMeans(k=2, features=["a", "b"], output_dir=str(tmp_path / "fit"), work_dir=str(work))
+        )
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == [
+        "notes.txt",
+        "shards",
+        "shards/rows-theirs.arrow",
+    ]
+    assert all(path.read_text() == "the caller's" for path in mine)

@@ -117,7 +117,8 @@ class KMeans(beam.PTransform):
     cache_mb, devices, keep_standardized. Besides them: `features` (the D
     feature names), `output_dir` (OUTPUT_DIR), `passthrough` (the schema of the
     columns copied to the assignments) and `work_dir` (the shards; default
-    OUTPUT_DIR/_work). A bad value raises UserInputError naming it.
+    OUTPUT_DIR/_work; at the end only what this fit wrote there is removed, and the
+    directory itself once empty). A bad value raises UserInputError naming it.
     """
 
     def __init__(
@@ -306,8 +307,11 @@ class KMeans(beam.PTransform):
         done = model
         if not self.keep_standardized:
             # After the final pass has read every shard (its partials are complete).
-            done = model | "RemoveWorkDir" >> beam.Map(
-                _remove_dir, path=self.work_dir, after=beam.pvalue.AsList(assigned["partials"])
+            done = model | "RemoveWorkFiles" >> beam.Map(
+                _remove_work_files,
+                work_dir=self.work_dir,
+                run=self._run,
+                after=beam.pvalue.AsList(assigned["partials"]),
             )
         return {
             "state": state,
@@ -411,10 +415,30 @@ def _export(
     return model_dir
 
 
-def _remove_dir(model_dir: str, path: str, after) -> str:
-    """Remove the work directory; return `model_dir` (the fit's last step is done)."""
+def _remove_work_files(model_dir: str, work_dir: str, run: str, after) -> str:
+    """Remove what this fit wrote under `work_dir`: its shards (shards/rows-RUN*) and
+    tf.Transform's temporary files (tft/tftransform_tmp), then tft/, shards/ and
+    `work_dir` itself where they are left empty; return `model_dir` (the fit's last
+    step is done).
+
+    Nothing else: `work_dir` may be a directory the caller keeps other files in.
+    """
     del after
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-        logging.info("removed work directory %s", path)
+    shards, tft = FileSystems.join(work_dir, "shards"), FileSystems.join(work_dir, "tft")
+    ours = _matching(FileSystems.join(shards, f"rows-{run}*"))
+    ours += [p for p in [FileSystems.join(tft, "tftransform_tmp")] if FileSystems.exists(p)]
+    if ours:
+        FileSystems.delete(ours)
+    for directory in (tft, shards, work_dir):
+        if FileSystems.exists(directory) and not _matching(FileSystems.join(directory, "*")):
+            FileSystems.delete([directory])  # empty (object stores have no directories)
+    logging.info("removed this fit's files under the work directory %s", work_dir)
     return model_dir
+
+
+def _matching(pattern: str) -> list:
+    """The paths `pattern` matches (none when its directory does not exist)."""
+    try:
+        return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    except Exception:  # noqa: BLE001 -- Beam raises for a pattern under no directory
+        return []
