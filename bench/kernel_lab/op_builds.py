@@ -32,7 +32,8 @@ centroids = x[rng.choice(len(x), 64, replace=False)][None].copy()
 bias = np.zeros((1, 64), np.float32)
 valid = np.ones(len(x), bool)
 rows = tf.experimental.dlpack.from_dlpack(x.__dlpack__())  # in place, as a round passes it
-call = tf.function(lambda: lib.shardmeans_nearest_centroids(rows, valid, centroids, bias,
+none = tf.zeros([0], tf.float32)  # no weights: the unweighted kernel
+call = tf.function(lambda: lib.shardmeans_nearest_centroids(rows, valid, centroids, bias, none,
                                                             n_far=16, per_row=False))
 call()
 times = []
