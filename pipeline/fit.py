@@ -56,6 +56,7 @@ class FitSpec(NamedTuple):
     devices: str
     # The driver's record for the report (`driver_provenance`), or None.
     provenance: Optional[dict] = None
+    weight_column: Optional[str] = None  # sample weights (docs/weights.md), else None
 
     @property
     def needs_directions(self) -> bool:
@@ -78,7 +79,9 @@ def fit_spec(options) -> FitSpec:
     parameters.BY_NAME["contamination"].check(anomaly.contamination, "--")
 
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
-    features = _features(inp.features, layout.schema, layout.numeric, inp.id_column, layout.path)
+    numeric = [n for n in layout.numeric if n != inp.weight_column]  # a weight is no feature
+    features = _features(inp.features, layout.schema, numeric, inp.id_column, layout.path)
+    _check_weight_column(inp.weight_column, layout, features)
     _log_columns(layout, features, inp.features, inp.id_column)
 
     init, given = _init(km.init, ks, km.n_init or 1, len(features))
@@ -116,7 +119,26 @@ def fit_spec(options) -> FitSpec:
         batch_size=km.batch_size,
         cache_mb=km.cache_mb,
         devices=km.devices,
+        weight_column=inp.weight_column,
     )
+
+
+def _check_weight_column(name: Optional[str], layout, features: List[str]) -> None:
+    """--weight_column names a numeric column of the input that is not a feature."""
+    if name is None:
+        return
+    if name not in layout.schema.names:
+        raise UserInputError(
+            f"--weight_column {name!r} is not a column of {layout.path} "
+            f"(columns: {', '.join(layout.schema.names)})"
+        )
+    if name in features:
+        raise UserInputError(f"--weight_column {name!r} is also a feature: a weight is not one")
+    if name not in layout.numeric:
+        raise UserInputError(
+            f"--weight_column {name!r} of {layout.path} is not numeric "
+            f"(type {layout.schema.field(name).type})"
+        )
 
 
 def driver_provenance(argv: List[str], options, started: float) -> dict:
@@ -275,6 +297,7 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         work_dir=work_dir(spec, run),
         keep_standardized=spec.keep_standardized,
         merge_to=spec.merge_to,
+        weight_column=spec.weight_column,
     )
     outputs = ["cluster_id", "distance", "normalized_distance"]
     outputs += ["merged_cluster_id"] if spec.merge_to is not None else []

@@ -108,10 +108,12 @@ class _ReadAndValidateFn(beam.DoFn):
         on_invalid: str,
         batch_rows: int,
         directions: bool = False,
+        weight_column: Optional[str] = None,
     ):
         self._fmt, self._features, self._passthrough = fmt, features, passthrough
         self._on_invalid, self._batch_rows = on_invalid, batch_rows
         self._directions = directions
+        self._weight_column = weight_column
 
     def process(self, path: str) -> Iterator[pa.RecordBatch]:
         counts = np.zeros(4, np.int64)
@@ -119,7 +121,12 @@ class _ReadAndValidateFn(beam.DoFn):
         try:
             for chunk in read_chunks(path, self._fmt, self._batch_rows):
                 checked = check_chunk(
-                    chunk, self._features, self._passthrough, FEATURES_COLUMN, self._directions
+                    chunk,
+                    self._features,
+                    self._passthrough,
+                    FEATURES_COLUMN,
+                    self._directions,
+                    weight_column=self._weight_column,
                 )
                 if checked.first_error and self._on_invalid == "fail":
                     raise UserInputError(f"invalid row (--on_invalid=fail): {checked.first_error}")
@@ -181,6 +188,8 @@ class ReadValidRows(beam.PTransform):
               reason and by file (each adding up to counts' rows rejected).
     `directions`: rows whose features are all 0 are rejected too (they have no
     cosine distance: a fit with --distance cosine and --standardize none).
+    `weight_column`: each valid row's weight goes to `WEIGHT_COLUMN` (float64, after the
+    features); a row whose weight is not a finite number >= 0 is rejected.
     """
 
     def __init__(
@@ -193,11 +202,12 @@ class ReadValidRows(beam.PTransform):
         batch_rows: int = 65536,
         files: Optional[Sequence[str]] = None,
         directions: bool = False,
+        weight_column: Optional[str] = None,
     ):
         super().__init__()
         self._pattern, self._files = pattern, None if files is None else list(files)
         self._fn = _ReadAndValidateFn(
-            fmt, features, passthrough, on_invalid, batch_rows, directions
+            fmt, features, passthrough, on_invalid, batch_rows, directions, weight_column
         )
 
     @classmethod
@@ -212,6 +222,7 @@ class ReadValidRows(beam.PTransform):
             spec.batch_size,
             files=None if spec.match_when_run else spec.files,
             directions=spec.needs_directions,
+            weight_column=getattr(spec, "weight_column", None),  # fit only
         )
 
     def expand(self, pbegin):
