@@ -254,7 +254,7 @@ def check_weights(batch: pa.RecordBatch, name: str) -> Tuple[np.ndarray, np.ndar
     negative = np.flatnonzero(w < 0)  # (NaN compares False: it is in `bad` already)
     if negative.size:
         order = np.argsort(np.concatenate([bad, negative]), kind="stable")
-        reasons = np.array([f"negative weight {w[i]!r}" for i in negative], dtype=object)
+        reasons = np.array([f"negative weight {float(w[i])!r}" for i in negative], dtype=object)
         bad, why = np.concatenate([bad, negative])[order], np.concatenate([why, reasons])[order]
     return np.where(np.isfinite(w) & (w >= 0), w, 0.0), bad, why
 

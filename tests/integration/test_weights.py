@@ -106,3 +106,128 @@ def test_integer_weights_equal_repeated_rows(tmp_path):
     assert m["inertia"] == pytest.approx(r["inertia"], rel=1e-6)
     assert m["rounds"] == r["rounds"]
     np.testing.assert_allclose(m["cluster_weights"], r["cluster_sizes"])
+
+
+def test_rows_of_weight_zero_are_assigned_and_move_nothing(tmp_path):
+    """Far outliers of weight 0 beside the rows: the same centroids as without them, and
+    every outlier still gets a cluster. (--standardize none: the unweighted z-score's
+    statistics would include the outliers.)"""
+    table = _table(1200, seed=5)
+    table = table.set_column(table.schema.get_field_index("w"), "w", pa.array(np.ones(1200)))
+    x = features_of(table)
+    outliers = pa.table(
+        {
+            "id": pa.array(np.arange(1200, 1210)),
+            **{f"f{j}": pa.array(x[:10, j] * 50 + 1e6) for j in range(4)},
+            "w": pa.array(np.zeros(10)),
+        }
+    )
+    init = x[[0, 300, 600, 900]].astype(np.float32)
+    np.save(tmp_path / "init.npy", init)
+    none = ("--standardize", "none", "--weight_column", "w")
+    both = write_shards(pa.concat_tables([table, outliers]), tmp_path / "both", "csv", 2)
+    m = _fit(tmp_path / "both_out", both, tmp_path / "init.npy", *none)
+    alone = write_shards(table, tmp_path / "alone", "csv", 2)
+    r = _fit(tmp_path / "alone_out", alone, tmp_path / "init.npy", *none)
+    np.testing.assert_allclose(
+        centroids(tmp_path / "both_out"), centroids(tmp_path / "alone_out"), rtol=1e-6
+    )
+    assert m["inertia"] == pytest.approx(r["inertia"], rel=1e-6)
+    assert m["rows_valid"] == 1210 and sum(m["cluster_sizes"]) == 1210
+    assert m["cluster_weights"] == r["cluster_weights"]
+    assigned = assignments(tmp_path / "both_out")
+    assert assigned.num_rows == 1210
+    assert np.isfinite(assigned.column("distance").to_numpy()[-10:]).all()
+
+
+def test_bad_weights_go_to_the_dead_letter_with_their_reason(tmp_path):
+    text = "id,a,b,w\n" + "".join(f"{i},{i % 7},{i % 5},1\n" for i in range(20))
+    text += "20,1,2,-1\n21,1,2,nan\n22,1,2,\n23,1,2,heavy\n24,1,2,inf\n25,x,2,-3\n26,1,2,0\n"
+    (tmp_path / "in.csv").write_text(text)
+    out = tmp_path / "out"
+    args = ["--input", tmp_path / "in.csv", "--id_column", "id", "--weight_column", "w"]
+    assert fit(out, *args, "--k", 2, "--n_init", 1, "--max_rounds", 2) == 0
+    m = metrics(out)
+    assert (m["rows_read"], m["rows_valid"], m["rows_rejected"]) == (27, 21, 6)
+    assert m["features"] == ["a", "b"]  # the weight column is no default feature
+    why = {int(r["values"]["id"]): (r["column"], r["reason"]) for r in rejected(out)}
+    assert why == {
+        20: ("w", "negative weight -1.0"),
+        21: ("w", "NaN"),
+        22: ("w", "empty value"),
+        23: ("w", "non-numeric value 'heavy'"),
+        24: ("w", "infinite value"),
+        25: ("a", "non-numeric value 'x'"),  # the features' reasons come first
+    }
+
+
+def test_cosine_with_weights_equals_a_numpy_spherical_reference(tmp_path):
+    """Spherical K-Means with weights: each centroid the normalized weighted sum of its
+    unit rows (--standardize none: the rows as read, divided by their norms)."""
+    table = _table(1500, seed=6)
+    x = features_of(table)
+    x = (x - x.mean(0)) / x.std(0)  # about the origin, so that the angles differ widely
+    table = pa.table(
+        {"id": table.column("id"), **{f"f{j}": x[:, j] for j in range(4)}, "w": table["w"]}
+    )
+    w = table.column("w").to_numpy()
+    u = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32).astype(np.float64)
+    c = u[np.random.default_rng(3).choice(len(u), K, replace=False)]
+    np.save(tmp_path / "init.npy", c.astype(np.float32))
+    pattern = write_shards(table, tmp_path / "in", "parquet", 2)
+    args = ("--weight_column", "w", "--distance", "cosine", "--standardize", "none")
+    m = _fit(tmp_path / "out", pattern, tmp_path / "init.npy", *args)
+    for _ in range(m["rounds"]):
+        labels = np.argmax(u @ c.T, axis=1)
+        sums = np.zeros_like(c)
+        np.add.at(sums, labels, u * w[:, None])
+        c = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    np.testing.assert_allclose(centroids(tmp_path / "out"), c, atol=1e-5)
+    labels = np.argmax(u @ c.T, axis=1)
+    np.testing.assert_array_equal(assignments(tmp_path / "out")["cluster_id"].to_numpy(), labels)
+    inertia = float(np.sum(w * (1 - np.sum(u * c[labels], axis=1))))
+    assert m["inertia"] == pytest.approx(inertia, rel=1e-5)
+
+
+def test_library_kmeans_takes_weights_from_dict_rows(tmp_path):
+    """KMeans(weight_column=...) on dict rows: the same centroids as scikit-learn's
+    weighted fit, and rows with a bad weight in the rejected output."""
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.beam.kmeans import KMeans as BeamKMeans
+
+    rng = np.random.default_rng(8)
+    x = np.concatenate([rng.normal(0, 1, (60, 2)), rng.normal(6, 1, (60, 2))])
+    w = rng.integers(1, 5, 120).astype(float)
+    rows = [{"a": a, "b": b, "w": wi} for (a, b), wi in zip(x, w)]
+    rows += [{"a": 1.0, "b": 1.0, "w": -2.0}, {"a": 1.0, "b": 1.0}]
+    z = StandardScaler().fit_transform(x)
+    init = z[[0, 119]]
+    km = KMeans(2, init=init, n_init=1, max_iter=10, tol=0, algorithm="lloyd")
+    km = km.fit(z, sample_weight=w)
+    with beam.Pipeline() as p:
+        fitted = (
+            p
+            | beam.Create(rows)
+            | BeamKMeans(
+                2,
+                ["a", "b"],
+                str(tmp_path / "model"),
+                init=init,
+                tol=0,
+                max_rounds=10,
+                weight_column="w",
+            )
+        )
+        reasons = fitted["rejected"] | beam.Map(lambda line: __import__("json").loads(line))
+        assert_that(
+            reasons | beam.Map(lambda r: r["reason"]),
+            equal_to(["weight 'w' is negative: -2.0", "weight 'w' is missing"]),
+            label="rejected",
+        )
+        got = fitted["state"] | beam.Map(lambda s: s.centroids)
+        assert_that(
+            got | beam.Map(lambda c: bool(np.allclose(c, km.cluster_centers_, atol=1e-5))),
+            equal_to([True]),
+            label="centroids",
+        )
