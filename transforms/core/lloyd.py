@@ -108,7 +108,7 @@ def relocate_empty_clusters(
         counts[old] -= 1
         weights[old] -= w
         sums[cluster] = moved
-        counts[cluster] = 1
+        counts[cluster] += 1  # (0 unweighted; weighted, its rows of weight 0 stay)
         weights[cluster] = w
     logging.warning(
         "re-seeded %d empty cluster(s) %s with the farthest rows", n, empty[:n].tolist()
