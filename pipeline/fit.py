@@ -79,9 +79,9 @@ def fit_spec(options) -> FitSpec:
     parameters.BY_NAME["contamination"].check(anomaly.contamination, "--")
 
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
+    _check_weight_column(inp.weight_column, layout, inp.features)
     numeric = [n for n in layout.numeric if n != inp.weight_column]  # a weight is no feature
     features = _features(inp.features, layout.schema, numeric, inp.id_column, layout.path)
-    _check_weight_column(inp.weight_column, layout, features)
     _log_columns(layout, features, inp.features, inp.id_column)
 
     init, given = _init(km.init, ks, km.n_init or 1, len(features))
@@ -123,10 +123,12 @@ def fit_spec(options) -> FitSpec:
     )
 
 
-def _check_weight_column(name: Optional[str], layout, features: List[str]) -> None:
-    """--weight_column names a numeric column of the input that is not a feature."""
+def _check_weight_column(name: Optional[str], layout, requested: Optional[str]) -> None:
+    """--weight_column names a numeric column of the input that --features (the flag's
+    text, if given) does not name."""
     if name is None:
         return
+    features = [f.strip() for f in (requested or "").split(",")]
     if name not in layout.schema.names:
         raise UserInputError(
             f"--weight_column {name!r} is not a column of {layout.path} "
