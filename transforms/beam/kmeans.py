@@ -112,7 +112,9 @@ class KMeans(beam.PTransform):
     (size-weighted Ward merge into that many groups: the state gets merge_map and
     linkage, the assignments and the SavedModel a merged_cluster_id), standardize
     ("z_score" or "none"), distance ("euclidean" or "cosine": spherical K-Means on
-    the scaled rows divided by their norms), contamination (the model's default
+    the scaled rows divided by their norms), missing ("reject" or "impute": a missing
+    or null value becomes the feature's training mean, inside the transform; in an
+    array, NaN is a missing value), contamination (the model's default
     fraction of anomalies: it outputs is_anomaly), batch_size,
     cache_mb, devices, keep_standardized. Besides them: `features` (the D
     feature names), `output_dir` (OUTPUT_DIR), `passthrough` (the schema of the
@@ -137,6 +139,7 @@ class KMeans(beam.PTransform):
         init: Union[str, np.ndarray] = _FIT["init"].default,
         standardize: str = _FIT["standardize"].default,
         distance: str = _FIT["distance"].default,
+        missing: str = _FIT["missing"].default,
         contamination: Optional[float] = parameters.BY_NAME["contamination"].default,
         init_sample_size: int = _FIT["init_sample_size"].default,
         init_refine_rounds: int = _FIT["init_refine_rounds"].default,
@@ -175,7 +178,7 @@ class KMeans(beam.PTransform):
                     f"init has shape {self._given.shape}, expected {(self.ks[0], len(features))}"
                 )
         self.features, self.output_dir = list(features), output_dir
-        self.standardize, self.distance = standardize, distance
+        self.standardize, self.distance, self.missing = standardize, distance, missing
         self.contamination = contamination
         self.max_rounds, self.tol, self.seed = max_rounds, tol, seed
         self.n_init, self.restarts_on, self.select = n_init, restarts_on, select
@@ -220,7 +223,10 @@ class KMeans(beam.PTransform):
             | "Batch" >> batch_elements(self.step.batch_size)
             | "ToRecordBatches"
             >> beam.FlatMap(
-                _to_record_batches, features=self.features, passthrough=self.passthrough
+                _to_record_batches,
+                features=self.features,
+                passthrough=self.passthrough,
+                impute=self.missing == "impute",
             ).with_outputs(REJECTED, main="batches")
         )
         batches = converted.batches
@@ -235,7 +241,10 @@ class KMeans(beam.PTransform):
                 ),
             ) | "Analyze" >> tft_beam.AnalyzeDataset(
                 functools.partial(
-                    preprocessing_fn, standardize=self.standardize, distance=self.distance
+                    preprocessing_fn,
+                    standardize=self.standardize,
+                    distance=self.distance,
+                    missing=self.missing,
                 )
             )
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
@@ -265,7 +274,11 @@ class KMeans(beam.PTransform):
             sample
             | "StandardizeSample"
             >> beam.Map(
-                _standardized_sample, transform_dir=self.transform_dir, ready=transform_ready
+                _standardized_sample,
+                transform_dir=self.transform_dir,
+                features=self.features,
+                impute=self.missing == "impute",
+                ready=transform_ready,
             )
         )
         init = InitialCandidates(
@@ -301,6 +314,7 @@ class KMeans(beam.PTransform):
             transform_dir=self.transform_dir,
             features=self.features,
             distance=self.distance,
+            missing=self.missing,
             contamination=self.contamination,
             ready=transform_ready,
         )
@@ -326,20 +340,23 @@ class KMeans(beam.PTransform):
         }
 
 
-def _to_record_batches(elements: list, features: List[str], passthrough: pa.Schema):
+def _to_record_batches(
+    elements: list, features: List[str], passthrough: pa.Schema, impute: bool = False
+):
     """A list from `batch_elements` -> record batches of `FEATURES_COLUMN` + passthrough,
     and, tagged REJECTED, a JSON line for each row that cannot be clustered.
 
     Record batches pass as they are (the command's readers validated them); each
     array is one batch; the dict rows and beam.Rows of the list become one batch.
+    `impute`: a missing value is NaN in the batch (`row_matrix`), not a rejection.
     """
     batches, arrays, rows = split_kinds(elements)
     yield from batches
     for array in arrays:
-        x, bad = array_rows(array, len(features))
+        x, bad = array_rows(array, len(features), impute)
         yield from _kept(x, [], bad, features, passthrough, lambda i, x=x: x[i])
     if rows:
-        x, bad = row_matrix(rows, features)
+        x, bad = row_matrix(rows, features, impute)
         yield from _kept(x, rows, bad, features, passthrough, lambda i: rows[i])
 
 
@@ -378,14 +395,28 @@ def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int):
     return row_hashes(x, seed), x
 
 
-def _standardized_sample(sample, transform_dir: str, ready) -> np.ndarray:
-    """The bottom-m sample -> its rows standardized, float64 [m, D] (float32 values, like the shards)."""
+def _standardized_sample(
+    sample, transform_dir: str, features: List[str], impute: bool, ready
+) -> np.ndarray:
+    """The bottom-m sample -> its rows standardized, float64 [m, D] (float32 values, like
+    the shards). Imputing, a feature no valid row has a value of is an error: its mean,
+    what a missing value becomes, does not exist."""
     del ready  # orders this step after the transform is written
     if len(sample.rows) == 0:
         raise UserInputError("no valid rows to cluster: every row was rejected")
     job_metrics.record_time(job_metrics.ANALYSED_MS)  # (the transform is written)
     job_metrics.record(job_metrics.SAMPLE_ROWS, len(sample.rows))
-    return Standardizer(transform_dir, sample.rows.shape[1])(sample.rows).astype(np.float64)
+    standardizer = Standardizer(transform_dir, sample.rows.shape[1])
+    if impute:
+        mean, _ = standardizer.mean_and_std()
+        filled = standardizer(np.full((1, len(features)), np.nan))[0]
+        for name, m, f in zip(features, mean, filled):
+            if np.isnan(m) or np.isnan(f):
+                raise UserInputError(
+                    f"feature {name!r} has no value in any valid row: there is no "
+                    f"mean to impute (--missing impute); leave it out of --features"
+                )
+    return standardizer(sample.rows).astype(np.float64)
 
 
 def _export(
@@ -395,6 +426,7 @@ def _export(
     transform_dir: str,
     features: List[str],
     distance: str,
+    missing: str,
     contamination: Optional[float],
     ready,
 ) -> str:
@@ -409,6 +441,7 @@ def _export(
         features,
         merge_map=state.merge_map,
         distance=distance,
+        missing=missing,
         statistics=statistics,
         contamination=contamination,
     )
