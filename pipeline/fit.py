@@ -47,6 +47,7 @@ class FitSpec(NamedTuple):
     init_centroids: Optional[np.ndarray]  # float64 [K, D] when init == "given"
     standardize: str  # "z_score" or "none"
     distance: str  # "euclidean" or "cosine"
+    missing: str  # "reject" or "impute"
     contamination: Optional[float]  # the model's default fraction of anomalies
     init_sample_size: int
     init_refine_rounds: int
@@ -112,6 +113,7 @@ def fit_spec(options) -> FitSpec:
         init_centroids=given,
         standardize=km.standardize,
         distance=km.distance,
+        missing=km.missing,
         contamination=anomaly.contamination,
         init_sample_size=km.init_sample_size,
         init_refine_rounds=km.init_refine_rounds,
@@ -289,6 +291,7 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         seed=spec.seed,
         standardize=spec.standardize,
         distance=spec.distance,
+        missing=spec.missing,
         contamination=spec.contamination,
         init_sample_size=spec.init_sample_size,
         init_refine_rounds=spec.init_refine_rounds,

@@ -43,6 +43,7 @@ class ScoreSpec(NamedTuple):
     contamination: Optional[float]  # --contamination: overrides the model's
     training: Optional[dict]  # assign.training_statistics: what drift compares with
     needs_directions: bool = False  # see FitSpec.needs_directions; the model serves any row
+    missing: str = "reject"  # the model's: "impute" reads a missing value as one to impute
 
 
 def _model_dir(path: str) -> str:
@@ -103,7 +104,7 @@ def score_spec(options) -> ScoreSpec:
     model_dir = _model_dir(absolute_path(model))
     contamination = options.view_as(AnomalyOptions).contamination
     parameters.BY_NAME["contamination"].check(contamination, "--")
-    features, outputs = _describe(model_dir, contamination)
+    features, outputs, missing = _describe(model_dir, contamination)
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     return ScoreSpec(
         absolute_path(inp.input),
@@ -119,6 +120,7 @@ def score_spec(options) -> ScoreSpec:
         tuple(outputs),
         contamination,
         training_statistics(model_dir),
+        missing=missing,
     )
 
 
@@ -156,7 +158,7 @@ def _write_metrics(
         "run_id": run.run_id,
         "model": spec.model_dir,
         "features": spec.features,
-        **counts_metrics(counts),
+        **counts_metrics(counts, spec.features, spec.missing),
     }
     if drift is not None:
         contamination = spec.contamination

@@ -16,8 +16,9 @@ from transforms.beam import job_metrics
 from transforms.beam.shards import FEATURES_COLUMN
 from transforms.core.errors import UserInputError
 
-# counts: int64 [4]
+# counts: int64 [4 + D]: these four, then the values imputed per feature (--missing impute)
 ROWS_READ, ROWS_VALID, ROWS_REJECTED, FILES_REJECTED = range(4)
+IMPUTED = slice(4, None)
 
 # The key of a rejection summary's bucket for the reasons or files not kept by name
 # (a reason key is never "other", a file is a path: neither can be this key).
@@ -95,7 +96,8 @@ class RejectionSummary(beam.CombineFn):
 
 class _ReadAndValidateFn(beam.DoFn):
     """file path -> valid record batches (main), rejected JSON lines, the counts
-    (int64 [4]: rows read, valid, rejected; files rejected) and the file's rejection
+    (int64 [4 + D]: rows read, valid, rejected; files rejected; values imputed per
+    feature) and the file's rejection
     summary (a `RejectionSummary` input: one file, its rejected rows by reason)."""
 
     REJECTED, COUNTS, SUMMARY = "rejected", "counts", "summary"
@@ -108,15 +110,16 @@ class _ReadAndValidateFn(beam.DoFn):
         on_invalid: str,
         batch_rows: int,
         directions: bool = False,
+        impute: bool = False,
         weight_column: Optional[str] = None,
     ):
         self._fmt, self._features, self._passthrough = fmt, features, passthrough
         self._on_invalid, self._batch_rows = on_invalid, batch_rows
-        self._directions = directions
+        self._directions, self._impute = directions, impute
         self._weight_column = weight_column
 
     def process(self, path: str) -> Iterator[pa.RecordBatch]:
-        counts = np.zeros(4, np.int64)
+        counts = np.zeros(4 + len(self._features), np.int64)
         by_reason: Dict[str, int] = {}
         try:
             for chunk in read_chunks(path, self._fmt, self._batch_rows):
@@ -126,6 +129,7 @@ class _ReadAndValidateFn(beam.DoFn):
                     self._passthrough,
                     FEATURES_COLUMN,
                     self._directions,
+                    self._impute,
                     weight_column=self._weight_column,
                 )
                 if checked.first_error and self._on_invalid == "fail":
@@ -136,6 +140,8 @@ class _ReadAndValidateFn(beam.DoFn):
                     n_valid,
                     len(checked.rejected),
                 )
+                if checked.imputed is not None:
+                    counts[IMPUTED] += checked.imputed
                 # As the rows are read, for a driver following the job (job_metrics).
                 job_metrics.count(job_metrics.ROWS_READ, checked.n_read)
                 job_metrics.count(job_metrics.ROWS_VALID, n_valid)
@@ -182,14 +188,17 @@ class ReadValidRows(beam.PTransform):
     valid:    pa.RecordBatch: `FEATURES_COLUMN` (list<float64>, D values) + passthrough columns.
     rejected: str, one JSON object per line: a rejected row (file, row, column, reason, values
               or text), or a file that cannot be read (file, row and column null, reason).
-    counts:   one int64 [4] array: rows read, valid, rejected (read == valid + rejected);
-              files rejected (unreadable, with --on_invalid reject).
+    counts:   one int64 [4 + D] array: rows read, valid, rejected (read == valid +
+              rejected); files rejected (unreadable, with --on_invalid reject); then
+              per feature the valid rows whose value is imputed (`impute`).
     rejections: one dict, `RejectionSummary`'s: files read, and the rejected rows by
               reason and by file (each adding up to counts' rows rejected).
     `directions`: rows whose features are all 0 are rejected too (they have no
     cosine distance: a fit with --distance cosine and --standardize none).
     `weight_column`: each valid row's weight goes to `WEIGHT_COLUMN` (float64, after the
     features); a row whose weight is not a finite number >= 0 is rejected.
+    `impute`: a missing feature value is NaN in a valid row (--missing impute), not
+    a rejection.
     """
 
     def __init__(
@@ -202,12 +211,14 @@ class ReadValidRows(beam.PTransform):
         batch_rows: int = 65536,
         files: Optional[Sequence[str]] = None,
         directions: bool = False,
+        impute: bool = False,
         weight_column: Optional[str] = None,
     ):
         super().__init__()
         self._pattern, self._files = pattern, None if files is None else list(files)
+        self._n_counts = 4 + len(features)
         self._fn = _ReadAndValidateFn(
-            fmt, features, passthrough, on_invalid, batch_rows, directions, weight_column
+            fmt, features, passthrough, on_invalid, batch_rows, directions, impute, weight_column
         )
 
     @classmethod
@@ -222,6 +233,7 @@ class ReadValidRows(beam.PTransform):
             spec.batch_size,
             files=None if spec.match_when_run else spec.files,
             directions=spec.needs_directions,
+            impute=spec.missing == "impute",
             weight_column=getattr(spec, "weight_column", None),  # fit only
         )
 
@@ -248,8 +260,9 @@ class ReadValidRows(beam.PTransform):
                 main="valid",
             )
         )
+        n = self._n_counts
         counts = outputs[_ReadAndValidateFn.COUNTS] | "SumCounts" >> beam.CombineGlobally(
-            lambda arrays: np.sum(list(arrays), axis=0) if arrays else np.zeros(4, np.int64)
+            lambda arrays: np.sum([np.zeros(n, np.int64), *arrays], axis=0)
         )
         return {
             "valid": outputs.valid,

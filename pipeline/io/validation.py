@@ -27,12 +27,15 @@ class Checked(NamedTuple):
     rejected: one JSON line per rejected row (file, row, column, reason, values).
     n_read: rows read, rejected ones included.
     first_error: "FILE, row R, column C: reason" of the first rejected row, or None.
+    imputed: with `impute`, per feature the valid rows whose value is missing (NaN in
+           `valid`, for the transform to impute); else None.
     """
 
     valid: Optional[pa.RecordBatch]
     rejected: List[str]
     n_read: int
     first_error: Optional[str]
+    imputed: Optional[np.ndarray] = None  # int64 [D]: values left NaN for imputation, per feature
 
 
 def _as_float(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -259,6 +262,12 @@ def check_weights(batch: pa.RecordBatch, name: str) -> Tuple[np.ndarray, np.ndar
     return np.where(np.isfinite(w) & (w >= 0), w, 0.0), bad, why
 
 
+# The reasons of a feature value that is missing rather than wrong: with `impute`
+# such a value is kept as NaN, which the transform replaces (a NaN as read is a
+# value, and stays a rejection).
+MISSING_REASONS = frozenset({"missing value", "empty value", "the file has no such column"})
+
+
 # The reason of a row that `check_chunk(..., directions=True)` rejects.
 NO_DIRECTION = "every feature is 0: the row has no direction, and so no cosine distance"
 
@@ -269,13 +278,16 @@ def check_chunk(
     passthrough: pa.Schema,
     features_column: str,
     directions: bool = False,
+    impute: bool = False,
     weight_column: Optional[str] = None,
 ) -> Checked:
     """Validate `chunk` for `features`; carry the `passthrough` columns, conformed to their
     types (`conform`), null where the chunk's file lacks them. `directions`: a row whose
     features are all 0 is rejected too (cosine distance on unscaled features).
     `weight_column`: each row's weight (`check_weights`) goes to WEIGHT_COLUMN, after
-    the features."""
+    the features.
+    `impute`: a missing, empty or null feature value (MISSING_REASONS) is NaN in
+    the valid rows instead of a rejection, and counted in `imputed`."""
     batch, n = chunk.batch, chunk.batch.num_rows
     names = batch.schema.names
     x = np.empty((n, len(features)))
@@ -285,12 +297,17 @@ def check_chunk(
     is_rejected = np.zeros(n, dtype=bool)
     reason = np.full(n, None, dtype=object)
     column = np.full(n, None, dtype=object)
+    absent = np.zeros((n, len(features)), dtype=bool) if impute else None
     for j, name in enumerate(features):
         if name in names:
             x[:, j], bad, why = _as_float(batch.column(name))
         else:
             x[:, j] = 0.0
             bad, why = np.arange(n), np.full(n, "the file has no such column", dtype=object)
+        if impute and bad.size:
+            gone = np.array([w in MISSING_REASONS for w in why], dtype=bool)
+            x[bad[gone], j], absent[bad[gone], j] = np.nan, True
+            bad, why = bad[~gone], why[~gone]
         first = ~is_rejected[bad]
         bad = bad[first]
         reason[bad], column[bad], is_rejected[bad] = why[first], name, True
@@ -336,6 +353,7 @@ def check_chunk(
     first_error = _first_error(chunk, bad, reason, column)
 
     good = np.flatnonzero(~is_rejected)
+    imputed = None if absent is None else absent[good].sum(axis=0).astype(np.int64)
     valid = None
     if bad.size:  # (else every row is valid: no copies of the chunk's n x D values)
         index = pa.array(good)
@@ -347,7 +365,7 @@ def check_chunk(
             [matrix_to_features(x)] + weight + passthrough_columns,
             names=[features_column] + [WEIGHT_COLUMN] * len(weight) + passthrough.names,
         )
-    return Checked(valid, rejected, n + len(chunk.unparsed), first_error)
+    return Checked(valid, rejected, n + len(chunk.unparsed), first_error, imputed)
 
 
 def _first_error(chunk: Chunk, bad, reason, column) -> Optional[str]:

@@ -5,12 +5,14 @@ A fit's metrics (`fit_metrics`):
   k               int, the chosen K
   features        [str], the D features, in the model's order
   rows_read, rows_valid, rows_rejected, files_rejected   int (`counts_metrics`)
+  values_imputed  {feature: int} (with --missing impute) the valid rows whose value of
+                  the feature was missing and is the training mean
   rounds          int, Lloyd rounds over all rows; converged: bool
   inertia         float, sum of squared distances to the final centroids (standardized;
                   with distance cosine, the sum of 1 - cos)
   inertia_history [float], the inertia each round started from
   cluster_sizes   [int] of K; reseeded_clusters: [int], re-seeded empty clusters
-  standardize, distance, seed, init, init_seed, max_rounds, tol, n_init, restarts_on: the
+  standardize, distance, missing, seed, init, init_seed, max_rounds, tol, n_init, restarts_on: the
                   parameters used
   restarts        (with several starts) the inertia of each, see core.selection
   select, sweep   (with a K sweep) the criterion and {K: scores}
@@ -29,7 +31,7 @@ A fit's metrics (`fit_metrics`):
                   ("COLUMN: kind", pipeline.io.ingest.reason_key) and by file: the
                   TOP_REJECTED largest, largest first, then "other" (the rest) when
                   there are more; each adds up to rows_rejected (`rejection_metrics`)
-A score's: run_id, model, the row counts (pipeline.score).
+A score's: run_id, model, the row counts and values_imputed (pipeline.score).
 """
 
 import numpy as np
@@ -40,14 +42,19 @@ from transforms.core.selection import Selection
 from transforms.core.statistics import ClusterStats
 
 
-def counts_metrics(counts: np.ndarray) -> dict:
-    """ReadValidRows' counts (int64 [4]) -> the metrics' row and file counts."""
-    return {
+def counts_metrics(counts: np.ndarray, features=None, missing: str = "reject") -> dict:
+    """ReadValidRows' counts (int64 [4 + D]) -> the metrics' row and file counts, and
+    with missing "impute" the values imputed per feature (`features`, D names)."""
+    result = {
         "rows_read": int(counts[0]),
         "rows_valid": int(counts[1]),
         "rows_rejected": int(counts[2]),
         "files_rejected": int(counts[3]) if len(counts) > 3 else 0,
     }
+    if missing == "impute":
+        imputed = list(counts[4:]) if len(counts) > 4 else [0] * len(features)
+        result["values_imputed"] = {name: int(n) for name, n in zip(features, imputed)}
+    return result
 
 
 # metrics.json names at most this many reasons and files of rejected rows.
@@ -88,7 +95,7 @@ def fit_metrics(
         "run_id": run_id,
         "k": len(state.centroids),
         "features": list(spec.features),
-        **counts_metrics(counts),
+        **counts_metrics(counts, spec.features, spec.missing),
         "rounds": state.rounds,
         "converged": state.converged,
         "inertia": partials.inertia,
@@ -97,6 +104,7 @@ def fit_metrics(
         "reseeded_clusters": state.reseeded,
         "standardize": spec.standardize,
         "distance": spec.distance,
+        "missing": spec.missing,
         "seed": spec.seed,
         "init": spec.init,
         "init_seed": selection.seed,

@@ -435,7 +435,7 @@ def test_read_fn_rejects_an_unreadable_file_whole_or_fails(tmp_path):
     record = json.loads(record)
     assert (record["file"], record["row"], record["column"]) == (path, None, None)
     assert record["reason"].startswith("cannot read file: FileNotFoundError")
-    assert counts.tolist() == [0, 0, 0, 1] and FILES_REJECTED == 3
+    assert counts.tolist()[:4] == [0, 0, 0, 1] and not counts[4:].any() and FILES_REJECTED == 3
     fn = _ReadAndValidateFn("csv", ["a"], pa.schema([]), "fail", 100)
     with pytest.raises(
         UserInputError, match=r"cannot read file .*vanished\.csv.*--on_invalid=fail"
@@ -455,7 +455,7 @@ def test_read_valid_rows_counts_files_rejected(with_dangling_link):
         rows = p | ReadValidRows(str(d / "*.csv"), "csv", ["a", "b"], passthrough)
         assert_that(
             rows["counts"] | beam.Map(lambda c: (c.dtype.name, c.tolist())),
-            equal_to([("int64", [9, 8, 1, 1])]),
+            equal_to([("int64", [9, 8, 1, 1, 0, 0])]),
             label="Counts",
         )
         reasons = rows["rejected"] | beam.Map(lambda line: json.loads(line)["reason"][:22])
@@ -478,7 +478,7 @@ def test_read_valid_rows_reads_the_files_matched_before_and_reports_one_gone(tmp
     files = [str(tmp_path / "a.csv"), str(tmp_path / "gone.csv")]
     with beam.Pipeline(runner=fn_runner.FnApiRunner()) as p:
         rows = p | ReadValidRows(str(tmp_path / "*.csv"), "csv", ["a"], pa.schema([]), files=files)
-        assert_that(rows["counts"] | beam.Map(lambda c: c.tolist()), equal_to([[2, 2, 0, 1]]))
+        assert_that(rows["counts"] | beam.Map(lambda c: c.tolist()[:4]), equal_to([[2, 2, 0, 1]]))
         assert_that(
             rows["rejected"] | beam.Map(lambda line: json.loads(line)["file"]),
             equal_to([files[1]]),

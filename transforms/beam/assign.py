@@ -43,6 +43,9 @@ class LoadedModel:
         self.path = resolve_model_dir(model_dir)
         self.model = tf.saved_model.load(self.path)
         self.features = [f.decode() for f in self.model.feature_names.numpy()]
+        # A model fitted before --missing existed rejects missing values.
+        missing = getattr(self.model, "missing", None)
+        self.missing = "reject" if missing is None else missing.numpy().decode()
         self.threshold = None
         if contamination is not None:
             if getattr(self.model, "tail", None) is None:
@@ -92,9 +95,9 @@ def training_statistics(model_dir: str) -> Optional[dict]:
 
 def describe_model(model_dir: str, contamination: Optional[float] = None):
     """(the feature names a fitted model expects, in order; the names of its per-row
-    outputs, in `OUTPUT_ORDER`)."""
+    outputs, in `OUTPUT_ORDER`; what it does with a missing value, "reject" or "impute")."""
     model = LoadedModel(model_dir, contamination)
-    return model.features, model.outputs
+    return model.features, model.outputs, model.missing
 
 
 class _AssignFn(beam.DoFn):
@@ -135,11 +138,12 @@ class _AssignFn(beam.DoFn):
                 [batch.column(n) for n in keep] + [pa.array(out[n]) for n in added],
                 names=keep + added,
             )
+        impute = self._model.missing == "impute"
         for array in arrays:
-            x, bad = array_rows(array, len(features))
+            x, bad = array_rows(array, len(features), impute)
             yield from self._scored(x, [{"features": list(map(float, r))} for r in x], bad)
         if rows:
-            x, bad = row_matrix(rows, features)
+            x, bad = row_matrix(rows, features, impute)
             yield from self._scored(x, rows, bad)
 
     def _scored(self, x: np.ndarray, rows: list, bad: list):

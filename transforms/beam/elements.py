@@ -65,10 +65,13 @@ def _reason(value, name: str) -> Optional[str]:
     return None
 
 
-def row_matrix(rows: Sequence, features: Sequence[str]) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
+def row_matrix(
+    rows: Sequence, features: Sequence[str], impute: bool = False
+) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
     """Dict rows -> (float64 [n, D] in `features` order, [(index, reason)] of the rows that
     cannot be scored: a feature missing, null, not a number, NaN or infinite (their
-    values in the matrix are 0))."""
+    values in the matrix are 0)). `impute`: a feature missing or null is NaN in the
+    matrix, for the transform to impute (missing="impute"), not a reason."""
     x = np.zeros((len(rows), len(features)), np.float64)
     bad = []
     for i, row in enumerate(rows):
@@ -82,6 +85,9 @@ def row_matrix(rows: Sequence, features: Sequence[str]) -> Tuple[np.ndarray, Lis
             )
             continue
         for j, name in enumerate(features):
+            if impute and row.get(name) is None:
+                x[i, j] = np.nan
+                continue
             why = f"feature {name!r} is missing" if name not in row else _reason(row[name], name)
             if why is not None:
                 bad.append((i, why))
@@ -121,13 +127,19 @@ def row_weights(rows: Sequence, name: str) -> Tuple[np.ndarray, List[Tuple[int, 
     return w, bad
 
 
-def array_rows(array: np.ndarray, n_features: int) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
+def array_rows(
+    array: np.ndarray, n_features: int, impute: bool = False
+) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
     """A NumPy array of rows [n, D] (or one row [D]) -> (float64 [n, D], [(index, reason)]
-    of the rows with a NaN or infinite value). A shape of another width raises."""
+    of the rows with a NaN or infinite value). A shape of another width raises.
+    `impute`: NaN is a missing value to impute (an array has no null), not a reason."""
     x = np.asarray(array, np.float64)
     x = x[np.newaxis] if x.ndim == 1 else x
     if x.ndim != 2 or x.shape[1] != n_features:
         raise ValueError(f"rows of shape {np.shape(array)}; expected [n, {n_features}]")
+    if impute:
+        bad = np.flatnonzero(np.isinf(x).any(axis=1))
+        return x, [(int(i), "a feature is infinite") for i in bad]
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     return x, [(int(i), "a feature is NaN or infinite") for i in bad]
 

@@ -118,7 +118,9 @@ class KMeans(beam.PTransform):
     (size-weighted Ward merge into that many groups: the state gets merge_map and
     linkage, the assignments and the SavedModel a merged_cluster_id), standardize
     ("z_score" or "none"), distance ("euclidean" or "cosine": spherical K-Means on
-    the scaled rows divided by their norms), contamination (the model's default
+    the scaled rows divided by their norms), missing ("reject" or "impute": a missing
+    or null value becomes the feature's training mean, inside the transform; in an
+    array, NaN is a missing value), contamination (the model's default
     fraction of anomalies: it outputs is_anomaly), batch_size,
     cache_mb, devices, keep_standardized, weight_column (sample weights: the
     partial sums, inertia, re-seeding, init, selection, radii and Ward merge are
@@ -145,6 +147,7 @@ class KMeans(beam.PTransform):
         init: Union[str, np.ndarray] = _FIT["init"].default,
         standardize: str = _FIT["standardize"].default,
         distance: str = _FIT["distance"].default,
+        missing: str = _FIT["missing"].default,
         contamination: Optional[float] = parameters.BY_NAME["contamination"].default,
         init_sample_size: int = _FIT["init_sample_size"].default,
         init_refine_rounds: int = _FIT["init_refine_rounds"].default,
@@ -184,7 +187,7 @@ class KMeans(beam.PTransform):
                     f"init has shape {self._given.shape}, expected {(self.ks[0], len(features))}"
                 )
         self.features, self.output_dir = list(features), output_dir
-        self.standardize, self.distance = standardize, distance
+        self.standardize, self.distance, self.missing = standardize, distance, missing
         self.contamination = contamination
         self.max_rounds, self.tol, self.seed = max_rounds, tol, seed
         self.n_init, self.restarts_on, self.select = n_init, restarts_on, select
@@ -239,6 +242,7 @@ class KMeans(beam.PTransform):
                 features=self.features,
                 passthrough=self.passthrough,
                 weight_column=self.weight_column,
+                impute=self.missing == "impute",
             ).with_outputs(REJECTED, main="batches")
         )
         batches = converted.batches
@@ -253,7 +257,10 @@ class KMeans(beam.PTransform):
                 ),
             ) | "Analyze" >> tft_beam.AnalyzeDataset(
                 functools.partial(
-                    preprocessing_fn, standardize=self.standardize, distance=self.distance
+                    preprocessing_fn,
+                    standardize=self.standardize,
+                    distance=self.distance,
+                    missing=self.missing,
                 )
             )
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
@@ -289,6 +296,8 @@ class KMeans(beam.PTransform):
                 transform_dir=self.transform_dir,
                 ready=transform_ready,
                 m=self.init_sample_size,
+                features=self.features,
+                impute=self.missing == "impute",
             )
         )
         if weighted:  # the output holds the sample's m rows, not the one beyond them
@@ -329,6 +338,7 @@ class KMeans(beam.PTransform):
             transform_dir=self.transform_dir,
             features=self.features,
             distance=self.distance,
+            missing=self.missing,
             contamination=self.contamination,
             ready=transform_ready,
         )
@@ -358,6 +368,7 @@ def _to_record_batches(
     elements: list,
     features: List[str],
     passthrough: pa.Schema,
+    impute: bool = False,
     weight_column: Optional[str] = None,
 ):
     """A list from `batch_elements` -> record batches of `FEATURES_COLUMN` (+ `WEIGHT_COLUMN`
@@ -366,6 +377,7 @@ def _to_record_batches(
 
     Record batches pass as they are (the command's readers validated them); each
     array is one batch; the dict rows and beam.Rows of the list become one batch.
+    `impute`: a missing value is NaN in the batch (`row_matrix`), not a rejection.
     """
     batches, arrays, rows = split_kinds(elements)
     for batch in batches:
@@ -376,12 +388,12 @@ def _to_record_batches(
             )
         yield batch
     for array in arrays:
-        x, bad = array_rows(array, len(features))
+        x, bad = array_rows(array, len(features), impute)
         if weight_column is not None:  # an array row has no field to hold a weight
             bad = [(i, f"an array row has no weight {weight_column!r}") for i in range(len(x))]
         yield from _kept(x, [], bad, features, passthrough, lambda i, x=x: x[i])
     if rows:
-        x, bad = row_matrix(rows, features)
+        x, bad = row_matrix(rows, features, impute)
         w = None
         if weight_column is not None:
             w, bad_weights = row_weights(rows, weight_column)
@@ -442,17 +454,30 @@ def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int, weighted: bo
     return priority_keys(row_hashes(x, seed), w), x, w
 
 
-def _standardized_sample(sample, transform_dir: str, ready, m: int):
-    """The bottom-m sample -> its rows standardized, float64 [m, D] (float32 values, like the
-    shards); weighted, a Sample of the m rows standardized, their weights and the m + 1
-    keys (`seeding.sample_rows` weighs them)."""
+def _standardized_sample(
+    sample, transform_dir: str, ready, m: int, features: List[str], impute: bool
+):
+    """The bottom-m sample -> its rows standardized, float64 [m, D] (float32 values, like
+    the shards); weighted, a Sample of the m rows standardized, their weights and the
+    m + 1 keys (`seeding.sample_rows` weighs them). Imputing, a feature no valid row
+    has a value of is an error: its mean, what a missing value becomes, does not exist."""
     del ready  # orders this step after the transform is written
     if len(sample.rows) == 0:
         raise UserInputError("no valid rows to cluster: every row was rejected")
     job_metrics.record_time(job_metrics.ANALYSED_MS)  # (the transform is written)
     rows = sample.rows[:m]
     job_metrics.record(job_metrics.SAMPLE_ROWS, len(rows))
-    x = Standardizer(transform_dir, rows.shape[1])(rows).astype(np.float64)
+    standardizer = Standardizer(transform_dir, rows.shape[1])
+    if impute:
+        mean, _ = standardizer.mean_and_std()
+        filled = standardizer(np.full((1, len(features)), np.nan))[0]
+        for name, mu, f in zip(features, mean, filled):
+            if np.isnan(mu) or np.isnan(f):
+                raise UserInputError(
+                    f"feature {name!r} has no value in any valid row: there is no "
+                    f"mean to impute (--missing impute); leave it out of --features"
+                )
+    x = standardizer(rows).astype(np.float64)
     if sample.weights is None:
         return x
     if not sample.weights.any():  # the sample takes rows of positive weight first
@@ -467,6 +492,7 @@ def _export(
     transform_dir: str,
     features: List[str],
     distance: str,
+    missing: str,
     contamination: Optional[float],
     ready,
 ) -> str:
@@ -481,6 +507,7 @@ def _export(
         features,
         merge_map=state.merge_map,
         distance=distance,
+        missing=missing,
         statistics=statistics,
         contamination=contamination,
     )

@@ -258,6 +258,16 @@ FIT = (
         choices=("z_score", "none"),
     ),
     Parameter(
+        "missing",
+        "what a missing, empty or null feature value does: 'reject' sends the row to the "
+        "dead letter; 'impute' replaces it by the feature's mean over the training rows "
+        "that have it (tf.Transform's analysis, so the model imputes the same value when "
+        "it serves); NaN and infinite values are rejected either way",
+        "Missing values",
+        default="reject",
+        choices=("reject", "impute"),
+    ),
+    Parameter(
         "distance",
         "'euclidean', or 'cosine': spherical K-Means, each row (after scaling) divided "
         "by its L2 norm, a row to the centroid of largest cosine similarity, each "

@@ -14,7 +14,9 @@ distance is Euclidean, in standardized space, or for a model fitted with
 --distance cosine 1 - cos (the transform graph divides each scaled row by its
 norm, and the centroids are unit vectors); a model fitted with --merge_to
 also outputs merged_cluster_id int64 [n]. A missing feature or a NaN or
-infinite value is an error (InvalidArgumentError), never a silent cluster.
+infinite value is an error (InvalidArgumentError), never a silent cluster;
+a model fitted with --missing impute takes a missing feature (absent from a
+tf.Example, NaN in a tensor) as its training mean, and refuses infinity.
 
 Besides the signatures, the loaded object is callable: `model(x)` with x
 float32 or float64 [n, D] (columns in `feature_names` order) returns the same
@@ -62,6 +64,7 @@ def build_model_module(
     distance: str = "euclidean",
     statistics=None,
     contamination: Optional[float] = None,
+    missing: str = "reject",
 ):
     """A tf.Module with the two signatures' functions (see the module docstring).
 
@@ -83,6 +86,7 @@ def build_model_module(
                 np.asarray(centroids, np.float32), trainable=False, name="centroids"
             )
             self.feature_names = tf.Variable(features, trainable=False, name="feature_names")
+            self.missing = tf.Variable(missing, trainable=False, name="missing")
             self.merge_map = (
                 None
                 if merge_map is None
@@ -111,7 +115,18 @@ def build_model_module(
         def assign(self, columns):
             """columns: float [n] per feature, in `features` order -> outputs dict."""
             x = tf.cast(tf.stack(columns, axis=1), tf.float64)
-            x = tf.debugging.assert_all_finite(x, "shardmeans model: a feature is NaN or infinite")
+            if missing == "impute":  # NaN is a missing value, which the transform imputes
+                check = tf.debugging.assert_equal(
+                    tf.reduce_any(tf.math.is_inf(x)),
+                    False,
+                    message="shardmeans model: a feature is infinite",
+                )
+                with tf.control_dependencies([check]):
+                    x = tf.identity(x)
+            else:
+                x = tf.debugging.assert_all_finite(
+                    x, "shardmeans model: a feature is NaN or infinite"
+                )
             z = self.transform.transform_fn({FEATURES: tf.cast(x, tf.float64)})[FEATURES]
             c = self.centroids
             scores = tf.reduce_sum(c * c, axis=1)[tf.newaxis, :] - 2.0 * tf.matmul(
@@ -148,7 +163,9 @@ def build_model_module(
             input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False
         )
         def serve_examples(self, examples):
-            return self.assign(parse_numeric_examples(examples, features))
+            return self.assign(
+                parse_numeric_examples(examples, features, allow_missing=missing == "impute")
+            )
 
         @tf.function(
             input_signature=[
@@ -165,12 +182,13 @@ def build_model_module(
     return module
 
 
-def parse_numeric_examples(examples, features: List[str]):
+def parse_numeric_examples(examples, features: List[str], allow_missing: bool = False):
     """examples: string [n] serialized tf.Example -> one float64 [n] tensor per feature.
 
     Each feature must hold exactly one value, in a float_list or an int64_list
     (a file may store whole numbers as ints; `tf.io.parse_example` takes one
     declared type and rejects the other), else InvalidArgumentError naming it.
+    `allow_missing`: a feature may also hold no value (or be absent), and is NaN.
     The records are decoded with `tf.io.decode_proto` against the tf.Example
     descriptors compiled into TensorFlow itself (its "local://" source).
     """
@@ -206,14 +224,25 @@ def parse_numeric_examples(examples, features: List[str]):
     for name in features:
         here = tf.equal(keys, name)
         count = tf.reduce_sum(tf.where(here, counts, 0), axis=1)[:-1]
-        check = tf.debugging.assert_equal(
-            count,
-            tf.ones_like(count),
-            message=f"shardmeans model: feature {name} must hold exactly one number "
-            f"(float_list or int64_list) in every tf.Example",
-        )
+        if allow_missing:
+            check = tf.debugging.assert_less_equal(
+                count,
+                tf.ones_like(count),
+                message=f"shardmeans model: feature {name} must hold at most one number "
+                f"(float_list or int64_list) in every tf.Example",
+            )
+        else:
+            check = tf.debugging.assert_equal(
+                count,
+                tf.ones_like(count),
+                message=f"shardmeans model: feature {name} must hold exactly one number "
+                f"(float_list or int64_list) in every tf.Example",
+            )
         with tf.control_dependencies([check]):
-            columns.append(tf.reduce_sum(tf.where(here, sums, 0.0), axis=1)[:-1])
+            value = tf.reduce_sum(tf.where(here, sums, 0.0), axis=1)[:-1]
+            if allow_missing:
+                value = tf.where(count > 0, value, tf.constant(np.nan, tf.float64))
+            columns.append(value)
     return columns
 
 
@@ -226,6 +255,7 @@ def export_model(
     distance: str = "euclidean",
     statistics=None,
     contamination: Optional[float] = None,
+    missing: str = "reject",
 ) -> None:
     """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`
     itself (a fit passes its version directory, OUTPUT/model/`MODEL_VERSION`); see
@@ -240,6 +270,7 @@ def export_model(
         distance,
         statistics,
         contamination,
+        missing,
     )
     tf.saved_model.save(
         module,
@@ -277,6 +308,19 @@ def _standardization(module, n_features: int, cosine: bool = False):
     return m0 - z_mean * std, std
 
 
+def _imputed(module, n_features: int, cosine: bool = False) -> np.ndarray:
+    """float64 [D]: what the module's transform makes of a missing value (NaN), scaled
+    (before the division by the norm, for cosine): 0 after a z-score, the training
+    mean without one; read back from the transform, as `_standardization` reads."""
+    import tensorflow as tf
+
+    from transforms.step.preprocessing import FEATURES, SCALED
+
+    nan = tf.constant(np.full((1, n_features), np.nan), tf.float64)
+    out = module.transform.transform_fn({FEATURES: nan})
+    return out[SCALED if cosine else FEATURES].numpy()[0].astype(np.float64)
+
+
 def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> None:
     """Write the same model as a Keras 3 model, unzipped, beside the SavedModel in
     `model_dir` (config.json, metadata.json, model.weights.h5).
@@ -300,12 +344,18 @@ def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> Non
     k, d = c.shape
     cosine = distance == "cosine"
     mean, std = _standardization(module, d, cosine)
+    fill = _imputed(module, d, cosine) if module.missing.numpy() == b"impute" else None
 
     x = keras.Input((d,), dtype="float64", name="x")
     # z = x / std - mean / std, elementwise, from weights (float64 in model.weights.h5):
     # Normalization(mean=...) keeps its statistics in config.json and reloads them as float32.
     zscore = keras.layers.EinsumDense("ab,b->ab", d, bias_axes="b", dtype="float64", name="zscore")
     z = zscore(x)
+    if fill is not None:  # a NaN is missing: its scaled value is the transform's, `fill`
+        filled = keras.layers.EinsumDense(
+            "ab,b->ab", d, bias_axes="b", dtype="float64", name="imputed"
+        )
+        z = keras.ops.where(keras.ops.isnan(z), filled(keras.ops.zeros_like(z)), z)
     if cosine:  # as tf.math.l2_normalize in the transform: a zero row stays zero
         z = z / keras.ops.sqrt(
             keras.ops.maximum(keras.ops.sum(z * z, axis=1, keepdims=True), 1e-12)
@@ -335,6 +385,8 @@ def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> Non
     model = keras.Model(x, outputs, name="shardmeans_kmeans")
     # scores = |c|^2 - 2 z.c: the SavedModel's expansion, whose argmin is the nearest centroid
     zscore.set_weights([1.0 / std, -mean / std])
+    if fill is not None:
+        model.get_layer("imputed").set_weights([np.zeros(d), fill])
     model.get_layer("scores").set_weights([-2.0 * c.T, (c * c).sum(axis=1)])
     model.get_layer("centroids").set_weights([c])
     if merge_map is not None:

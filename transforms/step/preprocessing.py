@@ -12,7 +12,9 @@ MEAN, STD = "feature_mean", "feature_std"
 SCALED = "features_scaled"  # a cosine transform's rows before they are divided by their norm
 
 
-def preprocessing_fn(inputs, standardize: str = "z_score", distance: str = "euclidean"):
+def preprocessing_fn(
+    inputs, standardize: str = "z_score", distance: str = "euclidean", missing: str = "reject"
+):
     """{'features': float64 [batch, D]} -> the scaled features and the statistics behind them.
 
     standardize "z_score" (the default):
@@ -28,8 +30,14 @@ def preprocessing_fn(inputs, standardize: str = "z_score", distance: str = "eucl
     as read (pipeline.io.validation, NO_DIRECTION). The scaled rows before the
     division are output too, `features_scaled` float32 [batch, D]: what reads the
     scaling back from the saved transform (the Keras view of the model) needs them.
-    Bind `standardize` and `distance` with functools.partial: tf.Transform calls
-    the function with the inputs alone.
+    missing "impute": a NaN value is a missing one (the readers turn a missing,
+    empty or null value into NaN, and reject a NaN read as such) and becomes its
+    column's mean over the rows that have a value: tf.Transform's mean and
+    variance skip NaN, so the statistics are those of the present values, and an
+    imputed value is 0 after the z-score (the mean itself with "none"). With
+    "reject" nothing is imputed: the readers and the model refuse NaN.
+    Bind `standardize`, `distance` and `missing` with functools.partial:
+    tf.Transform calls the function with the inputs alone.
     Mean and variance are analysed in float64: a float32 analysis loses the
     digits of columns with a large offset. The statistics are outputs so that
     centroids can be mapped back to the original units (tf.Transform has no
@@ -40,10 +48,17 @@ def preprocessing_fn(inputs, standardize: str = "z_score", distance: str = "eucl
 
     x = inputs[FEATURES]
     ones = tf.ones_like(x, dtype=tf.float32)
+    if missing not in ("reject", "impute"):
+        raise ValueError(f"missing must be reject or impute, got {missing!r}")
+    absent = tf.math.is_nan(x) if missing == "impute" else None
     if standardize == "none":
         z, mean, std = x, tf.zeros_like(ones), ones
+        if absent is not None:
+            z = tf.where(absent, tft.mean(x, reduce_instance_dims=False) + tf.zeros_like(x), x)
     elif standardize == "z_score":
         z = tft.scale_to_z_score(x, elementwise=True)
+        if absent is not None:  # the mean, in z-score units
+            z = tf.where(absent, tf.zeros_like(z), z)
         mean = ones * tf.cast(tft.mean(x, reduce_instance_dims=False), tf.float32)
         std = ones * tf.cast(tf.sqrt(tft.var(x, reduce_instance_dims=False)), tf.float32)
     else:
