@@ -21,7 +21,8 @@ gather and segment sums, each a pass over memory on CPU).
 Weighted fits (sample weights) pass each row's weight: the sums, inertia and
 per-cluster weight sums are then weighted (sum of w x, of w d^2, of w), by
 their own trace of the XLA step and their own instance of the op's kernel, so
-that an unweighted call runs exactly what it ran without weights.
+that an unweighted call runs the kernel it ran before weights (its only extra:
+the counts returned once more, as float64 weight sums, [G, K]).
 
 Build it with `get_step(devices)`, from `DoFn.setup()`: it is cached per
 process, so every round's DoFn shares the strategy and the compiled function
@@ -319,10 +320,9 @@ class KMeansStep:
             args.append(self._replica_values(w, starts))
         outputs = run(*args)
         # np.asarray: a view of each result tensor (.numpy() would copy it)
-        results = self._unpack(
+        return self._unpack(
             [np.asarray(o) for o in outputs], centroids, len(x), starts, per_row, weighted
         )
-        return results
 
     def _split_rows(self, x: np.ndarray, fused: bool):
         """`x` float32 [n, D] -> (rows float32 [N, D], valid bool [N], starts [R + 1]):
