@@ -62,7 +62,11 @@ def _reason(value, name: str) -> Optional[str]:
         return f"feature {name!r} is null"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return f"feature {name!r} is not a number: {value!r}"
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float64's range
+        return f"feature {name!r} is too large for a float64: {value!r}"
+    if not finite:
         return f"feature {name!r} is NaN or infinite"
     return None
 
