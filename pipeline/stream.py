@@ -151,7 +151,11 @@ def main(argv: List[str]) -> int:
     logging.getLogger("pipeline.progress").info(
         "running on %s: scoring the messages of %s", runner, source
     )
-    result = pipeline.run()
+    try:
+        result = pipeline.run()
+    except Exception as e:
+        _raise_if_no_credentials(e)
+        raise
     if is_template_run(options):
         print("wrote a job template; nothing was run")
         return 0
@@ -164,13 +168,31 @@ def main(argv: List[str]) -> int:
         return 0
     try:
         result.wait_until_finish()
-    except BaseException:
+    except BaseException as e:
         try:
             result.cancel()
         except Exception:  # noqa: BLE001 -- finished already, or cannot cancel
             pass
+        _raise_if_no_credentials(e)
         raise
     return 0
+
+
+def _raise_if_no_credentials(error: BaseException) -> None:
+    """A UserInputError for a run that found no Google Cloud credentials to reach Pub/Sub
+    (the DirectRunner's Pub/Sub client raises it from inside the runner)."""
+    from google.auth.exceptions import DefaultCredentialsError
+
+    seen = error
+    while seen is not None and not isinstance(seen, DefaultCredentialsError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is not None:
+        first = str(seen).strip().splitlines()[0] if str(seen).strip() else ""
+        raise UserInputError(
+            f"Pub/Sub needs Google Cloud credentials: {first} (gcloud auth "
+            f"application-default login, or GOOGLE_APPLICATION_CREDENTIALS; "
+            f"PUBSUB_EMULATOR_HOST=HOST:PORT for the Pub/Sub emulator)"
+        ) from error
 
 
 def metadata() -> dict:

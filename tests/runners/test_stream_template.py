@@ -123,6 +123,19 @@ def test_stream_refuses_bad_flags_in_one_line(model, flags, error, capsys):
     assert line.startswith("shardmeans stream: error: ") and error in line, line
 
 
+def test_the_direct_runner_without_credentials_stops_in_one_line(model):
+    """The DirectRunner reads Pub/Sub itself: without credentials its client fails inside
+    the runner, which the command names (exit 2) instead of a traceback."""
+    env = {k: v for k, v in os.environ.items() if k != "PUBSUB_EMULATOR_HOST"}
+    env["GOOGLE_APPLICATION_CREDENTIALS"] = os.path.join(ROOT, "no-such-credentials.json")
+    command = [sys.executable, "-m", "pipeline", "stream", "--model", str(model), *_topic_flags()]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("shardmeans stream: error: Pub/Sub needs Google Cloud credentials: ")
+    assert "no-such-credentials.json was not found" in line
+
+
 def test_stream_refuses_a_model_directory_that_is_no_model(tmp_path, capsys):
     assert main(["stream", "--model", str(tmp_path), *_topic_flags()]) == 2
     assert f"--model {tmp_path}" in capsys.readouterr().err
