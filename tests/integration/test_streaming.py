@@ -60,7 +60,7 @@ def _message(i, x, at, attributes=None):
 # Bad messages: (data, the reason's start), each in the first or second window.
 BAD = [
     (b'{"id": 900, "f0": 1.0,', "the message is not JSON"),
-    (b"[1.0, 2.0, 3.0]", "the message is a JSON list, not an object"),
+    (b"[1.0, 2.0, 3.0]", "the message is a JSON array, not an object"),
     (b'{"id": 901, "f0": 1.0, "f2": 3.0}', "feature 'f1' is missing"),
     (b'{"id": 902, "f0": 1.0, "f1": NaN, "f2": 3.0}', "feature 'f1' is NaN or infinite"),
     (b'{"id": 903, "f0": "1.5", "f1": 2.0, "f2": 3.0}', "feature 'f0' is not a number: '1.5'"),
@@ -208,6 +208,8 @@ def test_event_times_from_a_field_and_messages_parse_cannot_read():
         (b'{"f0": 1, "at": true}', "field 'at' is not an event time: True is neither"),
         (b'{"__shardmeans_message__": 1}', "the field '__shardmeans_message__' is reserved"),
         (b"\xff\xfe{}", "the message is not JSON"),
+        (b'"a text"', "the message is a JSON string, not an object"),
+        (b"null", "the message is a JSON null, not an object"),
     ):
         (out,) = parse.process(data)
         assert out.tag == "rejected"

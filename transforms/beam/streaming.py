@@ -61,6 +61,11 @@ def event_time(value) -> Timestamp:
     raise ValueError(f"{value!r} is neither milliseconds since the epoch nor an RFC 3339 text")
 
 
+# What json.loads gives for each JSON value that is not an object.
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_TYPES[type(None)] = "null"
+
+
 class _ParseFn(beam.DoFn):
     """A message (bytes, str, or a PubsubMessage with `data` and `attributes`) -> its JSON
     object as a dict row, carrying the message under `_MESSAGE`, at its event time
@@ -83,7 +88,7 @@ class _ParseFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput("rejected", dead_letter(reason, data, attributes))
             return
         if not isinstance(row, dict):
-            reason = f"the message is a JSON {type(row).__name__}, not an object"
+            reason = f"the message is a JSON {_JSON_TYPES[type(row)]}, not an object"
             yield beam.pvalue.TaggedOutput("rejected", dead_letter(reason, data, attributes))
             return
         if _MESSAGE in row:
