@@ -45,50 +45,64 @@ def fitted(tmp_path_factory):
     return out, features_of(table)
 
 
-def _row(i: int, x: np.ndarray) -> dict:
-    return {"id": i, **dict(zip(FEATURES, x[i].tolist())), "note": f"row {i}"}
-
-
-def _message(i, x, at, attributes=None):
-    """Row i as a message at event time `at` (seconds): bytes, or a PubsubMessage."""
-    data = json.dumps(_row(i, x)).encode()
-    if attributes is not None:
-        data = PubsubMessage(data, attributes)
-    return window.TimestampedValue(data, at)
+def _row(i: int, x: np.ndarray, at: int) -> dict:
+    """Row i's message: its id, features, a note, and its event time `at` (seconds) as
+    milliseconds since the epoch in the field "at"."""
+    return {"id": i, **dict(zip(FEATURES, x[i].tolist())), "note": f"row {i}", "at": at * 1000}
 
 
 # Bad messages: (data, the reason's start), each in the first or second window.
 BAD = [
     (b'{"id": 900, "f0": 1.0,', "the message is not JSON"),
     (b"[1.0, 2.0, 3.0]", "the message is a JSON array, not an object"),
-    (b'{"id": 901, "f0": 1.0, "f2": 3.0}', "feature 'f1' is missing"),
-    (b'{"id": 902, "f0": 1.0, "f1": NaN, "f2": 3.0}', "feature 'f1' is NaN or infinite"),
-    (b'{"id": 903, "f0": "1.5", "f1": 2.0, "f2": 3.0}', "feature 'f0' is not a number: '1.5'"),
-    (b'{"id": 904, "f0": null, "f1": 2.0, "f2": 3.0}', "feature 'f0' is null"),
+    (b'{"id": 901, "f0": 1.0, "f2": 3.0, "at": 1800000013000}', "feature 'f1' is missing"),
+    (
+        b'{"id": 902, "f0": 1.0, "f1": NaN, "f2": 3.0, "at": 1800000013000}',
+        "feature 'f1' is NaN or infinite",
+    ),
+    (
+        b'{"id": 903, "f0": "1.5", "f1": 2.0, "f2": 3.0, "at": 1800000013000}',
+        "feature 'f0' is not a number: '1.5'",
+    ),
+    (b'{"id": 904, "f0": null, "f1": 2.0, "f2": 3.0, "at": 1800000013000}', "feature 'f0' is null"),
+    (b'{"id": 906, "f0": 1.0, "f1": 2.0, "f2": 3.0}', "field 'at' is not an event time"),
 ]
-BAD_WITH_ATTRIBUTES = b'{"id": 905, "f0": 1.0, "f1": 2.0, "f2": Infinity}'
+BAD_WITH_ATTRIBUTES = b'{"id": 905, "f0": 1.0, "f1": 2.0, "f2": Infinity, "at": 1800000014000}'
 ATTRIBUTES = {"source": "sensor-9"}
 
 
 @pytest.fixture(scope="module")
 def streamed(fitted, tmp_path_factory):
-    """Run the TestStream once: (the sent rows by id: window index, the outputs as
-    lists of decoded JSON: scored, rejected, counts)."""
+    """Run the TestStream once: (the sent rows {id: (the window of its event time, or
+    None if too late to count; its event time)}, the outputs as lists of decoded JSON:
+    scored, rejected, counts).
+
+    Each message's event time is its field "at"; the element's own timestamp (the
+    publish time Pub/Sub would give) is when it arrives: for the late ones, long after."""
     out, x = fitted
     kept = tmp_path_factory.mktemp("streamed")
-    sent = {}  # id -> the window it belongs to (event time // WIDTH)
+    sent = {}
+
+    def messages(ids, at, published=None, attributes=None, counted=True):
+        """Rows `ids` with event time `at`, published at `published` (default `at`)."""
+        elements = []
+        for i in ids:
+            data = json.dumps(_row(i, x, at)).encode()
+            if attributes is not None:
+                data = PubsubMessage(data, attributes)
+            elements.append(window.TimestampedValue(data, published or at))
+            sent[i] = ((at - T0) // WIDTH if counted else None, at)
+        return elements
+
     events = TestStream().advance_watermark_to(T0)
     # window 0: rows 0..5 and two bad messages
-    events = events.add_elements([_message(i, x, T0 + i) for i in range(6)])
-    sent.update(dict.fromkeys(range(6), 0))
+    for i in range(6):
+        events = events.add_elements(messages([i], T0 + i))
     events = events.add_elements([window.TimestampedValue(d, T0 + 1) for d, _ in BAD[:2]])
     events = events.advance_watermark_to(T0 + WIDTH)  # window 0 fires on time
     # window 1: rows 6..13 (two with attributes) and the other bad messages
-    events = events.add_elements([_message(i, x, T0 + WIDTH + 1) for i in range(6, 12)])
-    events = events.add_elements(
-        [_message(i, x, T0 + WIDTH + 2, {"source": "sensor-7"}) for i in (12, 13)]
-    )
-    sent.update(dict.fromkeys(range(6, 14), 1))
+    events = events.add_elements(messages(range(6, 12), T0 + WIDTH + 1))
+    events = events.add_elements(messages([12, 13], T0 + WIDTH + 2, None, {"source": "s-7"}))
     events = events.add_elements([window.TimestampedValue(d, T0 + WIDTH + 3) for d, _ in BAD[2:]])
     # one bad message from Pub/Sub with its attributes: the dead letter keeps them
     events = events.add_elements(
@@ -96,14 +110,13 @@ def streamed(fitted, tmp_path_factory):
     )
     events = events.advance_watermark_to(T0 + 2 * WIDTH)  # window 1 fires on time
     # late for window 0, within the allowed lateness: counted, in a late pane
-    events = events.add_elements([_message(14, x, T0 + 5)])
-    sent[14] = 0
-    # window 2, and past window 0's allowed lateness: a message that is scored, not counted
-    events = events.add_elements([_message(15, x, T0 + 2 * WIDTH + 1)])
-    sent[15] = 2
+    events = events.add_elements(messages([14], T0 + 5, published=T0 + 2 * WIDTH))
+    # window 2
+    events = events.add_elements(messages([15], T0 + 2 * WIDTH + 1))
+    # past window 0's allowed lateness: scored, not counted
     events = events.advance_watermark_to(T0 + WIDTH + LATENESS + 5)
-    events = events.add_elements([_message(16, x, T0 + 3)])
-    sent[16] = None  # too late to count
+    too_late = T0 + WIDTH + LATENESS + 5
+    events = events.add_elements(messages([16], T0 + 3, published=too_late, counted=False))
     events = events.advance_watermark_to_infinity()
 
     def keep(name):
@@ -116,7 +129,7 @@ def streamed(fitted, tmp_path_factory):
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     with BeamTestPipeline(runner="DirectRunner", options=options) as p:
-        results = p | events | ScoreMessages(str(out), window_s=WIDTH, allowed_lateness_s=LATENESS)
+        results = p | events | ScoreMessages(str(out), WIDTH, LATENESS, timestamp_field="at")
         for name in ("scored", "rejected", "counts"):
             assert_that(results[name], keep(name), label=f"Keep{name}")
     got = {name: json.loads((kept / f"{name}.json").read_text()) for name in results}
@@ -137,8 +150,8 @@ def test_scored_messages_are_the_models_outputs(fitted, streamed):
     want = _model_outputs(out, x[ids])
     assert set(want) == {"cluster_id", "distance", "normalized_distance", "is_anomaly"}
     for m, i in zip(scored, ids):  # the message's fields, unchanged, then the outputs
-        assert list(m) == ["id", *FEATURES, "note", *OUTPUT_ORDER_OF_THIS_MODEL]
-        assert {k: m[k] for k in list(m)[:5]} == _row(i, x)
+        assert list(m) == ["id", *FEATURES, "note", "at", *OUTPUT_ORDER_OF_THIS_MODEL]
+        assert {k: m[k] for k in list(m)[:6]} == _row(i, x, sent[i][1])
     for name, values in want.items():
         got_values = [m[name] for m in scored]
         if values.dtype.kind == "f":
@@ -176,7 +189,7 @@ def test_window_counts_are_the_scored_rows_by_cluster(streamed):
         assert Timestamp.from_rfc3339(m["window_end"]) - start == WIDTH
         w = int((start.micros // 1_000_000 - T0) // WIDTH)
         panes.setdefault((w, m["timing"]), {})[m["cluster_id"]] = (m["rows"], m["anomalies"])
-    on_time = {w: [i for i, v in sent.items() if v == w and i != 14] for w in (0, 1, 2)}
+    on_time = {w: [i for i, v in sent.items() if v[0] == w and i != 14] for w in (0, 1, 2)}
     assert panes[(0, "on_time")] == expected(on_time[0])
     assert panes[(1, "on_time")] == expected(on_time[1])
     assert panes[(2, "on_time")] == expected(on_time[2])
