@@ -7,14 +7,16 @@ rows' by cluster, and nothing is lost: scored + rejected == sent."""
 import json
 from collections import Counter
 
+import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
 from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.test_stream import TestStream
-from apache_beam.testing.util import assert_that
+from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
 
@@ -227,3 +229,21 @@ def test_event_times_from_a_field_and_messages_parse_cannot_read():
         (out,) = parse.process(data)
         assert out.tag == "rejected"
         assert json.loads(out.value)["reason"].startswith(reason), (data, out.value)
+
+
+def test_in_a_batch_pipeline_and_its_metrics(fitted):
+    """The same transform in a batch pipeline (messages from a file, say): the scored
+    messages and the Beam counters of scored and rejected messages. (The DirectRunner's
+    streaming mode keeps only the last bundle's count of a counter, so they are read
+    here.)"""
+    out, x = fitted
+    messages = [json.dumps(_row(i, x, T0)).encode() for i in range(7)] + [BAD[0][0], BAD[3][0]]
+    with BeamTestPipeline(runner="FnApiRunner") as p:
+        results = p | beam.Create(messages) | ScoreMessages(str(out), timestamp_field="at")
+        ids = results["scored"] | beam.Map(lambda m: json.loads(m)["id"])
+        assert_that(ids, equal_to(list(range(7))), label="Scored")
+    counters = p.result.metrics().query(MetricsFilter().with_namespace("shardmeans"))["counters"]
+    totals = Counter()
+    for c in counters:  # one for each step that counts
+        totals[c.key.metric.name] += c.committed
+    assert totals == {"messages_scored": 7, "messages_rejected": 2}

@@ -20,6 +20,8 @@ import numbers
 from typing import Optional
 
 import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
@@ -35,6 +37,20 @@ _MESSAGE = "__shardmeans_message__"
 _ENCODING = "utf-8"
 
 
+# Beam metrics of the job (Dataflow's console shows them as the job runs).
+_SCORED = Metrics.counter("shardmeans", "messages_scored")
+_REJECTED = Metrics.counter("shardmeans", "messages_rejected")
+
+
+def _json_value(value):
+    """json.dumps' fallback: NumPy arrays and scalars as lists and Python numbers."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} {value!r} is not JSON serializable")
+
+
 def _text(data: bytes) -> str:
     return data.decode(_ENCODING, errors="backslashreplace")
 
@@ -42,6 +58,7 @@ def _text(data: bytes) -> str:
 def dead_letter(reason: str, data, attributes: Optional[dict]) -> bytes:
     """A rejected message: UTF-8 JSON {"reason": why, "message": its data as text
     (bytes that are not UTF-8 as backslash escapes), "attributes": {str: str}}."""
+    _REJECTED.inc()
     if isinstance(data, bytes):
         data = _text(data)
     return json.dumps(
@@ -113,7 +130,9 @@ def _scored_message(row: dict) -> bytes:
     `OUTPUT_ORDER` names last, in its order)."""
     last = [name for name in OUTPUT_ORDER if name in row]
     fields = {k: v for k, v in row.items() if k != _MESSAGE and k not in OUTPUT_ORDER}
-    return json.dumps({**fields, **{name: row[name] for name in last}}).encode(_ENCODING)
+    _SCORED.inc()
+    ordered = {**fields, **{name: row[name] for name in last}}
+    return json.dumps(ordered, default=_json_value).encode(_ENCODING)
 
 
 def _rejected_message(line: str) -> bytes:
