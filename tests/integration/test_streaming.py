@@ -224,6 +224,9 @@ def test_event_times_from_a_field_and_messages_parse_cannot_read():
         (b'{"__shardmeans_message__": 1}', "the field '__shardmeans_message__' is reserved"),
         (b"\xff\xfe{}", "the message is not JSON"),
         (b'"a text"', "the message is a JSON string, not an object"),
+        (b'{"f0": 1' + b"0" * 400 + b"}", "field 'f0' is a number beyond float64's range"),
+        (b'{"f0": 1' + b"0" * 5000 + b"}", "the message is not JSON: Exceeds the limit"),
+        (b"[" * 100_000 + b"]" * 100_000, "the message is not JSON: maximum recursion"),
         (b"null", "the message is a JSON null, not an object"),
     ):
         (out,) = parse.process(data)

@@ -17,6 +17,7 @@ them: a field a newer model outputs reaches the scored messages unnamed here).
 import json
 import math
 import numbers
+import sys
 from typing import Optional
 
 import apache_beam as beam
@@ -78,6 +79,8 @@ def event_time(value) -> Timestamp:
     raise ValueError(f"{value!r} is neither milliseconds since the epoch nor an RFC 3339 text")
 
 
+_FLOAT64_MAX = sys.float_info.max
+
 # What json.loads gives for each JSON value that is not an object.
 _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 _JSON_TYPES[type(None)] = "null"
@@ -100,7 +103,9 @@ class _ParseFn(beam.DoFn):
         try:
             text = data.decode(_ENCODING) if isinstance(data, bytes) else data
             row = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as e:
+        # (also what json refuses beyond JSON: an integer of too many digits, nesting
+        # too deep): an exception here would fail the bundle again on every retry
+        except (ValueError, TypeError, RecursionError) as e:
             reason = f"the message is not JSON: {e}"
             yield beam.pvalue.TaggedOutput("rejected", dead_letter(reason, data, attributes))
             return
@@ -110,6 +115,11 @@ class _ParseFn(beam.DoFn):
             return
         if _MESSAGE in row:
             reason = f"the field {_MESSAGE!r} is reserved"
+            yield beam.pvalue.TaggedOutput("rejected", dead_letter(reason, data, attributes))
+            return
+        huge = [k for k, v in row.items() if isinstance(v, int) and abs(v) > _FLOAT64_MAX]
+        if huge:  # AssignClusters' float64 conversion would raise on it, on every retry
+            reason = f"field {huge[0]!r} is a number beyond float64's range"
             yield beam.pvalue.TaggedOutput("rejected", dead_letter(reason, data, attributes))
             return
         row[_MESSAGE] = {"message": text, "attributes": attributes}
