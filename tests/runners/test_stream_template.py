@@ -178,3 +178,13 @@ def test_flex_template_metadata_is_generated_and_validates(model):
     for name, values in bad.items():
         for value in values:
             assert not re.fullmatch(regexes[name], value), (name, value)
+
+
+def test_the_docs_flag_table_lists_every_stream_flag():
+    """docs/streaming.md's table of `stream`'s flags: one row per flag of the command."""
+    with open(os.path.join(ROOT, "docs", "streaming.md")) as f:
+        table = f.read().split("| flag | meaning |", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `--(\w+)` \|", table, re.M)
+    assert sorted(rows) == sorted(
+        p.name for p in parameters.SCORE + parameters.STREAM + parameters.ANOMALY
+    )
