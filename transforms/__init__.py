@@ -7,9 +7,9 @@
     streamed = messages | ScoreMessages(OUT, window_s=60)  # Pub/Sub JSON, streaming
     results = rows | RunInference(KMeansModelHandler(OUT))
 
-The names below are what a pipeline composes: the two PTransforms, the model
-export, the RunInference model handler, the error a user's input raises, and
-the types of KMeans' outputs.
+The names below are what a pipeline composes: the PTransforms (ScoreMessages
+for streams of JSON messages), the model export, the RunInference model
+handler, the error a user's input raises, and the types of KMeans' outputs.
 Everything else stays in its layer: `transforms.core` (NumPy/SciPy),
 `transforms.step` (TensorFlow on the workers), `transforms.beam` (the
 PTransforms and combiners).
