@@ -1,4 +1,4 @@
-"""The `shardmeans` command: `fit`, `score` and `generate` (also `python -m pipeline ...`).
+"""The `shardmeans` command: `fit`, `score`, `stream` and `generate` (also `python -m pipeline ...`).
 
 Flags the job does not define go to Beam as pipeline options (`--runner`,
 `--direct_num_workers`, `--temp_location`, ...); a flag neither knows stops the
@@ -19,6 +19,7 @@ _USAGE = """usage: shardmeans COMMAND [FLAGS]
 commands:
   fit       fit K-Means on sharded CSV, Parquet or TFRecord files
   score     assign the rows of new data to the clusters of a fitted model
+  stream    score JSON messages from Pub/Sub as they arrive (a streaming job)
   generate  write sample data: Gaussian blobs with features of very different scales
 
 shardmeans COMMAND --help lists the command's flags; shardmeans --version prints the version."""
@@ -331,7 +332,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(_USAGE)
         return 0
-    if not argv or argv[0] not in ("fit", "score", "generate"):
+    if not argv or argv[0] not in ("fit", "score", "stream", "generate"):
         print(_USAGE, file=sys.stderr)
         if argv:  # as argparse ends: the usage, then the error
             print(f"shardmeans: error: unknown command {argv[0]!r}", file=sys.stderr)
@@ -359,6 +360,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from pipeline.flags import check_job_flags
 
             check_job_flags(rest, prog=f"shardmeans {command}")
+        if command == "stream":  # pipeline.stream: Pub/Sub to Pub/Sub, no output directory
+            from pipeline import stream
+
+            return stream.main(rest)
         return _run_job(command, rest)
     except BaseException as e:
         from pipeline.failures import was_interrupted
