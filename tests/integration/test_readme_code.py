@@ -38,10 +38,13 @@ NOT_RUN = re.compile(r"^<!-- not run: \S.* -->$")
 DRY_RUN_SCRIPTS = ("local.sh", "dataflow.sh", "flink.sh")
 
 
-def blocks(page: str):
-    """[(language, first line number, code, marked not run)] of a Markdown page."""
-    with open(os.path.join(ROOT, page)) as f:
-        lines = f.read().split("\n")
+def blocks(page: str, text=None):
+    """[(language, first line number, code, marked not run)] of a Markdown page
+    (its `text`, else the file ROOT/page)."""
+    if text is None:
+        with open(os.path.join(ROOT, page)) as f:
+            text = f.read()
+    lines = text.split("\n")
     found, i = [], 0
     while i < len(lines):
         match = re.match(r"^```(\w*)\s*$", lines[i])
@@ -131,6 +134,13 @@ def test_every_shardmeans_command_in_the_docs_passes_the_flag_check():
     # README's own: fit and score; the docs' fits, scores and launch lines.
     assert sum(c.startswith("README.md") for c in checked) >= 2, checked
     assert len(checked) >= 10, checked
+
+
+def test_a_block_marked_not_run_is_skipped_and_needs_a_reason():
+    page = "text\n<!-- not run: needs Dataflow -->\n```python\n1 / 0\n```\n\n```sh\nls\n```\n"
+    assert blocks("page.md", page) == [("python", 4, "1 / 0\n", True), ("sh", 8, "ls\n", False)]
+    with pytest.raises(AssertionError, match="needs a reason"):
+        blocks("page.md", "<!-- not run -->\n```python\nx = 1\n```\n")
 
 
 def test_a_mistyped_flag_in_a_block_fails_the_check():
