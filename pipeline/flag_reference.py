@@ -102,7 +102,10 @@ def _generate_rows() -> list:
     for action in generate.arg_parser()._actions:  # noqa: SLF001 -- argparse lists them nowhere else
         if not action.option_strings or action.dest == "help":
             continue
-        default = "required" if action.required else f"`{action.default}`"
+        if action.required:
+            default = "required"
+        else:  # a flag without a value (store_true) is off unless given
+            default = "off (a bare flag)" if action.nargs == 0 else f"`{action.default}`"
         meaning = action.help or ""
         if action.choices:
             meaning += "; one of " + ", ".join(f"`{c}`" for c in action.choices)
@@ -134,7 +137,10 @@ def render() -> str:
         lines += ["", f"## shardmeans {command}", "", spec.description]
         for title, group in spec.groups:
             lines += ["", f"### {title}", "", *_parameter_rows(group)]
-    lines += ["", "## shardmeans generate", "", "Write sample data.", "", *_generate_rows()]
+    from pipeline import generate
+
+    about = " ".join(generate.arg_parser().description.split())
+    lines += ["", "## shardmeans generate", "", about, "", *_generate_rows()]
     return "\n".join(lines) + "\n"
 
 
