@@ -114,21 +114,14 @@ def build_stream_pipeline(pipeline, spec: StreamSpec) -> None:
         _ = results["counts"] | "WriteCounts" >> beam.io.WriteToPubSub(spec.counts_topic)
 
 
-def _option_classes():
-    from pipeline.options import AnomalyOptions, ScoreOptions, StreamOptions
-
-    return ScoreOptions, StreamOptions, AnomalyOptions
-
-
 def main(argv: List[str]) -> int:
     """`shardmeans stream ARGV`: build the job, then write its template (Dataflow with
     --template_location), submit it (a remote runner: the job runs until drained or
     cancelled), or run it here until Ctrl-C (the DirectRunner, with a real Pub/Sub)."""
-    from pipeline.cli import _help_parser
-
     if "-h" in argv or "--help" in argv:
-        description = "Score JSON messages from Pub/Sub as they arrive (a streaming job)."
-        _help_parser("shardmeans stream", _option_classes(), description).print_help()
+        from pipeline.flag_reference import help_parser
+
+        help_parser("stream").print_help()
         return 0
     logging.getLogger("pipeline.progress").info("stream: loading Beam and TensorFlow")
     from pipeline import logs
