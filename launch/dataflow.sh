@@ -15,7 +15,7 @@
 #   --image IMAGE     worker container (default with --gpu:
 #                     REGION-docker.pkg.dev/PROJECT/shardmeans/worker:TAG, TAG made of the
 #                     versions pinned in setup.py; built from launch/Dockerfile, see
-#                     README's "Google Cloud Dataflow")
+#                     docs/runners.md, "Google Cloud Dataflow")
 # Flags after these go to `shardmeans fit` and Beam, and win over the ones set here
 # (e.g. --machine_type, --max_num_workers, --temp_location).
 #

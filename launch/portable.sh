@@ -27,7 +27,7 @@ source "$ROOT/launch/common.bash"
 # The services stop when the job's command returns: a detached job would die with them.
 for arg in "$@"; do
   [[ "$arg" != --detach ]] || die "--detach: this script stops its job service when the \
-command returns, which would end the job; start the services by hand (README, \"The \
+command returns, which would end the job; start the services by hand (docs/runners.md, \"The \
 portable runner, on this machine\") to detach from a job"
 done
 PYTHON="$(find_python)"

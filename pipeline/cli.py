@@ -1,4 +1,4 @@
-"""The `shardmeans` command: `fit`, `score` and `generate` (also `python -m pipeline ...`).
+"""The `shardmeans` command: `fit`, `score`, `stream` and `generate` (also `python -m pipeline ...`).
 
 Flags the job does not define go to Beam as pipeline options (`--runner`,
 `--direct_num_workers`, `--temp_location`, ...); a flag neither knows stops the
@@ -6,7 +6,6 @@ command (pipeline.flags). A user error prints one readable line and exits with
 status 2, Ctrl-C with 130; no traceback (`--verbose` logs it).
 """
 
-import argparse
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ _USAGE = """usage: shardmeans COMMAND [FLAGS]
 commands:
   fit       fit K-Means on sharded CSV, Parquet or TFRecord files
   score     assign the rows of new data to the clusters of a fitted model
+  stream    score JSON messages from Pub/Sub as they arrive (a streaming job)
   generate  write sample data: Gaussian blobs with features of very different scales
 
 shardmeans COMMAND --help lists the command's flags; shardmeans --version prints the version."""
@@ -32,26 +32,6 @@ def _version() -> str:
         return version("shardmeans")
     except PackageNotFoundError:  # run from a source tree that is not installed
         return "unknown (not installed)"
-
-
-def _help_parser(prog: str, option_classes, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=description,
-        epilog="Beam's pipeline options are accepted too, e.g. --runner, "
-        "--direct_running_mode=multi_processing --direct_num_workers=2, "
-        "--temp_location, --project, --region. Any other flag stops the command "
-        "before it reads anything. Flags are not abbreviated.",
-    )
-    for cls in option_classes:
-        cls._add_argparse_args(parser.add_argument_group(cls.__doc__.strip().rstrip(".")))
-    parser.add_argument_group("The command").add_argument(
-        "--verbose",
-        action="store_true",
-        help="log everything (DEBUG, TensorFlow's and Beam's too), and the full text and "
-        "traceback of an error the command otherwise reports in one line",
-    )
-    return parser
 
 
 def _user_message(error: BaseException, output: Optional[str] = None) -> Optional[str]:
@@ -68,26 +48,21 @@ def _run_job(command: str, argv: List[str]) -> int:
     # The driver's start as the report's provenance gives it: before the job's imports
     # (TensorFlow, Beam) and the reading of the input's layout.
     started = time.time()
+    if "-h" in argv or "--help" in argv:
+        # From transforms.core.parameters alone: importing Beam (pipeline.options)
+        # would take seconds of every --help.
+        from pipeline.flag_reference import help_parser
+
+        help_parser(command).print_help()
+        return 0
     from apache_beam.options.pipeline_options import StandardOptions
 
     from pipeline.options import (
-        AnomalyOptions,
-        InputOptions,
         KMeansOptions,
         OutputOptions,
-        ScoreOptions,
         ViewCachingOptions,
     )
 
-    if command == "fit":
-        classes = (InputOptions, KMeansOptions, AnomalyOptions, OutputOptions)
-        description = "Fit K-Means on sharded CSV, Parquet or TFRecord input."
-    else:
-        classes = (ScoreOptions, InputOptions, AnomalyOptions, OutputOptions)
-        description = "Assign the rows of new data to the clusters of a fitted model."
-    if "-h" in argv or "--help" in argv:
-        _help_parser(f"shardmeans {command}", classes, description).print_help()
-        return 0
     # The first line, before the seconds that importing Beam and TensorFlow take.
     logging.getLogger("pipeline.progress").info("%s: loading Beam and TensorFlow", command)
     import apache_beam as beam
@@ -331,7 +306,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(_USAGE)
         return 0
-    if not argv or argv[0] not in ("fit", "score", "generate"):
+    if not argv or argv[0] not in ("fit", "score", "stream", "generate"):
         print(_USAGE, file=sys.stderr)
         if argv:  # as argparse ends: the usage, then the error
             print(f"shardmeans: error: unknown command {argv[0]!r}", file=sys.stderr)
@@ -359,6 +334,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from pipeline.flags import check_job_flags
 
             check_job_flags(rest, prog=f"shardmeans {command}")
+        if command == "stream":  # pipeline.stream: Pub/Sub to Pub/Sub, no output directory
+            from pipeline import stream
+
+            return stream.main(rest)
         return _run_job(command, rest)
     except BaseException as e:
         from pipeline.failures import was_interrupted

@@ -6,17 +6,19 @@ from typing import List, NamedTuple, Optional, Tuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions
 
 from pipeline.io.ingest import ReadValidRows
 from pipeline.io.layout import input_layout
+from pipeline.io.readers import is_list as is_list_type
 from pipeline.options import AnomalyOptions, InputOptions, KMeansOptions, OutputOptions
 from pipeline.outputs import writers
 from pipeline.outputs.run_output import RunOutput
 from pipeline.workdir import absolute_path, is_template_run
 from transforms.beam.kmeans import KMeans
-from transforms.core import parameters
+from transforms.core import parameters, vectors
 from transforms.core.errors import UserInputError
 
 
@@ -81,8 +83,9 @@ def fit_spec(options) -> FitSpec:
 
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     _check_weight_column(inp.weight_column, layout, inp.features)
-    numeric = [n for n in layout.numeric if n != inp.weight_column]  # a weight is no feature
-    features = _features(inp.features, layout.schema, numeric, inp.id_column, layout.path)
+    # A weight is no feature, nor a default one.
+    numeric = [n for n in layout.numeric if n != inp.weight_column]
+    features = _features(inp.features, layout._replace(numeric=numeric), inp.id_column)
     _log_columns(layout, features, inp.features, inp.id_column)
 
     init, given = _init(km.init, ks, km.n_init or 1, len(features))
@@ -179,17 +182,21 @@ def driver_provenance(argv: List[str], options, started: float) -> dict:
     }
 
 
-def _features(requested, schema, numeric, id_column, path) -> List[str]:
+def _features(requested, layout, id_column) -> List[str]:
     """The features to cluster on: `requested` (the --features text), else every column of
-    `numeric` but `id_column`. `schema` holds the columns of all input files
-    (io.layout.input_layout), `path` names the input in messages.
+    `layout.numeric` but `id_column`. `layout` holds the columns of all input files
+    (io.layout.input_layout).
 
-    A column named explicitly may also be a list of numbers (a tf.Example feature
-    with several values in some rows, a Parquet list): its rows with exactly one
-    value are clustered, the others rejected. Such a column is never a default.
+    A column named explicitly may also be a list of numbers: a vector (embedding)
+    column of width L, the length of its first list in the input (a Parquet
+    fixed_size_list's own), is the L features NAME[0]..NAME[L-1]
+    (transforms.core.vectors); rows whose list has another length are rejected.
+    Width 1 (a tf.Example feature with one value in most rows) is one feature
+    under the column's name. Such a column is never a default.
     """
     from pipeline.io.layout import column_conflict
 
+    schema, numeric, path = layout.schema, layout.numeric, layout.path
     if requested is None:
         features = [n for n in numeric if n != id_column]
         if not features:
@@ -201,6 +208,9 @@ def _features(requested, schema, numeric, id_column, path) -> List[str]:
     features = [f.strip() for f in requested.split(",") if f.strip()]
     if not features:
         raise UserInputError("--features is empty")
+    if len(set(features)) != len(features):
+        raise UserInputError(f"--features names a column twice: {requested!r}")
+    columns = []
     for name in features:
         if name not in schema.names:
             raise UserInputError(
@@ -211,14 +221,33 @@ def _features(requested, schema, numeric, id_column, path) -> List[str]:
         if column_conflict(field):
             raise UserInputError(f"feature {name!r}: {column_conflict(field)}")
         kind = field.type
-        numbers_list = (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and (
-            pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)
-        )
+        numbers_list = (
+            pa.types.is_list(kind)
+            or pa.types.is_large_list(kind)
+            or pa.types.is_fixed_size_list(kind)
+        ) and (pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type))
         if name not in numeric and not numbers_list:
             raise UserInputError(f"feature {name!r} of {path} is not numeric (type {field.type})")
-    if len(set(features)) != len(features):
-        raise UserInputError(f"--features names a column twice: {requested!r}")
-    return features
+        width = _vector_width(name, kind, layout) if numbers_list else None
+        columns.append((name, width if width and width > 1 else None))
+    return vectors.expand(columns)
+
+
+def _vector_width(name: str, kind: pa.DataType, layout) -> int:
+    """A list column's width: a fixed_size_list's size, else the length of the first
+    list in the input (the files in order, the first rows of each that has one)."""
+    from pipeline.io import columns
+
+    if pa.types.is_fixed_size_list(kind):
+        return kind.list_size
+    for path in layout.files:
+        values = columns.first_rows(path, layout.format, [name]).get(name)
+        if values is None or not is_list_type(values.type):
+            continue
+        lengths = pc.drop_null(pc.list_value_length(values))
+        if len(lengths):
+            return int(lengths[0].as_py())
+    raise UserInputError(f"feature {name!r}: no row of {layout.path} holds a list of numbers")
 
 
 def _log_columns(layout, features: List[str], requested, id_column) -> None:

@@ -51,6 +51,14 @@ class ScoreOptions(PipelineOptions):
         parameters.add_flags(parser, parameters.SCORE)
 
 
+class StreamOptions(PipelineOptions):
+    """Pub/Sub in and out, and the windows of the counts."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parameters.add_flags(parser, parameters.STREAM)
+
+
 class ViewCachingOptions(PipelineOptions):
     """PipelineOptions whose `view_as(cls)` builds each class's view once.
 

@@ -4,11 +4,12 @@
 
     fitted = rows | KMeans(k=8, features=["a", "b"], output_dir=OUT)
     scored = rows | AssignClusters(OUT)
+    streamed = messages | ScoreMessages(OUT, window_s=60)  # Pub/Sub JSON, streaming
     results = rows | RunInference(KMeansModelHandler(OUT))
 
-The names below are what a pipeline composes: the two PTransforms, the model
-export, the RunInference model handler, the error a user's input raises, and
-the types of KMeans' outputs.
+The names below are what a pipeline composes: the PTransforms (ScoreMessages
+for streams of JSON messages), the model export, the RunInference model
+handler, the error a user's input raises, and the types of KMeans' outputs.
 Everything else stays in its layer: `transforms.core` (NumPy/SciPy),
 `transforms.step` (TensorFlow on the workers), `transforms.beam` (the
 PTransforms and combiners).
@@ -29,6 +30,7 @@ _EXPORTS = {
     "Partials": "transforms.core.partials",  # KMeans' "final": the last pass's partials
     "RoundState": "transforms.core.lloyd",  # KMeans' "state": the chosen fit
     "Sample": "transforms.core.sampling",  # KMeans' "sample": the init sample
+    "ScoreMessages": "transforms.beam.streaming",  # JSON messages -> scored, rejected, counts
     "Selection": "transforms.core.selection",  # KMeans' "selection": what it was chosen from
     "UserInputError": "transforms.core.errors",
     "export_model": "transforms.step.export",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from transforms.beam.assign import AssignClusters as AssignClusters
     from transforms.beam.kmeans import KMeans as KMeans
     from transforms.beam.model_handler import KMeansModelHandler as KMeansModelHandler
+    from transforms.beam.streaming import ScoreMessages as ScoreMessages
     from transforms.core.errors import UserInputError as UserInputError
     from transforms.core.lloyd import RoundState as RoundState
     from transforms.core.partials import Partials as Partials

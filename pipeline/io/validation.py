@@ -1,6 +1,7 @@
 """Row validation: which rows of a chunk are clustered, and why the others are not.
 
-A row is valid when every selected feature holds exactly one finite number and
+A row is valid when every selected feature holds exactly one finite number (a
+vector column, `transforms.core.vectors`: a list of its width of them) and
 every passthrough column's value has (or casts to) the column's type; a
 passthrough column the file lacks is null. Everything else is a rejection with
 a reason that names the column; nothing is dropped silently: read == valid +
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 
 from pipeline.io.readers import Chunk, is_list, parse_numbers
 from transforms.beam.shards import WEIGHT_COLUMN, matrix_to_features
+from transforms.core import vectors
 
 
 class Checked(NamedTuple):
@@ -92,6 +94,43 @@ def _as_float(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
             None if non_numeric is None else non_numeric[bad],
         ),
     )
+
+
+def _as_vectors(col: pa.Array, width: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A vector column (lists of `width` numbers) as numbers, and the rows that are not
+    `width` finite numbers: (values float64 [n, width], bad int64 [k] ascending, reasons
+    object [k]), as `_as_float`. A null list is a missing value (NaN in every element);
+    a list of another length, a null element, NaN or infinity is a problem of its own."""
+    n = len(col)
+    x = np.full((n, width), np.nan)
+    kind = col.type
+    if not (is_list(kind) or pa.types.is_fixed_size_list(kind)) or not (
+        pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)
+    ):
+        why = f"value of type {kind}, not a list of {width} numbers"
+        return x, np.arange(n), np.full(n, why, dtype=object)
+    missing = col.is_null().to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
+    fits = ~missing & (lengths == width)
+    why = np.full(n, None, dtype=object)
+    why[missing] = "missing value"
+    for i in np.flatnonzero(~missing & ~fits):
+        why[i] = f"{lengths[i]} values where {width} are expected"
+    if fits.any():
+        flat = col.filter(pa.array(fits)).flatten()
+        values = pc.cast(flat, pa.float64()).to_numpy(zero_copy_only=False).reshape(-1, width)
+        nulls = flat.is_null().to_numpy(zero_copy_only=False).reshape(-1, width)
+        rows = np.flatnonzero(fits)
+        x[rows] = values
+        # The first problem of a row names it: a null element, then NaN, then infinity.
+        for flag, reason in (
+            (np.isinf(values).any(axis=1), "infinite value"),
+            (np.isnan(values).any(axis=1) & ~nulls.any(axis=1), "NaN"),
+            (nulls.any(axis=1), "null element"),
+        ):
+            why[rows[flag]] = reason
+    bad = np.flatnonzero(why != None)  # noqa: E711 (elementwise on object arrays)
+    return x, bad, why[bad]
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -298,15 +337,20 @@ def check_chunk(
     reason = np.full(n, None, dtype=object)
     column = np.full(n, None, dtype=object)
     absent = np.zeros((n, len(features)), dtype=bool) if impute else None
-    for j, name in enumerate(features):
-        if name in names:
-            x[:, j], bad, why = _as_float(batch.column(name))
-        else:
-            x[:, j] = 0.0
+    j = 0  # the first feature of `name`; a vector column's are j .. j + width - 1
+    for name, width in vectors.group(features, present=names):
+        span = slice(j, j + (width or 1))
+        j = span.stop
+        if name not in names:
+            x[:, span] = 0.0
             bad, why = np.arange(n), np.full(n, "the file has no such column", dtype=object)
+        elif width is None:
+            x[:, span.start], bad, why = _as_float(batch.column(name))
+        else:
+            x[:, span], bad, why = _as_vectors(batch.column(name), width)
         if impute and bad.size:
             gone = np.array([w in MISSING_REASONS for w in why], dtype=bool)
-            x[bad[gone], j], absent[bad[gone], j] = np.nan, True
+            x[bad[gone], span], absent[bad[gone], span] = np.nan, True
             bad, why = bad[~gone], why[~gone]
         first = ~is_rejected[bad]
         bad = bad[first]

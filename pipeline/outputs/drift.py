@@ -3,7 +3,7 @@
 Every score writes, in its metrics.json, the scored rows' cluster shares, anomaly rate
 and normalized-distance quantiles beside the training figures the model keeps
 (transforms.beam.assign.training_statistics), and a warning when the data is clearly
-off the training distribution. The rule (README, "Drift"):
+off the training distribution. The rule (docs/scoring-and-serving.md, "Anomalies and drift"):
 
 - the median normalized distance is more than MEDIAN_RATIO times the training median
   (the rows sit far from every cluster, relative to the clusters' own spread), or

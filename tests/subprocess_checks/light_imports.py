@@ -28,6 +28,7 @@ assert sorted(transforms.__all__) == sorted(
         "Partials",
         "RoundState",
         "Sample",
+        "ScoreMessages",
         "Selection",
         "UserInputError",
         "export_model",

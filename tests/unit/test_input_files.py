@@ -178,7 +178,7 @@ def test_parquet_columns_unify_across_files_and_conflicts_name_both(tmp_path):
     assert layout.numeric == ["v"]
     # ... and named as a feature, the same one line.
     with pytest.raises(UserInputError, match="feature 'id': column 'id' is int64 in"):
-        _features("id", layout.schema, layout.numeric, "v", layout.path)
+        _features("id", layout, "v")
 
 
 def test_dictionary_column_passes_through_as_its_values(tmp_path):
@@ -205,9 +205,9 @@ def test_list_column_is_never_a_default_feature(tmp_path):
     )
     layout = input_layout(str(tmp_path / "*.parquet"), id_column="id")
     assert layout.numeric == ["id", "x"]
-    assert _features(None, layout.schema, layout.numeric, "id", layout.path) == ["x"]
+    assert _features(None, layout, "id") == ["x"]
     # named explicitly: its rows with one value are clustered, the others rejected (as before)
-    assert _features("x,vec", layout.schema, layout.numeric, "id", layout.path) == ["x", "vec"]
+    assert _features("x,vec", layout, "id") == ["x", "vec"]
     valid, rejects = _check_all(tmp_path / "a.parquet", "parquet", ["x", "vec"], layout)
     assert [r["id"] for r in valid] == [1]
     assert [(r["row"], r["column"], r["reason"]) for r in rejects] == [
@@ -215,13 +215,39 @@ def test_list_column_is_never_a_default_feature(tmp_path):
     ]
 
 
+def test_a_list_column_of_width_l_is_l_features(tmp_path):
+    """A vector (embedding) column: its width from the first list; NAME[i] features; a
+    list of another length, a null element, NaN: rejected with the reason; a null list is
+    missing (imputed with impute)."""
+    vec = pa.array(
+        [[1.0, 2.0, 3.0], [4.0, 5.0], None, [1.0, None, 2.0], [1.0, float("nan"), 0.0], [0, 1, 2]],
+        pa.list_(pa.float32()),
+    )
+    pq.write_table(pa.table({"id": list(range(1, 7)), "vec": vec}), tmp_path / "a.parquet")
+    layout = input_layout(str(tmp_path / "*.parquet"), id_column="id")
+    features = _features("vec", layout, "id")
+    assert features == ["vec[0]", "vec[1]", "vec[2]"]
+    valid, rejects = _check_all(tmp_path / "a.parquet", "parquet", features, layout)
+    assert [r["id"] for r in valid] == [1, 6]
+    assert [(r["row"], r["column"], r["reason"]) for r in rejects] == [
+        (2, "vec", "2 values where 3 are expected"),
+        (3, "vec", "missing value"),
+        (4, "vec", "null element"),
+        (5, "vec", "NaN"),
+    ]
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(8.0)), 4)
+    pq.write_table(pa.table({"id": [1, 2], "e": fixed}), tmp_path / "b.parquet")
+    layout = input_layout(str(tmp_path / "b.parquet"), id_column="id")
+    assert _features("e", layout, "id") == [f"e[{i}]" for i in range(4)]
+
+
 def test_features_messages_name_the_input(tmp_path):
     pq.write_table(pa.table({"x": [1.0], "name": ["a"]}), tmp_path / "a.parquet")
     layout = input_layout(str(tmp_path / "*.parquet"))
     with pytest.raises(UserInputError, match=r"unknown feature 'zz': .*a\.parquet"):
-        _features("x,zz", layout.schema, layout.numeric, None, layout.path)
+        _features("x,zz", layout, None)
     with pytest.raises(UserInputError, match="feature 'name' .* is not numeric"):
-        _features("x,name", layout.schema, layout.numeric, None, layout.path)
+        _features("x,name", layout, None)
 
 
 # ----------------------------------------------------------------------------- CSV text

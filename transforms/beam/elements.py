@@ -20,6 +20,8 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from transforms.core import vectors
+
 # The tag of the rejected rows' output.
 REJECTED = "rejected"
 
@@ -60,7 +62,11 @@ def _reason(value, name: str) -> Optional[str]:
         return f"feature {name!r} is null"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return f"feature {name!r} is not a number: {value!r}"
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond float64's range
+        return f"feature {name!r} is too large for a float64: {value!r}"
+    if not finite:
         return f"feature {name!r} is NaN or infinite"
     return None
 
@@ -70,8 +76,11 @@ def row_matrix(
 ) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
     """Dict rows -> (float64 [n, D] in `features` order, [(index, reason)] of the rows that
     cannot be scored: a feature missing, null, not a number, NaN or infinite (their
-    values in the matrix are 0)). `impute`: a feature missing or null is NaN in the
-    matrix, for the transform to impute (missing="impute"), not a reason."""
+    values in the matrix are 0)). A vector column's features NAME[0]..NAME[L-1]
+    (transforms.core.vectors) come from the row's NAME, a sequence of L numbers.
+    `impute`: a feature (or a whole vector) missing or null is NaN in the matrix, for
+    the transform to impute (missing="impute"), not a reason."""
+    columns = vectors.group(features)
     x = np.zeros((len(rows), len(features)), np.float64)
     bad = []
     for i, row in enumerate(rows):
@@ -84,15 +93,23 @@ def row_matrix(
                 )
             )
             continue
-        for j, name in enumerate(features):
+        j = 0
+        for name, width in columns:
+            span = slice(j, j + (width or 1))
+            j = span.stop
             if impute and row.get(name) is None:
-                x[i, j] = np.nan
+                x[i, span] = np.nan
                 continue
-            why = f"feature {name!r} is missing" if name not in row else _reason(row[name], name)
+            if name not in row:
+                why = f"feature {name!r} is missing"
+            elif width is None:
+                why = _reason(row[name], name)
+            else:
+                why = _vector_reason(row[name], name, width)
             if why is not None:
                 bad.append((i, why))
                 break
-            x[i, j] = row[name]
+            x[i, span] = row[name]
     return x, bad
 
 
@@ -125,6 +142,21 @@ def row_weights(rows: Sequence, name: str) -> Tuple[np.ndarray, List[Tuple[int, 
         else:
             w[i] = row[name]
     return w, bad
+
+
+def _vector_reason(value, name: str, width: int) -> Optional[str]:
+    """Why `value` cannot be vector column `name`'s (`width` numbers), or None if it can."""
+    if value is None:
+        return f"feature {name!r} is null"
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        return f"feature {name!r} is not a list of {width} numbers: {value!r}"
+    if len(value) != width:
+        return f"feature {name!r} holds {len(value)} values where {width} are expected"
+    for element in value:
+        why = _reason(element, name)
+        if why is not None:
+            return f"{why} (an element)"
+    return None
 
 
 def array_rows(

@@ -54,7 +54,7 @@ from transforms.beam.shards import (
     matrix_to_features,
     raw_shard_schema,
 )
-from transforms.core import parameters
+from transforms.core import parameters, vectors
 from transforms.core.errors import UserInputError
 from transforms.core.hierarchy import merge_clusters
 from transforms.core.lloyd import RoundState
@@ -510,6 +510,7 @@ def _export(
         missing=missing,
         statistics=statistics,
         contamination=contamination,
+        columns=vectors.group(features),
     )
     return model_dir
 

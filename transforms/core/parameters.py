@@ -111,6 +111,11 @@ class Parameter:
 # What each `pattern` means, for the error that names it.
 PATTERN_HELP = {
     "devices": "auto, cpu, cpu:N or gpu:I[,J...]",
+    "input_subscription": "a subscription, projects/PROJECT/subscriptions/NAME",
+    "input_topic": "a topic, projects/PROJECT/topics/NAME",
+    "output_topic": "a topic, projects/PROJECT/topics/NAME",
+    "dead_letter_topic": "a topic, projects/PROJECT/topics/NAME",
+    "counts_topic": "a topic, projects/PROJECT/topics/NAME",
 }
 
 ROUNDS_HELP = "at most this many Lloyd rounds (passes over the data)"
@@ -146,7 +151,7 @@ INPUT = (
     ),
     Parameter(
         "weight_column",
-        "numeric column of each row's weight (sample weights, as scikit-learn's "
+        "fit only: numeric column of each row's weight (sample weights, as scikit-learn's "
         "sample_weight): a finite number >= 0, 0 assigning the row without moving any "
         "centroid; a missing, null, NaN, infinite or negative weight rejects the row. Not "
         "a feature; the standardization stays unweighted",
@@ -391,7 +396,87 @@ SCORE = (
     ),
 )
 
-BY_NAME: Dict[str, Parameter] = {p.name: p for p in INPUT + FIT + ANOMALY + OUTPUT + SCORE}
+# Pub/Sub resource names, as ReadFromPubSub and WriteToPubSub take them.
+_TOPIC = r"projects/[a-z][-a-z0-9:.]*/topics/[A-Za-z][-A-Za-z0-9_.~+%]*"
+_SUBSCRIPTION = r"projects/[a-z][-a-z0-9:.]*/subscriptions/[A-Za-z][-A-Za-z0-9_.~+%]*"
+
+# `shardmeans stream`: Pub/Sub in and out, the windows of its counts (with SCORE's
+# model and ANOMALY's contamination).
+STREAM = (
+    Parameter(
+        "input_subscription",
+        "Pub/Sub subscription to read the JSON messages from, "
+        "projects/PROJECT/subscriptions/NAME (this or input_topic)",
+        "Input subscription",
+        pattern=_SUBSCRIPTION,
+    ),
+    Parameter(
+        "input_topic",
+        "Pub/Sub topic to read the JSON messages from, projects/PROJECT/topics/NAME, "
+        "through a subscription the job makes when it starts, which sees only the "
+        "messages published after that (this or input_subscription)",
+        "Input topic",
+        pattern=_TOPIC,
+    ),
+    Parameter(
+        "output_topic",
+        "Pub/Sub topic of the scored messages (each message's fields and the per-row "
+        "outputs), projects/PROJECT/topics/NAME",
+        "Scored messages topic",
+        required=True,
+        pattern=_TOPIC,
+    ),
+    Parameter(
+        "dead_letter_topic",
+        "Pub/Sub topic of the messages that cannot be scored, each with its reason",
+        "Dead-letter topic",
+        required=True,
+        pattern=_TOPIC,
+    ),
+    Parameter(
+        "counts_topic",
+        "Pub/Sub topic of each window's rows and anomalies by cluster",
+        "Window counts topic",
+        pattern=_TOPIC,
+        default_help="no counts",
+    ),
+    Parameter(
+        "window_s",
+        "width of the fixed windows of event time the counts are taken in, in seconds",
+        "Window (seconds)",
+        default=60,
+        type=int,
+        minimum=1,
+    ),
+    Parameter(
+        "allowed_lateness_s",
+        "seconds after its window's end that a late message still updates the window's "
+        "counts (published again, accumulated); a later one is scored but not counted",
+        "Allowed lateness (seconds)",
+        default=600,
+        type=int,
+        minimum=0,
+    ),
+    Parameter(
+        "timestamp_attribute",
+        "message attribute holding the event time (milliseconds since the epoch or RFC "
+        "3339), which the watermark then follows",
+        "Event time attribute",
+        default_help="the publish time",
+        template_pattern=r"^.+$",
+    ),
+    Parameter(
+        "timestamp_field",
+        "JSON field of the message holding the event time (milliseconds since the epoch "
+        "or RFC 3339); the watermark still follows the publish time (or "
+        "timestamp_attribute), so a field far behind it makes the message late",
+        "Event time field",
+        default_help="timestamp_attribute, else the publish time",
+        template_pattern=r"^.+$",
+    ),
+)
+
+BY_NAME: Dict[str, Parameter] = {p.name: p for p in INPUT + FIT + ANOMALY + OUTPUT + SCORE + STREAM}
 
 
 def add_flags(parser, parameters: Sequence[Parameter]) -> None:

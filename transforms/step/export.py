@@ -32,7 +32,7 @@ model as an unzipped Keras 3 model (`write_keras_view`); tf-keras loads the
 SavedModel itself and calls `model(x)` above.
 """
 
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -65,8 +65,15 @@ def build_model_module(
     statistics=None,
     contamination: Optional[float] = None,
     missing: str = "reject",
+    columns: Optional[Sequence[Tuple[str, Optional[int]]]] = None,
 ):
     """A tf.Module with the two signatures' functions (see the module docstring).
+
+    `columns`: the input columns the D features come from, [(name, width)]: width
+    None for a scalar column (feature `name`), L for a vector column (the L
+    features name[0]..name[L-1], transforms.core.vectors); default every feature
+    a scalar column. tf.Example records and `predict_raw` take a vector column as
+    one feature of L values.
 
     With `merge_map` (int64 [K], fine cluster -> merged group) the outputs also
     hold merged_cluster_id (int64 [n]). With `statistics` (core.statistics.
@@ -77,6 +84,10 @@ def build_model_module(
     import tensorflow as tf
 
     from transforms.step.preprocessing import FEATURES
+
+    columns = [(name, None) for name in features] if columns is None else list(columns)
+    if sum(width or 1 for _, width in columns) != len(features):
+        raise ValueError(f"columns {columns} do not hold the {len(features)} features")
 
     class KMeansModel(tf.Module):
         def __init__(self):
@@ -164,17 +175,26 @@ def build_model_module(
         )
         def serve_examples(self, examples):
             return self.assign(
-                parse_numeric_examples(examples, features, allow_missing=missing == "impute")
+                parse_numeric_examples(examples, columns, allow_missing=missing == "impute")
             )
 
         @tf.function(
             input_signature=[
-                {name: tf.TensorSpec([None], tf.float32, name=name) for name in features}
+                {
+                    name: tf.TensorSpec(
+                        [None] if width is None else [None, width], tf.float32, name=name
+                    )
+                    for name, width in columns
+                }
             ],
             autograph=False,
         )
         def predict_raw(self, inputs):
-            return self.assign([inputs[name] for name in features])
+            values = []
+            for name, width in columns:
+                value = inputs[name]
+                values += [value] if width is None else tf.unstack(value, num=width, axis=1)
+            return self.assign(values)
 
     module = KMeansModel()
     for dtype in (tf.float32, tf.float64):
@@ -182,12 +202,16 @@ def build_model_module(
     return module
 
 
-def parse_numeric_examples(examples, features: List[str], allow_missing: bool = False):
-    """examples: string [n] serialized tf.Example -> one float64 [n] tensor per feature.
+def parse_numeric_examples(
+    examples, columns: Sequence[Tuple[str, Optional[int]]], allow_missing: bool = False
+):
+    """examples: string [n] serialized tf.Example -> one float64 [n] tensor per feature
+    of `columns` ([(name, width)], `build_model_module`'s).
 
     Each feature must hold exactly one value, in a float_list or an int64_list
     (a file may store whole numbers as ints; `tf.io.parse_example` takes one
-    declared type and rejects the other), else InvalidArgumentError naming it.
+    declared type and rejects the other), else InvalidArgumentError naming it;
+    a vector column (name, L) is one tf.Example feature holding exactly L values.
     `allow_missing`: a feature may also hold no value (or be absent), and is NaN.
     The records are decoded with `tf.io.decode_proto` against the tf.Example
     descriptors compiled into TensorFlow itself (its "local://" source).
@@ -215,35 +239,40 @@ def parse_numeric_examples(examples, features: List[str], allow_missing: bool = 
     kinds = fields(values, "Feature", ["float_list", "int64_list"], [tf.string, tf.string])
     floats = tf.io.decode_proto(single(kinds[0]), "tensorflow.FloatList", ["value"], [tf.float32])
     ints = tf.io.decode_proto(single(kinds[1]), "tensorflow.Int64List", ["value"], [tf.int64])
-    # [n + 1, m + 1]: how many values each entry holds, and their sum (padded with zeros)
+    # [n + 1, m + 1]: how many values each entry holds
     counts = floats.sizes[..., 0] + ints.sizes[..., 0]
-    sums = tf.reduce_sum(tf.cast(floats.values[0], tf.float64), axis=-1) + tf.reduce_sum(
-        tf.cast(ints.values[0], tf.float64), axis=-1
-    )
-    columns = []
-    for name in features:
+
+    def leading(values, width):
+        """[n + 1, m + 1, c] values, padded -> their first `width`, float64 (zeros past c)."""
+        values = tf.cast(values, tf.float64)
+        return tf.pad(values, [[0, 0], [0, 0], [0, width]])[..., :width]
+
+    parsed = []
+    for name, width in columns:
+        n_values = 1 if width is None else width
         here = tf.equal(keys, name)
         count = tf.reduce_sum(tf.where(here, counts, 0), axis=1)[:-1]
+        expected = tf.fill(tf.shape(count), tf.constant(n_values, count.dtype))
+        ok = tf.equal(count, expected)
         if allow_missing:
-            check = tf.debugging.assert_less_equal(
-                count,
-                tf.ones_like(count),
-                message=f"shardmeans model: feature {name} must hold at most one number "
-                f"(float_list or int64_list) in every tf.Example",
-            )
-        else:
-            check = tf.debugging.assert_equal(
-                count,
-                tf.ones_like(count),
-                message=f"shardmeans model: feature {name} must hold exactly one number "
-                f"(float_list or int64_list) in every tf.Example",
-            )
+            ok = tf.logical_or(ok, tf.equal(count, 0))
+        what = "one number" if width is None else f"{width} numbers"
+        check = tf.debugging.Assert(
+            tf.reduce_all(ok),
+            [
+                f"shardmeans model: feature {name} must hold exactly {what} "
+                f"(float_list or int64_list) in every tf.Example"
+                + (", or none" if allow_missing else "")
+            ],
+        )
         with tf.control_dependencies([check]):
-            value = tf.reduce_sum(tf.where(here, sums, 0.0), axis=1)[:-1]
+            # An entry holds floats or ints, never both: their sum is its values.
+            entry = leading(floats.values[0], n_values) + leading(ints.values[0], n_values)
+            value = tf.reduce_sum(tf.where(here[..., tf.newaxis], entry, 0.0), axis=1)[:-1]
             if allow_missing:
-                value = tf.where(count > 0, value, tf.constant(np.nan, tf.float64))
-            columns.append(value)
-    return columns
+                value = tf.where((count > 0)[:, tf.newaxis], value, np.nan)
+            parsed += tf.unstack(value, num=n_values, axis=1)
+    return parsed
 
 
 def export_model(
@@ -256,6 +285,7 @@ def export_model(
     statistics=None,
     contamination: Optional[float] = None,
     missing: str = "reject",
+    columns: Optional[Sequence[Tuple[str, Optional[int]]]] = None,
 ) -> None:
     """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`
     itself (a fit passes its version directory, OUTPUT/model/`MODEL_VERSION`); see
@@ -271,6 +301,7 @@ def export_model(
         statistics,
         contamination,
         missing,
+        columns,
     )
     tf.saved_model.save(
         module,

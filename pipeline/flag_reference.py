@@ -1,0 +1,156 @@
+"""The commands' flags, by group: `fit --help`, `score --help` and docs/flags.md.
+
+    python -m pipeline.flag_reference > docs/flags.md
+
+Built from transforms.core.parameters alone, without Beam or TensorFlow, so that
+`shardmeans fit --help` answers at once (importing Beam for its PipelineOptions
+takes seconds). The groups and their titles are pipeline/options.py's classes and
+docstrings; tests/unit/test_flag_reference.py holds this module to them (the help
+built here equals the help built from those classes) and docs/flags.md to `render()`.
+A command whose flags change needs nothing here but a new group; then regenerate.
+"""
+
+import argparse
+from typing import NamedTuple, Sequence, Tuple
+
+from transforms.core import parameters
+from transforms.core.parameters import Parameter
+
+
+class Command(NamedTuple):
+    description: str
+    # (title, parameters): one argparse group each, in this order; each title is the
+    # docstring of the pipeline.options class that defines those flags.
+    groups: Sequence[Tuple[str, Sequence[Parameter]]]
+
+
+_INPUT = ("What to read and which rows count", parameters.INPUT)
+_ANOMALY = ("Which rows are anomalies", parameters.ANOMALY)
+_OUTPUT = ("Where the results go", parameters.OUTPUT)
+
+COMMANDS = {
+    "fit": Command(
+        "Fit K-Means on sharded CSV, Parquet or TFRecord input.",
+        (_INPUT, ("The K-Means fit", parameters.FIT), _ANOMALY, _OUTPUT),
+    ),
+    "score": Command(
+        "Assign the rows of new data to the clusters of a fitted model.",
+        (("Which fitted model scores the input", parameters.SCORE), _INPUT, _ANOMALY, _OUTPUT),
+    ),
+    "stream": Command(
+        "Score JSON messages from Pub/Sub as they arrive (a streaming job).",
+        (
+            ("Which fitted model scores the input", parameters.SCORE),
+            ("Pub/Sub in and out, and the windows of the counts", parameters.STREAM),
+            _ANOMALY,
+        ),
+    ),
+}
+
+EPILOG = (
+    "Beam's pipeline options are accepted too, e.g. --runner, "
+    "--direct_running_mode=multi_processing --direct_num_workers=2, "
+    "--temp_location, --project, --region. Any other flag stops the command "
+    "before it reads anything. Flags are not abbreviated."
+)
+
+VERBOSE_HELP = (
+    "log everything (DEBUG, TensorFlow's and Beam's too), and the full text and "
+    "traceback of an error the command otherwise reports in one line"
+)
+
+
+def help_parser(command: str) -> argparse.ArgumentParser:
+    """The parser whose help `shardmeans COMMAND --help` prints (fit, score or stream); the
+    flags themselves are parsed by Beam's PipelineOptions (pipeline/options.py)."""
+    spec = COMMANDS[command]
+    parser = argparse.ArgumentParser(
+        prog=f"shardmeans {command}", description=spec.description, epilog=EPILOG
+    )
+    for title, group in spec.groups:
+        parameters.add_flags(parser.add_argument_group(title), group)
+    parser.add_argument_group("The command").add_argument(
+        "--verbose", action="store_true", help=VERBOSE_HELP
+    )
+    return parser
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _default(p: Parameter) -> str:
+    if p.required:
+        return "required"
+    if p.type is bool:
+        return "off (a bare flag)"
+    text = p.default_help or (None if p.default is None else str(p.default))
+    return f"`{text}`" if p.default_help is None and text is not None else text or ""
+
+
+def _meaning(p: Parameter) -> str:
+    text = p.help
+    if p.choices:
+        text += "; one of " + ", ".join(f"`{c}`" for c in p.choices)
+    return text
+
+
+def _parameter_rows(group: Sequence[Parameter]) -> list:
+    rows = ["| flag | default | meaning |", "| --- | --- | --- |"]
+    for p in group:
+        rows.append(f"| `--{p.name}` | {_cell(_default(p))} | {_cell(_meaning(p))} |")
+    return rows
+
+
+def _generate_rows() -> list:
+    """`generate`'s flags, from its own argparse parser (pipeline/generate.py)."""
+    from pipeline import generate
+
+    rows = ["| flag | default | meaning |", "| --- | --- | --- |"]
+    for action in generate.arg_parser()._actions:  # noqa: SLF001 -- argparse lists them nowhere else
+        if not action.option_strings or action.dest == "help":
+            continue
+        if action.required:
+            default = "required"
+        else:  # a flag without a value (store_true) is off unless given
+            default = "off (a bare flag)" if action.nargs == 0 else f"`{action.default}`"
+        meaning = action.help or ""
+        if action.choices:
+            meaning += "; one of " + ", ".join(f"`{c}`" for c in action.choices)
+        rows.append(f"| `{action.option_strings[-1]}` | {default} | {_cell(meaning)} |")
+    return rows
+
+
+def render() -> str:
+    """docs/flags.md: every flag of every command, by group, with its default."""
+    lines = [
+        "# Flags",
+        "",
+        "<!-- Generated by `python -m pipeline.flag_reference > docs/flags.md` from",
+        "     transforms/core/parameters.py: edit the parameters, then regenerate.",
+        "     tests/unit/test_flag_reference.py fails while this file is stale. -->",
+        "",
+        "Every flag of `shardmeans fit`, `score` and `generate`, as `--help` prints it.",
+        "A flag of `fit` is also the keyword argument of the same name of the `KMeans`",
+        "transform and a parameter of the Flex Template (`launch/metadata.json`; not",
+        "the bare flags). What each flag does, at length: [fitting.md](fitting.md),",
+        "[input.md](input.md), [outputs.md](outputs.md),",
+        "[scoring-and-serving.md](scoring-and-serving.md).",
+        "",
+        EPILOG,
+        "",
+        "`--verbose`, on every command: " + VERBOSE_HELP + ".",
+    ]
+    for command, spec in COMMANDS.items():
+        lines += ["", f"## shardmeans {command}", "", spec.description]
+        for title, group in spec.groups:
+            lines += ["", f"### {title}", "", *_parameter_rows(group)]
+    from pipeline import generate
+
+    about = " ".join(generate.arg_parser().description.split())
+    lines += ["", "## shardmeans generate", "", about, "", *_generate_rows()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
