@@ -288,6 +288,7 @@ def _generate(argv: List[str]) -> int:
         fmt=args.format,
         shards=args.shards,
         seed=args.seed,
+        dtype=args.dtype,
     )
     print(
         f"wrote {args.rows} rows x {args.features} features ({args.clusters} blobs) "
