@@ -466,7 +466,10 @@ def _remove_work_files(model_dir: str, work_dir: str, run: str, after) -> str:
     for directory in (tft, shards, work_dir):
         if FileSystems.exists(directory) and not _matching(FileSystems.join(directory, "*")):
             FileSystems.delete([directory])  # empty (object stores have no directories)
-    logging.info("removed this fit's files under the work directory %s", work_dir)
+    # (DEBUG: a step of every fit, not news; --verbose shows it)
+    logging.getLogger(__name__).debug(
+        "removed this fit's files under the work directory %s", work_dir
+    )
     return model_dir
 
 
