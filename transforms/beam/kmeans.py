@@ -53,6 +53,7 @@ from transforms.beam.shards import (
     raw_shard_schema,
 )
 from transforms.core import parameters, vectors
+from transforms.core.centroids import Centroids, in_original_units
 from transforms.core.errors import UserInputError
 from transforms.core.hierarchy import merge_clusters
 from transforms.core.lloyd import RoundState
@@ -79,6 +80,9 @@ class KMeans(beam.PTransform):
     Output:
       state:       one RoundState of the chosen fit (centroids float64 [K, D]
                    standardized, rounds, converged, inertia_history).
+      centroids:   one core.centroids.Centroids: the chosen fit's centroids in the
+                   space it ran in (`standardized`) and in the input's units
+                   (`original`), with the feature names.
       selection:   one core.selection.Selection: the chosen fit and, with restarts or a
                    sweep, the inertia of every candidate and the scores of every K.
       final:       one Partials of the final pass against the final centroids
@@ -307,6 +311,12 @@ class KMeans(beam.PTransform):
         if self.merge_to is not None:
             state = state | "WardMerge" >> beam.Map(merge_clusters, n_groups=self.merge_to)
         assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step, self.contamination)
+        centroids = state | "Centroids" >> beam.Map(
+            _centroids,
+            transform_dir=self.transform_dir,
+            features=self.features,
+            ready=transform_ready,
+        )
         model = state | "ExportModel" >> beam.Map(
             _export,
             statistics=beam.pvalue.AsSingleton(assigned["statistics"]),
@@ -329,6 +339,7 @@ class KMeans(beam.PTransform):
             )
         return {
             "state": state,
+            "centroids": centroids,
             "selection": selection,
             "final": assigned["partials"],
             "statistics": assigned["statistics"],
@@ -417,6 +428,14 @@ def _standardized_sample(
                     f"mean to impute (--missing impute); leave it out of --features"
                 )
     return standardizer(sample.rows).astype(np.float64)
+
+
+def _centroids(state: RoundState, transform_dir: str, features: List[str], ready) -> Centroids:
+    """The chosen centroids in both spaces (the transform's mean and std map them back)."""
+    del ready
+    mean, std = Standardizer(transform_dir, len(features)).mean_and_std()
+    standardized = np.asarray(state.centroids, np.float64)
+    return Centroids(list(features), standardized, in_original_units(standardized, mean, std))
 
 
 def _export(
