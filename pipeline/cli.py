@@ -120,6 +120,8 @@ def _run_job(command: str, argv: List[str]) -> int:
         spec = fit.fit_spec(options)
         spec = spec._replace(provenance=fit.driver_provenance([command, *argv], options, started))
         reads = [spec.init_path] if spec.init_path else []
+        # The whole base path of a warm start's model, as score's below.
+        reads += [model_base(spec.init_model.model_dir)] if spec.init_model else []
     else:
         spec = score.score_spec(options)
         # The whole base path: an output inside it (model/2) would be a version TF Serving loads.
