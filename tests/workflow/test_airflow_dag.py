@@ -61,24 +61,54 @@ def _install(venv: str) -> None:
         subprocess.run([python, "-m", "pip", "install", "-q", *PINS], check=True)
 
 
+def _airflow_env(bin_dir: str, home: str, dags: str = "") -> dict:
+    """The environment of an `airflow` command of `bin_dir` with AIRFLOW_HOME `home`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(
+        AIRFLOW_HOME=home,
+        AIRFLOW__CORE__DAGS_FOLDER=dags or os.path.join(home, "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        PATH=bin_dir + os.pathsep + env.get("PATH", ""),
+    )
+    return env
+
+
+def _migrate(bin_dir: str, home: str) -> None:
+    """Create Airflow's database (SQLite, AIRFLOW_HOME/airflow.db)."""
+    proc = subprocess.run(
+        [os.path.join(bin_dir, "airflow"), "db", "migrate"],
+        env=_airflow_env(bin_dir, home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def airflow_venv():
-    """The bin/ of a virtual environment holding PINS: reused while its pins are these
-    (a marker written once the install succeeded), else created; a file lock keeps
-    two test runs from installing into it at once."""
+    """(the bin/ of a virtual environment holding PINS, an empty migrated airflow.db):
+    reused while the pins are these (a marker written once both are made), else made
+    again; a file lock keeps two test runs from installing into it at once."""
     cache = _cache_dir()
     os.makedirs(cache, exist_ok=True)
     key = hashlib.sha1("\n".join((sys.version, *PINS)).encode()).hexdigest()[:12]
     venv = os.path.join(cache, f"airflow-{key}")
     with open(os.path.join(cache, f"airflow-{key}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        bin_dir, home = os.path.join(venv, "bin"), os.path.join(venv, "empty_home")
         if not os.path.exists(os.path.join(venv, ".installed")):
             shutil.rmtree(venv, ignore_errors=True)  # a partial install of ours
             started = time.monotonic()
             _install(venv)
+            installed = time.monotonic()
+            _migrate(bin_dir, home)
             with open(os.path.join(venv, ".installed"), "w") as f:
-                f.write(f"{time.monotonic() - started:.0f} s to install\n")
-    return os.path.join(venv, "bin")
+                f.write(
+                    f"{installed - started:.0f} s to install, "
+                    f"{time.monotonic() - installed:.0f} s to migrate the database\n"
+                )
+    return bin_dir, os.path.join(home, "airflow.db")
 
 
 def _days(root) -> str:
@@ -107,23 +137,16 @@ def _days(root) -> str:
 @pytest.fixture(scope="module")
 def runs(airflow_venv, tmp_path_factory):
     """(WORK, {day: the `airflow dags test` output}) after the DAG ran for both days."""
+    bin_dir, empty_db = airflow_venv
     root = tmp_path_factory.mktemp("airflow")
-    dags = root / "dags"
+    dags, home = root / "dags", root / "home"
     dags.mkdir()
+    home.mkdir()
     for name in ("shardmeans_dag.py", "shardmeans_job.py"):  # as a user copies them
         shutil.copy(os.path.join(ROOT, "launch", "airflow", name), dags)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(
-        AIRFLOW_HOME=str(root / "home"),
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        PATH=airflow_venv + os.pathsep + env.get("PATH", ""),
-    )
-    airflow = os.path.join(airflow_venv, "airflow")
-    migrated = subprocess.run(
-        [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert migrated.returncode == 0, migrated.stdout[-3000:] + migrated.stderr[-3000:]
+    shutil.copy(empty_db, home / "airflow.db")  # what `airflow db migrate` makes
+    env = _airflow_env(bin_dir, str(home), str(dags))
+    airflow = os.path.join(bin_dir, "airflow")
     work = root / "work"
     conf = {
         "python": sys.executable,
