@@ -127,3 +127,35 @@ def test_a_model_that_is_no_model_is_one_line(data, tmp_path, capfd):
     err = capfd.readouterr().err.strip()
     assert status == 2, err
     assert f"error: --init_model {empty}: no SavedModel there" in err.splitlines()[-1]
+
+
+def test_kmeans_takes_init_model_in_a_users_pipeline(data, old, tmp_path):
+    """The library transform: KMeans(init_model=PATH) is the command's warm start, its
+    features in another order (the centroids' columns follow); a model fitted otherwise
+    raises when the transform is built."""
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+
+    from transforms import KMeans, UserInputError
+    from transforms.beam.warm_start import read_model
+
+    order = [2, 0, 1]
+    features = [f"f{j}" for j in order]
+    out = str(tmp_path / "library")
+    with BeamTestPipeline(runner="DirectRunner") as p:
+        _ = (
+            p
+            | beam.Create([features_of(data[0])[:, order]])
+            | KMeans(K, features, out, init_model=str(old), max_rounds=12)
+        )
+    fitted = read_model(out)  # no metrics.json: the settings are read from the model
+    assert (fitted.features, fitted.standardize, fitted.distance) == (
+        features,
+        "z_score",
+        "euclidean",
+    )
+    np.testing.assert_allclose(fitted.centroids, _original(old)[:, order], rtol=1e-5)
+    with pytest.raises(UserInputError, match="was fitted with k 3, this fit has k 4"):
+        KMeans(K + 1, features, str(tmp_path / "other"), init_model=str(old))
+    with pytest.raises(UserInputError, match="it takes no init"):
+        KMeans(K, features, str(tmp_path / "other"), init_model=str(old), init="random")
