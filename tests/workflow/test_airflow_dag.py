@@ -205,3 +205,28 @@ def test_day_two_drifts_and_refits_warm_from_day_one(runs):
     assert refit["init_model"] == str(fitted / "model" / "1") and refit["init"] == "given"
     assert refit["k"] == K and refit["rows_valid"] == 1500 and refit["rounds"] <= 10
     assert f"--init_model={fitted}" in logs[DAYS[1]]
+
+
+@pytest.mark.parametrize(
+    "args, status, words",
+    [
+        (
+            ["--runner=DirectRunner", "--k=3"],
+            2,
+            "give exactly one --command (fit or score), got none",
+        ),
+        (["--command=generate"], 2, "got ['generate']"),
+        (["--command=fit", "--command=score"], 2, "got ['fit', 'score']"),
+        (["--runner=DirectRunner", "--command", "fit", "--help"], 0, "usage: shardmeans fit"),
+    ],
+)
+def test_the_job_file_takes_the_command_as_an_option(args, status, words):
+    """What the operator starts: `python shardmeans_job.py --runner=R --NAME=VALUE ...`."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch", "airflow", "shardmeans_job.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == status, proc.stderr
+    assert words in proc.stdout + proc.stderr
