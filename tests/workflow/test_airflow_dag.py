@@ -153,7 +153,7 @@ def runs(airflow_venv, tmp_path_factory):
         "input": _days(root),
         "work": str(work),
         "k": K,
-        "fit_flags": {"id_column": "id", "max_rounds": 10},
+        "fit_flags": {"id_column": "id", "max_rounds": 6, "n_init": 1},
         "score_flags": {"id_column": "id"},
     }
     logs = {}
@@ -203,7 +203,7 @@ def test_day_two_drifts_and_refits_warm_from_day_one(runs):
     assert "Following branch {'refit'}" in logs[DAYS[1]]
     refit = metrics(refitted)
     assert refit["init_model"] == str(fitted / "model" / "1") and refit["init"] == "given"
-    assert refit["k"] == K and refit["rows_valid"] == 1500 and refit["rounds"] <= 10
+    assert refit["k"] == K and refit["rows_valid"] == 1500 and refit["rounds"] <= 6
     assert f"--init_model={fitted}" in logs[DAYS[1]]
 
 
