@@ -1,5 +1,6 @@
 # make demo: create the venv, install, run the fit job on built-in sample data.
-# make test: create or reuse the same venv, run the test suite (tests/unit, integration, runners).
+# make test: create or reuse the same venv, run the test suite (tests/unit, integration, runners,
+#   workflow).
 # make test-fast: the unit tests alone (tests/unit/, under a minute): the inner loop.
 # make lint: the linters and formatters' checks (ruff, shellcheck, clang-format) and the
 #   commit subjects' length, as CI runs them;

@@ -1,7 +1,12 @@
 """shardmeans fit vs scikit-learn doing the same job in memory, alternated A B A B in one run.
 
 Usage: python bench/side_by_side.py [--rows 1000000] [--features 32] [--k 64] [--repeats 3]
-       [--workdir /tmp/shardmeans-bench]
+       [--dtype float32] [--workdir /tmp/shardmeans-bench]
+
+The data are `shardmeans generate --dtype DTYPE` Parquet (float32 by default: what
+the step computes in), and scikit-learn runs at the input's precision (float32
+input: float32 StandardScaler and KMeans), the fair peer; `--dtype float64` gives
+the float64 comparison.
 
 Both sides run as subprocesses (imports, reading and writing count), with
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for both (they slow current
@@ -110,9 +115,10 @@ def main():
     parser.add_argument("--features", type=int, default=32)
     parser.add_argument("--k", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--workdir", default="/tmp/shardmeans-bench")
     args = parser.parse_args()
-    data_dir = os.path.join(args.workdir, f"data-{args.rows}x{args.features}")
+    data_dir = os.path.join(args.workdir, f"data-{args.rows}x{args.features}-{args.dtype}")
     data = os.path.join(data_dir, "*.parquet")
     if not os.path.isdir(data_dir):
         run(
@@ -131,6 +137,8 @@ def main():
                 str(args.k),
                 "--shards",
                 "8",
+                "--dtype",
+                args.dtype,
             ]
         )
     init = os.path.join(args.workdir, f"init-{args.k}x{args.features}.npy")
@@ -138,7 +146,10 @@ def main():
     np.save(init, rng.normal(size=(args.k, args.features)).astype(np.float32))
     print(f"BLAS (both sides): {blas_info()}")
     print(f"shardmeans step: {step_kind()}")
-    print(f"data: {args.rows} rows x {args.features} features, K={args.k}, {args.repeats} repeats")
+    print(
+        f"data: {args.rows} rows x {args.features} features ({args.dtype}, scikit-learn at "
+        f"the same precision), K={args.k}, {args.repeats} repeats"
+    )
 
     times = {key: [] for key in ("sm5", "sm20", "sk5", "sk20", "sm_default", "sk_default")}
     inertia = {}

@@ -1,8 +1,11 @@
 """The in-memory peer of `shardmeans fit`: read Parquet, StandardScaler, KMeans, write labels.
 
 Usage: python bench/sklearn_job.py --input GLOB --output DIR --k K [--init PATH.npy]
-       [--max_iter N] [--tol X]   (no --init: scikit-learn's defaults, k-means++ over all rows)
-Prints one JSON line: inertia, n_iter, seconds.
+       [--max_iter N] [--tol X] [--dtype input|float64]
+       (no --init: scikit-learn's defaults, k-means++ over all rows)
+--dtype input (the default) computes at the input's precision, as shardmeans' step
+does on float32 input: StandardScaler and KMeans keep float32 data float32.
+Prints one JSON line: inertia, n_iter, seconds, dtype.
 """
 
 import argparse
@@ -27,16 +30,19 @@ def main():
     parser.add_argument("--max_iter", type=int, default=300)
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", choices=["input", "float64"], default="input")
     args = parser.parse_args()
     start = time.perf_counter()
     table = pa.concat_tables(pq.read_table(f) for f in sorted(glob.glob(args.input)))
     names = [n for n in table.schema.names if n.startswith("f")]
     x = np.column_stack([table.column(n).to_numpy() for n in names])
+    if args.dtype == "float64":
+        x = x.astype(np.float64)
     z = StandardScaler().fit_transform(x)
     if args.init:
         km = KMeans(
             args.k,
-            init=np.load(args.init).astype(np.float64),
+            init=np.load(args.init).astype(z.dtype),
             n_init=1,
             max_iter=args.max_iter,
             tol=args.tol,
@@ -56,6 +62,7 @@ def main():
                 "inertia": float(km.inertia_),
                 "n_iter": int(km.n_iter_),
                 "seconds": time.perf_counter() - start,
+                "dtype": str(z.dtype),
             }
         )
     )

@@ -2,8 +2,10 @@
 
 Flags the job does not define go to Beam as pipeline options (`--runner`,
 `--direct_num_workers`, `--temp_location`, ...); a flag neither knows stops the
-command (pipeline.flags). A user error prints one readable line and exits with
-status 2, Ctrl-C with 130; no traceback (`--verbose` logs it).
+command (pipeline.flags). Exit status: 0 success (for --detach: the job was
+submitted); 2 a user error, one readable line and no traceback (`--verbose` logs
+it); 130 Ctrl-C; anything else (1: a bug or a failed job, with its traceback) a
+failure. --detach prints one JSON line on stdout for a scheduler (`detached_record`).
 """
 
 import json
@@ -95,6 +97,8 @@ def _run_job(command: str, argv: List[str]) -> int:
         spec = fit.fit_spec(options)
         spec = spec._replace(provenance=fit.driver_provenance([command, *argv], options, started))
         reads = [spec.init_path] if spec.init_path else []
+        # The whole base path of a warm start's model, as score's below.
+        reads += [model_base(spec.init_model.model_dir)] if spec.init_model else []
     else:
         spec = score.score_spec(options)
         # The whole base path: an output inside it (model/2) would be a version TF Serving loads.
@@ -166,36 +170,60 @@ def _log_start(options, spec, in_process: bool) -> None:
 
 
 def _print_detached(result, options, run) -> None:
-    """What a detached run prints: the job, how to follow it, where its outputs will be."""
+    """What a detached run prints: one JSON line on stdout, for a scheduler to parse
+    (`detached_record`), and on stderr the same for a person: the job, how to follow
+    it, where its outputs will be."""
     from apache_beam.options.pipeline_options import (
         FlinkRunnerOptions,
         GoogleCloudOptions,
         PortableOptions,
     )
 
-    from pipeline import private_apis
-
-    job = private_apis.job_id(result)
-    runner = _runner_name(options, in_process=False)
-    print(f"submitted run {run.run_id} to {runner}: job {job}")
+    record = detached_record(result, options, run)
+    job, runner = record["job_id"], record["runner"]
+    lines = [f"submitted run {run.run_id} to {runner}: job {job}"]
     gcp = options.view_as(GoogleCloudOptions)
     if "Dataflow" in runner:
-        print(
+        lines.append(
             f"follow it: https://console.cloud.google.com/dataflow/jobs/{gcp.region}/{job}"
             f"?project={gcp.project}, or gcloud dataflow jobs describe {job} "
             f"--region {gcp.region} --project {gcp.project}"
         )
     elif "Flink" in runner:
         master = options.view_as(FlinkRunnerOptions).flink_master
-        print(f"follow it: the Flink web UI at {master}")
+        lines.append(f"follow it: the Flink web UI at {master}")
     else:
         endpoint = options.view_as(PortableOptions).job_endpoint
-        print(f"follow it: the job service at {endpoint} (job {job})")
-    print(
-        f"outputs: {run.output}/ once the job has published them ({run.output}/_SUCCESS "
+        lines.append(f"follow it: the job service at {endpoint} (job {job})")
+    lines.append(
+        f"outputs: {run.output}/ once the job has published them ({record['marker']} "
         f"names run {run.run_id}); until then {run.lock} holds the output. If the job "
         f"fails, delete {run.lock} and {run.stage}"
     )
+    print("\n".join(lines), file=sys.stderr)
+    print(json.dumps(record), flush=True)
+
+
+def detached_record(result, options, run) -> dict:
+    """The line a detached run prints on stdout, as a dict of JSON values:
+    {"command": "fit" or "score", "run_id": str, "job_id": str or None (the runner's),
+    "runner": str, "output": str, "marker": str (OUTPUT/_SUCCESS: it appears, naming
+    run_id, once the job has published every output: what to wait for), "lock": str
+    (held by the job until then), "stage": str (where the job writes first)}."""
+    from pipeline import private_apis
+    from pipeline.outputs.run_output import MARKER
+
+    job = private_apis.job_id(result)
+    return {
+        "command": run.command,
+        "run_id": run.run_id,
+        "job_id": None if job is None else str(job),
+        "runner": _runner_name(options, in_process=False),
+        "output": run.output,
+        "marker": f"{run.output.rstrip('/')}/{MARKER}",
+        "lock": run.lock,
+        "stage": run.stage,
+    }
 
 
 def _wait(result) -> None:
@@ -288,6 +316,7 @@ def _generate(argv: List[str]) -> int:
         fmt=args.format,
         shards=args.shards,
         seed=args.seed,
+        dtype=args.dtype,
     )
     print(
         f"wrote {args.rows} rows x {args.features} features ({args.clusters} blobs) "
@@ -298,7 +327,8 @@ def _generate(argv: List[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; its exit status: 0, 2 for an error the user can fix (one line
-    on stderr, no traceback), 130 for Ctrl-C. A bug raises, with its traceback."""
+    on stderr, no traceback), 130 for Ctrl-C. A bug or a failed job raises, with its
+    traceback (the process exits with 1)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--version":
         print(f"shardmeans {_version()}")

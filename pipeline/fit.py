@@ -1,6 +1,7 @@
 """The `fit` job: its validated specification, and the function that builds (not runs) its graph."""
 
 import logging
+import posixpath
 from typing import List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
@@ -18,6 +19,7 @@ from pipeline.outputs import writers
 from pipeline.outputs.run_output import RunOutput
 from pipeline.workdir import absolute_path, is_template_run
 from transforms.beam.kmeans import KMeans
+from transforms.beam.warm_start import WarmStart
 from transforms.core import parameters, vectors
 from transforms.core.errors import UserInputError
 
@@ -47,6 +49,8 @@ class FitSpec(NamedTuple):
     init: str  # "k-means++", "random" or "given"
     init_path: Optional[str]  # the .npy of given centroids
     init_centroids: Optional[np.ndarray]  # float64 [K, D] when init == "given"
+    # --init_model: the model read and checked against this fit (init is then "given")
+    init_model: Optional[WarmStart]
     standardize: str  # "z_score" or "none"
     distance: str  # "euclidean" or "cosine"
     missing: str  # "reject" or "impute"
@@ -88,8 +92,12 @@ def fit_spec(options) -> FitSpec:
     features = _features(inp.features, layout._replace(numeric=numeric), inp.id_column)
     _log_columns(layout, features, inp.features, inp.id_column)
 
-    init, given = _init(km.init, ks, km.n_init or 1, len(features))
-    n_init = parameters.resolve_n_init(km.n_init, given=given is not None)
+    warm = _init_model(km, ks, features)
+    if warm is not None:
+        init, given = "given", None
+    else:
+        init, given = _init(km.init, ks, km.n_init or 1, len(features))
+    n_init = parameters.resolve_n_init(km.n_init, given=init == "given")
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     return FitSpec(
         input=absolute_path(inp.input),
@@ -114,6 +122,7 @@ def fit_spec(options) -> FitSpec:
         init=init,
         init_path=absolute_path(km.init) if given is not None else None,
         init_centroids=given,
+        init_model=warm,
         standardize=km.standardize,
         distance=km.distance,
         missing=km.missing,
@@ -294,11 +303,52 @@ def _init(init: str, ks: Tuple[int, ...], n_init: int, d: int):
     return "given", given.astype(np.float64)
 
 
+def _init_model(km, ks: Tuple[int, ...], features: List[str]) -> Optional[WarmStart]:
+    """--init_model, read and checked against the fit's other flags, or None.
+
+    It is the fit's one start: exclusive with --init and with several Ks or restarts.
+    A model in a fit output is taken once that fit has finished (its marker is there).
+    """
+    from pipeline.outputs.run_output import MARKER
+    from transforms.beam import warm_start
+    from transforms.beam.model_paths import model_base
+
+    if km.init_model is None:
+        return None
+    flag = f"--init_model {km.init_model}"
+    if km.init != parameters.BY_NAME["init"].default:
+        raise UserInputError(f"{flag} gives the initial centroids: it takes no --init {km.init}")
+    if len(ks) > 1 or (km.n_init or 1) > 1:
+        got = f"--k {','.join(map(str, ks))}" if len(ks) > 1 else f"--n_init {km.n_init}"
+        raise UserInputError(
+            f"{flag} is one start for one K: it takes neither a --k list nor --n_init "
+            f"above 1, got {got}"
+        )
+    warm = warm_start.read_model(absolute_path(km.init_model), "--init_model")
+    fit_output = posixpath.dirname(model_base(warm.model_dir))
+    if FileSystems.exists(FileSystems.join(fit_output, "metrics.json")) and not (
+        FileSystems.exists(FileSystems.join(fit_output, MARKER))
+    ):
+        raise UserInputError(
+            f"{flag}: {fit_output} has no {MARKER} marker: the fit that wrote it did not "
+            f"finish (or is still running)"
+        )
+    warm_start.check_matches(warm, features, ks[0], km.standardize, km.distance, "--init_model")
+    return warm
+
+
 def work_dir(spec: FitSpec, run: RunOutput) -> str:
     """The run's scratch directory (the shards): under --temp_location, else in the run's stage."""
     if spec.temp_location:
         return f"{spec.temp_location.rstrip('/')}/shardmeans-{run.run_id}"
     return FileSystems.join(run.stage, "_work")
+
+
+def _kmeans_init(spec: FitSpec):
+    """KMeans' `init`: the method, the given centroids, or its default with init_model."""
+    if spec.init_centroids is not None:
+        return spec.init_centroids
+    return parameters.BY_NAME["init"].default if spec.init_model is not None else spec.init
 
 
 def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -> None:
@@ -316,7 +366,8 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         init_seed=spec.init_seed,
         restarts_on=spec.restarts_on,
         select=spec.select,
-        init=spec.init if spec.init_centroids is None else spec.init_centroids,
+        init=_kmeans_init(spec),
+        init_model=spec.init_model,
         seed=spec.seed,
         standardize=spec.standardize,
         distance=spec.distance,

@@ -79,8 +79,10 @@ def check_job_flags(argv: Sequence[str], prog: str) -> None:
     `argv` are the flags of `fit` or `score`; `prog` ("shardmeans fit") is named
     in the hint of an unknown flag that resembles none.
     """
-    parser = pipeline_options_parser()
     argv = list(argv)
+    if _only_shardmeans_flags(argv, prog.split()[-1]):
+        return
+    parser = pipeline_options_parser()
     try:
         _, unknown = parser.parse_known_args(argv)
     except FlagError:
@@ -90,6 +92,29 @@ def check_job_flags(argv: Sequence[str], prog: str) -> None:
         raise FlagError(f"{_failing_flag(parser, argv)}: {type(e).__name__}: {e}") from e
     if unknown:
         raise FlagError(unknown_flags_message(unknown, option_strings(parser), prog))
+
+
+def _only_shardmeans_flags(argv: List[str], command: str) -> bool:
+    """Whether `argv` parses cleanly with the command's own flags alone (no Beam flag,
+    nothing wrong): then Beam's parsers, seconds to import, need not be built to know
+    it. Anything else (a Beam flag, a typo, a bad value) returns False, and the full
+    check decides and words the error."""
+    from pipeline import flag_reference
+
+    if command not in flag_reference.COMMANDS:
+        return False
+    parser = flag_reference.help_parser(command)
+    parser.allow_abbrev = False  # (Beam's rule; read when parsing)
+
+    def refuse(message):
+        raise FlagError(message)
+
+    parser.error = refuse
+    try:
+        _, unknown = parser.parse_known_args(argv)
+    except Exception:  # noqa: BLE001 -- any complaint: the full check words it
+        return False
+    return not unknown
 
 
 def _failing_flag(parser: argparse.ArgumentParser, argv: List[str]) -> str:

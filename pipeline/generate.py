@@ -44,8 +44,15 @@ def arg_parser() -> argparse.ArgumentParser:
         type=int,
         default=8,
         metavar="D",
-        help="number of feature columns, f0 .. f{D-1} (float64), each with its own "
+        help="number of feature columns, f0 .. f{D-1} (--dtype), each with its own "
         "scale and offset; default 8",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default="float64",
+        help="the feature columns' type (Parquet; CSV text and tf.Example float_list "
+        "carry the float32 values as such); default float64",
     )
     parser.add_argument(
         "--clusters",
@@ -99,9 +106,15 @@ Fit them with, e.g.:
 
 
 def blobs(
-    rows: int, features: int, clusters: int, seed: int, shard: int = 0, first_id: int = 0
+    rows: int,
+    features: int,
+    clusters: int,
+    seed: int,
+    shard: int = 0,
+    first_id: int = 0,
+    dtype: str = "float64",
 ) -> pa.Table:
-    """A table: id (int64), f0..f{D-1} (float64), blob (string, the true cluster)."""
+    """A table: id (int64), f0..f{D-1} (`dtype`), blob (string, the true cluster)."""
     layout = np.random.default_rng(seed)
     centers = layout.uniform(-10, 10, size=(clusters, features))
     scales = 10.0 ** layout.uniform(-2, 3, size=features)
@@ -110,6 +123,7 @@ def blobs(
     labels = rng.integers(0, clusters, size=rows)
     x = (centers[labels] + rng.normal(size=(rows, features))) * scales + offsets
     columns = {"id": pa.array(np.arange(first_id, first_id + rows, dtype=np.int64))}
+    x = x.astype(dtype)
     columns.update({f"f{j}": pa.array(x[:, j]) for j in range(features)})
     columns["blob"] = pa.array([f"blob-{c}" for c in labels])
     return pa.table(columns)
@@ -154,6 +168,7 @@ def generate(
     fmt: str = "parquet",
     shards: int = 4,
     seed: int = 0,
+    dtype: str = "float64",
 ) -> List[str]:
     """Write `rows` rows in `shards` files under `output`; return their paths."""
     os.makedirs(output, exist_ok=True)
@@ -162,7 +177,7 @@ def generate(
     for shard in range(shards):
         n = rows // shards + (1 if shard < rows % shards else 0)
         path = os.path.join(output, f"blobs-{shard:05d}-of-{shards:05d}.{suffix}")
-        write_table(blobs(n, features, clusters, seed, shard, first), path, fmt)
+        write_table(blobs(n, features, clusters, seed, shard, first, dtype), path, fmt)
         paths.append(path)
         first += n
     return paths

@@ -1,8 +1,8 @@
 """Every test's kind from its directory, and the fixtures more than one directory uses.
 
-tests/unit/ is marked `unit`, tests/integration/ `integration`, tests/runners/ `runners`
-(the markers pyproject.toml registers), so `pytest -m unit` selects what `make test-fast`
-runs. A test file anywhere else under tests/ is an error: every test has a kind.
+tests/unit/ is marked `unit`, tests/integration/ `integration`, tests/runners/ `runners`,
+tests/workflow/ `workflow` (the markers pyproject.toml registers), so `pytest -m unit`
+selects what `make test-fast` runs. A test file anywhere else under tests/ is an error: every test has a kind.
 The helpers are a module, tests/helpers.py (`from helpers import ...`).
 """
 
@@ -13,7 +13,7 @@ import pytest
 
 from helpers import TESTS, ab_csv
 
-KINDS = ("unit", "integration", "runners")
+KINDS = ("unit", "integration", "runners", "workflow")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 # name -> the module that defines it
 _EXPORTS = {
     "AssignClusters": "transforms.beam.assign",
+    "Centroids": "transforms.core.centroids",  # KMeans' "centroids": both spaces
     "ClusterStats": "transforms.core.statistics",  # KMeans' "statistics": radii, quantiles
     "KMeans": "transforms.beam.kmeans",
     "KMeansModelHandler": "transforms.beam.model_handler",
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # what type checkers and editors see
     from transforms.beam.kmeans import KMeans as KMeans
     from transforms.beam.model_handler import KMeansModelHandler as KMeansModelHandler
     from transforms.beam.streaming import ScoreMessages as ScoreMessages
+    from transforms.core.centroids import Centroids as Centroids
     from transforms.core.errors import UserInputError as UserInputError
     from transforms.core.lloyd import RoundState as RoundState
     from transforms.core.partials import Partials as Partials

@@ -14,6 +14,8 @@ A fit's metrics (`fit_metrics`):
   cluster_sizes   [int] of K; reseeded_clusters: [int], re-seeded empty clusters
   standardize, distance, missing, seed, init, init_seed, max_rounds, tol, n_init, restarts_on: the
                   parameters used
+  init_model      (with --init_model) the version directory of the model the fit started
+                  from (init is then "given")
   restarts        (with several starts) the inertia of each, see core.selection
   select, sweep   (with a K sweep) the criterion and {K: scores}
   merge_to, merged_cluster_sizes   (with --merge_to) the groups and their sizes
@@ -108,6 +110,7 @@ def fit_metrics(
         "seed": spec.seed,
         "init": spec.init,
         "init_seed": selection.seed,
+        **({"init_model": spec.init_model.model_dir} if spec.init_model is not None else {}),
         "max_rounds": spec.max_rounds,
         "tol": spec.tol,
         "n_init": spec.n_init,

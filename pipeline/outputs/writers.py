@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.outputs import metrics, report, run_output
 from pipeline.outputs.run_output import RunOutput
 from transforms.beam import job_metrics
+from transforms.core.centroids import in_original_units
 from transforms.core.lloyd import RoundState
 from transforms.core.partials import Partials
 from transforms.core.sampling import Sample
@@ -173,8 +174,7 @@ def write_centroids(
     np.save(buffer, centroids.astype(np.float32), allow_pickle=False)
     _write_bytes(FileSystems.join(out, "centroids.npy"), buffer.getvalue())
 
-    mean, std = standardizer.mean_and_std()
-    original = centroids * np.where(std > 0, std, 1.0) + mean
+    original = in_original_units(centroids, *standardizer.mean_and_std())
     table = pa.table(
         [pa.array(np.arange(len(centroids), dtype=np.int64))]
         + [pa.array(original[:, j]) for j in range(original.shape[1])],

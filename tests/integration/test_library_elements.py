@@ -42,6 +42,15 @@ def model(tmp_path_factory):
         assert_that(sizes, equal_to([[60, 60]]), label="Sizes")
         reasons = fitted["rejected"] | beam.Map(lambda line: json.loads(line)["reason"])
         assert_that(reasons, equal_to([reason for _, reason in BAD]), label="Rejected")
+        # The centroids in both spaces: the blobs' means in the input's units.
+        original = fitted["centroids"] | beam.Map(
+            lambda c: (c.features, sorted(np.round(c.original.mean(axis=1)).tolist()))
+        )
+        assert_that(original, equal_to([(["a", "b"], [0.0, 20.0])]), label="Original")
+        standardized = fitted["centroids"] | beam.Map(
+            lambda c: sorted(np.round(c.standardized.mean(axis=1), 1).tolist())
+        )
+        assert_that(standardized, equal_to([[-1.0, 1.0]]), label="Standardized")
     return out
 
 

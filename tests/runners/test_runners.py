@@ -272,35 +272,81 @@ def test_portable_runner_gives_the_direct_runners_centroids(
     np.testing.assert_array_equal(ours.column("cluster_id"), fitted.column("cluster_id"))
 
 
+def _detached_line(proc, out, command: str) -> dict:
+    """The one JSON line a detached run prints on stdout, checked against `out`."""
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout  # the human lines are on stderr
+    record = json.loads(lines[0])
+    assert set(record) == {"command", "run_id", "job_id", "runner", "output", "marker"} | {
+        "lock",
+        "stage",
+    }
+    assert record["command"] == command and record["runner"] == "PortableRunner"
+    assert record["job_id"] not in (None, "None"), record
+    assert record["output"] == str(out) and record["marker"] == f"{out}/_SUCCESS"
+    assert record["lock"] == f"{out}.shardmeans-lock"
+    assert record["stage"].startswith(f"{out}.") and record["run_id"] in record["stage"]
+    return record
+
+
+def _wait_for(marker, seconds=300):
+    """The marker's JSON once it appears (the job published), polled each second."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(1)
+    with open(marker) as f:
+        return json.load(f)
+
+
 def test_detach_submits_prints_the_job_and_returns(blobs, direct, portable_services, tmp_path):
-    """--detach on the portable runner: the command returns once the job is submitted,
-    names it and where its outputs will be; the job publishes them by itself."""
+    """--detach on the portable runner, fit then score: the command returns once the job
+    is submitted (before it ends: no marker yet, the job holds the lock), prints one JSON
+    line naming the job and its marker, and the people's lines on stderr; the job
+    publishes its outputs by itself, and the marker names the run."""
     job_port, pool_port, _ = portable_services
-    out = tmp_path / "out"
-    proc = fit_subprocess(
-        out,
-        "--input",
-        blobs,
-        *FIT_ARGS,
+    portable = (
         "--detach",
         "--runner=PortableRunner",
         f"--job_endpoint=localhost:{job_port}",
         "--environment_type=EXTERNAL",
         f"--environment_config=localhost:{pool_port}",
+    )
+    out = tmp_path / "out"
+    proc = fit_subprocess(out, "--input", blobs, *FIT_ARGS, *portable, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    record = _detached_line(proc, out, "fit")
+    assert not (out / "_SUCCESS").exists() and os.path.exists(record["lock"]), (
+        "--detach waited for the job"
+    )
+    assert re.search(
+        rf"^submitted run {record['run_id']} to PortableRunner: job {record['job_id']}$",
+        proc.stderr,
+        re.M,
+    ), proc.stderr
+    assert f"follow it: the job service at localhost:{job_port}" in proc.stderr
+    assert f"outputs: {out}/ once the job has published them" in proc.stderr
+    assert "rounds:" not in proc.stdout + proc.stderr  # no summary: nothing was waited for
+    assert _wait_for(record["marker"])["run_id"] == record["run_id"]
+    _same_as_direct(out, direct)
+    assert not glob.glob(str(out) + ".*"), "the job left its lock or its stage"
+
+    scored = tmp_path / "scored"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "score", "--model", str(out), "--input", blobs]
+        + ["--output", str(scored), "--id_column", "id", *portable],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=400,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
-    submitted = re.search(r"^submitted run (\S+) to PortableRunner: job (\S+)$", proc.stdout, re.M)
-    assert submitted and submitted.group(2) != "None", proc.stdout
-    assert f"follow it: the job service at localhost:{job_port}" in proc.stdout
-    assert f"outputs: {out}/ once the job has published them" in proc.stdout
-    assert "rounds:" not in proc.stdout  # no summary: nothing was waited for
-    deadline = time.monotonic() + 300
-    while not (out / "_SUCCESS").exists() and time.monotonic() < deadline:
-        time.sleep(1)
-    assert json.loads((out / "_SUCCESS").read_text())["run_id"] == submitted.group(1)
-    _same_as_direct(out, direct)
-    assert not glob.glob(str(out) + ".*"), "the job left its lock or its stage"
+    record = _detached_line(proc, scored, "score")
+    assert _wait_for(record["marker"])["run_id"] == record["run_id"]
+    np.testing.assert_array_equal(
+        assignments(scored).column("cluster_id"), assignments(out).column("cluster_id")
+    )
+    assert metrics(scored)["drift"]["warning"] is None
+    assert not glob.glob(str(scored) + ".*"), "the job left its lock or its stage"
 
 
 def test_portable_script_end_to_end(blobs, direct, tmp_path):
@@ -474,7 +520,9 @@ def test_dockerfile_builds_the_pinned_versions():
 def test_launch_files_state_no_other_version():
     """Scripts read the versions from setup.py; wherever launch/ names one, it is the pin."""
     pins = set(_pins().values())
-    for path in sorted(glob.glob(os.path.join(LAUNCH, "*"))):
+    for path in sorted(glob.glob(os.path.join(LAUNCH, "**", "*"), recursive=True)):
+        if os.path.isdir(path) or "__pycache__" in path:  # (launch/airflow/: its files)
+            continue
         with open(path) as f:
             text = f.read()
         if path.endswith(".sh"):
@@ -787,6 +835,7 @@ GOOD = {
     "max_rounds": ["1", "100"],
     "tol": ["0", "1e-4", "0.001", "1E-6"],
     "init": ["k-means++", "random", "gs://bucket/init/centroids.npy"],
+    "init_model": ["gs://bucket/fits/2024-01", "gs://b/fit/model/1"],
     "standardize": ["z_score", "none"],
     "distance": ["euclidean", "cosine"],
     "on_invalid": ["reject", "fail"],
@@ -813,6 +862,7 @@ BAD = {
     "max_rounds": ["0", "-3"],
     "tol": ["-1", "abc", ""],
     "init": ["kmeans", "gs://bucket/c.csv"],
+    "init_model": ["", "fits/2024-01", "gs://bucket"],
     "standardize": ["zscore", ""],
     "distance": ["manhattan", ""],
     "on_invalid": ["drop", ""],

@@ -22,6 +22,7 @@ assert transforms.KMeansModelHandler.__module__ == "transforms.beam.model_handle
 assert sorted(transforms.__all__) == sorted(
     [
         "AssignClusters",
+        "Centroids",
         "ClusterStats",
         "KMeans",
         "KMeansModelHandler",

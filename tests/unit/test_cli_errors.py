@@ -361,6 +361,7 @@ def test_generate_help_explains_every_flag(capsys):
         "--output",
         "--rows",
         "--features",
+        "--dtype",
         "--clusters",
         "--format",
         "--shards",
@@ -593,3 +594,13 @@ def test_verbose_logs_the_full_error_and_never_reaches_beam(
     assert logged and f"[while running '{STAGE}']" in "".join(
         traceback.format_exception(*logged[0].exc_info)
     )
+
+
+def test_generate_writes_the_dtype_asked_for(tmp_path):
+    import pyarrow.parquet as pq
+
+    for dtype, arrow in (("float32", "float"), ("float64", "double")):
+        out = tmp_path / dtype
+        assert main(["generate", "--output", str(out), "--rows", "50", "--dtype", dtype]) == 0
+        schema = pq.read_schema(sorted(out.glob("*.parquet"))[0])
+        assert str(schema.field("f0").type) == arrow

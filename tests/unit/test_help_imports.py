@@ -52,3 +52,24 @@ def test_the_import_report_sees_beam():
     """The check can fail: what imports Beam's options, as `fit` does, shows in the report."""
     _, top_level = _imported([], program=("-c", "import pipeline.options"))
     assert "apache_beam" in top_level
+
+
+def test_checking_shardmeans_own_flags_loads_no_beam():
+    """The flag check before a job: only a Beam flag (or an error) needs Beam's parsers,
+    so the command's first line comes without waiting for Beam's import."""
+    code = (
+        "import sys\n"
+        "from pipeline.flags import check_job_flags\n"
+        "check_job_flags(['--input', 'x', '--output', 'y', '--k', '3', '--missing', 'impute'],"
+        " prog='shardmeans fit')\n"
+        "assert 'apache_beam' not in sys.modules, 'Beam imported'\n"
+        "check_job_flags(['--input', 'x', '--output', 'y', '--runner', 'DirectRunner'],"
+        " prog='shardmeans fit')\n"
+        "assert 'apache_beam' in sys.modules\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"

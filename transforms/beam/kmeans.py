@@ -31,7 +31,7 @@ import pyarrow as pa
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.beam import job_metrics
+from transforms.beam import job_metrics, warm_start
 from transforms.beam.candidates import ChooseCandidate, InitialCandidates
 from transforms.beam.combiners import BottomSampleFn
 from transforms.beam.elements import (
@@ -55,6 +55,7 @@ from transforms.beam.shards import (
     raw_shard_schema,
 )
 from transforms.core import parameters, vectors
+from transforms.core.centroids import Centroids, in_original_units
 from transforms.core.errors import UserInputError
 from transforms.core.hierarchy import merge_clusters
 from transforms.core.lloyd import RoundState
@@ -85,6 +86,9 @@ class KMeans(beam.PTransform):
     Output:
       state:       one RoundState of the chosen fit (centroids float64 [K, D]
                    standardized, rounds, converged, inertia_history).
+      centroids:   one core.centroids.Centroids: the chosen fit's centroids in the
+                   space it ran in (`standardized`) and in the input's units
+                   (`original`), with the feature names.
       selection:   one core.selection.Selection: the chosen fit and, with restarts or a
                    sweep, the inertia of every candidate and the scores of every K.
       final:       one Partials of the final pass against the final centroids
@@ -114,7 +118,10 @@ class KMeans(beam.PTransform):
     first restart's draws), init_seed (restart r draws with init_seed + r),
     max_rounds, tol (total squared centroid shift in standardized space), init
     ("k-means++", "random", or an array [K, D] of centroids in standardized
-    space: one start, n_init 1), init_sample_size, init_refine_rounds, merge_to
+    space: one start, n_init 1), init_model (a warm start instead of init: the
+    path of a fitted model, or a warm_start.WarmStart read from one; its centroids
+    are taken in original units and standardized with this fit's statistics; its
+    features, standardize, distance and K must be this fit's), init_sample_size, init_refine_rounds, merge_to
     (size-weighted Ward merge into that many groups: the state gets merge_map and
     linkage, the assignments and the SavedModel a merged_cluster_id), standardize
     ("z_score" or "none"), distance ("euclidean" or "cosine": spherical K-Means on
@@ -145,6 +152,7 @@ class KMeans(beam.PTransform):
         max_rounds: int = _FIT["max_rounds"].default,
         tol: float = _FIT["tol"].default,
         init: Union[str, np.ndarray] = _FIT["init"].default,
+        init_model: Union[str, warm_start.WarmStart, None] = _FIT["init_model"].default,
         standardize: str = _FIT["standardize"].default,
         distance: str = _FIT["distance"].default,
         missing: str = _FIT["missing"].default,
@@ -167,8 +175,33 @@ class KMeans(beam.PTransform):
         self.ks = parameters.parse_ks(k)
         given = not isinstance(init, str)
         parameters.check_fit(self.ks, dict(checked, init=None if given else init))
-        n_init = parameters.resolve_n_init(n_init, given=given)
-        if not given:
+        n_init = parameters.resolve_n_init(n_init, given=given or init_model is not None)
+        # A warm start's centroids, original units [K, D]: standardized once this
+        # fit's transform is written (expand).
+        self._warm, self.init_model = None, None
+        if init_model is not None:
+            if given or init != _FIT["init"].default:
+                raise UserInputError(
+                    f"init_model gives the initial centroids: it takes no init, got "
+                    f"init={'an array' if given else repr(init)}"
+                )
+            if len(self.ks) > 1 or n_init > 1:
+                raise UserInputError(
+                    f"init_model is one start: it takes a single K and n_init=1, got "
+                    f"k={','.join(map(str, self.ks))}, n_init={n_init}"
+                )
+            warm = (
+                init_model
+                if isinstance(init_model, warm_start.WarmStart)
+                else warm_start.read_model(init_model)
+            )
+            self._warm = warm_start.check_matches(
+                warm, list(features), self.ks[0], standardize, distance
+            )
+            self.init_model = warm.model_dir
+        if self._warm is not None:
+            self._init, self._given = "given", None
+        elif not given:
             if init not in parameters.INIT_METHODS:
                 raise UserInputError(
                     f"init must be one of {', '.join(parameters.INIT_METHODS)} or an "
@@ -195,7 +228,7 @@ class KMeans(beam.PTransform):
         # the fit with n_init=1 and init_seed + r (the sample's hash keeps seed).
         first = seed if init_seed is None else init_seed
         self.starts = [
-            (k, None if self._given is not None else (first + r) % 2**32)
+            (k, None if self._init == "given" else (first + r) % 2**32)
             for k in self.ks
             for r in range(n_init)
         ]
@@ -305,11 +338,23 @@ class KMeans(beam.PTransform):
             sample = sample | "TrimSample" >> beam.Map(
                 lambda s: Sample(s.hashes[:m], s.rows[:m], s.weights[:m])
             )
+        given = self._given
+        if self._warm is not None:
+            given = beam.pvalue.AsSingleton(
+                rows.pipeline
+                | "InitModel" >> beam.Create([self._warm])
+                | "StandardizeInitModel"
+                >> beam.Map(
+                    warm_start.standardize_centroids,
+                    transform_dir=self.transform_dir,
+                    ready=transform_ready,
+                )
+            )
         init = InitialCandidates(
             self.starts,
             standardized_sample,
             self._init,
-            self._given,
+            given,
             self.init_refine_rounds,
             self.tol,
             self.restarts_on,
@@ -331,6 +376,12 @@ class KMeans(beam.PTransform):
         if self.merge_to is not None:
             state = state | "WardMerge" >> beam.Map(merge_clusters, n_groups=self.merge_to)
         assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step, self.contamination)
+        centroids = state | "Centroids" >> beam.Map(
+            _centroids,
+            transform_dir=self.transform_dir,
+            features=self.features,
+            ready=transform_ready,
+        )
         model = state | "ExportModel" >> beam.Map(
             _export,
             statistics=beam.pvalue.AsSingleton(assigned["statistics"]),
@@ -353,6 +404,7 @@ class KMeans(beam.PTransform):
             )
         return {
             "state": state,
+            "centroids": centroids,
             "selection": selection,
             "final": assigned["partials"],
             "statistics": assigned["statistics"],
@@ -485,6 +537,14 @@ def _standardized_sample(
     return Sample(sample.hashes, x, sample.weights[:m])
 
 
+def _centroids(state: RoundState, transform_dir: str, features: List[str], ready) -> Centroids:
+    """The chosen centroids in both spaces (the transform's mean and std map them back)."""
+    del ready
+    mean, std = Standardizer(transform_dir, len(features)).mean_and_std()
+    standardized = np.asarray(state.centroids, np.float64)
+    return Centroids(list(features), standardized, in_original_units(standardized, mean, std))
+
+
 def _export(
     state: RoundState,
     statistics: ClusterStats,
@@ -532,7 +592,10 @@ def _remove_work_files(model_dir: str, work_dir: str, run: str, after) -> str:
     for directory in (tft, shards, work_dir):
         if FileSystems.exists(directory) and not _matching(FileSystems.join(directory, "*")):
             FileSystems.delete([directory])  # empty (object stores have no directories)
-    logging.info("removed this fit's files under the work directory %s", work_dir)
+    # (DEBUG: a step of every fit, not news; --verbose shows it)
+    logging.getLogger(__name__).debug(
+        "removed this fit's files under the work directory %s", work_dir
+    )
     return model_dir
 
 

@@ -254,6 +254,16 @@ FIT = (
         template_pattern=r"^(k-means\+\+|random|gs://\S+\.npy)$",  # workers read it
     ),
     Parameter(
+        "init_model",
+        "warm start: one start from the centroids of a fitted model (its fit output, "
+        "model/ base path or a version directory) whose features, standardize, distance "
+        "and K match; taken in original units and standardized with this fit's "
+        "statistics; instead of init, for one K",
+        "Warm start from a model",
+        default_help="none",
+        template_pattern=r"^gs://[a-z0-9][a-z0-9._-]*/\S+$",
+    ),
+    Parameter(
         "standardize",
         "how the features are scaled before clustering: 'z_score' ((x - mean) / std per "
         "feature, the global statistics from tf.Transform, as StandardScaler does) or "

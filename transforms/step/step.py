@@ -113,7 +113,7 @@ class KMeansStep:
                 "KMeansStep(native=True): the fused op is not available "
                 "on these devices or could not be built (see the log)"
             )
-        logging.info(
+        logging.getLogger(__name__).info(
             "KMeansStep: %d replica(s): %s; %s",
             self.n_replicas,
             list(self.strategy.extended.worker_devices),
