@@ -63,6 +63,7 @@ class FitSpec(NamedTuple):
     devices: str
     # The driver's record for the report (`driver_provenance`), or None.
     provenance: Optional[dict] = None
+    weight_column: Optional[str] = None  # sample weights (docs/weights.md), else None
 
     @property
     def needs_directions(self) -> bool:
@@ -85,7 +86,10 @@ def fit_spec(options) -> FitSpec:
     parameters.BY_NAME["contamination"].check(anomaly.contamination, "--")
 
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
-    features = _features(inp.features, layout, inp.id_column)
+    _check_weight_column(inp.weight_column, layout, inp.features)
+    # A weight is no feature, nor a default one.
+    numeric = [n for n in layout.numeric if n != inp.weight_column]
+    features = _features(inp.features, layout._replace(numeric=numeric), inp.id_column)
     _log_columns(layout, features, inp.features, inp.id_column)
 
     warm = _init_model(km, ks, features)
@@ -129,7 +133,28 @@ def fit_spec(options) -> FitSpec:
         batch_size=km.batch_size,
         cache_mb=km.cache_mb,
         devices=km.devices,
+        weight_column=inp.weight_column,
     )
+
+
+def _check_weight_column(name: Optional[str], layout, requested: Optional[str]) -> None:
+    """--weight_column names a numeric column of the input that --features (the flag's
+    text, if given) does not name."""
+    if name is None:
+        return
+    features = [f.strip() for f in (requested or "").split(",")]
+    if name not in layout.schema.names:
+        raise UserInputError(
+            f"--weight_column {name!r} is not a column of {layout.path} "
+            f"(columns: {', '.join(layout.schema.names)})"
+        )
+    if name in features:
+        raise UserInputError(f"--weight_column {name!r} is also a feature: a weight is not one")
+    if name not in layout.numeric:
+        raise UserInputError(
+            f"--weight_column {name!r} of {layout.path} is not numeric "
+            f"(type {layout.schema.field(name).type})"
+        )
 
 
 def driver_provenance(argv: List[str], options, started: float) -> dict:
@@ -357,6 +382,7 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         work_dir=work_dir(spec, run),
         keep_standardized=spec.keep_standardized,
         merge_to=spec.merge_to,
+        weight_column=spec.weight_column,
     )
     outputs = ["cluster_id", "distance", "normalized_distance"]
     outputs += ["merged_cluster_id"] if spec.merge_to is not None else []

@@ -96,6 +96,11 @@ def score_spec(options) -> ScoreSpec:
     for flag, value in (("--model", model), ("--input", inp.input), ("--output", out.output)):
         if value is None:
             raise UserInputError(f"{flag} is required")
+    if inp.weight_column is not None:
+        raise UserInputError(
+            "--weight_column is fit's: score assigns each row its nearest centroid, "
+            "which a weight does not change"
+        )
     model_dir = _model_dir(absolute_path(model))
     contamination = options.view_as(AnomalyOptions).contamination
     parameters.BY_NAME["contamination"].check(contamination, "--")

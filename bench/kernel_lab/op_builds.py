@@ -1,10 +1,14 @@
 """Built libraries of the fused op against each other: one call over 1M x 32 rows, K=64.
 
 Usage: python bench/kernel_lab/op_builds.py LIB.so [LIB.so ...] [--rounds 3] [--calls 15]
+       [--weighted]
 
 Each library registers the same op name, so each is timed in a process of its
 own; the libraries take turns (A B A B ...), each turn printing the median of
-`--calls` calls as a round makes them (one call, no per-row results). Build
+`--calls` calls as a round makes them (one call, no per-row results). --weighted passes every
+row's weight (a weighted fit's call; the library must take weights); without it,
+a library that takes weights gets none (the unweighted kernel), one that predates
+them is called as it was. Build
 the libraries by hand, e.g. two sources or two -march flags:
 
   c++ -march=x86-64-v3 -shared -fPIC -O3 -std=c++17 -pthread \\
@@ -19,7 +23,7 @@ import subprocess
 import sys
 
 _ONE_LIBRARY = """
-import sys, time
+import inspect, sys, time
 import numpy as np
 import tensorflow as tf
 from transforms.step.buffers import aligned_empty
@@ -32,8 +36,11 @@ centroids = x[rng.choice(len(x), 64, replace=False)][None].copy()
 bias = np.zeros((1, 64), np.float32)
 valid = np.ones(len(x), bool)
 rows = tf.experimental.dlpack.from_dlpack(x.__dlpack__())  # in place, as a round passes it
-call = tf.function(lambda: lib.shardmeans_nearest_centroids(rows, valid, centroids, bias,
-                                                            n_far=16, per_row=False))
+inputs = [rows, valid, centroids, bias]
+if "weights" in inspect.signature(lib.shardmeans_nearest_centroids).parameters:
+    weighted = sys.argv[3] == "weighted"
+    inputs.append(rng.integers(0, 4, len(x)).astype(np.float32) if weighted else np.zeros(0, np.float32))
+call = tf.function(lambda: lib.shardmeans_nearest_centroids(*inputs, n_far=16, per_row=False))
 call()
 times = []
 for _ in range(int(sys.argv[2])):
@@ -49,6 +56,7 @@ def main():
     parser.add_argument("libraries", nargs="+")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=15)
+    parser.add_argument("--weighted", action="store_true")
     args = parser.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -56,7 +64,14 @@ def main():
     for _ in range(args.rounds):
         for lib in args.libraries:
             done = subprocess.run(
-                [sys.executable, "-c", _ONE_LIBRARY, lib, str(args.calls)],
+                [
+                    sys.executable,
+                    "-c",
+                    _ONE_LIBRARY,
+                    lib,
+                    str(args.calls),
+                    "weighted" if args.weighted else "plain",
+                ],
                 cwd=root,
                 env=env,
                 capture_output=True,

@@ -111,10 +111,12 @@ class _ReadAndValidateFn(beam.DoFn):
         batch_rows: int,
         directions: bool = False,
         impute: bool = False,
+        weight_column: Optional[str] = None,
     ):
         self._fmt, self._features, self._passthrough = fmt, features, passthrough
         self._on_invalid, self._batch_rows = on_invalid, batch_rows
         self._directions, self._impute = directions, impute
+        self._weight_column = weight_column
 
     def process(self, path: str) -> Iterator[pa.RecordBatch]:
         counts = np.zeros(4 + len(self._features), np.int64)
@@ -128,6 +130,7 @@ class _ReadAndValidateFn(beam.DoFn):
                     FEATURES_COLUMN,
                     self._directions,
                     self._impute,
+                    weight_column=self._weight_column,
                 )
                 if checked.first_error and self._on_invalid == "fail":
                     raise UserInputError(f"invalid row (--on_invalid=fail): {checked.first_error}")
@@ -192,6 +195,8 @@ class ReadValidRows(beam.PTransform):
               reason and by file (each adding up to counts' rows rejected).
     `directions`: rows whose features are all 0 are rejected too (they have no
     cosine distance: a fit with --distance cosine and --standardize none).
+    `weight_column`: each valid row's weight goes to `WEIGHT_COLUMN` (float64, after the
+    features); a row whose weight is not a finite number >= 0 is rejected.
     `impute`: a missing feature value is NaN in a valid row (--missing impute), not
     a rejection.
     """
@@ -207,12 +212,13 @@ class ReadValidRows(beam.PTransform):
         files: Optional[Sequence[str]] = None,
         directions: bool = False,
         impute: bool = False,
+        weight_column: Optional[str] = None,
     ):
         super().__init__()
         self._pattern, self._files = pattern, None if files is None else list(files)
         self._n_counts = 4 + len(features)
         self._fn = _ReadAndValidateFn(
-            fmt, features, passthrough, on_invalid, batch_rows, directions, impute
+            fmt, features, passthrough, on_invalid, batch_rows, directions, impute, weight_column
         )
 
     @classmethod
@@ -228,6 +234,7 @@ class ReadValidRows(beam.PTransform):
             files=None if spec.match_when_run else spec.files,
             directions=spec.needs_directions,
             impute=spec.missing == "impute",
+            weight_column=getattr(spec, "weight_column", None),  # fit only
         )
 
     def expand(self, pbegin):

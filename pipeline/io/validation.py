@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.io.readers import Chunk, is_list, parse_numbers
-from transforms.beam.shards import matrix_to_features
+from transforms.beam.shards import WEIGHT_COLUMN, matrix_to_features
 from transforms.core import vectors
 
 
@@ -282,6 +282,25 @@ def _json_safe(value):
     return str(value)
 
 
+def check_weights(batch: pa.RecordBatch, name: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The weight column `name` of a chunk: (weights float64 [n], bad int64 [k] the rows
+    whose weight is not a finite number >= 0, ascending, reasons object [k]).
+
+    A weight is read as a feature is (`_as_float`: text, lists of one value), and a
+    negative one is rejected too; 0 is a valid weight.
+    """
+    if name not in batch.schema.names:
+        n = batch.num_rows
+        return np.zeros(n), np.arange(n), np.full(n, "the file has no such column", dtype=object)
+    w, bad, why = _as_float(batch.column(name))
+    negative = np.flatnonzero(w < 0)  # (NaN compares False: it is in `bad` already)
+    if negative.size:
+        order = np.argsort(np.concatenate([bad, negative]), kind="stable")
+        reasons = np.array([f"negative weight {float(w[i])!r}" for i in negative], dtype=object)
+        bad, why = np.concatenate([bad, negative])[order], np.concatenate([why, reasons])[order]
+    return np.where(np.isfinite(w) & (w >= 0), w, 0.0), bad, why
+
+
 # The reasons of a feature value that is missing rather than wrong: with `impute`
 # such a value is kept as NaN, which the transform replaces (a NaN as read is a
 # value, and stays a rejection).
@@ -299,10 +318,13 @@ def check_chunk(
     features_column: str,
     directions: bool = False,
     impute: bool = False,
+    weight_column: Optional[str] = None,
 ) -> Checked:
     """Validate `chunk` for `features`; carry the `passthrough` columns, conformed to their
     types (`conform`), null where the chunk's file lacks them. `directions`: a row whose
     features are all 0 is rejected too (cosine distance on unscaled features).
+    `weight_column`: each row's weight (`check_weights`) goes to WEIGHT_COLUMN, after
+    the features.
     `impute`: a missing, empty or null feature value (MISSING_REASONS) is NaN in
     the valid rows instead of a rejection, and counted in `imputed`."""
     batch, n = chunk.batch, chunk.batch.num_rows
@@ -336,6 +358,12 @@ def check_chunk(
     if directions:
         bad = np.flatnonzero(~is_rejected & ~x.any(axis=1))
         reason[bad], is_rejected[bad] = NO_DIRECTION, True
+    weights = None
+    if weight_column is not None:
+        weights, bad, why = check_weights(batch, weight_column)
+        first = ~is_rejected[bad]
+        bad = bad[first]
+        reason[bad], column[bad], is_rejected[bad] = why[first], weight_column, True
     passthrough_columns = []
     for field in passthrough:
         if field.name in names:
@@ -374,10 +402,12 @@ def check_chunk(
     if bad.size:  # (else every row is valid: no copies of the chunk's n x D values)
         index = pa.array(good)
         x, passthrough_columns = x[good], [c.take(index) for c in passthrough_columns]
+        weights = None if weights is None else weights[good]
     if good.size:
+        weight = [] if weights is None else [pa.array(weights, pa.float64())]
         valid = pa.RecordBatch.from_arrays(
-            [matrix_to_features(x)] + passthrough_columns,
-            names=[features_column] + passthrough.names,
+            [matrix_to_features(x)] + weight + passthrough_columns,
+            names=[features_column] + [WEIGHT_COLUMN] * len(weight) + passthrough.names,
         )
     return Checked(valid, rejected, n + len(chunk.unparsed), first_error, imputed)
 

@@ -23,6 +23,10 @@ A fit's metrics (`fit_metrics`):
                   (cosine: the mean 1 - cos), what normalized_distance divides by
   normalized_distance   {"p50", "p90", "p99", "p999"}: quantiles of the
                   training rows' normalized distance (from a REQ sketch)
+  weight_column, cluster_weights, merged_cluster_weights   (with --weight_column) the
+                  weight column and the per-cluster (per-group) weight sums [float]; the
+                  sizes stay row counts, each cluster gets "weight"; inertia and radius
+                  are weighted (docs/weights.md)
   contamination, anomaly_threshold   (with --contamination) the fraction and the
                   normalized distance above which a row is an anomaly
   rejected_by_reason, rejected_by_file   {str: int}, the rejected rows by reason
@@ -124,6 +128,11 @@ def fit_metrics(
         {"id": i, "size": int(size), "radius": float(radius)}
         for i, (size, radius) in enumerate(zip(statistics.sizes, statistics.radii))
     ]
+    if partials.weights is not None:  # a weighted fit: sizes stay row counts (docs/weights.md)
+        result["weight_column"] = spec.weight_column
+        result["cluster_weights"] = partials.weights.tolist()
+        for cluster, weight in zip(result["clusters"], partials.weights):
+            cluster["weight"] = float(weight)
     result["normalized_distance"] = {
         name: statistics.quantile(q)
         for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999))
@@ -138,6 +147,10 @@ def fit_metrics(
             .astype(int)
             .tolist()
         )
+        if partials.weights is not None:
+            result["merged_cluster_weights"] = np.bincount(
+                state.merge_map, weights=partials.weights, minlength=spec.merge_to
+            ).tolist()
     return result
 
 

@@ -83,6 +83,40 @@ def test_same_centroids_with_two_replicas(reference, tmp_path):
     _same(tmp_path / "out", reference)
 
 
+@pytest.fixture(scope="module")
+def weighted_reference(float32_exact_table, tmp_path_factory):
+    """The reference weighted run: FIT with --weight_column w (weights 0 to 3 in quarters,
+    exact in every format), Parquet in 3 shards, one worker, the default batch size."""
+    base = tmp_path_factory.mktemp("weighted")
+    w = np.random.default_rng(2).integers(0, 13, float32_exact_table.num_rows) / 4
+    table = float32_exact_table.append_column("w", pa.array(w))
+    pattern = write_shards(table, base / "in", "parquet", shards=3)
+    assert fit(base / "out", "--input", pattern, *FIT, "--weight_column", "w") == 0
+    m = metrics(base / "out")
+    assert m["converged"] and m["rounds"] > 1, "the rounds should do Lloyd work, and finish"
+    return table, centroids(base / "out"), m
+
+
+@pytest.mark.parametrize(
+    "shards,extra",
+    [
+        (7, ["--batch_size", 500, "--cache_mb", 0]),
+        (2, ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
+    ],
+    ids=["7-shards-batch500-no-cache", "2-workers"],
+)
+def test_same_weighted_centroids(weighted_reference, tmp_path, shards, extra):
+    """Weighted: the same result for any sharding and order of the rows, batch size, cache
+    and number of workers (the init sample is a priority sample of the rows alone)."""
+    table = weighted_reference[0]
+    table = table.take(np.random.default_rng(shards).permutation(table.num_rows))
+    pattern = write_shards(table, tmp_path / "in", "parquet", shards=shards)
+    out = tmp_path / "out"
+    assert fit(out, "--input", pattern, *FIT, "--weight_column", "w", *extra) == 0
+    _same(out, weighted_reference)
+    assert metrics(out)["cluster_weights"] == weighted_reference[2]["cluster_weights"]
+
+
 def test_imputed_and_vector_features_do_not_depend_on_sharding_batches_or_workers(tmp_path):
     """--missing impute and an embedding column (#21's options): the same centroids from 3
     shards, one worker, the default batch as from 5 shards, batches of 300, 2 workers."""

@@ -110,26 +110,32 @@ class QuantileSketchCombineFn(beam.CombineFn):
         return accumulator
 
 
-@beam.typehints.with_input_types(Tuple[np.ndarray, np.ndarray])
+@beam.typehints.with_input_types(Tuple[np.ndarray, ...])
 @beam.typehints.with_output_types(Sample)
 class BottomSampleFn(beam.CombineFn):
-    """Combines (hashes uint64 [n], rows float64 [n, D]) batches into the bottom-m Sample."""
+    """Combines (hashes uint64 [n], rows float64 [n, D]) batches into the bottom-m Sample.
 
-    def __init__(self, m: int, n_features: int):
-        self._m, self._d = m, n_features
+    weighted: the batches are (priority keys uint64 [n], rows, weights float64 [n])
+    (`transforms.core.sampling.priority_keys`), and the sample keeps m + 1 rows:
+    the last one's key is what `priority_weights` estimates the weights with.
+    """
+
+    def __init__(self, m: int, n_features: int, weighted: bool = False):
+        self._m, self._d, self._weighted = m + int(weighted), n_features, weighted
 
     def create_accumulator(self) -> _Bottom:
-        return _Bottom(Sample(np.zeros(0, np.uint64), np.zeros((0, self._d))))
+        weights = np.zeros(0) if self._weighted else None
+        return _Bottom(Sample(np.zeros(0, np.uint64), np.zeros((0, self._d)), weights))
 
     def add_input(self, accumulator: _Bottom, element) -> _Bottom:
-        hashes, rows = element
+        hashes = element[0]
         if len(accumulator.sample.hashes) == self._m:
             # Full: only rows that hash below its largest can get in.
             keep = hashes <= accumulator.sample.hashes[-1]
-            hashes, rows = hashes[keep], rows[keep]
-        if len(hashes):
-            accumulator.pending.append((hashes, rows))
-            accumulator.n_pending += len(hashes)
+            element = tuple(a[keep] for a in element)
+        if len(element[0]):
+            accumulator.pending.append(tuple(element))
+            accumulator.n_pending += len(element[0])
         if accumulator.n_pending >= self._m:
             self._settle(accumulator)
         return accumulator
@@ -137,7 +143,7 @@ class BottomSampleFn(beam.CombineFn):
     def merge_accumulators(self, accumulators: Iterable[_Bottom]) -> _Bottom:
         merged = self.create_accumulator()
         for accumulator in accumulators:
-            merged.pending += [tuple(accumulator.sample)] + accumulator.pending
+            merged.pending += [self._parts(accumulator.sample)] + accumulator.pending
         return self._settle(merged)
 
     def compact(self, accumulator: _Bottom) -> _Bottom:
@@ -146,14 +152,18 @@ class BottomSampleFn(beam.CombineFn):
     def extract_output(self, accumulator: _Bottom) -> Sample:
         return self._settle(accumulator).sample
 
+    def _parts(self, sample: Sample) -> tuple:
+        return tuple(sample) if self._weighted else tuple(sample[:2])
+
     def _settle(self, accumulator: _Bottom) -> _Bottom:
         """Merge the pending batches into the sample."""
         if accumulator.pending:
-            parts = [tuple(accumulator.sample)] + accumulator.pending
+            parts = [self._parts(accumulator.sample)] + accumulator.pending
             accumulator.sample = _bottom(
-                np.concatenate([h for h, _ in parts]),
-                np.concatenate([r for _, r in parts]),
+                np.concatenate([p[0] for p in parts]),
+                np.concatenate([p[1] for p in parts]),
                 self._m,
+                np.concatenate([p[2] for p in parts]) if self._weighted else None,
             )
             accumulator.pending, accumulator.n_pending = [], 0
         return accumulator

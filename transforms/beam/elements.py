@@ -113,6 +113,37 @@ def row_matrix(
     return x, bad
 
 
+def weight_reason(value, name: str) -> Optional[str]:
+    """Why `value` cannot be a row's weight (column `name`), or None if it can: a weight
+    is a finite number >= 0 (0: the row is assigned but moves nothing)."""
+    if value is None:
+        return f"weight {name!r} is null"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"weight {name!r} is not a number: {value!r}"
+    if not math.isfinite(value):
+        return f"weight {name!r} is NaN or infinite: {value!r}"
+    if value < 0:
+        return f"weight {name!r} is negative: {value!r}"
+    return None
+
+
+def row_weights(rows: Sequence, name: str) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
+    """Dict rows -> (float64 [n] their weights, column `name`; [(index, reason)] of the
+    rows whose weight is missing, null, not a number, NaN, infinite or negative (0 in
+    the weights))."""
+    w = np.zeros(len(rows), np.float64)
+    bad = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            continue  # row_matrix rejects it
+        why = f"weight {name!r} is missing" if name not in row else weight_reason(row[name], name)
+        if why is not None:
+            bad.append((i, why))
+        else:
+            w[i] = row[name]
+    return w, bad
+
+
 def _vector_reason(value, name: str, width: int) -> Optional[str]:
     """Why `value` cannot be vector column `name`'s (`width` numbers), or None if it can."""
     if value is None:

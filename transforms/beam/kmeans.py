@@ -40,12 +40,14 @@ from transforms.beam.elements import (
     batch_elements,
     rejection,
     row_matrix,
+    row_weights,
     split_kinds,
 )
 from transforms.beam.model_paths import MODEL_BASE
 from transforms.beam.rounds import AssignShards, LloydRounds, StepConfig
 from transforms.beam.shards import (
     FEATURES_COLUMN,
+    WEIGHT_COLUMN,
     WriteShards,
     default_cache_mb,
     features_to_matrix,
@@ -57,7 +59,7 @@ from transforms.core.centroids import Centroids, in_original_units
 from transforms.core.errors import UserInputError
 from transforms.core.hierarchy import merge_clusters
 from transforms.core.lloyd import RoundState
-from transforms.core.sampling import row_hashes
+from transforms.core.sampling import Sample, priority_keys, row_hashes
 from transforms.core.statistics import ClusterStats
 from transforms.step.export import MODEL_VERSION, export_model
 from transforms.step.preprocessing import Standardizer, preprocessing_fn, tensor_adapter_config
@@ -76,6 +78,10 @@ class KMeans(beam.PTransform):
         row) and the `passthrough` columns (what pipeline's readers produce).
     A row whose feature is missing, null, not a number, NaN or infinite goes to
     the `rejected` output with its reason (transforms.beam.elements).
+    With `weight_column`, each dict row or beam.Row has that field, its weight (a
+    finite number >= 0; else the row is rejected with the reason), and a record
+    batch has a float64 `WEIGHT_COLUMN`; arrays have no weights (their rows are
+    rejected).
 
     Output:
       state:       one RoundState of the chosen fit (centroids float64 [K, D]
@@ -123,7 +129,9 @@ class KMeans(beam.PTransform):
     or null value becomes the feature's training mean, inside the transform; in an
     array, NaN is a missing value), contamination (the model's default
     fraction of anomalies: it outputs is_anomaly), batch_size,
-    cache_mb, devices, keep_standardized. Besides them: `features` (the D
+    cache_mb, devices, keep_standardized, weight_column (sample weights: the
+    partial sums, inertia, re-seeding, init, selection, radii and Ward merge are
+    weighted; the standardization is not; docs/weights.md). Besides them: `features` (the D
     feature names), `output_dir` (OUTPUT_DIR), `passthrough` (the schema of the
     columns copied to the assignments) and `work_dir` (the shards; default
     OUTPUT_DIR/_work; at the end only what this fit wrote there is removed, and the
@@ -156,6 +164,7 @@ class KMeans(beam.PTransform):
         cache_mb: Optional[int] = _FIT["cache_mb"].default,
         devices: str = _FIT["devices"].default,
         keep_standardized: bool = parameters.BY_NAME["keep_standardized"].default,
+        weight_column: Optional[str] = parameters.BY_NAME["weight_column"].default,
         passthrough: Optional[pa.Schema] = None,
         work_dir: Optional[str] = None,
     ):
@@ -232,12 +241,18 @@ class KMeans(beam.PTransform):
         # transform must not serve a previous fit into the same directory.
         self._run = uuid.uuid4().hex[:12]
         self.merge_to = merge_to
+        self.weight_column = weight_column
+        if weight_column is not None and weight_column in self.features:
+            raise UserInputError(
+                f"weight_column {weight_column!r} is a feature: a weight is not clustered on"
+            )
         self.step = StepConfig(
             n_features=len(features),
             batch_size=batch_size,
             cache_mb=default_cache_mb() if cache_mb is None else cache_mb,
             devices=devices,
             distance=distance,
+            weighted=weight_column is not None,
         )
 
     @property
@@ -259,6 +274,7 @@ class KMeans(beam.PTransform):
                 _to_record_batches,
                 features=self.features,
                 passthrough=self.passthrough,
+                weight_column=self.weight_column,
                 impute=self.missing == "impute",
             ).with_outputs(REJECTED, main="batches")
         )
@@ -287,7 +303,8 @@ class KMeans(beam.PTransform):
 
         # In the read stage, next to the analysis and the sample: nothing here
         # waits for the analysis, so no stage holds the rows (see the module doc).
-        shard_schema = raw_shard_schema(self.passthrough, self.transform_dir, self._run)
+        weighted = self.step.weighted
+        shard_schema = raw_shard_schema(self.passthrough, self.transform_dir, self._run, weighted)
         shard_paths = (
             batches
             | "ToTables" >> beam.Map(_to_table, schema=shard_schema)
@@ -300,8 +317,9 @@ class KMeans(beam.PTransform):
 
         sample = (
             batches
-            | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=self.seed)
-            | "BottomSample" >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d))
+            | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=self.seed, weighted=weighted)
+            | "BottomSample"
+            >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d, weighted))
         )
         standardized_sample = beam.pvalue.AsSingleton(
             sample
@@ -309,11 +327,17 @@ class KMeans(beam.PTransform):
             >> beam.Map(
                 _standardized_sample,
                 transform_dir=self.transform_dir,
+                ready=transform_ready,
+                m=self.init_sample_size,
                 features=self.features,
                 impute=self.missing == "impute",
-                ready=transform_ready,
             )
         )
+        if weighted:  # the output holds the sample's m rows, not the one beyond them
+            m = self.init_sample_size
+            sample = sample | "TrimSample" >> beam.Map(
+                lambda s: Sample(s.hashes[:m], s.rows[:m], s.weights[:m])
+            )
         given = self._given
         if self._warm is not None:
             given = beam.pvalue.AsSingleton(
@@ -393,47 +417,78 @@ class KMeans(beam.PTransform):
 
 
 def _to_record_batches(
-    elements: list, features: List[str], passthrough: pa.Schema, impute: bool = False
+    elements: list,
+    features: List[str],
+    passthrough: pa.Schema,
+    impute: bool = False,
+    weight_column: Optional[str] = None,
 ):
-    """A list from `batch_elements` -> record batches of `FEATURES_COLUMN` + passthrough,
-    and, tagged REJECTED, a JSON line for each row that cannot be clustered.
+    """A list from `batch_elements` -> record batches of `FEATURES_COLUMN` (+ `WEIGHT_COLUMN`
+    with a `weight_column`) + passthrough, and, tagged REJECTED, a JSON line for each row
+    that cannot be clustered.
 
     Record batches pass as they are (the command's readers validated them); each
     array is one batch; the dict rows and beam.Rows of the list become one batch.
     `impute`: a missing value is NaN in the batch (`row_matrix`), not a rejection.
     """
     batches, arrays, rows = split_kinds(elements)
-    yield from batches
+    for batch in batches:
+        if weight_column is not None and WEIGHT_COLUMN not in batch.schema.names:
+            raise UserInputError(
+                f"a record batch without the weights column {WEIGHT_COLUMN!r} in a fit "
+                f"weighted by {weight_column!r} (columns: {', '.join(batch.schema.names)})"
+            )
+        yield batch
     for array in arrays:
         x, bad = array_rows(array, len(features), impute)
+        if weight_column is not None:  # an array row has no field to hold a weight
+            bad = [(i, f"an array row has no weight {weight_column!r}") for i in range(len(x))]
         yield from _kept(x, [], bad, features, passthrough, lambda i, x=x: x[i])
     if rows:
         x, bad = row_matrix(rows, features, impute)
-        yield from _kept(x, rows, bad, features, passthrough, lambda i: rows[i])
+        w = None
+        if weight_column is not None:
+            w, bad_weights = row_weights(rows, weight_column)
+            first = dict(bad_weights)
+            first.update(bad)  # a feature's reason before the weight's
+            bad = sorted(first.items())
+        yield from _kept(x, rows, bad, features, passthrough, lambda i: rows[i], w)
 
 
-def _kept(x, rows, bad, features, passthrough, original):
+def _kept(x, rows, bad, features, passthrough, original, w=None):
     """The record batch of the rows not in `bad` [(index, reason)], then the rejections."""
     for i, reason in bad:
         yield beam.pvalue.TaggedOutput(REJECTED, rejection(original(i), reason))
     if bad:
         keep = np.setdiff1d(np.arange(len(x)), [i for i, _ in bad])
         x, rows = x[keep], [rows[i] for i in keep] if rows else rows
+        w = None if w is None else w[keep]
     if len(x):
-        yield _record_batch(x, rows, features, passthrough)
+        yield _record_batch(x, rows, features, passthrough, w)
 
 
 def _record_batch(
-    x: np.ndarray, rows: list, features: List[str], passthrough: pa.Schema
+    x: np.ndarray,
+    rows: list,
+    features: List[str],
+    passthrough: pa.Schema,
+    w: Optional[np.ndarray] = None,
 ) -> pa.RecordBatch:
-    """Valid rows float64 [n, D] (and their dicts, for the passthrough columns) -> a batch."""
-    columns = [matrix_to_features(x)] + [
-        pa.array([row.get(field.name) for row in rows], field.type)
-        if rows
-        else pa.nulls(len(x), field.type)
-        for field in passthrough
-    ]
-    return pa.RecordBatch.from_arrays(columns, names=[FEATURES_COLUMN] + passthrough.names)
+    """Valid rows float64 [n, D] (and their dicts, for the passthrough columns; their
+    weights float64 [n], if weighted) -> a batch."""
+    weights = [] if w is None else [pa.array(w, pa.float64())]
+    columns = (
+        [matrix_to_features(x)]
+        + weights
+        + [
+            pa.array([row.get(field.name) for row in rows], field.type)
+            if rows
+            else pa.nulls(len(x), field.type)
+            for field in passthrough
+        ]
+    )
+    names = [FEATURES_COLUMN] + ([WEIGHT_COLUMN] if w is not None else []) + passthrough.names
+    return pa.RecordBatch.from_arrays(columns, names=names)
 
 
 def _to_table(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
@@ -442,33 +497,44 @@ def _to_table(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
     return table if table.schema.equals(schema, check_metadata=False) else table.cast(schema)
 
 
-def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int):
+def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int, weighted: bool = False):
+    """(hashes, rows float64 [n, D]), or weighted (priority keys, rows, weights float64 [n])."""
     x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
-    return row_hashes(x, seed), x
+    if not weighted:
+        return row_hashes(x, seed), x
+    w = batch.column(WEIGHT_COLUMN).to_numpy(zero_copy_only=False).astype(np.float64)
+    return priority_keys(row_hashes(x, seed), w), x, w
 
 
 def _standardized_sample(
-    sample, transform_dir: str, features: List[str], impute: bool, ready
-) -> np.ndarray:
+    sample, transform_dir: str, ready, m: int, features: List[str], impute: bool
+):
     """The bottom-m sample -> its rows standardized, float64 [m, D] (float32 values, like
-    the shards). Imputing, a feature no valid row has a value of is an error: its mean,
-    what a missing value becomes, does not exist."""
+    the shards); weighted, a Sample of the m rows standardized, their weights and the
+    m + 1 keys (`seeding.sample_rows` weighs them). Imputing, a feature no valid row
+    has a value of is an error: its mean, what a missing value becomes, does not exist."""
     del ready  # orders this step after the transform is written
     if len(sample.rows) == 0:
         raise UserInputError("no valid rows to cluster: every row was rejected")
     job_metrics.record_time(job_metrics.ANALYSED_MS)  # (the transform is written)
-    job_metrics.record(job_metrics.SAMPLE_ROWS, len(sample.rows))
-    standardizer = Standardizer(transform_dir, sample.rows.shape[1])
+    rows = sample.rows[:m]
+    job_metrics.record(job_metrics.SAMPLE_ROWS, len(rows))
+    standardizer = Standardizer(transform_dir, rows.shape[1])
     if impute:
         mean, _ = standardizer.mean_and_std()
         filled = standardizer(np.full((1, len(features)), np.nan))[0]
-        for name, m, f in zip(features, mean, filled):
-            if np.isnan(m) or np.isnan(f):
+        for name, mu, f in zip(features, mean, filled):
+            if np.isnan(mu) or np.isnan(f):
                 raise UserInputError(
                     f"feature {name!r} has no value in any valid row: there is no "
                     f"mean to impute (--missing impute); leave it out of --features"
                 )
-    return standardizer(sample.rows).astype(np.float64)
+    x = standardizer(rows).astype(np.float64)
+    if sample.weights is None:
+        return x
+    if not sample.weights.any():  # the sample takes rows of positive weight first
+        raise UserInputError("every valid row has weight 0: there is nothing to cluster")
+    return Sample(sample.hashes, x, sample.weights[:m])
 
 
 def _centroids(state: RoundState, transform_dir: str, features: List[str], ready) -> Centroids:

@@ -25,9 +25,11 @@ from transforms.beam.combiners import (
 )
 from transforms.beam.shards import (
     FEATURES_COLUMN,
+    WEIGHT_COLUMN,
     get_shard_cache,
     iter_passthrough,
     iter_standardized,
+    row_weights,
 )
 from transforms.core.lloyd import Candidates, RoundState, update_candidates
 from transforms.core.partials import Partials, merge
@@ -36,6 +38,7 @@ from transforms.core.statistics import (
     ClusterStats,
     ClusterTotals,
     QuantileSketch,
+    add_totals,
     anomaly_threshold,
     cluster_radii,
     normalized_distances,
@@ -55,6 +58,8 @@ class StepConfig(NamedTuple):
     n_far: re-seeding candidates carried in the partials.
     distance: "euclidean" or "cosine" (the rows and centroids are unit vectors,
         and the step's squared distances become 1 - cos: see `row_distances`).
+    weighted: the shards hold each row's weight (`shards.WEIGHT_COLUMN`): the
+        partial sums, inertia, radii and cluster weight sums are weighted.
     """
 
     n_features: int
@@ -63,6 +68,7 @@ class StepConfig(NamedTuple):
     devices: Optional[str] = None
     n_far: int = 16
     distance: str = "euclidean"
+    weighted: bool = False
 
     @property
     def cosine(self) -> bool:
@@ -107,7 +113,10 @@ class _PartialSumsFn(beam.DoFn):
         """
         cfg = self._config
         scored = [i for i, s in enumerate(candidates.states) if self._always or not s.converged]
-        parts = [Partials.zeros(len(s.centroids), cfg.n_features) for s in candidates.states]
+        parts = [
+            Partials.zeros(len(s.centroids), cfg.n_features, cfg.weighted)
+            for s in candidates.states
+        ]
         if not scored:
             return tuple(parts)
         centroids = [candidates.states[i].centroids.astype(np.float32) for i in scored]
@@ -117,16 +126,26 @@ class _PartialSumsFn(beam.DoFn):
         cached_rows = self._step.rows_per_call(cfg.batch_size, centroids)
         per_batch = [
             [
-                Partials.from_batch(x, result, cfg.cosine)
-                for result in self._step.groups(x, centroids, per_row=False)
+                Partials.from_batch(x, result, cfg.cosine, w)
+                for result in self._step.groups(x, centroids, per_row=False, weights=w)
             ]
-            for x in self._cache.batches(path, cfg.n_features, read_rows, cached_rows)
+            for x, w in _with_weights(
+                self._cache.batches(
+                    path, cfg.n_features, read_rows, cached_rows, weighted=cfg.weighted
+                ),
+                cfg.weighted,
+            )
         ]
         if not per_batch:
             return None
         for i, batches in zip(scored, zip(*per_batch)):
             parts[i] = merge(batches, cfg.n_far)
         return tuple(parts)
+
+
+def _with_weights(batches: Iterator, weighted: bool) -> Iterator[tuple]:
+    """`ShardCache.batches`' batches as (rows, weights float32 [n] or None) pairs."""
+    return batches if weighted else ((x, None) for x in batches)
 
 
 class ShardPartials(NamedTuple):
@@ -301,17 +320,19 @@ class _ClusterTotalsFn(beam.DoFn):
         read_rows = rows_per_call(cfg.batch_size, [centroids])
         cached_rows = self._step.rows_per_call(cfg.batch_size, [centroids])
         totals = [
-            ClusterTotals.of_rows(result.labels, result.sq_dist, len(centroids), cfg.cosine)
-            for result in (
-                self._step(x, centroids)
-                for x in self._cache.batches(path, cfg.n_features, read_rows, cached_rows)
+            ClusterTotals.of_rows(result.labels, result.sq_dist, len(centroids), cfg.cosine, w)
+            for result, w in (
+                (self._step(x, centroids), w)
+                for x, w in _with_weights(
+                    self._cache.batches(
+                        path, cfg.n_features, read_rows, cached_rows, weighted=cfg.weighted
+                    ),
+                    cfg.weighted,
+                )
             )
         ]
         if totals:
-            yield ClusterTotals(
-                np.sum([t.counts for t in totals], axis=0),
-                np.sum([t.distance_sums for t in totals], axis=0),
-            )
+            yield add_totals(totals)
 
 
 class _SketchShardFn(beam.DoFn):
@@ -369,12 +390,15 @@ class _AssignShardFn(beam.DoFn):
         parts, sketch = [], QuantileSketch()
         rows = rows_per_call(cfg.batch_size, [centroids])
         for batch, x in self._rows(path, rows):
-            result = self._step(x, centroids)
-            parts.append(Partials.from_batch(x, result, cfg.cosine))
+            w = row_weights(batch) if cfg.weighted else None
+            result = self._step(x, centroids, weights=w)
+            parts.append(Partials.from_batch(x, result, cfg.cosine, w))
             distance = row_distances(result.sq_dist, cfg.cosine)
             normalized = normalized_distances(distance, result.labels, radii)
             job_metrics.count(job_metrics.ROWS_ASSIGNED, len(x))
-            keep = [name for name in batch.schema.names if name != FEATURES_COLUMN]
+            # (The weights are the user's weight column's values, a passthrough column
+            # of their own when the assignments copy it.)
+            keep = [n for n in batch.schema.names if n not in (FEATURES_COLUMN, WEIGHT_COLUMN)]
             columns = [batch.column(name) for name in keep] + [
                 pa.array(result.labels),
                 pa.array(distance),

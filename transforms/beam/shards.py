@@ -1,7 +1,8 @@
 """Shards: Arrow IPC files of feature rows, standardized when read, and a bounded per-process cache.
 
 A shard holds the column `FEATURES_COLUMN` (list<float64>, D values a row, as
-validated) and any passthrough columns (the id, or all input columns); its
+validated), in a weighted fit `WEIGHT_COLUMN` (float64, each row's weight, which
+travels with its row to every pass) and any passthrough columns (the id, or all input columns); its
 schema metadata names the tf.Transform output that standardizes it (`KMeans`
 writes the shards in the read stage, before the analysis has finished).
 
@@ -36,6 +37,8 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.step.buffers import aligned_empty
 
 FEATURES_COLUMN = "__features__"
+# A weighted fit's row weights (float64, finite, >= 0), beside the features.
+WEIGHT_COLUMN = "__weight__"
 # Schema metadata of a raw shard: where its transform_fn is, and the run that
 # wrote it (a process may fit twice into the same output directory).
 TRANSFORM_DIR_KEY, RUN_KEY = b"shardmeans.transform_dir", b"shardmeans.run"
@@ -59,10 +62,14 @@ def matrix_to_features(x: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1)))
 
 
-def raw_shard_schema(passthrough: pa.Schema, transform_dir: str, run: str) -> pa.Schema:
-    """Columns of a raw shard: float64 features + passthrough; the metadata names its transform."""
+def raw_shard_schema(
+    passthrough: pa.Schema, transform_dir: str, run: str, weighted: bool = False
+) -> pa.Schema:
+    """Columns of a raw shard: float64 features (+ float64 weights) + passthrough; the
+    metadata names its transform."""
+    weight = [pa.field(WEIGHT_COLUMN, pa.float64())] if weighted else []
     return pa.schema(
-        [pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))] + list(passthrough),
+        [pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))] + weight + list(passthrough),
         metadata={TRANSFORM_DIR_KEY: transform_dir.encode(), RUN_KEY: run.encode()},
     )
 
@@ -174,7 +181,8 @@ def iter_standardized(
 
 
 def iter_passthrough(path: str, batch_size: int) -> Iterator[pa.RecordBatch]:
-    """Record batches (<= batch_size rows, file order) of a shard's columns but the features."""
+    """Record batches (<= batch_size rows, file order) of a shard's columns but the features
+    (the weights included, in a weighted fit)."""
     with _open_shard(path) as shard:
         columns = [name for name in shard.schema.names if name != FEATURES_COLUMN]
         yield from _record_batches(shard, batch_size, columns)
@@ -223,8 +231,14 @@ def default_cache_mb() -> int:
     return int(total // 4 >> 20)
 
 
+def row_weights(batch: pa.RecordBatch) -> np.ndarray:
+    """float32 [n]: a weighted shard's record batch's weights, as the step takes them."""
+    return batch.column(WEIGHT_COLUMN).to_numpy(zero_copy_only=False).astype(np.float32)
+
+
 class ShardCache:
-    """LRU cache of standardized shard feature matrices, bounded in bytes; thread-safe."""
+    """LRU cache of standardized shard feature matrices (and weights), bounded in bytes;
+    thread-safe."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -234,51 +248,74 @@ class ShardCache:
 
     def get(self, path: str) -> Optional[np.ndarray]:
         """The cached standardized float32 [n, D] rows of the shard at `path`, or None."""
+        item = self._get(path)
+        return None if item is None else item[0]
+
+    def _get(self, path: str) -> Optional[tuple]:
+        """(rows, weights float32 [n] or None) of the shard at `path`, or None."""
         with self._lock:
-            x = self._items.get(path)
-            if x is not None:
+            item = self._items.get(path)
+            if item is not None:
                 self._items.move_to_end(path)
-            return x
+            return item
 
     def batches(
-        self, path: str, n_features: int, batch_size: int, cached_batch_size: Optional[int] = None
-    ) -> Iterator[np.ndarray]:
-        """Standardized float32 [<= batch_size, D] batches of the shard at `path`, in file order.
+        self,
+        path: str,
+        n_features: int,
+        batch_size: int,
+        cached_batch_size: Optional[int] = None,
+        weighted: bool = False,
+    ) -> Iterator:
+        """Standardized float32 [<= batch_size, D] batches of the shard at `path`, in file order;
+        `weighted`: (rows, their weights float32 [<= batch_size]) pairs.
 
         cached_batch_size: rows per batch when the shard is in the cache (default
         `batch_size`). Views of memory already there cost nothing to cut larger,
         whereas a read is fastest in batch_size chunks.
         """
-        x = self.get(path)
-        if x is not None:
+        item = self._get(path)
+        if item is not None and (item[1] is not None or not weighted):
+            x, w = item
             step = cached_batch_size or batch_size
             for start in range(0, len(x), step):
-                yield x[start : start + step]
+                part = x[start : start + step]
+                yield (part, w[start : start + step]) if weighted else part
             return
         # Filled in place as the batches stream by: one copy of the shard at
         # most, not a list of batches and then their concatenation.
         with _open_shard(path) as shard:
             n = _row_count(shard, path)
             # Aligned as TensorFlow's buffers are: the step reads batches of it in place.
-            kept = aligned_empty((n, n_features)) if n * n_features * 4 <= self.max_bytes else None
+            row_bytes = n_features * 4 + (4 if weighted else 0)
+            kept = aligned_empty((n, n_features)) if n * row_bytes <= self.max_bytes else None
+            kept_w = np.empty(n, np.float32) if kept is not None and weighted else None
+            columns = [FEATURES_COLUMN] + ([WEIGHT_COLUMN] if weighted else [])
             start = 0
-            for _, x in _standardized(shard, path, n_features, batch_size, [FEATURES_COLUMN]):
+            for batch, x in _standardized(shard, path, n_features, batch_size, columns):
+                w = row_weights(batch) if weighted else None
                 if kept is not None:
                     kept[start : start + len(x)] = x
+                    if weighted:
+                        kept_w[start : start + len(x)] = w
                 start += len(x)
-                yield x
+                yield (x, w) if weighted else x
         if kept is not None:
-            self._put(path, kept)
+            self._put(path, kept, kept_w)
 
-    def _put(self, path: str, x: np.ndarray) -> None:
+    def _put(self, path: str, x: np.ndarray, w: Optional[np.ndarray] = None) -> None:
+        nbytes = x.nbytes + (0 if w is None else w.nbytes)
         with self._lock:
-            if path in self._items:
+            if path in self._items and (w is None or self._items[path][1] is not None):
                 return
-            while self._items and self._bytes + x.nbytes > self.max_bytes:
+            old_item = self._items.pop(path, None)
+            if old_item is not None:
+                self._bytes -= sum(a.nbytes for a in old_item if a is not None)
+            while self._items and self._bytes + nbytes > self.max_bytes:
                 _, old = self._items.popitem(last=False)
-                self._bytes -= old.nbytes
-            self._items[path] = x
-            self._bytes += x.nbytes
+                self._bytes -= sum(a.nbytes for a in old if a is not None)
+            self._items[path] = (x, w)
+            self._bytes += nbytes
 
 
 @functools.lru_cache(maxsize=None)

@@ -239,7 +239,12 @@ def ward_merge(
 
 
 def merge_clusters(state: RoundState, n_groups: int) -> RoundState:
-    """`state` with the size-weighted Ward merge of its centroids into `n_groups` groups."""
-    linkage, mapping = ward_merge(state.centroids, state.counts, n_groups)
+    """`state` with the size-weighted Ward merge of its centroids into `n_groups` groups.
+
+    The size of a cluster is its weight sum in a weighted fit (a cluster of weight
+    W at c contributes to any weighted sum of squares as weight W at c would), else
+    its row count.
+    """
+    linkage, mapping = ward_merge(state.centroids, state.sizes, n_groups)
     logging.info("merged %d clusters into %d groups (Ward)", len(state.centroids), n_groups)
     return state._replace(merge_map=mapping.astype(np.int64), linkage=linkage)

@@ -4,7 +4,9 @@ Pure NumPy on O(K x D) state; it runs once per round, on one worker, after the
 combine. It follows scikit-learn's `_kmeans_single_lloyd` exactly: new
 centroids are sums / counts; an empty cluster takes the row farthest from its
 centroid (that row leaves its old cluster's sums); the run stops when the total
-squared centroid shift is <= tol.
+squared centroid shift is <= tol. Weighted (sample weights), as scikit-learn's
+with `sample_weight`: the sums are of w x, the counts become weight sums, and a
+cluster is empty when its weight sum is 0.
 """
 
 import logging
@@ -29,6 +31,7 @@ class RoundState(NamedTuple):
     inertia_history: inertia of each round against its starting centroids.
     reseeded: total number of empty clusters re-seeded so far.
     counts: int64 [K], rows per cluster in the last round (after re-seeding).
+    weights: float64 [K], their weight sums in a weighted fit (else None).
     merge_map: int64 [K], fine cluster -> merged group (see transforms.core.hierarchy), or None.
     linkage: float64 [K-1, 4], the Ward linkage behind merge_map, or None.
     """
@@ -41,6 +44,14 @@ class RoundState(NamedTuple):
     counts: Optional[np.ndarray] = None
     merge_map: Optional[np.ndarray] = None
     linkage: Optional[np.ndarray] = None
+    weights: Optional[np.ndarray] = None
+
+    @property
+    def sizes(self) -> Optional[np.ndarray]:
+        """float64 [K]: the clusters' weight sums (the row counts unweighted), or None."""
+        if self.weights is not None:
+            return self.weights
+        return None if self.counts is None else self.counts.astype(np.float64)
 
 
 class Candidates(NamedTuple):
@@ -67,31 +78,42 @@ class Candidates(NamedTuple):
         return all(state.converged for state in self.states)
 
 
-def relocate_empty_clusters(partials: Partials) -> Tuple[np.ndarray, np.ndarray, int]:
-    """Give every empty cluster one of the rows farthest from their centroids.
+def relocate_empty_clusters(
+    partials: Partials,
+) -> Tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Give every empty cluster (weight sum 0) one of the rows farthest from their centroids.
 
-    Returns (sums float64 [K, D], counts int64 [K], number re-seeded). As in
-    scikit-learn, the i-th empty cluster (by index) takes the i-th farthest row,
-    whose old cluster loses it.
+    Returns (sums float64 [K, D], counts int64 [K], number re-seeded, weight sums
+    float64 [K]). As in scikit-learn, the i-th empty cluster (by index) takes the
+    i-th farthest row (of positive weight), whose old cluster loses it: its
+    weighted sum w x and its weight w.
     """
     sums, counts = partials.sums.copy(), partials.counts.copy()
-    empty = np.flatnonzero(counts == 0)
+    weights = partials.weight_sums.copy()
+    empty = np.flatnonzero(weights == 0)
     if empty.size == 0:
-        return sums, counts, 0
+        return sums, counts, 0, weights
     n = min(empty.size, partials.far_dist.size)
     if n < empty.size:
         logging.warning(
             "%d empty clusters but only %d re-seeding candidates; raise n_far", empty.size, n
         )
-    for cluster, row, old in zip(empty[:n], partials.far_rows[:n], partials.far_labels[:n]):
-        sums[old] -= row
+    far_weights = partials.far_weight_values
+    for cluster, row, old, w in zip(
+        empty[:n], partials.far_rows[:n], partials.far_labels[:n], far_weights[:n]
+    ):
+        # Unweighted, w is 1: the row itself moves.
+        moved = row * w if partials.weights is not None else row
+        sums[old] -= moved
         counts[old] -= 1
-        sums[cluster] = row
-        counts[cluster] = 1
+        weights[old] -= w
+        sums[cluster] = moved
+        counts[cluster] += 1  # (0 unweighted; weighted, its rows of weight 0 stay)
+        weights[cluster] = w
     logging.warning(
         "re-seeded %d empty cluster(s) %s with the farthest rows", n, empty[:n].tolist()
     )
-    return sums, counts, n
+    return sums, counts, n, weights
 
 
 def lloyd_update(
@@ -101,19 +123,20 @@ def lloyd_update(
 
     spherical (cosine distance, unit rows): each new centroid is its cluster's
     sum divided by the sum's L2 norm, not by the count (a zero sum keeps the
-    centroid it had).
+    centroid it had). Weighted partials: the weighted mean (spherical: the
+    normalized weighted sum); a cluster of weight 0 keeps its centroid.
     """
     if state.converged:
         return state
-    sums, counts, reseeded = relocate_empty_clusters(partials)
+    sums, counts, reseeded, weights = relocate_empty_clusters(partials)
     centroids = state.centroids.copy()
-    nonempty = counts > 0
+    nonempty = weights > 0
     if spherical:
         norms = np.linalg.norm(sums, axis=1)
         nonempty &= norms > 0
         centroids[nonempty] = sums[nonempty] / norms[nonempty, None]
     else:
-        centroids[nonempty] = sums[nonempty] / counts[nonempty, None]
+        centroids[nonempty] = sums[nonempty] / weights[nonempty, None]
     shift = np.sum((centroids - state.centroids) ** 2, axis=1)
     new = RoundState(
         centroids=centroids,
@@ -122,6 +145,7 @@ def lloyd_update(
         inertia_history=state.inertia_history + (partials.inertia,),
         reseeded=state.reseeded + reseeded,
         counts=counts,
+        weights=None if partials.weights is None else weights,
     )
     _LOG.info(
         "round %d%s: inertia %.6g, largest shift %.3g, total squared shift %.3g%s",

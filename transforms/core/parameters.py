@@ -150,6 +150,16 @@ INPUT = (
         template_pattern=r"^.+$",
     ),
     Parameter(
+        "weight_column",
+        "fit only: numeric column of each row's weight (sample weights, as scikit-learn's "
+        "sample_weight): a finite number >= 0, 0 assigning the row without moving any "
+        "centroid; a missing, null, NaN, infinite or negative weight rejects the row. Not "
+        "a feature; the standardization stays unweighted",
+        "Weight column",
+        default_help="every row weighs 1",
+        template_pattern=r"^.+$",
+    ),
+    Parameter(
         "on_invalid",
         "a row with a missing, empty, non-numeric, NaN or infinite feature: 'reject' "
         "writes it with its file, row and reason under OUTPUT/rejected/; 'fail' stops "

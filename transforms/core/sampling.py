@@ -5,9 +5,19 @@ a bottom-m sample. Every runner computes the same one, whatever the shards,
 bundles or worker count, because a row's hash depends on nothing but its values
 and the seed. `transforms.beam.combiners.BottomSampleFn` draws it in a pass;
 `transforms.core.seeding` starts the fits from it.
+
+A weighted fit draws a weighted sample the same way, by priority sampling
+(Duffield, Lund and Thorup, 2007): a row of weight w gets the key u / w, u in
+(0, 1] from its hash, and the sample is the m rows of smallest key (largest
+priority w / u), again a function of the rows alone. With the (m+1)-th key
+kept, tau = 1 / that key gives each sampled row the weight max(w, tau), whose
+sums over any subset are unbiased for the sums of the weights of all rows
+(`priority_weights`); with no more than m rows, tau is 0 and the sample is the
+rows with their own weights. A row of weight 0 has key +inf: drawn only when
+there are at most m rows of positive weight, and then with weight 0.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -29,27 +39,57 @@ def row_hashes(x: np.ndarray, seed: int) -> np.ndarray:
     return h
 
 
+def priority_keys(hashes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """uint64 [n]: the keys of weighted rows, u / w as float64 bits, u in (0, 1] the top 53
+    bits of each row's hash, w float64 [n] >= 0 its weight (w = 0: +inf). Non-negative
+    float64s order as their bits do, so the keys sort as the hashes do."""
+    u = ((hashes >> np.uint64(11)).astype(np.float64) + 1.0) / float(1 << 53)
+    with np.errstate(divide="ignore", over="ignore"):
+        keys = u / np.asarray(weights, np.float64)
+    return np.ascontiguousarray(keys).view(np.uint64)
+
+
+def priority_weights(sample: "Sample", r: int) -> np.ndarray:
+    """float64 [min(r, m')]: the weights of the first r rows of a weighted `sample` (in key
+    order, holding one row beyond them when there were more), as priority sampling
+    estimates them: max(w, tau), tau = 1 / the (r+1)-th key (0 if there is none)."""
+    n = min(r, len(sample.hashes))
+    tau = 0.0
+    if len(sample.hashes) > r:
+        tau = 1.0 / float(sample.hashes[r : r + 1].view(np.float64)[0])
+    return np.maximum(sample.weights[:n], tau)
+
+
 class Sample(NamedTuple):
-    """A bottom-m sample: hashes uint64 [m'] ascending, rows float64 [m', D]."""
+    """A bottom-m sample: hashes uint64 [m'] ascending, rows float64 [m', D]; weighted,
+    the hashes are `priority_keys` and weights float64 [m'] the rows' own weights."""
 
     hashes: np.ndarray
     rows: np.ndarray
+    weights: Optional[np.ndarray] = None
 
 
-def _bottom(hashes: np.ndarray, rows: np.ndarray, m: int) -> Sample:
-    """The m smallest (hash, row) pairs in ascending order; equal hashes by row values."""
+def _bottom(
+    hashes: np.ndarray, rows: np.ndarray, m: int, weights: Optional[np.ndarray] = None
+) -> Sample:
+    """The m smallest (hash, row) pairs in ascending order; equal hashes by row values
+    (and weights, which travel with their rows)."""
     if len(hashes) > m:
         cut = np.partition(hashes, m - 1)[m - 1]
         keep = hashes <= cut
         hashes, rows = hashes[keep], rows[keep]
+        weights = None if weights is None else weights[keep]
     order = np.argsort(hashes, kind="stable")
     hashes, rows = hashes[order], rows[order]
+    weights = None if weights is None else weights[order]
     if np.any(hashes[1:] == hashes[:-1]):
         # Duplicate rows share a hash: order them by their values too, so that
         # the sample does not depend on the order rows arrived in (rare: sort all).
-        order = np.lexsort(tuple(rows.T[::-1]) + (hashes,))
+        extra = () if weights is None else (weights,)
+        order = np.lexsort(extra + tuple(rows.T[::-1]) + (hashes,))
         hashes, rows = hashes[order], rows[order]
-    return Sample(hashes[:m], rows[:m])
+        weights = None if weights is None else weights[order]
+    return Sample(hashes[:m], rows[:m], None if weights is None else weights[:m])
 
 
 class _Bottom:

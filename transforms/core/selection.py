@@ -5,6 +5,12 @@ sample: the inertias come from a pass over all rows
 (`transforms.beam.rounds.EvaluateCandidates`); the silhouette,
 Calinski-Harabasz and Davies-Bouldin scores, which need rows
 and labels, from the sample (scikit-learn's `sklearn.metrics`).
+
+A weighted fit's inertias are weighted (the partials'); scikit-learn's scores
+take no weights, so they score a weighted resample of the init sample: its
+rows drawn with replacement in proportion to their weights (seeded), as many
+as the sample holds, which stands for the weighted rows as integer weights
+stand for repeated rows.
 """
 
 from typing import NamedTuple, Optional, Sequence, Tuple
@@ -14,6 +20,7 @@ import numpy as np
 from transforms.core.errors import UserInputError
 from transforms.core.lloyd import Candidates, RoundState
 from transforms.core.partials import Partials
+from transforms.core.seeding import InitSample, sample_rows
 
 # criterion -> True when larger is better
 CRITERIA = {"silhouette": True, "calinski_harabasz": True, "davies_bouldin": False}
@@ -87,14 +94,15 @@ def _restarts(
 def select(
     candidates: Candidates,
     final: Sequence[Partials],
-    sample: np.ndarray,
+    sample: InitSample,
     criterion: str = "silhouette",
     seed: int = 0,
 ) -> Selection:
     """Pick the lowest-inertia restart of each K, then the K that `criterion` scores best.
 
     final:  per candidate, its Partials against its final centroids over all rows.
-    sample: float64 [m, D], the standardized init sample the scores are computed on.
+    sample: float64 [m, D], the standardized init sample the scores are computed on
+            (weighted: a Sample, whose weighted resample they score; module doc).
     Ties go to the earlier candidate (the first seed, the smaller K).
     """
     if criterion not in CRITERIA:
@@ -109,8 +117,9 @@ def select(
         (index,) = best.values()
         return Selection(candidates.states[index], index, candidates.seeds[index], restarts)
 
+    rows = _scored_rows(sample, seed)
     sweep = tuple(
-        dict(k=k, inertia=final[i].inertia, **_scores(sample, candidates.states[i].centroids, seed))
+        dict(k=k, inertia=final[i].inertia, **_scores(rows, candidates.states[i].centroids, seed))
         for k, i in sorted(best.items())
     )
     scored = [row for row in sweep if row[criterion] is not None]
@@ -125,6 +134,17 @@ def select(
     return Selection(
         candidates.states[index], index, candidates.seeds[index], restarts, sweep, criterion
     )
+
+
+def _scored_rows(sample: InitSample, seed: int) -> np.ndarray:
+    """The rows the scores see: the sample's, or (weighted) its weighted resample."""
+    rows, w = sample_rows(sample)
+    if w is None:
+        return rows
+    if not w.sum() > 0:
+        raise UserInputError("every row of the init sample has weight 0: nothing to score")
+    drawn = np.random.RandomState(seed).choice(len(rows), len(rows), replace=True, p=w / w.sum())
+    return rows[np.sort(drawn)]
 
 
 def _scores(sample: np.ndarray, centroids: np.ndarray, seed: int) -> dict:

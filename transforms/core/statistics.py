@@ -33,19 +33,33 @@ class ClusterTotals(NamedTuple):
 
     counts:         int64 [K], rows per cluster.
     distance_sums:  float64 [K], sum of squared Euclidean distances (Euclidean
-                    fits) or of 1 - cos (cosine fits) of the cluster's rows.
+                    fits) or of 1 - cos (cosine fits) of the cluster's rows
+                    (weighted fits: each times its row's weight).
+    weights:        float64 [K], the rows' weight sums in a weighted fit, else None.
     """
 
     counts: np.ndarray
     distance_sums: np.ndarray
+    weights: Optional[np.ndarray] = None
 
     @classmethod
-    def of_rows(cls, labels: np.ndarray, sq_dist: np.ndarray, k: int, cosine: bool):
-        """Totals of rows with `labels` int64 [n] and the step's `sq_dist` float32 [n]."""
+    def of_rows(
+        cls,
+        labels: np.ndarray,
+        sq_dist: np.ndarray,
+        k: int,
+        cosine: bool,
+        w: Optional[np.ndarray] = None,
+    ):
+        """Totals of rows with `labels` int64 [n] and the step's `sq_dist` float32 [n]
+        (and weights `w` [n]: a weighted fit's)."""
         values = sq_dist.astype(np.float64) / 2 if cosine else sq_dist.astype(np.float64)
+        if w is not None:
+            values = values * w
         return cls(
             np.bincount(labels, minlength=k).astype(np.int64),
             np.bincount(labels, weights=values, minlength=k),
+            None if w is None else np.bincount(labels, weights=w, minlength=k),
         )
 
 
@@ -54,18 +68,26 @@ def add_totals(parts: Iterable[ClusterTotals]) -> Optional[ClusterTotals]:
     parts = list(parts)
     if not parts:
         return None
+    weighted = any(p.weights is not None for p in parts)
     return ClusterTotals(
-        np.sum([p.counts for p in parts], axis=0), np.sum([p.distance_sums for p in parts], axis=0)
+        np.sum([p.counts for p in parts], axis=0),
+        np.sum([p.distance_sums for p in parts], axis=0),
+        np.sum([p.weights for p in parts], axis=0) if weighted else None,
     )
 
 
 def cluster_radii(totals: ClusterTotals, cosine: bool) -> np.ndarray:
-    """float64 [K]: RMS distance to the centroid (cosine: mean 1 - cos); 0 for an empty cluster."""
+    """float64 [K]: RMS distance to the centroid (cosine: mean 1 - cos); 0 for an empty cluster.
+
+    Weighted totals: the weighted RMS (weighted mean), as the weighted inertia
+    sums it; 0 for a cluster of weight 0.
+    """
+    sizes = totals.counts if totals.weights is None else totals.weights
     mean = np.divide(
         totals.distance_sums,
-        totals.counts,
+        sizes,
         out=np.zeros(len(totals.counts)),
-        where=totals.counts > 0,
+        where=sizes > 0,
     )
     return mean if cosine else np.sqrt(mean)
 

@@ -18,6 +18,12 @@ the rows are in cache. On GPUs, or where the op cannot be built, it is the
 same step in TensorFlow's own ops compiled by XLA (a matrix product, argmin,
 gather and segment sums, each a pass over memory on CPU).
 
+Weighted fits (sample weights) pass each row's weight: the sums, inertia and
+per-cluster weight sums are then weighted (sum of w x, of w d^2, of w), by
+their own trace of the XLA step and their own instance of the op's kernel, so
+that an unweighted call runs the kernel it ran before weights (its only extra:
+the counts returned once more, as float64 weight sums, [G, K]).
+
 Build it with `get_step(devices)`, from `DoFn.setup()`: it is cached per
 process, so every round's DoFn shares the strategy and the compiled function
 (the XLA step traced once per batch-shape bucket and candidate layout, the op
@@ -53,6 +59,9 @@ class BatchResult(NamedTuple):
               farthest first (candidates for re-seeding empty clusters).
     far_sq_dist: float32 [c], their squared distances.
     far_labels:  int64 [c], their nearest centroids.
+    weights:  float64 [K], per-cluster sum of the rows' weights, when the call had
+              weights (then `sums` and `inertia` are weighted, and a row of weight 0
+              is never a far row); else None.
     """
 
     labels: Optional[np.ndarray]
@@ -63,6 +72,7 @@ class BatchResult(NamedTuple):
     far_rows: np.ndarray
     far_sq_dist: np.ndarray
     far_labels: np.ndarray
+    weights: Optional[np.ndarray] = None
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,13 +123,18 @@ class KMeansStep:
         # converting it would lengthen every trace (one per batch shape and layout)
         # for nothing (bench/RESULTS.md, 'Fixed costs').
         xla_step = tf.function(self._replica_step, jit_compile=True, autograph=False)
-        self._run_xla = tf.function(functools.partial(self._distributed, xla_step), autograph=False)
+        self._run_xla = {
+            weighted: tf.function(functools.partial(self._distributed, xla_step), autograph=False)
+            for weighted in (False, True)
+        }
         # The op is traced inline into the strategy's function (it has no XLA kernel).
         # reduce_retracing: after a second row count the trace takes any. Without
         # per-row results (a round's partial sums), the op writes no labels or
         # distances: 16 bytes a row less to allocate, write and convert.
+        # Weighted calls have functions of their own: their weights' shape ([rows],
+        # not [0]) would otherwise retrace the unweighted ones.
         self._run_op = {
-            per_row: tf.function(
+            (per_row, weighted): tf.function(
                 functools.partial(
                     self._distributed, functools.partial(self._native_step, per_row=per_row)
                 ),
@@ -127,6 +142,7 @@ class KMeansStep:
                 reduce_retracing=True,
             )
             for per_row in (True, False)
+            for weighted in (False, True)
         }
 
     @property
@@ -152,11 +168,13 @@ class KMeansStep:
         fused = self._fused_for_bytes(len(centroids) * k_max * d * 4)
         return rows_per_call(batch_size, centroids, fused)
 
-    def _native_step(self, x, valid, centroids, bias, per_row=True):
+    def _native_step(self, x, valid, centroids, bias, w=None, per_row=True):
         """`_replica_step`'s contract, as one fused op (labels and sq_dist [0, G]
         unless per_row)."""
+        if w is None:
+            w = self._tf.zeros([0], self._tf.float32)  # the op's unweighted kernel
         outputs = self._op.shardmeans_nearest_centroids(
-            x, valid, centroids, bias, n_far=self.n_far, per_row=per_row
+            x, valid, centroids, bias, w, n_far=self.n_far, per_row=per_row
         )
         # The op's own shape function cannot read its attributes (TensorFlow's C
         # API has no way to): the shapes that depend on them are set here.
@@ -172,8 +190,9 @@ class KMeansStep:
             outputs[i].set_shape(shape)
         return tuple(outputs)
 
-    def _replica_step(self, x, valid, centroids, bias):
-        """x float32 [b, D], valid bool [b], centroids float32 [G, K, D], bias float32 [G, K].
+    def _replica_step(self, x, valid, centroids, bias, w=None):
+        """x float32 [b, D], valid bool [b], centroids float32 [G, K, D], bias float32 [G, K],
+        w float32 [b] the rows' weights or None.
 
         G groups of K centroids (restarts, or the Ks of a sweep padded to the
         largest): one matrix product against all G*K, then everything per group.
@@ -192,16 +211,31 @@ class KMeansStep:
         diff = x[:, tf.newaxis, :] - tf.gather(flat, index)  # [b, G, D]
         sq_dist = tf.reduce_sum(diff * diff, axis=2)  # [b, G]
         segments = tf.where(valid[:, tf.newaxis], index, g * k)  # padding: a dropped segment
-        x64 = tf.broadcast_to(tf.cast(x, tf.float64)[:, tf.newaxis, :], [tf.shape(x)[0], g, d])
+        x64 = tf.cast(x, tf.float64)
+        if w is not None:
+            w64 = tf.cast(w, tf.float64)
+            x64 = x64 * w64[:, tf.newaxis]
+        x64 = tf.broadcast_to(x64[:, tf.newaxis, :], [tf.shape(x)[0], g, d])
         sums = tf.math.unsorted_segment_sum(x64, segments, g * k + 1)[: g * k]
         counts = tf.math.unsorted_segment_sum(
             tf.ones_like(segments, dtype=tf.int64), segments, g * k + 1
         )[: g * k]
-        masked = tf.where(valid[:, tf.newaxis], sq_dist, tf.zeros_like(sq_dist))
-        inertia = tf.reduce_sum(tf.cast(masked, tf.float64), axis=0)  # [G]
+        masked = tf.cast(
+            tf.where(valid[:, tf.newaxis], sq_dist, tf.zeros_like(sq_dist)), tf.float64
+        )
+        far_rows = valid
+        if w is None:
+            weight_sums = tf.cast(counts, tf.float64)
+        else:
+            weight_sums = tf.math.unsorted_segment_sum(
+                tf.broadcast_to(w64[:, tf.newaxis], [tf.shape(x)[0], g]), segments, g * k + 1
+            )[: g * k]
+            masked = masked * w64[:, tf.newaxis]
+            far_rows = valid & (w > 0)  # a row of weight 0 cannot re-seed a cluster
+        inertia = tf.reduce_sum(masked, axis=0)  # [G]
         n_far = min(self.n_far, x.shape[0])
         far_sq, far = tf.math.top_k(
-            tf.transpose(tf.where(valid[:, tf.newaxis], sq_dist, -tf.ones_like(sq_dist))), n_far
+            tf.transpose(tf.where(far_rows[:, tf.newaxis], sq_dist, -tf.ones_like(sq_dist))), n_far
         )
         far_labels = tf.gather(tf.transpose(labels), far, batch_dims=1)  # [G, n_far]
         return (
@@ -213,13 +247,14 @@ class KMeansStep:
             far,
             far_sq,
             far_labels,
+            tf.reshape(weight_sums, [g, k]),
         )
 
-    def _distributed(self, replica_step, xs, valids, centroids, bias):
+    def _distributed(self, replica_step, xs, valids, centroids, bias, ws=None):
         tf = self._tf
-        labels, sq_dist, sums, counts, inertia, far, far_sq, far_labels = self.strategy.run(
-            replica_step, args=(xs, valids, centroids, bias)
-        )
+        args = (xs, valids, centroids, bias) + (() if ws is None else (ws,))
+        outputs = self.strategy.run(replica_step, args=args)
+        labels, sq_dist, sums, counts, inertia, far, far_sq, far_labels, weight_sums = outputs
         total = lambda v: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
         local = lambda v, axis: tf.concat(self.strategy.experimental_local_results(v), axis=axis)
         return (
@@ -231,6 +266,7 @@ class KMeansStep:
             local(far, 1),
             local(far_sq, 1),
             local(far_labels, 1),
+            total(weight_sums),
         )
 
     def _as_tensor(self, a: np.ndarray):
@@ -244,12 +280,19 @@ class KMeansStep:
             return self._tf.experimental.dlpack.from_dlpack(a.__dlpack__())
         return self._tf.convert_to_tensor(a)
 
-    def __call__(self, x: np.ndarray, centroids: np.ndarray) -> BatchResult:
-        """Run the step on `x` float32 [n, D] against `centroids` float32 [K, D]."""
-        return self.groups(x, [centroids])[0]
+    def __call__(
+        self, x: np.ndarray, centroids: np.ndarray, weights: Optional[np.ndarray] = None
+    ) -> BatchResult:
+        """Run the step on `x` float32 [n, D] against `centroids` float32 [K, D]
+        (`weights` float32 [n]: weighted, see `groups`)."""
+        return self.groups(x, [centroids], weights=weights)[0]
 
     def groups(
-        self, x: np.ndarray, centroids: Sequence[np.ndarray], per_row: bool = True
+        self,
+        x: np.ndarray,
+        centroids: Sequence[np.ndarray],
+        per_row: bool = True,
+        weights: Optional[np.ndarray] = None,
     ) -> List[BatchResult]:
         """Run the step on `x` float32 [n, D] against G groups of centroids at once.
 
@@ -257,19 +300,29 @@ class KMeansStep:
         `x`, one matrix product against all of them; one BatchResult per group.
         per_row: False leaves out the labels and distances of every row (None in
         the results); the sums, counts, inertia and far rows are the same.
+        weights: float [n], each row's weight (finite, >= 0), or None: the sums and
+        inertia are weighted, and each result has the clusters' weight sums.
         """
         packed, bias = _pack(centroids)
         fused = self.fused_for(packed)
         rows, valid, starts = self._split_rows(x, fused)
-        run = self._run_op[per_row] if fused else self._run_xla
-        outputs = run(
+        weighted = weights is not None
+        run = self._run_op[per_row, weighted] if fused else self._run_xla[weighted]
+        args = [
             self._replica_values(rows, starts),
             self._replica_values(valid, starts),
             self._tf.constant(packed),
             self._tf.constant(bias),
-        )
+        ]
+        if weighted:
+            w = np.zeros(starts[-1], np.float32)  # padding rows weigh 0
+            w[: len(x)] = weights
+            args.append(self._replica_values(w, starts))
+        outputs = run(*args)
         # np.asarray: a view of each result tensor (.numpy() would copy it)
-        return self._unpack([np.asarray(o) for o in outputs], centroids, len(x), starts, per_row)
+        return self._unpack(
+            [np.asarray(o) for o in outputs], centroids, len(x), starts, per_row, weighted
+        )
 
     def _split_rows(self, x: np.ndarray, fused: bool):
         """`x` float32 [n, D] -> (rows float32 [N, D], valid bool [N], starts [R + 1]):
@@ -311,10 +364,11 @@ class KMeansStep:
         n: int,
         starts: List[int],
         per_row: bool,
+        weighted: bool = False,
     ) -> List[BatchResult]:
         """The distributed step's outputs (see `_distributed`) -> one BatchResult per group,
         without the padding rows and padding centroids."""
-        labels, sq, sums, counts, inertia, far, far_sq, far_labels = outputs
+        labels, sq, sums, counts, inertia, far, far_sq, far_labels, weight_sums = outputs
         r = self.n_replicas
         # Each replica's candidates index its own rows: make them batch indices.
         per_replica = [min(self.n_far, b - a) for a, b in zip(starts, starts[1:])]
@@ -334,6 +388,7 @@ class KMeansStep:
                     far_rows=far[i, keep].astype(np.int64),
                     far_sq_dist=far_sq[i, keep],
                     far_labels=far_labels[i, keep].astype(np.int64),
+                    weights=weight_sums[i, : len(c)] if weighted else None,
                 )
             )
         return results

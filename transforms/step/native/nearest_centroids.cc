@@ -6,13 +6,16 @@
 // For each row of x and each of G groups of K centroids: the nearest centroid of
 // the group and the squared distance to it; and per group, the per-cluster sums
 // and counts of the valid rows, their inertia, and the rows farthest from their
-// centroid.
+// centroid. Given row weights (sample weights), the sums, inertia and weight sums
+// are weighted: sum of w x, sum of w d^2, sum of w; the counts stay row counts.
 //
 // Inputs:
 //   x           float32 [rows, D]
 //   valid       bool    [rows]       false for a padding row: labelled, never summed
 //   centroids   float32 [G, K, D]    G, K and D at least 1
 //   bias        float32 [G, K]       0, or +inf for a padding centroid (it never wins)
+//   weights     float32 [rows] or [0]  each row's weight (finite, >= 0), or none: [0]
+//                                    (every row weighs 1; the unweighted kernel runs)
 // Attributes:
 //   n_far       int >= 0             how many far rows per group
 //   per_row     bool = true          false: no labels or sq_dist (a Lloyd round needs
@@ -28,8 +31,12 @@
 //                                    farthest first, padding rows counting as -1
 //   far_sq_dist float32 [G, F]       their squared distances (-1: a padding row)
 //   far_labels  int32   [G, F]       their nearest centroids
-// Shapes that disagree, empty centroids, or more rows than an int32 indexes: an
-// InvalidArgument error.
+//   weight_sums float64 [G, K]       per cluster, the sum of its valid rows' weights
+//                                    (without weights: the counts)
+// With weights, a row of weight 0 is labelled and counted but adds nothing to the
+// sums or inertia, and is never a far row (it counts as a padding row there: it
+// could not re-seed an empty cluster). Shapes that disagree, empty centroids, or more rows than an
+// int32 indexes: an InvalidArgument error.
 //
 // What tests/unit/test_native_op.py and tests/integration/test_native_op_processes.py
 // hold it to:
@@ -46,6 +53,9 @@
 //   number of threads (SHARDMEANS_OP_THREADS, the CPU affinity) and whether other
 //   calls run at the same time.
 // - per_row=false leaves every other output the same, bit for bit.
+// - With weights, the sums, inertia and weight sums are NumPy's weighted ones within
+//   float64 rounding (tests/unit/test_weighted_step.py), and weights of 1 give the
+//   unweighted outputs bit for bit.
 // - Builds for narrower vector widths (-march=x86-64-v3, a generic build) pass the
 //   same result tests. Between widths the results agree within rounding, not bit
 //   for bit: the vectors' lanes are summed in another order.
@@ -248,6 +258,7 @@ class TopN {
 struct Partial {
   std::vector<double> sums;
   std::vector<int64_t> counts;
+  std::vector<double> weight_sums;  // [g * k_pad], weighted calls only
   std::vector<double> inertia;
   std::vector<TopN> far;
 };
@@ -315,6 +326,22 @@ inline float SquaredDistance(const float* x, const float* c, int64_t d) {
   return total;
 }
 
+// sums[i] += w x[i] for i < d, in float64 (the weighted kernel's AddWidened).
+inline void AddWeighted(const float* x, double w, double* sums, int64_t d) {
+  constexpr int kHalf = kLanes / 2;
+  const VecDH wv = VecDH{} + w;
+  int64_t i = 0;
+  for (; i + kHalf <= d; i += kHalf) {
+    VecFH xf;
+    VecDH s;
+    std::memcpy(&xf, x + i, sizeof(xf));
+    std::memcpy(&s, sums + i, sizeof(s));
+    s += __builtin_convertvector(xf, VecDH) * wv;
+    std::memcpy(sums + i, &s, sizeof(s));
+  }
+  for (; i < d; ++i) sums[i] += static_cast<double>(x[i]) * w;
+}
+
 // sums[i] += x[i] for i < d, in float64, half a float vector's lanes at a time so
 // that the doubles fill one register of the machine's width. (A fixed 8-wide
 // double type, 512 bits, is wider than an AVX2 register and goes through the
@@ -334,8 +361,12 @@ inline void AddWidened(const float* x, double* sums, int64_t d) {
 }
 
 // Rows [begin, end) of x: labels and distances out (unless null), sums into `part`.
-void AssignRows(const float* x, const bool* valid, const float* centroids, const Layout& L,
-                int64_t begin, int64_t end, int32_t* labels, float* sq_dist, Partial* part) {
+// Weighted: `weights` [rows] scale each row's sums and distance (a separate
+// instance, so that the unweighted kernel is the one it always was).
+template <bool Weighted>
+void AssignRows(const float* x, const bool* valid, const float* weights, const float* centroids,
+                const Layout& L, int64_t begin, int64_t end, int32_t* labels, float* sq_dist,
+                Partial* part) {
   std::vector<float> tile(kRows * L.cols);
   const int64_t k_vec = L.k_pad / kLanes;
   for (int64_t r0 = begin; r0 < end; r0 += kRows) {
@@ -365,12 +396,23 @@ void AssignRows(const float* x, const bool* valid, const float* centroids, const
           labels[row * L.g + g] = k;
           sq_dist[row * L.g + g] = dist[r];
         }
-        part->far[g].Offer({valid[row] ? dist[r] : -1.0f, static_cast<int32_t>(row), k});
-        if (!valid[row]) continue;
         const int64_t j = g * L.k_pad + k;
-        AddWidened(rows[r], part->sums.data() + j * L.d, L.d);
-        part->counts[j] += 1;
-        inertia += static_cast<double>(dist[r]);
+        if constexpr (Weighted) {
+          const bool counted = valid[row] && weights[row] > 0.0f;
+          part->far[g].Offer({counted ? dist[r] : -1.0f, static_cast<int32_t>(row), k});
+          if (!valid[row]) continue;
+          const double w = static_cast<double>(weights[row]);
+          AddWeighted(rows[r], w, part->sums.data() + j * L.d, L.d);
+          part->counts[j] += 1;
+          part->weight_sums[j] += w;
+          inertia += w * static_cast<double>(dist[r]);
+        } else {
+          part->far[g].Offer({valid[row] ? dist[r] : -1.0f, static_cast<int32_t>(row), k});
+          if (!valid[row]) continue;
+          AddWidened(rows[r], part->sums.data() + j * L.d, L.d);
+          part->counts[j] += 1;
+          inertia += static_cast<double>(dist[r]);
+        }
       }
       part->inertia[g] += inertia;
     }
@@ -520,25 +562,27 @@ bool Invalid(TF_Status* status, const char* message) {
 
 // The op's inputs (the contract's shapes checked), held for the call.
 struct Inputs {
-  TensorPtr held[4];
+  TensorPtr held[5];
   int64_t n, g, k, d;  // x is [n, d], centroids [g, k, d]
   const float* x;
   const bool* valid;
   const float* centroids;
   const float* bias;
+  const float* weights;  // [n], or null: unweighted
 };
 
-// Reads the four inputs and checks their shapes against each other, so that the
+// Reads the five inputs and checks their shapes against each other, so that the
 // steps after it may index them without checks; false, with `status` set, if not.
 bool ReadInputs(TF_OpKernelContext* ctx, Inputs* in, TF_Status* status) {
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 5; ++i) {
     TF_Tensor* t = nullptr;
     TF_GetInput(ctx, i, &t, status);
     if (TF_GetCode(status) != TF_OK) return false;
     in->held[i].reset(t);
   }
   const TF_Tensor *x = in->held[0].get(), *valid = in->held[1].get(),
-                  *centroids = in->held[2].get(), *bias = in->held[3].get();
+                  *centroids = in->held[2].get(), *bias = in->held[3].get(),
+                  *weights = in->held[4].get();
   if (TF_NumDims(x) != 2) return Invalid(status, "x must be [rows, D]");
   if (TF_NumDims(centroids) != 3) return Invalid(status, "centroids must be [G, K, D]");
   const int64_t n = TF_Dim(x, 0), g = TF_Dim(centroids, 0), k = TF_Dim(centroids, 1),
@@ -548,6 +592,8 @@ bool ReadInputs(TF_OpKernelContext* ctx, Inputs* in, TF_Status* status) {
     return Invalid(status, "valid must be [rows]");
   if (TF_NumDims(bias) != 2 || TF_Dim(bias, 0) != g || TF_Dim(bias, 1) != k)
     return Invalid(status, "bias must be [G, K]");
+  if (TF_NumDims(weights) != 1 || (TF_Dim(weights, 0) != n && TF_Dim(weights, 0) != 0))
+    return Invalid(status, "weights must be [rows] or [0]");
   if (g <= 0 || k <= 0 || d <= 0) return Invalid(status, "centroids must not be empty");
   if (n > std::numeric_limits<int32_t>::max())
     return Invalid(status, "x has more rows than int32 indexes");
@@ -559,12 +605,15 @@ bool ReadInputs(TF_OpKernelContext* ctx, Inputs* in, TF_Status* status) {
   in->valid = static_cast<const bool*>(TF_TensorData(valid));
   in->centroids = static_cast<const float*>(TF_TensorData(centroids));
   in->bias = static_cast<const float*>(TF_TensorData(bias));
+  // [0] is unweighted even with no rows ([0] either way: nothing to weigh).
+  in->weights = TF_Dim(weights, 0) == n && n > 0 ? static_cast<const float*>(TF_TensorData(weights))
+                                                 : nullptr;
   return true;
 }
 
-// The op's eight outputs, held for the call.
+// The op's nine outputs, held for the call.
 struct Outputs {
-  TensorPtr held[8];
+  TensorPtr held[9];
   int64_t n_far;        // F: the far rows' second dimension
   int32_t* labels;      // null unless per_row
   float* sq_dist;       // null unless per_row
@@ -574,6 +623,7 @@ struct Outputs {
   int32_t* far;         // [g, n_far]
   float* far_sq_dist;   // [g, n_far]
   int32_t* far_labels;  // [g, n_far]
+  double* weight_sums;  // [g, k]
 };
 
 // Allocates the outputs in the contract's shapes (labels and sq_dist [0, G] unless
@@ -587,7 +637,7 @@ bool AllocateOutputs(TF_OpKernelContext* ctx, const Attrs& attrs, const Inputs& 
     TF_DataType dtype;
     std::vector<int64_t> dims;
   };
-  const Spec specs[8] = {
+  const Spec specs[9] = {
       {TF_INT32, {per_row_n, g}},  // labels
       {TF_FLOAT, {per_row_n, g}},  // sq_dist
       {TF_DOUBLE, {g, k, d}},      // sums
@@ -596,9 +646,10 @@ bool AllocateOutputs(TF_OpKernelContext* ctx, const Attrs& attrs, const Inputs& 
       {TF_INT32, {g, n_far}},      // far
       {TF_FLOAT, {g, n_far}},      // far_sq_dist
       {TF_INT32, {g, n_far}},      // far_labels
+      {TF_DOUBLE, {g, k}},         // weight_sums
   };
-  void* data[8];
-  for (int i = 0; i < 8; ++i) {
+  void* data[9];
+  for (int i = 0; i < 9; ++i) {
     size_t bytes = TF_DataTypeSize(specs[i].dtype);
     for (int64_t dim : specs[i].dims) bytes *= dim;
     out->held[i].reset(TF_AllocateOutput(ctx, i, specs[i].dtype, specs[i].dims.data(),
@@ -615,6 +666,7 @@ bool AllocateOutputs(TF_OpKernelContext* ctx, const Attrs& attrs, const Inputs& 
   out->far = static_cast<int32_t*>(data[5]);
   out->far_sq_dist = static_cast<float*>(data[6]);
   out->far_labels = static_cast<int32_t*>(data[7]);
+  out->weight_sums = static_cast<double*>(data[8]);
   return true;
 }
 
@@ -666,11 +718,13 @@ Units PartitionRows(int64_t n, const Layout& L) {
 }
 
 // A zeroed Partial per unit, for the units to fill without sharing anything.
-std::vector<Partial> NewPartials(const Units& units, const Layout& L, int64_t n_far) {
+std::vector<Partial> NewPartials(const Units& units, const Layout& L, int64_t n_far,
+                                 bool weighted) {
   std::vector<Partial> parts(units.count);
   for (Partial& p : parts) {
     p.sums.assign(L.g * L.k_pad * L.d, 0.0);
     p.counts.assign(L.g * L.k_pad, 0);
+    if (weighted) p.weight_sums.assign(L.g * L.k_pad, 0.0);
     p.inertia.assign(L.g, 0.0);
     p.far.assign(L.g, TopN(n_far));
   }
@@ -682,8 +736,13 @@ std::vector<Partial> NewPartials(const Units& units, const Layout& L, int64_t n_
 void RunUnits(const Inputs& in, const Layout& L, const Units& units, Outputs* out,
               std::vector<Partial>* parts) {
   WorkerPool::Get().Run(units.count, [&](int64_t u) {
-    AssignRows(in.x, in.valid, in.centroids, L, u * units.rows,
-               std::min(in.n, (u + 1) * units.rows), out->labels, out->sq_dist, &(*parts)[u]);
+    const int64_t begin = u * units.rows, end = std::min(in.n, (u + 1) * units.rows);
+    if (in.weights != nullptr)
+      AssignRows<true>(in.x, in.valid, in.weights, in.centroids, L, begin, end, out->labels,
+                       out->sq_dist, &(*parts)[u]);
+    else
+      AssignRows<false>(in.x, in.valid, nullptr, in.centroids, L, begin, end, out->labels,
+                        out->sq_dist, &(*parts)[u]);
   });
 }
 
@@ -704,26 +763,32 @@ void MergeFarRows(const std::vector<Partial>& parts, int64_t g, Outputs* out) {
   }
 }
 
-// The units' sums, counts and inertia added in unit order (a fixed order, whatever
-// the threads), dropping the padding columns of k_pad.
-void MergeSums(const std::vector<Partial>& parts, const Layout& L, Outputs* out) {
+// The units' sums, counts, weight sums and inertia added in unit order (a fixed
+// order, whatever the threads), dropping the padding columns of k_pad. Unweighted,
+// the weight sums are the counts.
+void MergeSums(const std::vector<Partial>& parts, const Layout& L, bool weighted, Outputs* out) {
   const int64_t g = L.g, k = L.k, d = L.d;
   double* sums = out->sums;
   int64_t* counts = out->counts;
   double* inertia = out->inertia;
+  double* weight_sums = out->weight_sums;
   std::fill(sums, sums + g * k * d, 0.0);
   std::fill(counts, counts + g * k, 0);
   std::fill(inertia, inertia + g, 0.0);
+  std::fill(weight_sums, weight_sums + g * k, 0.0);
   for (const Partial& p : parts) {
     for (int64_t gi = 0; gi < g; ++gi) {
       inertia[gi] += p.inertia[gi];
       for (int64_t ki = 0; ki < k; ++ki) {
         const int64_t from = gi * L.k_pad + ki, to = gi * k + ki;
         counts[to] += p.counts[from];
+        if (weighted) weight_sums[to] += p.weight_sums[from];
         for (int64_t i = 0; i < d; ++i) sums[to * d + i] += p.sums[from * d + i];
       }
     }
   }
+  if (!weighted)
+    for (int64_t j = 0; j < g * k; ++j) weight_sums[j] = static_cast<double>(counts[j]);
 }
 
 // The kernel's body, the steps above in order; an error leaves it with `status` set.
@@ -734,10 +799,11 @@ void Compute(const Attrs& attrs, TF_OpKernelContext* ctx, TF_Status* status) {
   if (!AllocateOutputs(ctx, attrs, in, &out, status)) return;
   const Layout L = MakeLayout(in);
   const Units units = PartitionRows(in.n, L);
-  std::vector<Partial> parts = NewPartials(units, L, out.n_far);
+  const bool weighted = in.weights != nullptr;
+  std::vector<Partial> parts = NewPartials(units, L, out.n_far, weighted);
   RunUnits(in, L, units, &out, &parts);
   MergeFarRows(parts, L.g, &out);
-  MergeSums(parts, L, &out);
+  MergeSums(parts, L, weighted, &out);
 }
 
 void ComputeOrFail(void* attrs, TF_OpKernelContext* ctx) {
@@ -749,8 +815,8 @@ void ComputeOrFail(void* attrs, TF_OpKernelContext* ctx) {
 
 // ---- Registration ----
 
-// Shapes that follow from the inputs alone: sums [G, K, D], counts [G, K] and
-// inertia [G]. The others depend on the attributes, which the C API's shape
+// Shapes that follow from the inputs alone: sums [G, K, D], counts [G, K],
+// inertia [G] and weight_sums [G, K]. The others depend on the attributes, which the C API's shape
 // functions cannot read; the Python caller sets them (transforms/step/step.py).
 void InferShapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
   TF_ShapeInferenceContextSetUnknownShape(ctx, status);
@@ -763,6 +829,8 @@ void InferShapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
   for (int64_t out = 3, rank = 2; out <= 4 && TF_GetCode(status) == TF_OK; ++out, --rank) {
     TF_ShapeInferenceContextSubshape(ctx, centroids, 0, rank, part, status);
     if (TF_GetCode(status) == TF_OK) TF_ShapeInferenceContextSetOutput(ctx, out, part, status);
+    if (out == 3 && TF_GetCode(status) == TF_OK)
+      TF_ShapeInferenceContextSetOutput(ctx, 8, part, status);  // weight_sums, as counts
   }
   TF_DeleteShapeHandle(part);
   TF_DeleteShapeHandle(centroids);
@@ -772,11 +840,12 @@ void InferShapes(TF_ShapeInferenceContext* ctx, TF_Status* status) {
 bool Register() {
   constexpr char kName[] = "ShardmeansNearestCentroids";
   TF_OpDefinitionBuilder* op = TF_NewOpDefinitionBuilder(kName);
-  for (const char* spec : {"x: float", "valid: bool", "centroids: float", "bias: float"})
+  for (const char* spec :
+       {"x: float", "valid: bool", "centroids: float", "bias: float", "weights: float"})
     TF_OpDefinitionBuilderAddInput(op, spec);
   for (const char* spec :
        {"labels: int32", "sq_dist: float", "sums: double", "counts: int64", "inertia: double",
-        "far: int32", "far_sq_dist: float", "far_labels: int32"})
+        "far: int32", "far_sq_dist: float", "far_labels: int32", "weight_sums: double"})
     TF_OpDefinitionBuilderAddOutput(op, spec);
   TF_OpDefinitionBuilderAddAttr(op, "n_far: int >= 0");
   TF_OpDefinitionBuilderAddAttr(op, "per_row: bool = true");
