@@ -41,6 +41,7 @@ class ScoreSpec(NamedTuple):
     batch_size: int
     outputs: Tuple[str, ...]  # the per-row outputs, in their column order
     contamination: Optional[float]  # --contamination: overrides the model's
+    top_n: int  # nearest centroids per row (0: none)
     training: Optional[dict]  # assign.training_statistics: what drift compares with
     needs_directions: bool = False  # see FitSpec.needs_directions; the model serves any row
     missing: str = "reject"  # the model's: "impute" reads a missing value as one to impute
@@ -75,10 +76,12 @@ def _model_dir(path: str) -> str:
     return model_dir
 
 
-def _describe(model_dir: str, contamination: Optional[float]):
+def _describe(model_dir: str, contamination: Optional[float], top_n: int):
     try:
-        return describe_model(model_dir, contamination)
+        return describe_model(model_dir, contamination, top_n)
     except Exception as e:  # noqa: BLE001 -- any load failure is the model's, named below
+        if isinstance(e, ValueError) and str(e).startswith("top_n "):  # the flag's, not the model's
+            raise UserInputError(f"--{e}") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserInputError(
             f"--model {model_dir} cannot be loaded as a shardmeans model: {first}"
@@ -104,7 +107,9 @@ def score_spec(options) -> ScoreSpec:
     model_dir = _model_dir(absolute_path(model))
     contamination = options.view_as(AnomalyOptions).contamination
     parameters.BY_NAME["contamination"].check(contamination, "--")
-    features, outputs, missing = _describe(model_dir, contamination)
+    top_n = out.top_n
+    parameters.BY_NAME["top_n"].check(top_n, "--")
+    features, outputs, missing = _describe(model_dir, contamination, top_n)
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     return ScoreSpec(
         absolute_path(inp.input),
@@ -119,6 +124,7 @@ def score_spec(options) -> ScoreSpec:
         km.batch_size,
         tuple(outputs),
         contamination,
+        top_n,
         training_statistics(model_dir),
         missing=missing,
     )
@@ -130,7 +136,7 @@ def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutpu
     rows = pipeline | "Read" >> ReadValidRows.of_job(spec)
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     scored = rows["valid"] | "AssignClusters" >> AssignClusters(
-        spec.model_dir, contamination=spec.contamination
+        spec.model_dir, contamination=spec.contamination, top_n=spec.top_n
     )
     assigned = scored | "WriteAssignments" >> writers.WriteAssignments(
         run.stage, spec.format, spec.passthrough, spec.outputs

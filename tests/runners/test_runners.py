@@ -846,6 +846,7 @@ GOOD = {
     "cache_mb": ["0", "4096"],
     "devices": ["auto", "cpu", "cpu:4", "gpu:0", "gpu:0,1"],
     "contamination": ["0.01", "0.5", "1e-4", ".05"],
+    "top_n": ["0", "3"],
 }
 BAD = {
     "input": ["", "data/*.csv"],
@@ -873,6 +874,7 @@ BAD = {
     "cache_mb": ["-1", "1.5"],
     "devices": ["tpu", "cpu:0", "gpu", ""],
     "contamination": ["-0.1", "x", ""],
+    "top_n": ["-1", "x", "1.5"],
 }
 
 

@@ -26,6 +26,7 @@ def test_kmeans_takes_the_fit_flags_by_name_and_default():
     flags = {p.name: p for p in parameters.FIT + parameters.ANOMALY} | {
         "keep_standardized": parameters.BY_NAME["keep_standardized"],
         "weight_column": parameters.BY_NAME["weight_column"],
+        "top_n": parameters.BY_NAME["top_n"],
     }
     assert set(signature) - LIBRARY_ONLY == set(flags)
     for name, p in flags.items():

@@ -394,6 +394,41 @@ class KMeansStep:
         return results
 
 
+def nearest_centroids(x: np.ndarray, centroids: np.ndarray, n: int):
+    """The `n` nearest centroids of each row: `x` float32 [b, D], `centroids` float32
+    [K, D], 1 <= n <= K -> (ids int64 [b, n], squared Euclidean distances float32
+    [b, n]), nearest first, ties to the lowest id.
+
+    The fused op keeps only the nearest; this scores every row against every
+    centroid in TensorFlow, so only a pass that asks for top-n pays for it. The
+    order is the model's (`transforms.step.export`): the expansion |c|^2 - 2 x.c,
+    `tf.math.top_k` on its negation (which puts the lower index first on ties);
+    the distances are from the differences (no cancellation), as the step's.
+    """
+    ids, sq_dist = _nearest_fn()(
+        np.asarray(x, np.float32), np.asarray(centroids, np.float32), np.int32(n)
+    )
+    return ids.numpy(), sq_dist.numpy()
+
+
+@functools.lru_cache(maxsize=None)
+def _nearest_fn():
+    import tensorflow as tf
+
+    def nearest(x, c, n):
+        scores = tf.reduce_sum(c * c, axis=1)[tf.newaxis, :] - 2.0 * tf.matmul(
+            x, c, transpose_b=True
+        )
+        ids = tf.math.top_k(-scores, n).indices  # [b, n]
+        diff = x[:, tf.newaxis, :] - tf.gather(c, ids)  # [b, n, D]
+        return tf.cast(ids, tf.int64), tf.reduce_sum(diff * diff, axis=2)
+
+    spec = tf.TensorSpec([None, None], tf.float32)
+    return tf.function(
+        nearest, input_signature=[spec, spec, tf.TensorSpec([], tf.int32)], autograph=False
+    )
+
+
 def _pack(centroids: Sequence[np.ndarray]):
     """G arrays float32 [K_g, D] -> (packed float32 [G, K, D], bias float32 [G, K]),
     K = max K_g: the groups padded to K rows, bias 0 for a real centroid and +inf for
