@@ -118,6 +118,8 @@ BAD = [
     ("devices", "tpu", "devices: 'tpu' is not auto, cpu, cpu:N or gpu:I[,J...]"),
     ("init", "kmeans", "init: 'kmeans' is not of the form"),
     ("merge_to", 5, "merge_to must be in 1..4 (the smallest K), got 5"),
+    ("top_n", 5, "top_n must be in 0..4 (the smallest K), got 5"),
+    ("top_n", -1, "top_n must be at least 0, got -1"),
     ("init_sample_size", 3, "init_sample_size must be at least the largest K (8), got 3"),
 ]
 
