@@ -893,6 +893,7 @@ GOOD = {
     "devices": ["auto", "cpu", "cpu:4", "gpu:0", "gpu:0,1"],
     "contamination": ["0.01", "0.5", "1e-4", ".05"],
     "top_n": ["0", "3"],
+    "missing": ["reject", "impute"],
 }
 BAD = {
     "input": ["", "data/*.csv"],
@@ -921,6 +922,7 @@ BAD = {
     "devices": ["tpu", "cpu:0", "gpu", ""],
     "contamination": ["-0.1", "x", ""],
     "top_n": ["-1", "x", "1.5"],
+    "missing": ["mean", ""],
 }
 
 
