@@ -221,3 +221,24 @@ def test_ties_go_to_the_lowest_id(euclidean, tmp_path):
         assert got.shape == (100, 4)
         assert all(row in ([0, 2, 1, 3], [1, 3, 0, 2]) for row in got.tolist()), got
         np.testing.assert_array_equal(got[:, 0] == 0, z[:, 1] > z[:, 0])
+
+
+def test_rows_go_in_calls_within_the_budget(euclidean, monkeypatch):
+    """A budget of a few rows a call (a top_n near a large K) gives the same results."""
+    from transforms.beam import assign
+    from transforms.beam.assign import LoadedModel
+    from transforms.step import step
+
+    out, x, _ = euclidean
+    whole = LoadedModel(str(out), top_n=4)(x[:50])
+    rng = np.random.default_rng(0)
+    rows, c = rng.normal(size=(50, 3)).astype(np.float32), rng.normal(size=(4, 3))
+    expected = step.nearest_centroids(rows, c, 4)
+    monkeypatch.setattr(step, "CALL_BUDGET_BYTES", 4 * (4 + 4 * 3) * 7)  # 7 rows a call
+    monkeypatch.setattr(assign, "CALL_BUDGET_BYTES", 4 * (4 + 4 * 3) * 7)
+    for got, want in zip(step.nearest_centroids(rows, c, 4), expected):
+        np.testing.assert_array_equal(got, want)
+    chunked = LoadedModel(str(out), top_n=4)(x[:50])
+    assert set(chunked) == set(whole)
+    for name, values in whole.items():
+        np.testing.assert_array_equal(chunked[name], values, err_msg=name)

@@ -24,6 +24,7 @@ from transforms.beam.elements import (
 from transforms.beam.model_paths import resolve_model_dir
 from transforms.beam.shards import FEATURES_COLUMN, features_to_matrix
 from transforms.core.statistics import anomaly_threshold
+from transforms.step.buffers import CALL_BUDGET_BYTES
 from transforms.step.export import (
     IS_ANOMALY,
     NEAREST_CLUSTER_IDS,
@@ -108,10 +109,17 @@ class LoadedModel:
         [n, top_n])} as NumPy arrays."""
         x = np.asarray(x, np.float64)
         if self.top_n:
-            out = self.model.assign_nearest(x, np.int32(self.top_n))
+            # In calls whose differences to the nearest [rows, top_n, D] and scores
+            # [rows, K] stay within the step's budget (a top_n near a large K).
+            per_row = 4 * (self.k + self.top_n * len(self.features))
+            step = max(1, CALL_BUDGET_BYTES // per_row)
+            parts = [
+                self.model.assign_nearest(x[i : i + step], np.int32(self.top_n))
+                for i in range(0, max(len(x), 1), step)
+            ]
+            out = {name: np.concatenate([p[name].numpy() for p in parts]) for name in parts[0]}
         else:
-            out = self.model.assign_batch(x)
-        out = {name: value.numpy() for name, value in out.items()}
+            out = {name: value.numpy() for name, value in self.model.assign_batch(x).items()}
         if self.threshold is not None:
             out[IS_ANOMALY] = out[NORMALIZED_DISTANCE] > np.float32(self.threshold)
         return out

@@ -36,7 +36,13 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from transforms.step.buffers import _MIN_BUCKET, TF_ALIGN_BYTES, aligned_empty, rows_per_call
+from transforms.step.buffers import (
+    _MIN_BUCKET,
+    CALL_BUDGET_BYTES,
+    TF_ALIGN_BYTES,
+    aligned_empty,
+    rows_per_call,
+)
 from transforms.step.devices import resolve_devices
 
 # Largest centroid set (G x K x D float32) the fused op scores; larger ones go to
@@ -404,11 +410,18 @@ def nearest_centroids(x: np.ndarray, centroids: np.ndarray, n: int):
     order is the model's (`transforms.step.export`): the expansion |c|^2 - 2 x.c,
     `tf.math.top_k` on its negation (which puts the lower index first on ties);
     the distances are from the differences (no cancellation), as the step's.
+    The rows go in calls whose temporaries (the scores [rows, K] and the differences
+    [rows, n, D]) stay within CALL_BUDGET_BYTES.
     """
-    ids, sq_dist = _nearest_fn()(
-        np.asarray(x, np.float32), np.asarray(centroids, np.float32), np.int32(n)
-    )
-    return ids.numpy(), sq_dist.numpy()
+    x, centroids = np.asarray(x, np.float32), np.asarray(centroids, np.float32)
+    k, d = centroids.shape
+    step = max(1, CALL_BUDGET_BYTES // (4 * (k + n * d)))
+    ids, sq_dist = [], []
+    for start in range(0, max(len(x), 1), step):
+        out = _nearest_fn()(x[start : start + step], centroids, np.int32(n))
+        ids.append(out[0].numpy())
+        sq_dist.append(out[1].numpy())
+    return np.concatenate(ids), np.concatenate(sq_dist)
 
 
 @functools.lru_cache(maxsize=None)
