@@ -58,7 +58,8 @@ class LoadedModel:
     `contamination`: flag anomalies at this fraction instead of the model's
     default (the threshold is read from the training distribution it keeps).
     `top_n`: how many nearest centroids each row gets (nearest_cluster_ids,
-    nearest_distances), 0 to K; None: what the model serves, min(K, SERVED_NEAREST).
+    nearest_distances), 0 to K; None: what the model serves, min(K, SERVED_NEAREST)
+    (none for a model fitted before them).
     `outputs`: the names of the per-row outputs, in `OUTPUT_ORDER`.
     """
 
@@ -74,10 +75,13 @@ class LoadedModel:
         missing = getattr(self.model, "missing", None)
         self.missing = "reject" if missing is None else missing.numpy().decode()
         self.k = int(self.model.centroids.shape[0])
-        self.top_n = min(self.k, SERVED_NEAREST) if top_n is None else top_n
+        nearest = getattr(self.model, "assign_nearest", None) is not None
+        if top_n is None:  # what the model serves (none, for a model fitted before top_n)
+            top_n = min(self.k, SERVED_NEAREST) if nearest else 0
+        self.top_n = top_n
         if not 0 <= self.top_n <= self.k:
             raise ValueError(f"top_n must be in 0..{self.k} (the model's K), got {self.top_n}")
-        if self.top_n and getattr(self.model, "assign_nearest", None) is None:
+        if self.top_n and not nearest:
             raise ValueError(
                 f"the model in {self.path} cannot give the nearest centroids (fitted "
                 f"before top_n): fit it again"
