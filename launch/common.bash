@@ -40,3 +40,22 @@ run_or_print() {
   fi
   exec "$@"
 }
+
+# The shardmeans command a launcher runs: its first argument when that is a word (fit,
+# score, or any other command `shardmeans --help` lists: the launchers keep no list
+# of them), else fit, so that `launch/X.sh --input ...` still fits. A launcher whose
+# own arguments begin with NAMES words (dataflow.sh: PROJECT REGION BUCKET) passes
+# that count: a command is then given only when one more word comes before them.
+# Usage: split_command NAMES "$@"; shift "$SHIFT"   (sets COMMAND and SHIFT, 0 or 1)
+# shellcheck disable=SC2034  # COMMAND and SHIFT are read by the launcher that sources this
+split_command() {
+  local names="$1" i
+  shift
+  COMMAND=fit SHIFT=0
+  for ((i = 1; i <= names + 1; i++)); do
+    [[ $i -le $# && "${!i}" != -* ]] || return 0
+  done
+  [[ "$1" =~ ^[a-z][a-z0-9_]*$ ]] \
+    || die "'$1' is not a shardmeans command (fit, score, ...; see shardmeans --help)"
+  COMMAND="$1" SHIFT=1
+}

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Submits `shardmeans fit` to Google Cloud Dataflow (--runner=DataflowRunner), with
+# Submits a shardmeans command (`fit` by default, `score`, ...) to Google Cloud Dataflow
+# (--runner=DataflowRunner), with
 # temp and staging files under gs://BUCKET/shardmeans/. On CPU workers the package
 # is shipped with --setup_file (each worker pip-installs it and its pinned stack at
 # start-up); with --image, or --gpu, the workers run the worker container
 # (launch/Dockerfile), which already holds everything.
 #
-# Usage: launch/dataflow.sh PROJECT REGION BUCKET [--gpu TYPE:COUNT] [--image IMAGE]
-#                           --input gs://... --output gs://... --k K [any fit or Beam flag]
+# Usage: launch/dataflow.sh [COMMAND] PROJECT REGION BUCKET [--gpu TYPE:COUNT] [--image IMAGE]
+#                           --input gs://... --output gs://... [its flags]
+#   e.g. launch/dataflow.sh my-project us-central1 my-bucket --input ... --k 8   (fit)
+#        launch/dataflow.sh score my-project us-central1 my-bucket --model gs://... ...
+#   COMMAND      the shardmeans command to run: fit (the default), score, or any other
+#                command of `shardmeans --help`; its flags follow
 #   PROJECT           Google Cloud project that runs the job
 #   REGION            Dataflow region, e.g. us-central1
 #   BUCKET            Cloud Storage bucket (name only) for temp and staging files
@@ -16,7 +21,7 @@
 #                     REGION-docker.pkg.dev/PROJECT/shardmeans/worker:TAG, TAG made of the
 #                     versions pinned in setup.py; built from launch/Dockerfile, see
 #                     docs/runners.md, "Google Cloud Dataflow")
-# Flags after these go to `shardmeans fit` and Beam, and win over the ones set here
+# Flags after these go to the command and Beam, and win over the ones set here
 # (e.g. --machine_type, --max_num_workers, --temp_location).
 #
 # Environment:
@@ -27,9 +32,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-USAGE="usage: launch/dataflow.sh PROJECT REGION BUCKET [--gpu TYPE:COUNT] [--image IMAGE] --input gs://... --output gs://... --k K [fit or Beam flags]"
+USAGE="usage: launch/dataflow.sh [COMMAND] PROJECT REGION BUCKET [--gpu TYPE:COUNT] [--image IMAGE] --input gs://... --output gs://... [the command's or Beam flags]"
 
 source "$ROOT/launch/common.bash"
+split_command 3 "$@"
+shift "$SHIFT"
 
 if [[ $# -lt 3 || "$1" == -* || "$2" == -* || "$3" == -* ]]; then
   echo "$USAGE" >&2
@@ -96,4 +103,4 @@ else
   beam_flags+=("--setup_file=$ROOT/setup.py")
 fi
 
-run_or_print "$PYTHON" -m pipeline fit "${beam_flags[@]}" "${rest[@]}"
+run_or_print "$PYTHON" -m pipeline "$COMMAND" "${beam_flags[@]}" "${rest[@]}"

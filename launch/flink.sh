@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Submits `shardmeans fit` to an Apache Flink cluster with Beam's FlinkRunner.
+# Submits a shardmeans command (`fit` by default, `score`, ...) to an Apache Flink
+# cluster with Beam's FlinkRunner.
 #
 # What must already be running / installed:
 #   - a Flink cluster of a version the pinned Beam supports (the choices of Beam's
@@ -23,10 +24,12 @@
 #                         manager, and Beam's SDK boot executable at --process_command
 #                         (default /opt/apache/beam/boot, as in the SDK image).
 #
-# Usage: launch/flink.sh --flink_master HOST:PORT [--environment DOCKER|EXTERNAL|PROCESS]
+# Usage: launch/flink.sh [COMMAND] --flink_master HOST:PORT [--environment DOCKER|EXTERNAL|PROCESS]
 #                        [--image IMAGE] [--worker_pool HOST:PORT] [--process_command CMD]
 #                        [--parallelism N] [--sdk_workers N]
-#                        --input URL --output URL --k K [any fit or Beam flag]
+#                        --input URL --output URL [its flags]
+#   COMMAND                   the shardmeans command to run: fit (the default), score,
+#                             or any other command of `shardmeans --help`
 #   --flink_master HOST:PORT  the job manager's REST endpoint
 #   --environment TYPE        how task managers start SDK workers (see above)
 #   --image IMAGE             DOCKER: the worker container (default
@@ -37,7 +40,7 @@
 #   --sdk_workers N           SDK processes per task manager (default 1, so that each
 #                             process's MirroredStrategy owns all of the machine's GPUs;
 #                             0 lets the runner choose)
-# Flags after these go to `shardmeans fit` and Beam, and win over the ones set here.
+# Flags after these go to the command and Beam, and win over the ones set here.
 #
 # Environment:
 #   SHARDMEANS_PYTHON   interpreter that has shardmeans installed (default: .venv/bin/python
@@ -50,6 +53,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 source "$ROOT/launch/common.bash"
 
+split_command 0 "$@"
+shift "$SHIFT"
 flink_master="" environment=DOCKER image="" worker_pool=localhost:50000
 process_command=/opt/apache/beam/boot parallelism="" sdk_workers=1 rest=()
 while [[ $# -gt 0 ]]; do
@@ -87,4 +92,4 @@ beam_flags+=("--sdk_worker_parallelism=$sdk_workers")
 [[ -z "$parallelism" ]] || beam_flags+=("--parallelism=$parallelism")
 
 PYTHON="$(find_python)"
-run_or_print "$PYTHON" -m pipeline fit "${beam_flags[@]}" "${rest[@]}"
+run_or_print "$PYTHON" -m pipeline "$COMMAND" "${beam_flags[@]}" "${rest[@]}"

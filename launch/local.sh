@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Runs `shardmeans fit` on the local DirectRunner (what `make demo` uses).
-# Usage: launch/local.sh [--workers N] --input GLOB --output DIR --k K [any fit or Beam flag]
+# Runs a shardmeans command (`fit` by default, `score`, ...) on the local DirectRunner
+# (what `make demo` uses).
+# Usage: launch/local.sh [COMMAND] [--workers N] --input GLOB --output DIR [its flags]
+#   e.g. launch/local.sh --input 'in/*.csv' --output out --k 8        (fit)
+#        launch/local.sh score --model out --input 'new/*.csv' --output scored
+#   COMMAND      the shardmeans command to run: fit (the default), score, or any other
+#                command of `shardmeans --help`; its flags follow
 #   --workers N  run N worker processes (--direct_running_mode=multi_processing)
 #
 # Environment:
@@ -13,6 +18,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/launch/common.bash"
 
+split_command 0 "$@"
+shift "$SHIFT"
 beam_flags=(--runner=DirectRunner)
 if [[ "${1:-}" == "--workers" ]]; then
   [[ $# -ge 2 ]] || die "--workers needs a number"
@@ -20,4 +27,4 @@ if [[ "${1:-}" == "--workers" ]]; then
   shift 2
 fi
 PYTHON="$(find_python)"
-run_or_print "$PYTHON" -m pipeline fit "${beam_flags[@]}" "$@"
+run_or_print "$PYTHON" -m pipeline "$COMMAND" "${beam_flags[@]}" "$@"

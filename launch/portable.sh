@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Runs `shardmeans fit` on Beam's portable runner on this machine: starts a local
+# Runs a shardmeans command (`fit` by default, `score`, ...) on Beam's portable runner
+# on this machine: starts a local
 # Beam job service and an external SDK worker pool (each its own background
 # process on a free localhost port), submits the job with
 # --runner=PortableRunner --environment_type=EXTERNAL, and stops both at exit.
 # The same Fn API protocol as Flink, Spark or Dataflow Runner v2, without a cluster.
 #
-# Usage: launch/portable.sh --input GLOB --output DIR --k K [any fit or Beam flag]
+# Usage: launch/portable.sh [COMMAND] --input GLOB --output DIR [its flags]
+#   e.g. launch/portable.sh --input 'in/*.csv' --output out --k 8        (fit)
+#        launch/portable.sh score --model out --input 'new/*.csv' --output scored
+#   COMMAND      the shardmeans command to run: fit (the default), score, or any other
+#                command of `shardmeans --help`; its flags follow
 #   (the script sets --runner, --job_endpoint, --environment_type, --environment_config)
 #
 # Environment:
@@ -24,6 +29,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 source "$ROOT/launch/common.bash"
+split_command 0 "$@"
+shift "$SHIFT"
 # The services stop when the job's command returns: a detached job would die with them.
 for arg in "$@"; do
   [[ "$arg" != --detach ]] || die "--detach: this script stops its job service when the \
@@ -119,7 +126,7 @@ wait_for_port "worker pool" "$pool_port" "$pool_pid" "$work/worker_pool.log"
 echo "launch/portable.sh: job service on localhost:$job_port, worker pool on localhost:$pool_port" >&2
 
 set +e
-python -m pipeline fit "$@" \
+python -m pipeline "$COMMAND" "$@" \
   --runner=PortableRunner \
   "--job_endpoint=localhost:$job_port" \
   --environment_type=EXTERNAL \

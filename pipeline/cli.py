@@ -101,6 +101,7 @@ def _run_job(command: str, argv: List[str]) -> int:
         reads += [model_base(spec.init_model.model_dir)] if spec.init_model else []
     else:
         spec = score.score_spec(options)
+        spec = spec._replace(provenance=fit.driver_provenance([command, *argv], options, started))
         # The whole base path: an output inside it (model/2) would be a version TF Serving loads.
         reads = [model_base(spec.model_dir)]
     run = run_output.begin(
@@ -250,7 +251,9 @@ def _print_summary(output: str) -> None:
         f"rejected{files}"
     )
     if "rounds" not in m:  # a score job
-        print(f"outputs of run {m['run_id']}: {output}/ (assignments/, rejected/, metrics.json)")
+        print(
+            f"outputs of run {m['run_id']}: {output}/ (assignments/, rejected/, metrics.json, report.html)"
+        )
         warning = m.get("drift", {}).get("warning")
         if warning:
             print(f"shardmeans score: warning: {warning}", file=sys.stderr)

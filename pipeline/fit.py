@@ -22,6 +22,7 @@ from transforms.beam.kmeans import KMeans
 from transforms.beam.warm_start import WarmStart
 from transforms.core import parameters, vectors
 from transforms.core.errors import UserInputError
+from transforms.step.export import NEAREST_CLUSTER_IDS, NEAREST_DISTANCES
 
 
 class FitSpec(NamedTuple):
@@ -38,6 +39,7 @@ class FitSpec(NamedTuple):
     output: str  # where the results are published (the run writes under its own stage first)
     temp_location: Optional[str]  # the work directory's parent, else the run's stage
     keep_standardized: bool
+    top_n: int  # nearest centroids per row in the assignments (0: none)
     ks: Tuple[int, ...]  # one K, or the Ks of a sweep (ascending)
     n_init: int
     restarts_on: str  # "sample" or "all"
@@ -79,9 +81,8 @@ def fit_spec(options) -> FitSpec:
         if value is None:
             raise UserInputError(f"{flag} is required")
     ks = parameters.parse_ks(km.k, prefix="--")
-    parameters.check_fit(
-        ks, {p.name: getattr(km, p.name) for p in parameters.FIT if p.name != "k"}, prefix="--"
-    )
+    values = {p.name: getattr(km, p.name) for p in parameters.FIT if p.name != "k"}
+    parameters.check_fit(ks, dict(values, top_n=out.top_n), prefix="--")
     anomaly = options.view_as(AnomalyOptions)
     parameters.BY_NAME["contamination"].check(anomaly.contamination, "--")
 
@@ -111,6 +112,7 @@ def fit_spec(options) -> FitSpec:
         output=absolute_path(out.output),
         temp_location=absolute_path(temp_location) if temp_location else None,
         keep_standardized=out.keep_standardized,
+        top_n=out.top_n,
         ks=ks,
         n_init=n_init,
         restarts_on=km.restarts_on,
@@ -381,12 +383,14 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         passthrough=spec.passthrough,
         work_dir=work_dir(spec, run),
         keep_standardized=spec.keep_standardized,
+        top_n=spec.top_n,
         merge_to=spec.merge_to,
         weight_column=spec.weight_column,
     )
     outputs = ["cluster_id", "distance", "normalized_distance"]
     outputs += ["merged_cluster_id"] if spec.merge_to is not None else []
     outputs += ["is_anomaly"] if spec.contamination is not None else []
+    outputs += [NEAREST_CLUSTER_IDS, NEAREST_DISTANCES] if spec.top_n else []
     assigned = fitted["assignments"] | "WriteAssignments" >> writers.WriteAssignments(
         run.stage, spec.format, spec.passthrough, outputs
     )

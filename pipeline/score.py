@@ -19,13 +19,16 @@ from pipeline.options import (
 )
 from pipeline.outputs import writers
 from pipeline.outputs.drift import DriftCombineFn, batch_totals, drift_metrics
-from pipeline.outputs.metrics import counts_metrics
+from pipeline.outputs.metrics import counts_metrics, rejection_metrics
+from pipeline.outputs.report import write_report
 from pipeline.outputs.run_output import MARKER, RunOutput
+from pipeline.outputs.score_report import render_score_report
 from pipeline.workdir import absolute_path, is_template_run
 from transforms.beam.assign import AssignClusters, describe_model, training_statistics
 from transforms.beam.model_paths import model_base, resolve_model_dir
 from transforms.core import parameters
 from transforms.core.errors import UserInputError
+from transforms.core.statistics import anomaly_threshold
 
 
 class ScoreSpec(NamedTuple):
@@ -41,9 +44,12 @@ class ScoreSpec(NamedTuple):
     batch_size: int
     outputs: Tuple[str, ...]  # the per-row outputs, in their column order
     contamination: Optional[float]  # --contamination: overrides the model's
+    top_n: int  # nearest centroids per row (0: none)
     training: Optional[dict]  # assign.training_statistics: what drift compares with
     needs_directions: bool = False  # see FitSpec.needs_directions; the model serves any row
     missing: str = "reject"  # the model's: "impute" reads a missing value as one to impute
+    # The driver's record for the report (fit.driver_provenance), or None.
+    provenance: Optional[dict] = None
 
 
 def _model_dir(path: str) -> str:
@@ -75,10 +81,12 @@ def _model_dir(path: str) -> str:
     return model_dir
 
 
-def _describe(model_dir: str, contamination: Optional[float]):
+def _describe(model_dir: str, contamination: Optional[float], top_n: int):
     try:
-        return describe_model(model_dir, contamination)
+        return describe_model(model_dir, contamination, top_n)
     except Exception as e:  # noqa: BLE001 -- any load failure is the model's, named below
+        if isinstance(e, ValueError) and str(e).startswith("top_n "):  # the flag's, not the model's
+            raise UserInputError(f"--{e}") from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserInputError(
             f"--model {model_dir} cannot be loaded as a shardmeans model: {first}"
@@ -104,7 +112,9 @@ def score_spec(options) -> ScoreSpec:
     model_dir = _model_dir(absolute_path(model))
     contamination = options.view_as(AnomalyOptions).contamination
     parameters.BY_NAME["contamination"].check(contamination, "--")
-    features, outputs, missing = _describe(model_dir, contamination)
+    top_n = out.top_n
+    parameters.BY_NAME["top_n"].check(top_n, "--")
+    features, outputs, missing = _describe(model_dir, contamination, top_n)
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     return ScoreSpec(
         absolute_path(inp.input),
@@ -119,6 +129,7 @@ def score_spec(options) -> ScoreSpec:
         km.batch_size,
         tuple(outputs),
         contamination,
+        top_n,
         training_statistics(model_dir),
         missing=missing,
     )
@@ -130,7 +141,7 @@ def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutpu
     rows = pipeline | "Read" >> ReadValidRows.of_job(spec)
     rejected = rows["rejected"] | "WriteRejected" >> writers.WriteRejected(run.stage)
     scored = rows["valid"] | "AssignClusters" >> AssignClusters(
-        spec.model_dir, contamination=spec.contamination
+        spec.model_dir, contamination=spec.contamination, top_n=spec.top_n
     )
     assigned = scored | "WriteAssignments" >> writers.WriteAssignments(
         run.stage, spec.format, spec.passthrough, spec.outputs
@@ -144,26 +155,73 @@ def build_score_pipeline(pipeline: beam.Pipeline, spec: ScoreSpec, run: RunOutpu
             | "SumDrift" >> beam.CombineGlobally(DriftCombineFn(k))
         )
     results = rows["counts"] | "WriteMetrics" >> beam.Map(
-        _write_metrics, spec=spec, run=run, **drift
+        _write_results,
+        spec=spec,
+        run=run,
+        rejections=beam.pvalue.AsSingleton(rows["rejections"]),
+        **drift,
     )
     _ = pipeline | "Publish" >> writers.Publish(
         run, rejected=rejected, assignments=assigned, results=results
     )
 
 
-def _write_metrics(
-    counts: np.ndarray, spec: ScoreSpec, run: RunOutput, drift: Optional[list] = None
+def _write_results(
+    counts: np.ndarray,
+    spec: ScoreSpec,
+    run: RunOutput,
+    rejections: Optional[dict] = None,
+    drift: Optional[list] = None,
 ) -> dict:
+    """Write metrics.json and report.html under the run's stage; return the metrics.
+
+    `counts` and `rejections` are ReadValidRows'; `drift` the scored rows' totals
+    (drift.DriftCombineFn: cluster counts, anomalies, a sketch of the normalized
+    distances), None for a model that keeps no training statistics."""
     metrics = {
         "run_id": run.run_id,
         "model": spec.model_dir,
         "features": spec.features,
         **counts_metrics(counts, spec.features, spec.missing),
     }
+    if rejections is not None:
+        metrics.update(rejection_metrics(rejections))
+    distances = None
     if drift is not None:
         contamination = spec.contamination
         if contamination is None:
             contamination = spec.training["contamination"]
         metrics["drift"] = drift_metrics(drift, spec.training, contamination)
+        tail = spec.training["tail"]
+        distances = {
+            "tail": tail.tolist(),
+            "training": spec.training["tail_quantiles"].tolist(),
+            # The scored rows' distribution at the training table's fractions.
+            "scored": drift[2].tail_quantiles(tail).tolist() if int(drift[0].sum()) else None,
+            "threshold": None
+            if contamination is None
+            else anomaly_threshold(tail, spec.training["tail_quantiles"], contamination),
+        }
     writers.write_json(FileSystems.join(run.stage, "metrics.json"), metrics)
+    write_report(
+        FileSystems.join(run.stage, "report.html"),
+        render_score_report(metrics, score_provenance(spec, run), distances),
+    )
     return metrics
+
+
+def score_provenance(spec: ScoreSpec, run: RunOutput) -> dict:
+    """The report's provenance: the driver's record (fit.driver_provenance, if any),
+    the model, the input pattern and its files, the run id, the duration from the
+    driver's start to the report."""
+    import time
+
+    record = dict(spec.provenance or {})
+    started = record.pop("started_epoch", None)
+    record.update(model=spec.model_dir, input=spec.input, files=len(spec.files))
+    if spec.match_when_run:  # a template: the files are matched when it runs
+        record.pop("files")
+    elif started is not None:
+        record["duration_seconds"] = time.time() - started
+    record["run id"] = run.run_id
+    return record

@@ -48,7 +48,13 @@ OUTPUT_TYPES = {
     "normalized_distance": pa.float32(),
     "merged_cluster_id": pa.int64(),
     "is_anomaly": pa.bool_(),
+    "nearest_cluster_ids": pa.list_(pa.int64()),
+    "nearest_distances": pa.list_(pa.float32()),
 }
+
+# A list column in a CSV cell: its values joined by this (`"3;1;4"`), one text
+# field to any CSV reader (a comma would need quoting rules), split(";") in code.
+CSV_LIST_SEPARATOR = ";"
 
 
 def assignments_schema(passthrough: pa.Schema, outputs: Sequence[str]) -> pa.Schema:
@@ -57,14 +63,33 @@ def assignments_schema(passthrough: pa.Schema, outputs: Sequence[str]) -> pa.Sch
 
 
 def _csv_block(batch: pa.RecordBatch) -> str:
-    """A record batch as CSV lines without header or final newline (WriteToText adds it)."""
+    """A record batch as CSV lines without header or final newline (WriteToText adds it);
+    a list column's values joined by CSV_LIST_SEPARATOR (Arrow's CSV writer takes no lists)."""
+    batch = _lists_as_text(batch)
     buffer = io.BytesIO()
     pacsv.write_csv(batch, buffer, write_options=pacsv.WriteOptions(include_header=False))
     return buffer.getvalue().decode("utf-8").rstrip("\n")
 
 
+def _lists_as_text(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """`batch` with each list column as a string column: the values joined by
+    CSV_LIST_SEPARATOR, each as Arrow casts it to text (a float32 in its shortest form)."""
+    import pyarrow.compute as pc
+
+    columns = []
+    for column in batch.columns:
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            text = column.cast(pa.list_(pa.string()))
+            column = pc.binary_join(text, CSV_LIST_SEPARATOR)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
 class WriteAssignments(beam.PTransform):
-    """Record batches -> OUTPUT/assignments/ (CSV for CSV input, else Parquet); returns file names."""
+    """Record batches -> OUTPUT/assignments/ (CSV for CSV input, else Parquet); returns file names.
+
+    The nearest centroids (top_n) are list columns in Parquet, and in CSV a text
+    cell of the values joined by CSV_LIST_SEPARATOR, nearest first: `3;1;4`."""
 
     def __init__(self, output: str, fmt: str, passthrough: pa.Schema, outputs: Sequence[str]):
         super().__init__()

@@ -1,5 +1,6 @@
 """report.html of a real fit (#23): provenance, rejected rows by reason and by file, the
-merged groups' colours against hierarchy.json, and the page in a real browser.
+merged groups' colours against hierarchy.json; the scoring report of a real score of
+shifted rows (#22); both pages in a real browser.
 
 The browser test runs Debian's `chromium` headless (`.ci/run` installs it when it is
 missing); it is skipped, saying why, only where no chromium is installed.
@@ -15,7 +16,7 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 
-from helpers import fit, metrics
+from helpers import fit, metrics, score
 
 # Chromium's names on Debian and elsewhere.
 CHROMIUM = next(
@@ -42,6 +43,61 @@ def fitted(tmp_path_factory):
     args += ("--max_rounds", 1, "--n_init", 1)
     assert fit(out, *args) == 0
     return out, args
+
+
+@pytest.fixture(scope="module")
+def scored(fitted, tmp_path_factory):
+    """A score of the fit's model on 300 of its rows shifted far off every cluster, and
+    2 bad rows: the drift warning, the rejected rows, shares and distances that differ."""
+    from sklearn.datasets import make_blobs
+
+    out, _ = fitted
+    d = tmp_path_factory.mktemp("score_report")
+    x, _ = make_blobs(600, 3, centers=6, cluster_std=0.6, random_state=4)
+    lines = [f"{i},{a + 40:.6f},{b:.6f},{c:.6f}" for i, (a, b, c) in enumerate(x[:300])]
+    (d / "new.csv").write_text("\n".join(["id,f0,f1,f2", *lines, "990,x,1,2", "991,1,2"]) + "\n")
+    result = d / "scored"
+    args = ("--input", str(d / "new.csv"), "--id_column", "id", "--contamination", 0.05)
+    assert score(out, result, *args) == 0
+    return result
+
+
+def test_report_of_a_score(fitted, scored):
+    m = metrics(scored)
+    html = (scored / "report.html").read_text()
+    assert "report.html" in (scored / "_SUCCESS").read_text()
+    drift = m["drift"]
+    assert m["rows_valid"] == 300 and m["rows_rejected"] == 2 and drift["warning"]
+
+    # The warning first, as metrics.json has it.
+    assert html.index("<strong>Drift:</strong>") < html.index("<h2>Summary</h2>")
+    assert drift["warning"].replace("'", "&#x27;") in html
+    section = html.split("<h2>Summary</h2>")[1].split("</section>")[0]
+    assert ">300<" in section and ">0.05<" in section
+    section = html.split("<h2>Rejected rows</h2>")[1].split("</section>")[0]
+    assert "f0: non-numeric value" in section and "new.csv" in section
+    section = html.split("<h2>Provenance</h2>")[1].split("</section>")[0]
+    assert "shardmeans score --model " in section and m["run_id"] in section
+    assert str(fitted[0] / "model" / "1") in section and "new.csv" in section
+
+    # Cluster shares: the table is metrics.json's, training beside scored.
+    section = html.split("<h2>Cluster shares</h2>")[1].split("</section>")[0]
+    cells = re.findall(
+        r"<tr><td class=\"text\">(\d+)</td><td>([\d.]+) %</td><td>([\d.]+) %</td>", section
+    )
+    assert len(cells) == 8
+    for i, training, scored_share in cells:
+        assert float(training) == pytest.approx(
+            100 * drift["training_cluster_shares"][int(i)], abs=0.06
+        )
+        assert float(scored_share) == pytest.approx(100 * drift["cluster_shares"][int(i)], abs=0.06)
+
+    # Normalized distances: the figure with the threshold, the quantiles of both.
+    section = html.split("<h2>Normalized distances</h2>")[1].split("</section>")[0]
+    assert section.count("<img ") == 1 and "are anomalies" in section
+    p50 = f"{drift['normalized_distance']['p50']:,.6g}"
+    assert f">{p50}<" in section
+    assert html.count("<img ") == 2
 
 
 def test_report_of_a_fit(fitted):
@@ -129,12 +185,13 @@ def _chromium(*args, profile):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium installed (.ci/run installs Debian's)")
 @pytest.mark.parametrize("width", [1280, 800])
-def test_report_in_headless_chromium(fitted, tmp_path, width):
+@pytest.mark.parametrize("job", ["fit", "score"])
+def test_report_in_headless_chromium(fitted, scored, tmp_path, width, job):
     """Every figure loads, none is wider than the window, nothing overflows sideways;
     the screenshot has the window's size."""
     from PIL import Image
 
-    out, _ = fitted
+    out = fitted[0] if job == "fit" else scored
     page = tmp_path / "report.html"
     page.write_text((out / "report.html").read_text().replace("</body>", _PROBE + "</body>"))
     url = page.as_uri()
@@ -143,7 +200,8 @@ def test_report_in_headless_chromium(fitted, tmp_path, width):
     assert found, proc.stderr[-3000:]
     probe = json.loads(found.group(1).replace("&quot;", '"'))
     expected = (out / "report.html").read_text().count("<img ")
-    assert expected == 5  # sizes, radii, PCA, centroids, dendrogram (one round: a table)
+    # fit: sizes, radii, PCA, centroids, dendrogram (one round: a table); score: shares, distances
+    assert expected == (5 if job == "fit" else 2)
     assert probe == {"images": expected, "broken": 0, "tooWide": 0, "overflow": 0}, probe
 
     shot = tmp_path / "shot.png"

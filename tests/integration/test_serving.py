@@ -157,7 +157,7 @@ def test_model_handler_scores_dicts_rows_and_arrays(fitted):
     version = str(out / "model" / "1")
 
     def want(i):
-        return {name: values[i].item() for name, values in expected.items()}
+        return {name: values[i].tolist() for name, values in expected.items()}
 
     dicts = [{"id": i, **dict(zip(FEATURES, row))} for i, row in enumerate(x[:10])]
     rows = [beam.Row(id=i, **dict(zip(FEATURES, row))) for i, row in enumerate(x[10:20], 10)]
@@ -191,6 +191,8 @@ def test_model_handler_scores_dicts_rows_and_arrays(fitted):
         "normalized_distance",
         "merged_cluster_id",
         "is_anomaly",
+        "nearest_cluster_ids",
+        "nearest_distances",
     }
     assert isinstance(want(0)["cluster_id"], int) and isinstance(want(0)["distance"], float)
 

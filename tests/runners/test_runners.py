@@ -380,6 +380,23 @@ def test_portable_script_end_to_end(blobs, direct, tmp_path):
     assert ports, proc.stderr[-3000:]
     assert not any(_listening(int(p)) for p in ports.groups()), "a service outlived the script"
 
+    # Any command, named first: score the fit's model there too.
+    args = ["score", "--model", "out", "--input", "in/*.parquet", "--output", "scored"]
+    proc = subprocess.run(
+        [os.path.join(LAUNCH, "portable.sh"), *args, "--id_column", "id", "--top_n", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "running on PortableRunner" in proc.stderr, proc.stderr[-3000:]
+    scored, fitted = assignments(tmp_path / "scored"), assignments(tmp_path / "out")
+    np.testing.assert_array_equal(scored.column("cluster_id"), fitted.column("cluster_id"))
+    assert str(scored.schema.field("nearest_cluster_ids").type) == "list<item: int64>"
+    assert (tmp_path / "scored" / "report.html").exists()
+
 
 def test_portable_script_refuses_a_python_without_the_job(tmp_path):
     """The workers' `python` must be able to import the job, or the script stops early."""
@@ -604,22 +621,47 @@ def test_local_script_from_a_fresh_clone(blobs, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert metrics(tmp_path / "out")["k"] == 2
-    # What every launcher would run: the clone's .venv, found beside launch/.
+    # Any command, named first: score with the fit's model.
+    proc = subprocess.run(
+        [str(clone / "launch" / "local.sh"), "score", "--model", "out", "--input", blobs]
+        + ["--output", "scored", "--id_column", "id"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert metrics(tmp_path / "scored")["rows_valid"] == 2000
+    assert "drift" in metrics(tmp_path / "scored")
+    # What every launcher would run: the clone's .venv, found beside launch/, and the
+    # command named first (fit without one).
     python = str(clone / ".venv" / "bin" / "python")
     for script, args in [
         ("local.sh", ["--workers", "2"]),
         ("flink.sh", ["--flink_master", "jm:8081"]),
         ("dataflow.sh", ["p", "us-central1", "b"]),
     ]:
-        printed = subprocess.run(
-            [str(clone / "launch" / script), *args, "--input", "x", "--output", "y", "--k", "2"],
-            env=dict(env, SHARDMEANS_DRY_RUN="1"),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert printed.returncode == 0, (script, printed.stderr)
-        assert shlex.split(printed.stdout)[:4] == [python, "-m", "pipeline", "fit"], printed.stdout
+        for command in ([], ["score"], ["another_command"]):
+            printed = subprocess.run(
+                [str(clone / "launch" / script), *command, *args, "--input", "x", "--output", "y"],
+                env=dict(env, SHARDMEANS_DRY_RUN="1"),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert printed.returncode == 0, (script, printed.stderr)
+            want = [python, "-m", "pipeline", *(command or ["fit"])]
+            assert shlex.split(printed.stdout)[:4] == want, printed.stdout
+            assert shlex.split(printed.stdout)[-4:] == ["--input", "x", "--output", "y"]
+    bad = subprocess.run(
+        [str(clone / "launch" / "local.sh"), "Fit!", "--input", "x"],
+        env=dict(env, SHARDMEANS_DRY_RUN="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "'Fit!' is not a shardmeans command" in bad.stderr
     # Without the venv, and nothing on PATH: one line saying what to do.
     os.unlink(clone / ".venv")
     proc = subprocess.run(
@@ -632,8 +674,9 @@ def test_local_script_from_a_fresh_clone(blobs, tmp_path):
     assert proc.returncode == 2 and "run make install" in proc.stderr, proc.stderr
 
 
-def _dry_run(script, *args):
-    """The command `script` would run, parsed as the job's and Beam's options."""
+def _dry_run(script, *args, command="fit"):
+    """The command `script` would run (`command`: the one it must name), parsed as the
+    job's and Beam's options."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     import pipeline.options  # noqa: F401 -- defines the job's own flags
@@ -646,9 +689,9 @@ def _dry_run(script, *args):
         check=True,
         env=dict(os.environ, SHARDMEANS_DRY_RUN="1", SHARDMEANS_PYTHON=sys.executable),
     )
-    command = shlex.split(proc.stdout)
-    assert command[:4] == [sys.executable, "-m", "pipeline", "fit"], command
-    return PipelineOptions(command[4:])
+    printed = shlex.split(proc.stdout)
+    assert printed[:4] == [sys.executable, "-m", "pipeline", command], printed
+    return PipelineOptions(printed[4:])
 
 
 def _image_tag():
@@ -793,18 +836,21 @@ def test_flink_script_environments(environment, config):
         ("flink.sh", ["--flink_master", "jm:8081", "--environment", "process"]),
     ],
 )
-def test_launch_scripts_flags_are_accepted(script, args):
-    """The commands launch/ builds (printed by its dry run) pass the check."""
+@pytest.mark.parametrize("job", ["fit", "score"])
+def test_launch_scripts_flags_are_accepted(script, args, job):
+    """The commands launch/ builds (printed by its dry run) pass the check, for fit
+    (the default) and for score (named first)."""
+    own = ["--k", "8"] if job == "fit" else ["--model", "gs://b/fit", "--top_n", "2"]
     proc = subprocess.run(
         [
             os.path.join(ROOT, "launch", script),
+            *([job] if job != "fit" else []),
             *args,
             "--input",
             "gs://b/in/*",
             "--output",
             "gs://b/out",
-            "--k",
-            "8",
+            *own,
         ],
         capture_output=True,
         text=True,
@@ -813,8 +859,8 @@ def test_launch_scripts_flags_are_accepted(script, args):
         env=dict(os.environ, SHARDMEANS_DRY_RUN="1", SHARDMEANS_PYTHON=sys.executable),
     )
     command = shlex.split(proc.stdout)
-    assert command[2:4] == ["pipeline", "fit"], command
-    flags.check_job_flags(command[4:], "shardmeans fit")
+    assert command[2:4] == ["pipeline", job], command
+    flags.check_job_flags(command[4:], f"shardmeans {job}")
 
 
 # -- the Flex Template metadata --------------------------------------------------------
@@ -846,6 +892,8 @@ GOOD = {
     "cache_mb": ["0", "4096"],
     "devices": ["auto", "cpu", "cpu:4", "gpu:0", "gpu:0,1"],
     "contamination": ["0.01", "0.5", "1e-4", ".05"],
+    "top_n": ["0", "3"],
+    "missing": ["reject", "impute"],
 }
 BAD = {
     "input": ["", "data/*.csv"],
@@ -873,6 +921,8 @@ BAD = {
     "cache_mb": ["-1", "1.5"],
     "devices": ["tpu", "cpu:0", "gpu", ""],
     "contamination": ["-0.1", "x", ""],
+    "top_n": ["-1", "x", "1.5"],
+    "missing": ["mean", ""],
 }
 
 

@@ -26,6 +26,7 @@ def test_kmeans_takes_the_fit_flags_by_name_and_default():
     flags = {p.name: p for p in parameters.FIT + parameters.ANOMALY} | {
         "keep_standardized": parameters.BY_NAME["keep_standardized"],
         "weight_column": parameters.BY_NAME["weight_column"],
+        "top_n": parameters.BY_NAME["top_n"],
     }
     assert set(signature) - LIBRARY_ONLY == set(flags)
     for name, p in flags.items():
@@ -117,6 +118,8 @@ BAD = [
     ("devices", "tpu", "devices: 'tpu' is not auto, cpu, cpu:N or gpu:I[,J...]"),
     ("init", "kmeans", "init: 'kmeans' is not of the form"),
     ("merge_to", 5, "merge_to must be in 1..4 (the smallest K), got 5"),
+    ("top_n", 5, "top_n must be in 0..4 (the smallest K), got 5"),
+    ("top_n", -1, "top_n must be at least 0, got -1"),
     ("init_sample_size", 3, "init_sample_size must be at least the largest K (8), got 3"),
 ]
 

@@ -24,7 +24,30 @@ from transforms.beam.elements import (
 from transforms.beam.model_paths import resolve_model_dir
 from transforms.beam.shards import FEATURES_COLUMN, features_to_matrix
 from transforms.core.statistics import anomaly_threshold
-from transforms.step.export import IS_ANOMALY, NORMALIZED_DISTANCE, OUTPUT_ORDER
+from transforms.step.buffers import CALL_BUDGET_BYTES
+from transforms.step.export import (
+    IS_ANOMALY,
+    NEAREST_CLUSTER_IDS,
+    NEAREST_DISTANCES,
+    NORMALIZED_DISTANCE,
+    OUTPUT_ORDER,
+    SERVED_NEAREST,
+)
+
+# The per-row outputs that are lists (one value per nearest centroid), not scalars.
+LIST_OUTPUTS = (NEAREST_CLUSTER_IDS, NEAREST_DISTANCES)
+
+
+def list_column(values: np.ndarray) -> pa.Array:
+    """[n, m] NumPy values -> a list<type> Arrow column of n rows of m values each."""
+    n, m = values.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * np.int32(m))
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(values).ravel()))
+
+
+def output_column(name: str, values: np.ndarray) -> pa.Array:
+    """One per-row output as an Arrow column: a list column for the nearest centroids."""
+    return list_column(values) if name in LIST_OUTPUTS else pa.array(values)
 
 
 class LoadedModel:
@@ -34,10 +57,15 @@ class LoadedModel:
     (`transforms.beam.model_paths`); `path` is the version directory loaded.
     `contamination`: flag anomalies at this fraction instead of the model's
     default (the threshold is read from the training distribution it keeps).
+    `top_n`: how many nearest centroids each row gets (nearest_cluster_ids,
+    nearest_distances), 0 to K; None: what the model serves, min(K, SERVED_NEAREST)
+    (none for a model fitted before them).
     `outputs`: the names of the per-row outputs, in `OUTPUT_ORDER`.
     """
 
-    def __init__(self, model_dir: str, contamination: Optional[float] = None):
+    def __init__(
+        self, model_dir: str, contamination: Optional[float] = None, top_n: Optional[int] = 0
+    ):
         import tensorflow as tf
 
         self.path = resolve_model_dir(model_dir)
@@ -46,6 +74,18 @@ class LoadedModel:
         # A model fitted before --missing existed rejects missing values.
         missing = getattr(self.model, "missing", None)
         self.missing = "reject" if missing is None else missing.numpy().decode()
+        self.k = int(self.model.centroids.shape[0])
+        nearest = getattr(self.model, "assign_nearest", None) is not None
+        if top_n is None:  # what the model serves (none, for a model fitted before top_n)
+            top_n = min(self.k, SERVED_NEAREST) if nearest else 0
+        self.top_n = top_n
+        if not 0 <= self.top_n <= self.k:
+            raise ValueError(f"top_n must be in 0..{self.k} (the model's K), got {self.top_n}")
+        if self.top_n and not nearest:
+            raise ValueError(
+                f"the model in {self.path} cannot give the nearest centroids (fitted "
+                f"before top_n): fit it again"
+            )
         self.threshold = None
         if contamination is not None:
             if getattr(self.model, "tail", None) is None:
@@ -69,9 +109,21 @@ class LoadedModel:
     def __call__(self, x: np.ndarray) -> dict:
         """float64 [n, D] raw rows -> {cluster_id int64 [n], distance float32 [n]
         (, normalized_distance float32 [n], merged_cluster_id int64 [n], is_anomaly
-        bool [n])} as NumPy arrays."""
-        out = self.model.assign_batch(np.asarray(x, np.float64))
-        out = {name: value.numpy() for name, value in out.items()}
+        bool [n], nearest_cluster_ids int64 [n, top_n], nearest_distances float32
+        [n, top_n])} as NumPy arrays."""
+        x = np.asarray(x, np.float64)
+        if self.top_n:
+            # In calls whose differences to the nearest [rows, top_n, D] and scores
+            # [rows, K] stay within the step's budget (a top_n near a large K).
+            per_row = 4 * (self.k + self.top_n * len(self.features))
+            step = max(1, CALL_BUDGET_BYTES // per_row)
+            parts = [
+                self.model.assign_nearest(x[i : i + step], np.int32(self.top_n))
+                for i in range(0, max(len(x), 1), step)
+            ]
+            out = {name: np.concatenate([p[name].numpy() for p in parts]) for name in parts[0]}
+        else:
+            out = {name: value.numpy() for name, value in self.model.assign_batch(x).items()}
         if self.threshold is not None:
             out[IS_ANOMALY] = out[NORMALIZED_DISTANCE] > np.float32(self.threshold)
         return out
@@ -93,10 +145,10 @@ def training_statistics(model_dir: str) -> Optional[dict]:
     }
 
 
-def describe_model(model_dir: str, contamination: Optional[float] = None):
+def describe_model(model_dir: str, contamination: Optional[float] = None, top_n: int = 0):
     """(the feature names a fitted model expects, in order; the names of its per-row
     outputs, in `OUTPUT_ORDER`; what it does with a missing value, "reject" or "impute")."""
-    model = LoadedModel(model_dir, contamination)
+    model = LoadedModel(model_dir, contamination, top_n)
     return model.features, model.outputs, model.missing
 
 
@@ -115,13 +167,14 @@ class _AssignFn(beam.DoFn):
         shared_handle: shared.Shared,
         contamination: Optional[float],
         rejected: bool,
+        top_n: int = 0,
     ):
         self._model_dir, self._shared = model_dir, shared_handle
-        self._contamination, self._rejected = contamination, rejected
+        self._contamination, self._rejected, self._top_n = contamination, rejected, top_n
 
     def setup(self):
         self._model = self._shared.acquire(
-            lambda: LoadedModel(self._model_dir, self._contamination)
+            lambda: LoadedModel(self._model_dir, self._contamination, self._top_n)
         )
 
     # No output type hint: the output kind is the input's (record batches, or dict
@@ -135,7 +188,7 @@ class _AssignFn(beam.DoFn):
             keep = [n for n in batch.schema.names if n != FEATURES_COLUMN]
             added = [n for n in OUTPUT_ORDER if n in out]
             yield pa.RecordBatch.from_arrays(
-                [batch.column(n) for n in keep] + [pa.array(out[n]) for n in added],
+                [batch.column(n) for n in keep] + [output_column(n, out[n]) for n in added],
                 names=keep + added,
             )
         impute = self._model.missing == "impute"
@@ -158,14 +211,17 @@ class _AssignFn(beam.DoFn):
             return
         out = self._model(x[keep])
         for j, i in enumerate(keep):
-            yield dict(rows[i], **{name: value[j].item() for name, value in out.items()})
+            yield dict(rows[i], **{name: value[j].tolist() for name, value in out.items()})
 
 
 class AssignClusters(beam.PTransform):
     """Rows -> rows with `cluster_id` (int64) and `distance` (float32, standardized space:
     Euclidean, or 1 - cos for a cosine model), `normalized_distance` (float32, over the
     cluster's radius), `merged_cluster_id` when the model was fitted with merge_to, and
-    `is_anomaly` (bool) when it was fitted with a contamination or one is given here.
+    `is_anomaly` (bool) when it was fitted with a contamination or one is given here,
+    and with `top_n` > 0 `nearest_cluster_ids` and `nearest_distances`: the top_n
+    nearest centroids, nearest first (ties: the lowest id), in the units of
+    distance (lists: Python lists in dicts, list columns in record batches).
 
     Input elements, the kinds `KMeans` takes: dict rows or beam.Rows holding every
     feature of the model (out: dicts of their fields and the outputs), NumPy arrays
@@ -183,17 +239,21 @@ class AssignClusters(beam.PTransform):
         batch_size: int = 8192,
         contamination: Optional[float] = None,
         rejected: bool = False,
+        top_n: int = 0,
     ):
         """`model_dir`: a fit output, its model/ base path or a version directory
         (model/1/); a base path is served at its highest version. `contamination`
-        overrides the model's default fraction of anomalies."""
+        overrides the model's default fraction of anomalies. `top_n`: 0 to the
+        model's K (checked when a worker loads the model)."""
         super().__init__()
         self._model_dir, self._batch_size = model_dir, batch_size
-        self._contamination, self._rejected = contamination, rejected
+        self._contamination, self._rejected, self._top_n = contamination, rejected, top_n
         self._shared = shared.Shared()
 
     def expand(self, rows):
-        fn = _AssignFn(self._model_dir, self._shared, self._contamination, self._rejected)
+        fn = _AssignFn(
+            self._model_dir, self._shared, self._contamination, self._rejected, self._top_n
+        )
         batched = rows | "Batch" >> batch_elements(self._batch_size)
         if not self._rejected:
             return batched | "Assign" >> beam.ParDo(fn)

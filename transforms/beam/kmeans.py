@@ -98,7 +98,9 @@ class KMeans(beam.PTransform):
       assignments: record batches: passthrough columns + cluster_id (int64) +
                    distance (float32, standardized space: Euclidean, or 1 - cos
                    with distance="cosine") + normalized_distance (float32, the
-                   distance over its cluster's radius).
+                   distance over its cluster's radius); with top_n > 0 also
+                   nearest_cluster_ids (list<int64>) and nearest_distances
+                   (list<float32>): the top_n nearest centroids, nearest first.
       model:       one element, the model's version directory (OUTPUT_DIR/model/1),
                    once the SavedModel is written.
       sample:      one core.sampling.Sample: the bottom-m rows (raw, float64 [m, D]) the
@@ -131,7 +133,8 @@ class KMeans(beam.PTransform):
     fraction of anomalies: it outputs is_anomaly), batch_size,
     cache_mb, devices, keep_standardized, weight_column (sample weights: the
     partial sums, inertia, re-seeding, init, selection, radii and Ward merge are
-    weighted; the standardization is not; docs/weights.md). Besides them: `features` (the D
+    weighted; the standardization is not; docs/weights.md), top_n (each row's top_n
+    nearest centroids in the assignments; at most the smallest K). Besides them: `features` (the D
     feature names), `output_dir` (OUTPUT_DIR), `passthrough` (the schema of the
     columns copied to the assignments) and `work_dir` (the shards; default
     OUTPUT_DIR/_work; at the end only what this fit wrote there is removed, and the
@@ -165,6 +168,7 @@ class KMeans(beam.PTransform):
         devices: str = _FIT["devices"].default,
         keep_standardized: bool = parameters.BY_NAME["keep_standardized"].default,
         weight_column: Optional[str] = parameters.BY_NAME["weight_column"].default,
+        top_n: int = parameters.BY_NAME["top_n"].default,
         passthrough: Optional[pa.Schema] = None,
         work_dir: Optional[str] = None,
     ):
@@ -221,7 +225,7 @@ class KMeans(beam.PTransform):
                 )
         self.features, self.output_dir = list(features), output_dir
         self.standardize, self.distance, self.missing = standardize, distance, missing
-        self.contamination = contamination
+        self.contamination, self.top_n = contamination, top_n
         self.max_rounds, self.tol, self.seed = max_rounds, tol, seed
         self.n_init, self.restarts_on, self.select = n_init, restarts_on, select
         # Restart r of every K draws with seed init_seed + r: restart r alone is
@@ -375,7 +379,9 @@ class KMeans(beam.PTransform):
         state = selection | "Chosen" >> beam.Map(lambda chosen: chosen.state)
         if self.merge_to is not None:
             state = state | "WardMerge" >> beam.Map(merge_clusters, n_groups=self.merge_to)
-        assigned = shard_paths | "FinalAssign" >> AssignShards(state, self.step, self.contamination)
+        assigned = shard_paths | "FinalAssign" >> AssignShards(
+            state, self.step, self.contamination, self.top_n
+        )
         centroids = state | "Centroids" >> beam.Map(
             _centroids,
             transform_dir=self.transform_dir,

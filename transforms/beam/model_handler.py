@@ -76,7 +76,10 @@ class KMeansModelHandler(ModelHandler[Example, PredictionResult, LoadedModel]):
     Each `PredictionResult.inference` is a dict of Python scalars:
     `cluster_id` (int), `distance` (float, Euclidean in standardized space),
     and `merged_cluster_id` (int) for a model fitted with merge_to; every
-    output of the SavedModel appears there by its name. `model_id` is the
+    output of the SavedModel appears there by its name, the nearest centroids
+    as lists: `nearest_cluster_ids` (ints) and `nearest_distances` (floats),
+    nearest first (ties: the lowest id). `top_n` is how many (0 to K; default:
+    what the SavedModel serves, min(K, 5)). `model_id` is the
     version directory the model was loaded from. A missing feature is a
     ValueError; a NaN or infinite value a `tf.errors.InvalidArgumentError`.
 
@@ -94,6 +97,7 @@ class KMeansModelHandler(ModelHandler[Example, PredictionResult, LoadedModel]):
         max_batch_duration_secs: Optional[int] = None,
         large_model: bool = False,
         model_copies: Optional[int] = None,
+        top_n: Optional[int] = None,
         **kwargs,
     ):
         super().__init__(
@@ -105,10 +109,11 @@ class KMeansModelHandler(ModelHandler[Example, PredictionResult, LoadedModel]):
             **kwargs,
         )
         self._model_dir = self._own_model_dir = model_dir
+        self._top_n = top_n
 
     def load_model(self) -> LoadedModel:
         """Load the SavedModel that the current model path names (TensorFlow is imported here)."""
-        return LoadedModel(self._model_dir)
+        return LoadedModel(self._model_dir, top_n=self._top_n)
 
     def update_model_path(self, model_path: Optional[str] = None):
         """Point the handler at another model (RunInference's side input of

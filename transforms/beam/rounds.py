@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from transforms.beam import job_metrics
+from transforms.beam.assign import list_column
 from transforms.beam.combiners import (
     CandidatePartialsCombineFn,
     ClusterTotalsCombineFn,
@@ -44,7 +45,8 @@ from transforms.core.statistics import (
     normalized_distances,
 )
 from transforms.step.buffers import rows_per_call
-from transforms.step.step import get_step
+from transforms.step.export import NEAREST_CLUSTER_IDS, NEAREST_DISTANCES
+from transforms.step.step import get_step, nearest_centroids
 
 
 class StepConfig(NamedTuple):
@@ -364,6 +366,9 @@ class _AssignShardFn(beam.DoFn):
     + normalized_distance (+ merged_cluster_id when the state holds a merge map, +
     is_anomaly given a threshold of the normalized distance).
 
+    With `top_n` > 0, also nearest_cluster_ids (list<int64>) and nearest_distances
+    (list<float32>, in the units of distance): each row's top_n nearest centroids.
+
     Also emits, tagged 'partials', the shard's Partials against the final
     centroids (cluster sizes and the final inertia), and without a threshold,
     tagged 'sketch', a QuantileSketch of its rows' normalized distances.
@@ -371,8 +376,8 @@ class _AssignShardFn(beam.DoFn):
 
     PARTIALS, SKETCH = "partials", "sketch"
 
-    def __init__(self, config: StepConfig):
-        self._config = config
+    def __init__(self, config: StepConfig, top_n: int = 0):
+        self._config, self._top_n = config, top_n
 
     def setup(self):
         self._step = get_step(self._config.devices, self._config.n_far)
@@ -413,6 +418,10 @@ class _AssignShardFn(beam.DoFn):
             else:
                 columns.append(pa.array(normalized > np.float32(threshold)))
                 names.append("is_anomaly")
+            if self._top_n:
+                ids, sq_dist = nearest_centroids(x, centroids, self._top_n)
+                columns += [list_column(ids), list_column(row_distances(sq_dist, cfg.cosine))]
+                names += [NEAREST_CLUSTER_IDS, NEAREST_DISTANCES]
             yield pa.RecordBatch.from_arrays(columns, names=names)
         if parts:
             yield beam.pvalue.TaggedOutput(self.PARTIALS, merge(parts, cfg.n_far))
@@ -442,13 +451,20 @@ class AssignShards(beam.PTransform):
     A pass for the clusters' radii, then the assignments with each row's normalized
     distance, whose distribution a mergeable sketch summarizes. With a
     `contamination`, the sketch has its own pass before the assignments, which then
-    flag the rows above the threshold it gives (is_anomaly).
+    flag the rows above the threshold it gives (is_anomaly). With `top_n` > 0 the
+    assignments hold each row's top_n nearest centroids too (`_AssignShardFn`).
     """
 
-    def __init__(self, final_state, config: StepConfig, contamination: Optional[float] = None):
+    def __init__(
+        self,
+        final_state,
+        config: StepConfig,
+        contamination: Optional[float] = None,
+        top_n: int = 0,
+    ):
         super().__init__()
         self._final_state, self._config = final_state, config
-        self._contamination = contamination
+        self._contamination, self._top_n = contamination, top_n
 
     def expand(self, shard_paths):
         cfg = self._config
@@ -472,7 +488,7 @@ class AssignShards(beam.PTransform):
                 | "Threshold" >> beam.Map(_threshold_of, contamination=self._contamination)
             )
         outputs = shard_paths | "Assign" >> beam.ParDo(
-            _AssignShardFn(cfg), state=state, radii=radii_side, **threshold
+            _AssignShardFn(cfg, self._top_n), state=state, radii=radii_side, **threshold
         ).with_outputs(_AssignShardFn.PARTIALS, _AssignShardFn.SKETCH, main="assignments")
         partials = (
             outputs[_AssignShardFn.PARTIALS]

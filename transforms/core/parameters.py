@@ -387,6 +387,17 @@ OUTPUT = (
         type=bool,
     ),
     Parameter(
+        "top_n",
+        "also write each row's N nearest centroids, nearest first (ties: lowest id): "
+        "nearest_cluster_ids and nearest_distances, list columns in the units of "
+        "distance (a CSV cell holds them joined by ';', e.g. 3;1;4); 0 to K (the "
+        "smallest K of a sweep); 0: no such columns",
+        "Nearest centroids per row",
+        default=0,
+        type=int,
+        minimum=0,
+    ),
+    Parameter(
         "keep_standardized",
         "keep the shards (OUTPUT/_work/shards/): the valid rows as read, which "
         "transform_fn/ standardizes (transforms.beam.shards.iter_standardized)",
@@ -558,6 +569,9 @@ def check_fit(ks: Tuple[int, ...], values: Mapping[str, Any], prefix: str = "") 
         raise UserInputError(
             f"{prefix}init_sample_size must be at least the largest K ({max(ks)}), got {sample}"
         )
+    top_n = values.get("top_n")
+    if top_n is not None and top_n > min(ks):
+        raise UserInputError(f"{prefix}top_n must be in 0..{min(ks)} (the smallest K), got {top_n}")
     merge_to = values.get("merge_to")
     if merge_to is not None and merge_to > min(ks):
         raise UserInputError(

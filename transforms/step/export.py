@@ -7,7 +7,10 @@ languages can use it. A fit writes it in TF Serving's layout: version
 
   serving_default: examples, string [n] serialized tf.Example (one value per
                    feature, in a float_list or an int64_list) -> cluster_id
-                   int64 [n], distance float32 [n]
+                   int64 [n], distance float32 [n], nearest_cluster_ids int64
+                   [n, m] and nearest_distances float32 [n, m]: the m = min(K,
+                   `SERVED_NEAREST`) nearest centroids, nearest first (ties: the
+                   lowest id), in the units of distance
   predict_raw:     one float32 [n] tensor per feature, by name -> the same outputs
 
 distance is Euclidean, in standardized space, or for a model fitted with
@@ -20,8 +23,9 @@ tf.Example, NaN in a tensor) as its training mean, and refuses infinity.
 
 Besides the signatures, the loaded object is callable: `model(x)` with x
 float32 or float64 [n, D] (columns in `feature_names` order) returns the same
-outputs dict; `assign_batch(x)` (float64 [n, D]) is the same, and
-`feature_names` is string [D]. Float64 input keeps raw values in float64 as
+outputs dict; `assign_batch(x)` (float64 [n, D]) is the same without the
+nearest centroids, `assign_nearest(x, m)` (float64 [n, D], int32 m in 1..K)
+the same with the m nearest, and `feature_names` is string [D]. Float64 input keeps raw values in float64 as
 the fit did (tf.Example carries float32).
 
 Beam's stock `TFModelHandlerTensor` loads with `tf.keras.models.load_model`,
@@ -38,8 +42,21 @@ import numpy as np
 
 CLUSTER_ID, DISTANCE, MERGED_CLUSTER_ID = "cluster_id", "distance", "merged_cluster_id"
 NORMALIZED_DISTANCE, IS_ANOMALY = "normalized_distance", "is_anomaly"
+NEAREST_CLUSTER_IDS, NEAREST_DISTANCES = "nearest_cluster_ids", "nearest_distances"
 # The order of the per-row outputs wherever they are columns (the assignments).
-OUTPUT_ORDER = (CLUSTER_ID, DISTANCE, NORMALIZED_DISTANCE, MERGED_CLUSTER_ID, IS_ANOMALY)
+OUTPUT_ORDER = (
+    CLUSTER_ID,
+    DISTANCE,
+    NORMALIZED_DISTANCE,
+    MERGED_CLUSTER_ID,
+    IS_ANOMALY,
+    NEAREST_CLUSTER_IDS,
+    NEAREST_DISTANCES,
+)
+# How many nearest centroids the signatures (and `model(x)`) return, at most: the
+# few that routing to a second-best segment needs (BigQuery ML's ML.PREDICT
+# returns every centroid's distance; a caller wanting more asks `assign_nearest`).
+SERVED_NEAREST = 5
 
 
 def inverse_radii(radii: np.ndarray) -> np.ndarray:
@@ -88,6 +105,7 @@ def build_model_module(
     columns = [(name, None) for name in features] if columns is None else list(columns)
     if sum(width or 1 for _, width in columns) != len(features):
         raise ValueError(f"columns {columns} do not hold the {len(features)} features")
+    served = min(len(centroids), SERVED_NEAREST)
 
     class KMeansModel(tf.Module):
         def __init__(self):
@@ -123,8 +141,10 @@ def build_model_module(
                     statistics.threshold(contamination), dtype=tf.float32, trainable=False
                 )
 
-        def assign(self, columns):
-            """columns: float [n] per feature, in `features` order -> outputs dict."""
+        def assign(self, columns, nearest=0):
+            """columns: float [n] per feature, in `features` order -> outputs dict;
+            with `nearest` (an int or an int32 scalar tensor, >= 1) the outputs also
+            hold the nearest centroids: ids int64 [n, m] and distances float32 [n, m]."""
             x = tf.cast(tf.stack(columns, axis=1), tf.float64)
             if missing == "impute":  # NaN is a missing value, which the transform imputes
                 check = tf.debugging.assert_equal(
@@ -156,6 +176,13 @@ def build_model_module(
                 out[NORMALIZED_DISTANCE] = normalized
             if self.anomaly_threshold is not None:
                 out[IS_ANOMALY] = normalized > self.anomaly_threshold
+            if isinstance(nearest, tf.Tensor) or nearest:
+                # The order of the argmin above: top_k puts the lower index first on ties.
+                ids = tf.math.top_k(-scores, nearest).indices
+                near = z[:, tf.newaxis, :] - tf.gather(c, ids)  # [n, m, D]
+                near_sq = tf.reduce_sum(near * near, axis=2)
+                out[NEAREST_CLUSTER_IDS] = tf.cast(ids, tf.int64)
+                out[NEAREST_DISTANCES] = near_sq / 2.0 if distance == "cosine" else tf.sqrt(near_sq)
             return out
 
         @tf.function(
@@ -164,18 +191,29 @@ def build_model_module(
         def assign_batch(self, x):
             return self.assign(tf.unstack(x, num=len(features), axis=1))
 
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, len(features)], tf.float64),
+                tf.TensorSpec([], tf.int32),
+            ],
+            autograph=False,
+        )
+        def assign_nearest(self, x, n):
+            return self.assign(tf.unstack(x, num=len(features), axis=1), n)
+
         @tf.function(autograph=False)
         def __call__(self, x):
             """x: float32 or float64 [n, D], columns in `features` order -> outputs dict.
             Traced for both dtypes below (a SavedModel keeps only traced calls)."""
-            return self.assign(tf.unstack(x, num=len(features), axis=1))
+            return self.assign(tf.unstack(x, num=len(features), axis=1), served)
 
         @tf.function(
             input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False
         )
         def serve_examples(self, examples):
             return self.assign(
-                parse_numeric_examples(examples, columns, allow_missing=missing == "impute")
+                parse_numeric_examples(examples, columns, allow_missing=missing == "impute"),
+                served,
             )
 
         @tf.function(
@@ -194,7 +232,7 @@ def build_model_module(
             for name, width in columns:
                 value = inputs[name]
                 values += [value] if width is None else tf.unstack(value, num=width, axis=1)
-            return self.assign(values)
+            return self.assign(values, served)
 
     module = KMeansModel()
     for dtype in (tf.float32, tf.float64):
@@ -362,8 +400,9 @@ def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> Non
     The Keras model takes float [n, D] (columns in `feature_names` order) and
     returns the SavedModel's outputs dict: z-score in float64, then float32 as the
     SavedModel (standardize, for cosine divide by the norm, nearest centroid by
-    the same expansion, distance). It checks nothing: a NaN row gets a NaN
-    distance rather than an error.
+    the same expansion, distance, the nearest `SERVED_NEAREST` by `top_k` of the
+    same scores). It checks nothing: a NaN row gets a NaN distance rather than an
+    error.
     """
     import tempfile
     import zipfile
@@ -394,7 +433,8 @@ def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> Non
     z = keras.ops.cast(z, "float32")
     scores = keras.layers.Dense(k, dtype="float32", name="scores")(z)
     labels = keras.ops.argmin(scores, axis=1)
-    nearest = keras.layers.Embedding(k, d, dtype="float32", name="centroids")(labels)
+    centroid_of = keras.layers.Embedding(k, d, dtype="float32", name="centroids")
+    nearest = centroid_of(labels)
     outputs = {
         CLUSTER_ID: keras.ops.cast(labels, "int64"),
         DISTANCE: keras.ops.sum(keras.ops.square(z - nearest), axis=1) / 2.0
@@ -413,6 +453,13 @@ def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> Non
         # normalized > threshold, as distance * inverse radius > threshold
         limit = keras.layers.Embedding(k, 1, dtype="float32", name="anomaly_threshold")(labels)
         outputs[IS_ANOMALY] = outputs[NORMALIZED_DISTANCE] > limit[:, 0]
+    served = min(k, SERVED_NEAREST)
+    # top_k of the negated scores: the SavedModel's order, lower id first on ties
+    _, ids = keras.ops.top_k(-scores, served)
+    near = z[:, None, :] - centroid_of(ids)
+    near_sq = keras.ops.sum(keras.ops.square(near), axis=2)
+    outputs[NEAREST_CLUSTER_IDS] = keras.ops.cast(ids, "int64")
+    outputs[NEAREST_DISTANCES] = near_sq / 2.0 if cosine else keras.ops.sqrt(near_sq)
     model = keras.Model(x, outputs, name="shardmeans_kmeans")
     # scores = |c|^2 - 2 z.c: the SavedModel's expansion, whose argmin is the nearest centroid
     zscore.set_weights([1.0 / std, -mean / std])

@@ -36,7 +36,13 @@ from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from transforms.step.buffers import _MIN_BUCKET, TF_ALIGN_BYTES, aligned_empty, rows_per_call
+from transforms.step.buffers import (
+    _MIN_BUCKET,
+    CALL_BUDGET_BYTES,
+    TF_ALIGN_BYTES,
+    aligned_empty,
+    rows_per_call,
+)
 from transforms.step.devices import resolve_devices
 
 # Largest centroid set (G x K x D float32) the fused op scores; larger ones go to
@@ -392,6 +398,48 @@ class KMeansStep:
                 )
             )
         return results
+
+
+def nearest_centroids(x: np.ndarray, centroids: np.ndarray, n: int):
+    """The `n` nearest centroids of each row: `x` float32 [b, D], `centroids` float32
+    [K, D], 1 <= n <= K -> (ids int64 [b, n], squared Euclidean distances float32
+    [b, n]), nearest first, ties to the lowest id.
+
+    The fused op keeps only the nearest; this scores every row against every
+    centroid in TensorFlow, so only a pass that asks for top-n pays for it. The
+    order is the model's (`transforms.step.export`): the expansion |c|^2 - 2 x.c,
+    `tf.math.top_k` on its negation (which puts the lower index first on ties);
+    the distances are from the differences (no cancellation), as the step's.
+    The rows go in calls whose temporaries (the scores [rows, K] and the differences
+    [rows, n, D]) stay within CALL_BUDGET_BYTES.
+    """
+    x, centroids = np.asarray(x, np.float32), np.asarray(centroids, np.float32)
+    k, d = centroids.shape
+    step = max(1, CALL_BUDGET_BYTES // (4 * (k + n * d)))
+    ids, sq_dist = [], []
+    for start in range(0, max(len(x), 1), step):
+        out = _nearest_fn()(x[start : start + step], centroids, np.int32(n))
+        ids.append(out[0].numpy())
+        sq_dist.append(out[1].numpy())
+    return np.concatenate(ids), np.concatenate(sq_dist)
+
+
+@functools.lru_cache(maxsize=None)
+def _nearest_fn():
+    import tensorflow as tf
+
+    def nearest(x, c, n):
+        scores = tf.reduce_sum(c * c, axis=1)[tf.newaxis, :] - 2.0 * tf.matmul(
+            x, c, transpose_b=True
+        )
+        ids = tf.math.top_k(-scores, n).indices  # [b, n]
+        diff = x[:, tf.newaxis, :] - tf.gather(c, ids)  # [b, n, D]
+        return tf.cast(ids, tf.int64), tf.reduce_sum(diff * diff, axis=2)
+
+    spec = tf.TensorSpec([None, None], tf.float32)
+    return tf.function(
+        nearest, input_signature=[spec, spec, tf.TensorSpec([], tf.int32)], autograph=False
+    )
 
 
 def _pack(centroids: Sequence[np.ndarray]):
