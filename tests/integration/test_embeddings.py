@@ -161,3 +161,8 @@ def test_assign_clusters_takes_a_vector_in_a_dict_row(fitted):
             result["rejected"] | beam.Map(lambda line: "3 values where 768" in line),
             equal_to([True]),
         )
+    from transforms import KMeansModelHandler
+
+    handler = KMeansModelHandler(str(out))
+    results = handler.run_inference(rows[:4], handler.load_model())
+    assert [r.inference["cluster_id"] for r in results] == expected.tolist()

@@ -106,3 +106,23 @@ def test_kmeans_removes_only_what_it_wrote_in_a_callers_work_dir(tmp_path):
         "shards/rows-theirs.arrow",
     ]
     assert all(path.read_text() == "the caller's" for path in mine)
+
+
+def test_one_pipeline_fits_and_scores_with_the_model_as_a_side_input(tmp_path):
+    """AssignClusters(fitted["model"]): the model KMeans writes in the same pipeline
+    scores the rows: each blob in one cluster, the two blobs in two."""
+    _, x = _elements()
+    rows = [{"i": i, "a": float(a), "b": float(b)} for i, (a, b) in enumerate(x)]
+    with BeamTestPipeline(runner="DirectRunner") as p:
+        rows = p | beam.Create(rows)
+        fitted = rows | KMeans(
+            k=2, features=["a", "b"], output_dir=str(tmp_path / "fit"), max_rounds=10, seed=3
+        )
+        scored = rows | AssignClusters(fitted["model"])
+        pairs = scored | beam.Map(lambda r: (r["i"] < 60, r["cluster_id"])) | beam.Distinct()
+        assert_that(
+            pairs | "CountPairs" >> beam.combiners.Count.Globally(), equal_to([2]), label="Two"
+        )
+        assert_that(
+            scored | "CountRows" >> beam.combiners.Count.Globally(), equal_to([120]), label="All"
+        )

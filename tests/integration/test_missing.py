@@ -155,6 +155,12 @@ def test_assign_clusters_imputes_a_null_or_absent_feature(imputed):
             label="Scored",
         )
         assert_that(result["rejected"] | beam.combiners.Count.Globally(), equal_to([1]))
+    # RunInference's handler reads dict rows the same way.
+    from transforms import KMeansModelHandler
+
+    handler = KMeansModelHandler(str(out))
+    results = handler.run_inference(rows[:2], handler.load_model())
+    assert [r.inference["cluster_id"] for r in results] == expected["cluster_id"].tolist()
 
 
 def test_nan_as_read_and_a_csv_empty_cell(tmp_path):

@@ -6,7 +6,7 @@ Each worker loads the SavedModel once (`DoFn.setup`, shared by all threads of
 the process through `beam.utils.shared`), and scores rows in batches.
 """
 
-from typing import Optional
+from typing import Optional, Union
 
 import apache_beam as beam
 import numpy as np
@@ -106,6 +106,11 @@ class LoadedModel:
         in another process) can ask, since a proxy passes method calls, not attributes."""
         return self.features, self.path
 
+    def missing_values(self) -> str:
+        """What the model does with a missing value: "reject" or "impute" (a method, as
+        `identity`)."""
+        return self.missing
+
     def __call__(self, x: np.ndarray) -> dict:
         """float64 [n, D] raw rows -> {cluster_id int64 [n], distance float32 [n]
         (, normalized_distance float32 [n], merged_cluster_id int64 [n], is_anomaly
@@ -163,23 +168,33 @@ class _AssignFn(beam.DoFn):
 
     def __init__(
         self,
-        model_dir: str,
+        model_dir: Optional[str],
         shared_handle: shared.Shared,
         contamination: Optional[float],
         rejected: bool,
         top_n: int = 0,
     ):
+        """`model_dir` None: the model comes as a side input of `process` instead."""
         self._model_dir, self._shared = model_dir, shared_handle
         self._contamination, self._rejected, self._top_n = contamination, rejected, top_n
+        self._model = None
 
     def setup(self):
-        self._model = self._shared.acquire(
-            lambda: LoadedModel(self._model_dir, self._contamination, self._top_n)
+        if self._model_dir is not None:
+            self._model = self._load(self._model_dir)
+
+    def _load(self, model_dir: str) -> LoadedModel:
+        """The model at `model_dir`, shared by the process's threads; a new path (a side
+        input that changed) loads that model instead."""
+        return self._shared.acquire(
+            lambda: LoadedModel(model_dir, self._contamination, self._top_n), tag=model_dir
         )
 
     # No output type hint: the output kind is the input's (record batches, or dict
     # rows), which a Beam type hint cannot say; Union would refuse typed consumers.
-    def process(self, elements: list):
+    def process(self, elements: list, model_dir: Optional[str] = None):
+        if model_dir is not None and (self._model is None or self._model_dir != model_dir):
+            self._model, self._model_dir = self._load(model_dir), model_dir
         features = self._model.features
         batches, arrays, rows = split_kinds(elements)
         for batch in batches:
@@ -231,18 +246,26 @@ class AssignClusters(beam.PTransform):
     batches). A row with a feature missing, null, not a number, NaN or infinite:
     with `rejected=True` the output is {"scored": ..., "rejected": JSON lines
     {"reason", "row"}}, as the command's dead letter; without, it raises naming it.
+
+    The model may also come from the same pipeline: `model_dir` a PCollection of one
+    path, such as `KMeans`' "model" output, is read as a side input, so one pipeline
+    fits and scores (its rows are scored once the model is written):
+
+        fitted = rows | KMeans(k=8, features=FEATURES, output_dir=OUT)
+        scored = rows | AssignClusters(fitted["model"])
     """
 
     def __init__(
         self,
-        model_dir: str,
+        model_dir: Union[str, beam.pvalue.PCollection],
         batch_size: int = 8192,
         contamination: Optional[float] = None,
         rejected: bool = False,
         top_n: int = 0,
     ):
         """`model_dir`: a fit output, its model/ base path or a version directory
-        (model/1/); a base path is served at its highest version. `contamination`
+        (model/1/), or a PCollection of one such path (a side input); a base path is
+        served at its highest version. `contamination`
         overrides the model's default fraction of anomalies. `top_n`: 0 to the
         model's K (checked when a worker loads the model)."""
         super().__init__()
@@ -251,11 +274,13 @@ class AssignClusters(beam.PTransform):
         self._shared = shared.Shared()
 
     def expand(self, rows):
-        fn = _AssignFn(
-            self._model_dir, self._shared, self._contamination, self._rejected, self._top_n
-        )
+        side = {}
+        model_dir = self._model_dir
+        if isinstance(model_dir, beam.pvalue.PCollection):
+            side, model_dir = {"model_dir": beam.pvalue.AsSingleton(model_dir)}, None
+        fn = _AssignFn(model_dir, self._shared, self._contamination, self._rejected, self._top_n)
         batched = rows | "Batch" >> batch_elements(self._batch_size)
         if not self._rejected:
-            return batched | "Assign" >> beam.ParDo(fn)
-        outputs = batched | "Assign" >> beam.ParDo(fn).with_outputs(REJECTED, main="scored")
+            return batched | "Assign" >> beam.ParDo(fn, **side)
+        outputs = batched | "Assign" >> beam.ParDo(fn, **side).with_outputs(REJECTED, main="scored")
         return {"scored": outputs.scored, "rejected": outputs[REJECTED]}

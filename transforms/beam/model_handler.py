@@ -26,17 +26,25 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from transforms.beam.assign import LoadedModel
+from transforms.beam.elements import row_matrix
 
 Example = Union[dict, beam.Row, np.ndarray]
 
 
-def _row_matrix(batch: Sequence[Example], features: Sequence[str]) -> np.ndarray:
+def _row_matrix(
+    batch: Sequence[Example], features: Sequence[str], impute: bool = False
+) -> np.ndarray:
     """The examples of a batch -> float64 [n, D] raw values, columns in `features` order.
 
-    A dict or a beam.Row gives each feature by name (other fields are ignored);
-    a NumPy array is one row, float [D], already in the model's feature order.
+    A dict or a beam.Row gives each feature by name (other fields are ignored; a
+    vector column's features NAME[0]..NAME[L-1] come from its list NAME), read as
+    `AssignClusters` reads them (`elements.row_matrix`: with `impute`, a model
+    fitted with --missing impute, a feature missing or None is NaN, imputed by the
+    model); a NumPy array is one row, float [D], already in the model's feature
+    order. A row that cannot be scored raises ValueError naming it and why.
     """
     x = np.empty((len(batch), len(features)), np.float64)
+    rows, at = [], []
     for i, example in enumerate(batch):
         if isinstance(example, np.ndarray):
             if example.shape != (len(features),):
@@ -45,21 +53,20 @@ def _row_matrix(batch: Sequence[Example], features: Sequence[str]) -> np.ndarray
                     f"(features {list(features)}); got shape {example.shape}"
                 )
             x[i] = example
-        elif isinstance(example, dict):
-            missing = [name for name in features if name not in example]
-            if missing:
-                raise ValueError(f"row {example!r} lacks the model's features {missing}")
-            x[i] = [example[name] for name in features]
-        elif isinstance(example, beam.Row):
-            missing = [name for name in features if not hasattr(example, name)]
-            if missing:
-                raise ValueError(f"row {example!r} lacks the model's features {missing}")
-            x[i] = [getattr(example, name) for name in features]
+        elif isinstance(example, (dict, beam.Row)):
+            rows.append(example._asdict() if isinstance(example, beam.Row) else example)
+            at.append(i)
         else:
             raise TypeError(
                 f"KMeansModelHandler takes dict rows, beam.Rows or NumPy arrays [D]; "
                 f"got {type(example).__name__}"
             )
+    if rows:
+        values, bad = row_matrix(rows, features, impute)
+        if bad:
+            i, reason = bad[0]
+            raise ValueError(f"KMeansModelHandler cannot score row {rows[i]!r}: {reason}")
+        x[at] = values
     return x
 
 
@@ -145,7 +152,8 @@ class KMeansModelHandler(ModelHandler[Example, PredictionResult, LoadedModel]):
         if not batch:
             return []
         features, model_id = model.identity()  # a method: `model` may be a proxy
-        outputs = model(_row_matrix(batch, features))
+        impute = model.missing_values() == "impute"
+        outputs = model(_row_matrix(batch, features, impute))
         # Python scalars: JSON- and Beam-coder-friendly, and one dict per row.
         columns = {name: values.tolist() for name, values in outputs.items()}
         return [
