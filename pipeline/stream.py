@@ -190,24 +190,15 @@ def _raise_if_no_credentials(error: BaseException) -> None:
 
 def metadata() -> dict:
     """The Flex Template spec of `stream`: name, description, one entry per parameter."""
-    from pipeline.template_metadata import _help_text, template_regex
+    from pipeline.template_metadata import template_parameters
 
-    flags = parameters.SCORE + parameters.STREAM + parameters.ANOMALY
     return {
         "name": "shardmeans stream",
         "description": DESCRIPTION,
         "streaming": True,
-        "parameters": [
-            {
-                "name": p.name,
-                "label": p.label,
-                "helpText": _help_text(p),
-                "isOptional": not p.required,
-                "regexes": [template_regex(p)],
-            }
-            for p in flags
-            if p.type is not bool
-        ],
+        "parameters": template_parameters(
+            parameters.SCORE + parameters.STREAM + parameters.ANOMALY
+        ),
     }
 
 

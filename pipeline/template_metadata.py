@@ -52,22 +52,30 @@ def _help_text(p: Parameter) -> str:
     return f"{text} Default: {default}." if default and not p.required else text
 
 
+def template_parameters(flags) -> list:
+    """The Flex Template's entry of each parameter in `flags` but the bare ones (a
+    template parameter takes a value)."""
+    return [
+        {
+            "name": p.name,
+            "label": p.label,
+            "helpText": _help_text(p),
+            "isOptional": not p.required,
+            "regexes": [template_regex(p)],
+        }
+        for p in flags
+        if p.type is not bool
+    ]
+
+
 def metadata() -> dict:
     """The Flex Template spec of `fit`: name, description, one entry per parameter."""
     return {
         "name": "shardmeans fit",
         "description": DESCRIPTION,
-        "parameters": [
-            {
-                "name": p.name,
-                "label": p.label,
-                "helpText": _help_text(p),
-                "isOptional": not p.required,
-                "regexes": [template_regex(p)],
-            }
-            for p in parameters.INPUT + parameters.FIT + parameters.ANOMALY + parameters.OUTPUT
-            if p.type is not bool
-        ],
+        "parameters": template_parameters(
+            parameters.INPUT + parameters.FIT + parameters.ANOMALY + parameters.OUTPUT
+        ),
     }
 
 
