@@ -66,7 +66,7 @@ def stream_spec(options) -> StreamSpec:
         raise UserInputError("give one of --input_subscription and --input_topic")
     parameters.BY_NAME["contamination"].check(contamination, "--")
     model_dir = _model_dir(absolute_path(model))
-    features, outputs, _ = _describe(model_dir, contamination)
+    features, outputs, _ = _describe(model_dir, contamination, top_n=0)
     return StreamSpec(
         stream.input_subscription,
         stream.input_topic,
