@@ -1,7 +1,7 @@
 """The fixed cost of a short job: shardmeans' start-up and a small fit against scikit-learn's.
 
 Usage: python bench/fixed_cost.py [--rows 200000] [--features 8] [--k 6] [--repeats 5]
-       [--fit_repeats 3] [--repo DIR] [--workdir /tmp/shardmeans-bench]
+       [--fit_repeats 3] [--dtype float32] [--repo DIR] [--workdir /tmp/shardmeans-bench]
 
 Every command runs as a subprocess of this interpreter (the project's .venv), from
 `--repo` (default: this checkout): `python -m pipeline` imports the `pipeline` and
@@ -15,7 +15,9 @@ installed stack. Pairs, each run alternately A B A B, medians and their ratio:
     on the console) against the same import;
   - the demo's fit end to end (`make demo`'s flags: 200k x 8, K=6, the defaults)
     against bench/sklearn_job.py on the same Parquet files (read, StandardScaler,
-    KMeans with its defaults, write the labels).
+    KMeans with its defaults, write the labels). The files are float32 by default
+    (`--dtype`), so scikit-learn computes at the precision shardmeans' step does;
+    `make demo`'s own data are float64.
 
 `python -c pass` is printed as the floor of any Python process. OPENBLAS_CORETYPE
 and OPENBLAS_L2_SIZE are unset for every command (bench/README.md).
@@ -67,10 +69,13 @@ def main():
     parser.add_argument("--fit_repeats", type=int, default=3)
     parser.add_argument("--repo", default=ROOT)
     parser.add_argument("--workdir", default="/tmp/shardmeans-bench")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = parser.parse_args()
     repo = os.path.abspath(args.repo)
     py = sys.executable
-    data_dir = os.path.join(args.workdir, f"demo-{args.rows}x{args.features}-c{args.k}")
+    data_dir = os.path.join(
+        args.workdir, f"demo-{args.rows}x{args.features}-c{args.k}-{args.dtype}"
+    )
     data = os.path.join(data_dir, "*.parquet")
     if not os.path.isdir(data_dir):
         run(
@@ -89,6 +94,8 @@ def main():
                 str(args.k),
                 "--format",
                 "parquet",
+                "--dtype",
+                args.dtype,
             ]
         )
     out = os.path.join(args.workdir, "fixed-cost-out")
