@@ -29,7 +29,7 @@ demo: install
 	SHARDMEANS_PYTHON=$(abspath $(PY)) launch/local.sh --input '$(DEMO)/data/*.parquet' --output $(DEMO)/out --k 6 --id_column id --overwrite
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: install
 	$(PY) -m pytest -q tests/unit
