@@ -118,21 +118,25 @@ class BottomSampleFn(beam.CombineFn):
     weighted: the batches are (priority keys uint64 [n], rows, weights float64 [n])
     (`transforms.core.sampling.priority_keys`), and the sample keeps m + 1 rows:
     the last one's key is what `priority_weights` estimates the weights with.
+    n_categorical C > 0: each batch has a fourth element, the rows' categorical values
+    object [n, C] (the third is None unweighted), and so has the sample.
     """
 
-    def __init__(self, m: int, n_features: int, weighted: bool = False):
+    def __init__(self, m: int, n_features: int, weighted: bool = False, n_categorical: int = 0):
         self._m, self._d, self._weighted = m + int(weighted), n_features, weighted
+        self._c = n_categorical
 
     def create_accumulator(self) -> _Bottom:
         weights = np.zeros(0) if self._weighted else None
-        return _Bottom(Sample(np.zeros(0, np.uint64), np.zeros((0, self._d)), weights))
+        categories = np.zeros((0, self._c), dtype=object) if self._c else None
+        return _Bottom(Sample(np.zeros(0, np.uint64), np.zeros((0, self._d)), weights, categories))
 
     def add_input(self, accumulator: _Bottom, element) -> _Bottom:
         hashes = element[0]
         if len(accumulator.sample.hashes) == self._m:
             # Full: only rows that hash below its largest can get in.
             keep = hashes <= accumulator.sample.hashes[-1]
-            element = tuple(a[keep] for a in element)
+            element = tuple(None if a is None else a[keep] for a in element)
         if len(element[0]):
             accumulator.pending.append(tuple(element))
             accumulator.n_pending += len(element[0])
@@ -153,7 +157,9 @@ class BottomSampleFn(beam.CombineFn):
         return self._settle(accumulator).sample
 
     def _parts(self, sample: Sample) -> tuple:
-        return tuple(sample) if self._weighted else tuple(sample[:2])
+        if self._c:
+            return tuple(sample)
+        return tuple(sample[:3]) if self._weighted else tuple(sample[:2])
 
     def _settle(self, accumulator: _Bottom) -> _Bottom:
         """Merge the pending batches into the sample."""
@@ -164,6 +170,7 @@ class BottomSampleFn(beam.CombineFn):
                 np.concatenate([p[1] for p in parts]),
                 self._m,
                 np.concatenate([p[2] for p in parts]) if self._weighted else None,
+                np.concatenate([p[3] for p in parts]) if self._c else None,
             )
             accumulator.pending, accumulator.n_pending = [], 0
         return accumulator

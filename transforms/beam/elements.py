@@ -20,6 +20,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from transforms.core import categorical as categorical_module
 from transforms.core import vectors
 
 # The tag of the rejected rows' output.
@@ -111,6 +112,39 @@ def row_matrix(
                 break
             x[i, span] = row[name]
     return x, bad
+
+
+def row_categories(
+    rows: Sequence, categorical: Sequence[str], impute: bool = False
+) -> Tuple[np.ndarray, List[Tuple[int, str]]]:
+    """Dict rows -> (object [n, C] their categorical features' values as text, in
+    `categorical` order (core.categorical.as_text: booleans "true"/"false"); [(index,
+    reason)] of the rows with such a feature missing, null, or not a scalar).
+    `impute`: a missing or null value is core.categorical.MISSING_VALUE, not a reason."""
+    values = np.full((len(rows), len(categorical)), "", dtype=object)
+    bad = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            continue  # row_matrix rejects it
+        for j, name in enumerate(categorical):
+            value = row.get(name)
+            if value is None and impute:
+                values[i, j] = categorical_module.MISSING_VALUE
+                continue
+            if name not in row:
+                why = f"feature {name!r} is missing"
+            elif value is None:
+                why = f"feature {name!r} is null"
+            elif isinstance(value, (float, np.floating)) and not math.isfinite(value):
+                why = f"categorical feature {name!r} is NaN or infinite"
+            elif isinstance(value, (dict, list, tuple, np.ndarray)):
+                why = f"categorical feature {name!r} is not one value: {value!r}"
+            else:
+                values[i, j] = categorical_module.as_text(value)
+                continue
+            bad.append((i, why))
+            break
+    return values, bad
 
 
 def weight_reason(value, name: str) -> Optional[str]:

@@ -39,6 +39,7 @@ from transforms.beam.elements import (
     array_rows,
     batch_elements,
     rejection,
+    row_categories,
     row_matrix,
     row_weights,
     split_kinds,
@@ -46,15 +47,19 @@ from transforms.beam.elements import (
 from transforms.beam.model_paths import MODEL_BASE
 from transforms.beam.rounds import AssignShards, LloydRounds, StepConfig
 from transforms.beam.shards import (
+    CATEGORIES_COLUMN,
     FEATURES_COLUMN,
     WEIGHT_COLUMN,
     WriteShards,
+    categories_to_matrix,
     default_cache_mb,
     features_to_matrix,
+    matrix_to_categories,
     matrix_to_features,
     raw_shard_schema,
 )
 from transforms.core import parameters, vectors
+from transforms.core.categorical import MISSING_VALUE, Layout
 from transforms.core.centroids import Centroids, in_original_units
 from transforms.core.errors import UserInputError
 from transforms.core.hierarchy import merge_clusters
@@ -159,6 +164,8 @@ class KMeans(beam.PTransform):
         standardize: str = _FIT["standardize"].default,
         distance: str = _FIT["distance"].default,
         missing: str = _FIT["missing"].default,
+        categorical: Union[str, Sequence[str], None] = _FIT["categorical"].default,
+        max_categories: int = _FIT["max_categories"].default,
         contamination: Optional[float] = parameters.BY_NAME["contamination"].default,
         init_sample_size: int = _FIT["init_sample_size"].default,
         init_refine_rounds: int = _FIT["init_refine_rounds"].default,
@@ -180,6 +187,21 @@ class KMeans(beam.PTransform):
         given = not isinstance(init, str)
         parameters.check_fit(self.ks, dict(checked, init=None if given else init))
         n_init = parameters.resolve_n_init(n_init, given=given or init_model is not None)
+        if isinstance(categorical, str):
+            categorical = [name for name in categorical.split(",") if name]
+        try:
+            self.layout = Layout.of(list(features), list(categorical or ()), max_categories)
+        except ValueError:
+            unknown = [name for name in categorical if name not in features]
+            raise UserInputError(
+                f"categorical names {', '.join(map(repr, unknown))}, not among the features "
+                f"({', '.join(features)})"
+            ) from None
+        if self.layout.categorical and init_model is not None:
+            raise UserInputError(
+                "init_model with categorical features: a warm start maps numeric centroids "
+                "only; fit from k-means++ (its vocabularies come from the new data)"
+            )
         # A warm start's centroids, original units [K, D]: standardized once this
         # fit's transform is written (expand).
         self._warm, self.init_model = None, None
@@ -219,9 +241,9 @@ class KMeans(beam.PTransform):
                     f"given initial centroids are one start: they take a single "
                     f"K and n_init=1, got k={list(self.ks)}, n_init={n_init}"
                 )
-            if self._given.shape != (self.ks[0], len(features)):
+            if self._given.shape != (self.ks[0], self.layout.width):
                 raise UserInputError(
-                    f"init has shape {self._given.shape}, expected {(self.ks[0], len(features))}"
+                    f"init has shape {self._given.shape}, expected {(self.ks[0], self.layout.width)}"
                 )
         self.features, self.output_dir = list(features), output_dir
         self.standardize, self.distance, self.missing = standardize, distance, missing
@@ -250,8 +272,9 @@ class KMeans(beam.PTransform):
             raise UserInputError(
                 f"weight_column {weight_column!r} is a feature: a weight is not clustered on"
             )
+        self.max_categories = max_categories
         self.step = StepConfig(
-            n_features=len(features),
+            n_features=self.layout.width,
             batch_size=batch_size,
             cache_mb=default_cache_mb() if cache_mb is None else cache_mb,
             devices=devices,
@@ -269,14 +292,15 @@ class KMeans(beam.PTransform):
         return FileSystems.join(self.output_dir, MODEL_BASE, str(MODEL_VERSION))
 
     def expand(self, rows):
-        d = len(self.features)
+        d, c = len(self.layout.numeric), len(self.layout.categorical)
         converted = (
             rows
             | "Batch" >> batch_elements(self.step.batch_size)
             | "ToRecordBatches"
             >> beam.FlatMap(
                 _to_record_batches,
-                features=self.features,
+                features=list(self.layout.numeric),
+                categorical=list(self.layout.categorical),
                 passthrough=self.passthrough,
                 weight_column=self.weight_column,
                 impute=self.missing == "impute",
@@ -284,20 +308,21 @@ class KMeans(beam.PTransform):
         )
         batches = converted.batches
 
+        raw = [pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))]
+        raw += [pa.field(CATEGORIES_COLUMN, pa.list_(pa.string()))] if c else []
         with tft_beam.Context(temp_dir=FileSystems.join(self.work_dir, "tft")):
             transform_fn = (
-                batches | "FeaturesOnly" >> beam.Map(lambda b: b.select([FEATURES_COLUMN])),
-                tensor_adapter_config(
-                    pa.schema([pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))]),
-                    FEATURES_COLUMN,
-                    d,
-                ),
+                batches
+                | "FeaturesOnly"
+                >> beam.Map(lambda b, names: b.select(names), [f.name for f in raw]),
+                tensor_adapter_config(pa.schema(raw), FEATURES_COLUMN, d, CATEGORIES_COLUMN, c),
             ) | "Analyze" >> tft_beam.AnalyzeDataset(
                 functools.partial(
                     preprocessing_fn,
                     standardize=self.standardize,
                     distance=self.distance,
                     missing=self.missing,
+                    max_categories=self.max_categories,
                 )
             )
             written = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
@@ -308,7 +333,9 @@ class KMeans(beam.PTransform):
         # In the read stage, next to the analysis and the sample: nothing here
         # waits for the analysis, so no stage holds the rows (see the module doc).
         weighted = self.step.weighted
-        shard_schema = raw_shard_schema(self.passthrough, self.transform_dir, self._run, weighted)
+        shard_schema = raw_shard_schema(
+            self.passthrough, self.transform_dir, self._run, weighted, d, c
+        )
         shard_paths = (
             batches
             | "ToTables" >> beam.Map(_to_table, schema=shard_schema)
@@ -321,9 +348,12 @@ class KMeans(beam.PTransform):
 
         sample = (
             batches
-            | "HashRows" >> beam.Map(_hashed_rows, n_features=d, seed=self.seed, weighted=weighted)
+            | "HashRows"
+            >> beam.Map(
+                _hashed_rows, n_features=d, seed=self.seed, weighted=weighted, n_categorical=c
+            )
             | "BottomSample"
-            >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d, weighted))
+            >> beam.CombineGlobally(BottomSampleFn(self.init_sample_size, d, weighted, c))
         )
         standardized_sample = beam.pvalue.AsSingleton(
             sample
@@ -333,14 +363,14 @@ class KMeans(beam.PTransform):
                 transform_dir=self.transform_dir,
                 ready=transform_ready,
                 m=self.init_sample_size,
-                features=self.features,
+                layout=self.layout,
                 impute=self.missing == "impute",
             )
         )
         if weighted:  # the output holds the sample's m rows, not the one beyond them
             m = self.init_sample_size
             sample = sample | "TrimSample" >> beam.Map(
-                lambda s: Sample(s.hashes[:m], s.rows[:m], s.weights[:m])
+                lambda s: Sample(*(None if a is None else a[:m] for a in s))
             )
         given = self._given
         if self._warm is not None:
@@ -385,7 +415,8 @@ class KMeans(beam.PTransform):
         centroids = state | "Centroids" >> beam.Map(
             _centroids,
             transform_dir=self.transform_dir,
-            features=self.features,
+            layout=self.layout,
+            impute=self.missing == "impute",
             ready=transform_ready,
         )
         model = state | "ExportModel" >> beam.Map(
@@ -393,7 +424,7 @@ class KMeans(beam.PTransform):
             statistics=beam.pvalue.AsSingleton(assigned["statistics"]),
             model_dir=self.model_dir,
             transform_dir=self.transform_dir,
-            features=self.features,
+            layout=self.layout,
             distance=self.distance,
             missing=self.missing,
             contamination=self.contamination,
@@ -428,8 +459,10 @@ def _to_record_batches(
     passthrough: pa.Schema,
     impute: bool = False,
     weight_column: Optional[str] = None,
+    categorical: Sequence[str] = (),
 ):
-    """A list from `batch_elements` -> record batches of `FEATURES_COLUMN` (+ `WEIGHT_COLUMN`
+    """A list from `batch_elements` -> record batches of `FEATURES_COLUMN` (the numeric
+    `features`; + `CATEGORIES_COLUMN`, the `categorical` ones' values) (+ `WEIGHT_COLUMN`
     with a `weight_column`) + passthrough, and, tagged REJECTED, a JSON line for each row
     that cannot be clustered.
 
@@ -449,19 +482,28 @@ def _to_record_batches(
         x, bad = array_rows(array, len(features), impute)
         if weight_column is not None:  # an array row has no field to hold a weight
             bad = [(i, f"an array row has no weight {weight_column!r}") for i in range(len(x))]
-        yield from _kept(x, [], bad, features, passthrough, lambda i, x=x: x[i])
+        if categorical:  # nor a place for text
+            bad = [(i, "an array row has no categorical features") for i in range(len(x))]
+        yield from _kept(x, [], bad, passthrough, lambda i, x=x: x[i])
     if rows:
         x, bad = row_matrix(rows, features, impute)
+        reasons = [bad]
+        values = None
+        if categorical:
+            values, bad_values = row_categories(rows, categorical, impute)
+            reasons.insert(0, bad_values)
         w = None
         if weight_column is not None:
             w, bad_weights = row_weights(rows, weight_column)
-            first = dict(bad_weights)
-            first.update(bad)  # a feature's reason before the weight's
-            bad = sorted(first.items())
-        yield from _kept(x, rows, bad, features, passthrough, lambda i: rows[i], w)
+            reasons.insert(0, bad_weights)
+        first = {}
+        for found in reasons:  # a numeric feature's reason first, then a category's
+            first.update(found)
+        bad = sorted(first.items())
+        yield from _kept(x, rows, bad, passthrough, lambda i: rows[i], w, values)
 
 
-def _kept(x, rows, bad, features, passthrough, original, w=None):
+def _kept(x, rows, bad, passthrough, original, w=None, categories=None):
     """The record batch of the rows not in `bad` [(index, reason)], then the rejections."""
     for i, reason in bad:
         yield beam.pvalue.TaggedOutput(REJECTED, rejection(original(i), reason))
@@ -469,22 +511,25 @@ def _kept(x, rows, bad, features, passthrough, original, w=None):
         keep = np.setdiff1d(np.arange(len(x)), [i for i, _ in bad])
         x, rows = x[keep], [rows[i] for i in keep] if rows else rows
         w = None if w is None else w[keep]
+        categories = None if categories is None else categories[keep]
     if len(x):
-        yield _record_batch(x, rows, features, passthrough, w)
+        yield _record_batch(x, rows, passthrough, w, categories)
 
 
 def _record_batch(
     x: np.ndarray,
     rows: list,
-    features: List[str],
     passthrough: pa.Schema,
     w: Optional[np.ndarray] = None,
+    categories: Optional[np.ndarray] = None,
 ) -> pa.RecordBatch:
-    """Valid rows float64 [n, D] (and their dicts, for the passthrough columns; their
-    weights float64 [n], if weighted) -> a batch."""
+    """Valid rows float64 [n, D_num] (their categorical values object [n, C], if any; their
+    dicts, for the passthrough columns; their weights float64 [n], if weighted) -> a batch."""
     weights = [] if w is None else [pa.array(w, pa.float64())]
+    text = [] if categories is None else [matrix_to_categories(categories)]
     columns = (
         [matrix_to_features(x)]
+        + text
         + weights
         + [
             pa.array([row.get(field.name) for row in rows], field.type)
@@ -493,7 +538,12 @@ def _record_batch(
             for field in passthrough
         ]
     )
-    names = [FEATURES_COLUMN] + ([WEIGHT_COLUMN] if w is not None else []) + passthrough.names
+    names = (
+        [FEATURES_COLUMN]
+        + ([CATEGORIES_COLUMN] if categories is not None else [])
+        + ([WEIGHT_COLUMN] if w is not None else [])
+        + passthrough.names
+    )
     return pa.RecordBatch.from_arrays(columns, names=names)
 
 
@@ -503,18 +553,27 @@ def _to_table(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Table:
     return table if table.schema.equals(schema, check_metadata=False) else table.cast(schema)
 
 
-def _hashed_rows(batch: pa.RecordBatch, n_features: int, seed: int, weighted: bool = False):
-    """(hashes, rows float64 [n, D]), or weighted (priority keys, rows, weights float64 [n])."""
-    x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
-    if not weighted:
-        return row_hashes(x, seed), x
-    w = batch.column(WEIGHT_COLUMN).to_numpy(zero_copy_only=False).astype(np.float64)
-    return priority_keys(row_hashes(x, seed), w), x, w
-
-
-def _standardized_sample(
-    sample, transform_dir: str, ready, m: int, features: List[str], impute: bool
+def _hashed_rows(
+    batch: pa.RecordBatch, n_features: int, seed: int, weighted: bool = False, n_categorical=0
 ):
+    """(hashes, rows float64 [n, D_num]), or weighted (priority keys, rows, weights float64
+    [n]); with categorical features (hashes or keys, rows, weights or None, categories
+    object [n, C]): BottomSampleFn's elements."""
+    x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
+    categories = None
+    if n_categorical:
+        categories = categories_to_matrix(batch.column(CATEGORIES_COLUMN), n_categorical)
+    hashes = row_hashes(x, seed, categories)
+    w = None
+    if weighted:
+        w = batch.column(WEIGHT_COLUMN).to_numpy(zero_copy_only=False).astype(np.float64)
+        hashes = priority_keys(hashes, w)
+    if n_categorical:
+        return hashes, x, w, categories
+    return (hashes, x, w) if weighted else (hashes, x)
+
+
+def _standardized_sample(sample, transform_dir: str, ready, m: int, layout: Layout, impute: bool):
     """The bottom-m sample -> its rows standardized, float64 [m, D] (float32 values, like
     the shards); weighted, a Sample of the m rows standardized, their weights and the
     m + 1 keys (`seeding.sample_rows` weighs them). Imputing, a feature no valid row
@@ -524,18 +583,20 @@ def _standardized_sample(
         raise UserInputError("no valid rows to cluster: every row was rejected")
     job_metrics.record_time(job_metrics.ANALYSED_MS)  # (the transform is written)
     rows = sample.rows[:m]
+    categories = None if sample.categories is None else sample.categories[:m]
     job_metrics.record(job_metrics.SAMPLE_ROWS, len(rows))
-    standardizer = Standardizer(transform_dir, rows.shape[1])
+    c = len(layout.categorical)
+    standardizer = Standardizer(transform_dir, rows.shape[1], c)
     if impute:
         mean, _ = standardizer.mean_and_std()
-        filled = standardizer(np.full((1, len(features)), np.nan))[0]
-        for name, mu, f in zip(features, mean, filled):
+        filled = standardizer(np.full((1, rows.shape[1]), np.nan), [[MISSING_VALUE] * c])[0]
+        for name, mu, f in zip(layout.numeric, mean, filled):
             if np.isnan(mu) or np.isnan(f):
                 raise UserInputError(
                     f"feature {name!r} has no value in any valid row: there is no "
                     f"mean to impute (--missing impute); leave it out of --features"
                 )
-    x = standardizer(rows).astype(np.float64)
+    x = standardizer(rows, categories).astype(np.float64)
     if sample.weights is None:
         return x
     if not sample.weights.any():  # the sample takes rows of positive weight first
@@ -543,12 +604,30 @@ def _standardized_sample(
     return Sample(sample.hashes, x, sample.weights[:m])
 
 
-def _centroids(state: RoundState, transform_dir: str, features: List[str], ready) -> Centroids:
-    """The chosen centroids in both spaces (the transform's mean and std map them back)."""
+def _centroids(
+    state: RoundState, transform_dir: str, layout: Layout, impute: bool, ready
+) -> Centroids:
+    """The chosen centroids in both spaces (the transform's mean and std map them back);
+    a categorical feature's columns are its categories' shares, FEATURE=VALUE, those no
+    training row can fill left out (core.categorical.Layout.used_columns)."""
     del ready
-    mean, std = Standardizer(transform_dir, len(features)).mean_and_std()
-    standardized = np.asarray(state.centroids, np.float64)
-    return Centroids(list(features), standardized, in_original_units(standardized, mean, std))
+    standardizer = Standardizer(transform_dir, len(layout.numeric), len(layout.categorical))
+    return reported_centroids(state.centroids, standardizer, layout, impute)
+
+
+def reported_centroids(centroids, standardizer: Standardizer, layout: Layout, impute: bool):
+    """Centroids float [K, D] of the space the fit ran in -> the `Centroids` to report: the
+    columns worth showing, named, in both spaces."""
+    mean, std = standardizer.mean_and_std()
+    standardized = np.asarray(centroids, np.float64)
+    vocabularies = standardizer.vocabularies()
+    used = layout.used_columns(vocabularies, impute)
+    names = layout.columns(vocabularies)
+    return Centroids(
+        [names[j] for j in used],
+        standardized[:, used],
+        in_original_units(standardized, mean, std)[:, used],
+    )
 
 
 def _export(
@@ -556,7 +635,7 @@ def _export(
     statistics: ClusterStats,
     model_dir: str,
     transform_dir: str,
-    features: List[str],
+    layout: Layout,
     distance: str,
     missing: str,
     contamination: Optional[float],
@@ -570,13 +649,14 @@ def _export(
         model_dir,
         tft.TFTransformOutput(transform_dir).transform_savedmodel_dir,
         state.centroids.astype(np.float32),
-        features,
+        list(layout.numeric),
         merge_map=state.merge_map,
         distance=distance,
         missing=missing,
         statistics=statistics,
         contamination=contamination,
-        columns=vectors.group(features),
+        columns=vectors.group(layout.numeric),
+        categorical=list(layout.categorical),
     )
     return model_dir
 

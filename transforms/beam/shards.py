@@ -1,7 +1,8 @@
 """Shards: Arrow IPC files of feature rows, standardized when read, and a bounded per-process cache.
 
-A shard holds the column `FEATURES_COLUMN` (list<float64>, D values a row, as
-validated), in a weighted fit `WEIGHT_COLUMN` (float64, each row's weight, which
+A shard holds the column `FEATURES_COLUMN` (list<float64>, D_num values a row, as
+validated), with categorical features `CATEGORIES_COLUMN` (list<string>, C values a
+row: transforms.core.categorical), in a weighted fit `WEIGHT_COLUMN` (float64, each row's weight, which
 travels with its row to every pass) and any passthrough columns (the id, or all input columns); its
 schema metadata names the tf.Transform output that standardizes it (`KMeans`
 writes the shards in the read stage, before the analysis has finished).
@@ -37,11 +38,15 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.step.buffers import aligned_empty
 
 FEATURES_COLUMN = "__features__"
+# The raw values of the categorical features (list<string>, C a row), beside the numbers.
+CATEGORIES_COLUMN = "__categories__"
 # A weighted fit's row weights (float64, finite, >= 0), beside the features.
 WEIGHT_COLUMN = "__weight__"
 # Schema metadata of a raw shard: where its transform_fn is, and the run that
 # wrote it (a process may fit twice into the same output directory).
 TRANSFORM_DIR_KEY, RUN_KEY = b"shardmeans.transform_dir", b"shardmeans.run"
+# ... and the raw widths its transform takes: D_num numbers and C categorical values.
+NUMERIC_KEY, CATEGORICAL_KEY = b"shardmeans.numeric", b"shardmeans.categorical"
 # Metadata of a shard's last (empty) record batch: the rows it holds.
 ROWS_KEY = b"shardmeans.rows"
 SHARD_SUFFIX = ".arrow"
@@ -52,7 +57,22 @@ def features_to_matrix(column: pa.Array, n_features: int, dtype=np.float32) -> n
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     values = column.flatten().to_numpy(zero_copy_only=False)
-    return values.astype(dtype, copy=False).reshape(-1, n_features)
+    return values.astype(dtype, copy=False).reshape(len(column), n_features)
+
+
+def categories_to_matrix(column: pa.Array, n_categorical: int) -> np.ndarray:
+    """A list<string> column of n rows -> object [n, C] of str."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(object, copy=False).reshape(len(column), n_categorical)
+
+
+def matrix_to_categories(values: np.ndarray) -> pa.Array:
+    """object [n, C] of str -> a list<string> Arrow column of n rows."""
+    n, c = values.shape
+    offsets = pa.array(np.arange(0, (n + 1) * c, c, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1), pa.string()))
 
 
 def matrix_to_features(x: np.ndarray) -> pa.Array:
@@ -63,14 +83,28 @@ def matrix_to_features(x: np.ndarray) -> pa.Array:
 
 
 def raw_shard_schema(
-    passthrough: pa.Schema, transform_dir: str, run: str, weighted: bool = False
+    passthrough: pa.Schema,
+    transform_dir: str,
+    run: str,
+    weighted: bool = False,
+    n_numeric: int = 0,
+    n_categorical: int = 0,
 ) -> pa.Schema:
-    """Columns of a raw shard: float64 features (+ float64 weights) + passthrough; the
-    metadata names its transform."""
+    """Columns of a raw shard: float64 features (+ string categories) (+ float64 weights)
+    + passthrough; the metadata names its transform and the raw widths it takes."""
+    categories = [pa.field(CATEGORIES_COLUMN, pa.list_(pa.string()))] if n_categorical else []
     weight = [pa.field(WEIGHT_COLUMN, pa.float64())] if weighted else []
     return pa.schema(
-        [pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))] + weight + list(passthrough),
-        metadata={TRANSFORM_DIR_KEY: transform_dir.encode(), RUN_KEY: run.encode()},
+        [pa.field(FEATURES_COLUMN, pa.list_(pa.float64()))]
+        + categories
+        + weight
+        + list(passthrough),
+        metadata={
+            TRANSFORM_DIR_KEY: transform_dir.encode(),
+            RUN_KEY: run.encode(),
+            NUMERIC_KEY: str(n_numeric).encode(),
+            CATEGORICAL_KEY: str(n_categorical).encode(),
+        },
     )
 
 
@@ -149,12 +183,19 @@ def _open_shard(path: str) -> Iterator[pa.ipc.RecordBatchFileReader]:
 def _standardized(
     shard: pa.ipc.RecordBatchFileReader, path: str, n_features: int, batch_size: int, columns=None
 ) -> Iterator[Tuple[pa.RecordBatch, np.ndarray]]:
+    """(batch, its rows standardized float32 [n, n_features]) of a shard."""
     standardize = _standardizer_of(shard.schema.metadata, n_features, path)
-    if columns is not None and FEATURES_COLUMN not in columns:
-        columns = [FEATURES_COLUMN] + list(columns)
+    raw = [FEATURES_COLUMN] + ([CATEGORIES_COLUMN] if standardize.n_categorical else [])
+    if columns is not None:
+        columns = raw + [c for c in columns if c not in raw]
     for batch in _record_batches(shard, batch_size, columns):
-        x = features_to_matrix(batch.column(FEATURES_COLUMN), n_features, np.float64)
-        yield batch, standardize(x)
+        x = features_to_matrix(batch.column(FEATURES_COLUMN), standardize.n_features, np.float64)
+        categories = None
+        if standardize.n_categorical:
+            categories = categories_to_matrix(
+                batch.column(CATEGORIES_COLUMN), standardize.n_categorical
+            )
+        yield batch, standardize(x, categories)
 
 
 def _row_count(shard: pa.ipc.RecordBatchFileReader, path: str) -> int:
@@ -184,12 +225,14 @@ def iter_passthrough(path: str, batch_size: int) -> Iterator[pa.RecordBatch]:
     """Record batches (<= batch_size rows, file order) of a shard's columns but the features
     (the weights included, in a weighted fit)."""
     with _open_shard(path) as shard:
-        columns = [name for name in shard.schema.names if name != FEATURES_COLUMN]
+        raw = (FEATURES_COLUMN, CATEGORIES_COLUMN)
+        columns = [name for name in shard.schema.names if name not in raw]
         yield from _record_batches(shard, batch_size, columns)
 
 
 def _standardizer_of(metadata: Optional[dict], n_features: int, path: str) -> Callable:
-    """The transform of a shard: float64 [n, D] -> float32 [n, D]."""
+    """The transform of a shard: float64 [n, D_num] (+ categories [n, C]) -> float32 [n, D].
+    A shard without the raw widths in its metadata has D_num = D numbers alone."""
     if not metadata or TRANSFORM_DIR_KEY not in metadata:
         raise ValueError(
             f"{path} is not a shardmeans shard: its schema does not name "
@@ -197,7 +240,8 @@ def _standardizer_of(metadata: Optional[dict], n_features: int, path: str) -> Ca
         )
     return _standardizer(
         _transform_dir(metadata[TRANSFORM_DIR_KEY].decode(), path),
-        n_features,
+        int(metadata.get(NUMERIC_KEY, str(n_features).encode())),
+        int(metadata.get(CATEGORICAL_KEY, b"0")),
         metadata.get(RUN_KEY, b"").decode(),
     )
 
@@ -214,12 +258,12 @@ def _transform_dir(recorded: str, shard_path: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _standardizer(transform_dir: str, n_features: int, run: str):
+def _standardizer(transform_dir: str, n_numeric: int, n_categorical: int, run: str):
     """One loaded transform_fn per process and run (loading it is a SavedModel load)."""
     del run  # part of the key only
     from transforms.step.preprocessing import Standardizer
 
-    return Standardizer(transform_dir, n_features)
+    return Standardizer(transform_dir, n_numeric, n_categorical)
 
 
 def default_cache_mb() -> int:

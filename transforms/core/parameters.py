@@ -283,6 +283,26 @@ FIT = (
         choices=("reject", "impute"),
     ),
     Parameter(
+        "categorical",
+        "comma-separated features clustered as categories even when they hold numbers "
+        "(a code, a zip); a text or boolean feature is a category without it. A category "
+        "is one-hot over its most frequent values (--max_categories), each column 0 or 1, "
+        "not scaled; with --missing impute a missing value is the category __missing__",
+        "Categorical features",
+        default_help="the text and boolean features",
+        template_pattern=r"^[^,]+(,[^,]+)*$",
+    ),
+    Parameter(
+        "max_categories",
+        "each categorical feature's vocabulary: its most frequent values in the training "
+        "rows, at most this many, a column each; rarer values and values unseen at "
+        "training share the column FEATURE=__other__",
+        "Categories per feature",
+        default=100,
+        type=int,
+        minimum=1,
+    ),
+    Parameter(
         "distance",
         "'euclidean', or 'cosine': spherical K-Means, each row (after scaling) divided "
         "by its L2 norm, a row to the centroid of largest cosine similarity, each "

@@ -30,13 +30,28 @@ def _splitmix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def row_hashes(x: np.ndarray, seed: int) -> np.ndarray:
-    """uint64 [n]: a hash of each row of float64 `x` [n, D] (its exact bits) and `seed`."""
+def row_hashes(x: np.ndarray, seed: int, categories: Optional[np.ndarray] = None) -> np.ndarray:
+    """uint64 [n]: a hash of each row of float64 `x` [n, D] (its exact bits), of its
+    categorical values (object [n, C] of str, each by `text_hashes`) and of `seed`."""
     bits = np.ascontiguousarray(x, dtype=np.float64).view(np.uint64)
     h = _splitmix64(np.full(len(x), seed & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64))
     for j in range(bits.shape[1]):
         h = _splitmix64(h ^ bits[:, j])
+    if categories is not None:
+        for j in range(categories.shape[1]):
+            h = _splitmix64(h ^ text_hashes(categories[:, j]))
     return h
+
+
+def text_hashes(values: np.ndarray) -> np.ndarray:
+    """uint64 [n]: a hash of each string of object [n], the same in every process (Python's
+    `hash` of a str is salted per process). Each distinct value is hashed once: a
+    categorical column holds few."""
+    import hashlib
+
+    distinct, inverse = np.unique(values.astype(str), return_inverse=True)
+    digests = [hashlib.blake2b(v.encode(), digest_size=8).digest() for v in distinct]
+    return np.frombuffer(b"".join(digests), dtype="<u8")[inverse.reshape(-1)]
 
 
 def priority_keys(hashes: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -62,34 +77,43 @@ def priority_weights(sample: "Sample", r: int) -> np.ndarray:
 
 class Sample(NamedTuple):
     """A bottom-m sample: hashes uint64 [m'] ascending, rows float64 [m', D]; weighted,
-    the hashes are `priority_keys` and weights float64 [m'] the rows' own weights."""
+    the hashes are `priority_keys` and weights float64 [m'] the rows' own weights; with
+    categorical features, categories object [m', C] the rows' values (str)."""
 
     hashes: np.ndarray
     rows: np.ndarray
     weights: Optional[np.ndarray] = None
+    categories: Optional[np.ndarray] = None
+
+
+def _take(sample: Sample, index) -> Sample:
+    return Sample(*(None if a is None else a[index] for a in sample))
 
 
 def _bottom(
-    hashes: np.ndarray, rows: np.ndarray, m: int, weights: Optional[np.ndarray] = None
+    hashes: np.ndarray,
+    rows: np.ndarray,
+    m: int,
+    weights: Optional[np.ndarray] = None,
+    categories: Optional[np.ndarray] = None,
 ) -> Sample:
     """The m smallest (hash, row) pairs in ascending order; equal hashes by row values
-    (and weights, which travel with their rows)."""
+    (and weights, which travel with their rows, as do their categories)."""
+    sample = Sample(hashes, rows, weights, categories)
     if len(hashes) > m:
         cut = np.partition(hashes, m - 1)[m - 1]
-        keep = hashes <= cut
-        hashes, rows = hashes[keep], rows[keep]
-        weights = None if weights is None else weights[keep]
-    order = np.argsort(hashes, kind="stable")
-    hashes, rows = hashes[order], rows[order]
-    weights = None if weights is None else weights[order]
+        sample = _take(sample, hashes <= cut)
+    sample = _take(sample, np.argsort(sample.hashes, kind="stable"))
+    hashes = sample.hashes
     if np.any(hashes[1:] == hashes[:-1]):
         # Duplicate rows share a hash: order them by their values too, so that
         # the sample does not depend on the order rows arrived in (rare: sort all).
-        extra = () if weights is None else (weights,)
-        order = np.lexsort(extra + tuple(rows.T[::-1]) + (hashes,))
-        hashes, rows = hashes[order], rows[order]
-        weights = None if weights is None else weights[order]
-    return Sample(hashes[:m], rows[:m], None if weights is None else weights[:m])
+        extra = () if sample.weights is None else (sample.weights,)
+        if sample.categories is not None:
+            extra += tuple(sample.categories.astype(str).T[::-1])
+        order = np.lexsort(extra + tuple(sample.rows.T[::-1]) + (hashes,))
+        sample = _take(sample, order)
+    return _take(sample, slice(0, m))
 
 
 class _Bottom:

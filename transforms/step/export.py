@@ -83,6 +83,7 @@ def build_model_module(
     contamination: Optional[float] = None,
     missing: str = "reject",
     columns: Optional[Sequence[Tuple[str, Optional[int]]]] = None,
+    categorical: Sequence[str] = (),
 ):
     """A tf.Module with the two signatures' functions (see the module docstring).
 
@@ -102,6 +103,8 @@ def build_model_module(
 
     from transforms.step.preprocessing import FEATURES
 
+    if categorical:
+        raise NotImplementedError("categorical features in the SavedModel")
     columns = [(name, None) for name in features] if columns is None else list(columns)
     if sum(width or 1 for _, width in columns) != len(features):
         raise ValueError(f"columns {columns} do not hold the {len(features)} features")
@@ -324,6 +327,7 @@ def export_model(
     contamination: Optional[float] = None,
     missing: str = "reject",
     columns: Optional[Sequence[Tuple[str, Optional[int]]]] = None,
+    categorical: Sequence[str] = (),
 ) -> None:
     """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`
     itself (a fit passes its version directory, OUTPUT/model/`MODEL_VERSION`); see
@@ -340,6 +344,7 @@ def export_model(
         contamination,
         missing,
         columns,
+        categorical,
     )
     tf.saved_model.save(
         module,
