@@ -21,6 +21,7 @@ from pipeline.workdir import absolute_path, is_template_run
 from transforms.beam.kmeans import KMeans
 from transforms.beam.warm_start import WarmStart
 from transforms.core import parameters, vectors
+from transforms.core.categorical import Layout
 from transforms.core.errors import UserInputError
 from transforms.step.export import NEAREST_CLUSTER_IDS, NEAREST_DISTANCES
 
@@ -66,6 +67,15 @@ class FitSpec(NamedTuple):
     # The driver's record for the report (`driver_provenance`), or None.
     provenance: Optional[dict] = None
     weight_column: Optional[str] = None  # sample weights (docs/weights.md), else None
+    # The features that are categories (in `features` order; core.categorical), and
+    # the values each keeps a column for, at most.
+    categorical: Tuple[str, ...] = ()
+    max_categories: int = 100
+
+    @property
+    def layout(self) -> Layout:
+        """The numeric and categorical features, and the columns of the space the fit runs in."""
+        return Layout.of(self.features, self.categorical, self.max_categories)
 
     @property
     def needs_directions(self) -> bool:
@@ -91,13 +101,15 @@ def fit_spec(options) -> FitSpec:
     # A weight is no feature, nor a default one.
     numeric = [n for n in layout.numeric if n != inp.weight_column]
     features = _features(inp.features, layout._replace(numeric=numeric), inp.id_column)
+    categorical = _categorical(features, km.categorical, layout)
     _log_columns(layout, features, inp.features, inp.id_column)
+    width = Layout.of(features, categorical, km.max_categories).width
 
     warm = _init_model(km, ks, features)
     if warm is not None:
         init, given = "given", None
     else:
-        init, given = _init(km.init, ks, km.n_init or 1, len(features))
+        init, given = _init(km.init, ks, km.n_init or 1, width)
     n_init = parameters.resolve_n_init(km.n_init, given=init == "given")
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     return FitSpec(
@@ -136,6 +148,8 @@ def fit_spec(options) -> FitSpec:
         cache_mb=km.cache_mb,
         devices=km.devices,
         weight_column=inp.weight_column,
+        categorical=categorical,
+        max_categories=km.max_categories,
     )
 
 
@@ -237,11 +251,49 @@ def _features(requested, layout, id_column) -> List[str]:
             or pa.types.is_large_list(kind)
             or pa.types.is_fixed_size_list(kind)
         ) and (pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type))
-        if name not in numeric and not numbers_list:
-            raise UserInputError(f"feature {name!r} of {path} is not numeric (type {field.type})")
+        if name not in numeric and not numbers_list and not _is_categorical_type(kind):
+            raise UserInputError(
+                f"feature {name!r} of {path} is neither numbers nor text (type {field.type})"
+            )
         width = _vector_width(name, kind, layout) if numbers_list else None
         columns.append((name, width if width and width > 1 else None))
     return vectors.expand(columns)
+
+
+def _is_categorical_type(kind: pa.DataType) -> bool:
+    """Text, bytes or booleans: a category (a tf.Example bytes_list too)."""
+    if is_list_type(kind):
+        kind = kind.value_type
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_boolean(kind)
+    )
+
+
+def _categorical(features: List[str], requested: Optional[str], layout) -> Tuple[str, ...]:
+    """The features that are categories, in `features` order: those --categorical names
+    (`requested`, comma-separated), and every text or boolean feature."""
+    named = [f.strip() for f in (requested or "").split(",") if f.strip()]
+    unknown = [name for name in named if name not in features]
+    if unknown:
+        raise UserInputError(
+            f"--categorical names {', '.join(map(repr, unknown))}, not among the features "
+            f"({', '.join(features)})"
+        )
+    schema = layout.schema
+    return tuple(
+        name
+        for name in features
+        if name in named
+        or (
+            name in schema.names
+            and name not in layout.numeric
+            and _is_categorical_type(schema.field(name).type)
+        )
+    )
 
 
 def _vector_width(name: str, kind: pa.DataType, layout) -> int:
@@ -386,6 +438,8 @@ def build_fit_pipeline(pipeline: beam.Pipeline, spec: FitSpec, run: RunOutput) -
         top_n=spec.top_n,
         merge_to=spec.merge_to,
         weight_column=spec.weight_column,
+        categorical=spec.categorical,
+        max_categories=spec.max_categories,
     )
     outputs = ["cluster_id", "distance", "normalized_distance"]
     outputs += ["merged_cluster_id"] if spec.merge_to is not None else []

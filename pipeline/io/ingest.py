@@ -112,14 +112,15 @@ class _ReadAndValidateFn(beam.DoFn):
         directions: bool = False,
         impute: bool = False,
         weight_column: Optional[str] = None,
+        categorical: Sequence[str] = (),
     ):
         self._fmt, self._features, self._passthrough = fmt, features, passthrough
         self._on_invalid, self._batch_rows = on_invalid, batch_rows
         self._directions, self._impute = directions, impute
-        self._weight_column = weight_column
+        self._weight_column, self._categorical = weight_column, list(categorical)
 
     def process(self, path: str) -> Iterator[pa.RecordBatch]:
-        counts = np.zeros(4 + len(self._features), np.int64)
+        counts = np.zeros(4 + len(self._features) + len(self._categorical), np.int64)
         by_reason: Dict[str, int] = {}
         try:
             for chunk in read_chunks(path, self._fmt, self._batch_rows):
@@ -131,6 +132,7 @@ class _ReadAndValidateFn(beam.DoFn):
                     self._directions,
                     self._impute,
                     weight_column=self._weight_column,
+                    categorical=self._categorical,
                 )
                 if checked.first_error and self._on_invalid == "fail":
                     raise UserInputError(f"invalid row (--on_invalid=fail): {checked.first_error}")
@@ -185,12 +187,15 @@ class ReadValidRows(beam.PTransform):
     template, built once and run later) the pattern is matched when the job
     runs.
 
-    valid:    pa.RecordBatch: `FEATURES_COLUMN` (list<float64>, D values) + passthrough columns.
+    valid:    pa.RecordBatch: `FEATURES_COLUMN` (list<float64>, D values of the numeric
+              `features`) (+ `CATEGORIES_COLUMN`, list<string>, the C `categorical`
+              features' values) + passthrough columns.
     rejected: str, one JSON object per line: a rejected row (file, row, column, reason, values
               or text), or a file that cannot be read (file, row and column null, reason).
-    counts:   one int64 [4 + D] array: rows read, valid, rejected (read == valid +
+    counts:   one int64 [4 + D + C] array: rows read, valid, rejected (read == valid +
               rejected); files rejected (unreadable, with --on_invalid reject); then
-              per feature the valid rows whose value is imputed (`impute`).
+              per feature (the numeric ones, then the categorical ones) the valid
+              rows whose value is imputed (`impute`).
     rejections: one dict, `RejectionSummary`'s: files read, and the rejected rows by
               reason and by file (each adding up to counts' rows rejected).
     `directions`: rows whose features are all 0 are rejected too (they have no
@@ -213,21 +218,32 @@ class ReadValidRows(beam.PTransform):
         directions: bool = False,
         impute: bool = False,
         weight_column: Optional[str] = None,
+        categorical: Sequence[str] = (),
     ):
         super().__init__()
         self._pattern, self._files = pattern, None if files is None else list(files)
-        self._n_counts = 4 + len(features)
+        self._n_counts = 4 + len(features) + len(categorical)
         self._fn = _ReadAndValidateFn(
-            fmt, features, passthrough, on_invalid, batch_rows, directions, impute, weight_column
+            fmt,
+            features,
+            passthrough,
+            on_invalid,
+            batch_rows,
+            directions,
+            impute,
+            weight_column,
+            categorical,
         )
 
     @classmethod
     def of_job(cls, spec) -> "ReadValidRows":
-        """The reading of a job's spec (fit.FitSpec, score.ScoreSpec: the fields named here)."""
+        """The reading of a job's spec (fit.FitSpec, score.ScoreSpec: the fields named here;
+        `categorical`, the features that are categories, is optional)."""
+        categorical = list(getattr(spec, "categorical", ()))
         return cls(
             spec.input,
             spec.format,
-            spec.features,
+            [f for f in spec.features if f not in categorical],
             spec.passthrough,
             spec.on_invalid,
             spec.batch_size,
@@ -235,6 +251,7 @@ class ReadValidRows(beam.PTransform):
             directions=spec.needs_directions,
             impute=spec.missing == "impute",
             weight_column=getattr(spec, "weight_column", None),  # fit only
+            categorical=categorical,
         )
 
     def expand(self, pbegin):

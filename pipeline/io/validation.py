@@ -10,15 +10,21 @@ rejected for every chunk.
 
 import json
 import math
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.io.readers import Chunk, is_list, parse_numbers
-from transforms.beam.shards import WEIGHT_COLUMN, matrix_to_features
+from transforms.beam.shards import (
+    CATEGORIES_COLUMN,
+    WEIGHT_COLUMN,
+    matrix_to_categories,
+    matrix_to_features,
+)
 from transforms.core import vectors
+from transforms.core.categorical import MISSING_VALUE
 
 
 class Checked(NamedTuple):
@@ -37,7 +43,8 @@ class Checked(NamedTuple):
     rejected: List[str]
     n_read: int
     first_error: Optional[str]
-    imputed: Optional[np.ndarray] = None  # int64 [D]: values left NaN for imputation, per feature
+    # int64 [D + C]: values imputed per feature, the numeric then the categorical ones
+    imputed: Optional[np.ndarray] = None
 
 
 def _as_float(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,6 +138,49 @@ def _as_vectors(col: pa.Array, width: int) -> Tuple[np.ndarray, np.ndarray, np.n
             why[rows[flag]] = reason
     bad = np.flatnonzero(why != None)  # noqa: E711 (elementwise on object arrays)
     return x, bad, why[bad]
+
+
+def _as_categories(col: pa.Array) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A categorical column as text, and the rows that hold no one value: (values object [n]
+    of str, bad int64 [k] ascending, reasons object [k]). Text is trimmed; bytes are
+    decoded as UTF-8; booleans are "true"/"false", numbers their decimal text (a code
+    column named by --categorical); a list (tf.Example) must hold one value. A null,
+    empty or absent value has the reason "missing value" or "empty value"
+    (MISSING_REASONS: with --missing impute it is the category __missing__)."""
+    n = len(col)
+    why = np.full(n, None, dtype=object)
+    if is_list(col.type):
+        lengths = pc.fill_null(pc.list_value_length(col), 0).to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(lengths > 1):
+            why[i] = f"{lengths[i]} values where one is expected"
+        starts = col.offsets.to_numpy()[:-1]
+        col = pc.take(col.values, pa.array(starts, mask=lengths != 1))
+    kind = col.type
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        col = pa.array(
+            [None if v is None else v.decode("utf-8", errors="replace") for v in col.to_pylist()],
+            pa.string(),
+        )
+    elif pa.types.is_boolean(kind):
+        col = pc.if_else(col, "true", "false")
+    elif _is_number(kind) or pa.types.is_null(kind):
+        col = pc.cast(col, pa.string())
+    elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return (
+            np.full(n, "", dtype=object),
+            np.arange(n),
+            np.full(n, f"value of type {kind}, not a category", dtype=object),
+        )
+    text = pc.utf8_trim_whitespace(col)
+    values = text.to_numpy(zero_copy_only=False).astype(object)
+    missing = text.is_null().to_numpy(zero_copy_only=False)
+    empty = pc.fill_null(pc.equal(text, ""), False).to_numpy(zero_copy_only=False)
+    unset = why == None  # noqa: E711 (elementwise on object arrays)
+    why[unset & empty] = "empty value"
+    why[unset & missing] = "missing value"
+    values[missing | empty] = ""
+    bad = np.flatnonzero(why != None)  # noqa: E711
+    return values, bad, why[bad]
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -319,14 +369,18 @@ def check_chunk(
     directions: bool = False,
     impute: bool = False,
     weight_column: Optional[str] = None,
+    categorical: Sequence[str] = (),
 ) -> Checked:
-    """Validate `chunk` for `features`; carry the `passthrough` columns, conformed to their
-    types (`conform`), null where the chunk's file lacks them. `directions`: a row whose
+    """Validate `chunk` for `features` (numbers) and the `categorical` features (text:
+    `_as_categories`; the values go to CATEGORIES_COLUMN, after the features); carry
+    the `passthrough` columns, conformed to their types (`conform`), null where the
+    chunk's file lacks them. `directions`: a row whose
     features are all 0 is rejected too (cosine distance on unscaled features).
     `weight_column`: each row's weight (`check_weights`) goes to WEIGHT_COLUMN, after
     the features.
     `impute`: a missing, empty or null feature value (MISSING_REASONS) is NaN in
-    the valid rows instead of a rejection, and counted in `imputed`."""
+    the valid rows instead of a rejection, and counted in `imputed` (a categorical value
+    is then core.categorical.MISSING_VALUE)."""
     batch, n = chunk.batch, chunk.batch.num_rows
     names = batch.schema.names
     x = np.empty((n, len(features)))
@@ -336,7 +390,7 @@ def check_chunk(
     is_rejected = np.zeros(n, dtype=bool)
     reason = np.full(n, None, dtype=object)
     column = np.full(n, None, dtype=object)
-    absent = np.zeros((n, len(features)), dtype=bool) if impute else None
+    absent = np.zeros((n, len(features) + len(categorical)), dtype=bool) if impute else None
     j = 0  # the first feature of `name`; a vector column's are j .. j + width - 1
     for name, width in vectors.group(features, present=names):
         span = slice(j, j + (width or 1))
@@ -355,7 +409,21 @@ def check_chunk(
         first = ~is_rejected[bad]
         bad = bad[first]
         reason[bad], column[bad], is_rejected[bad] = why[first], name, True
-    if directions:
+    categories = np.full((n, len(categorical)), "", dtype=object)
+    for j, name in enumerate(categorical):
+        if name in names:
+            categories[:, j], bad, why = _as_categories(batch.column(name))
+        else:
+            bad, why = np.arange(n), np.full(n, "the file has no such column", dtype=object)
+        if impute and bad.size:
+            gone = np.array([w in MISSING_REASONS for w in why], dtype=bool)
+            categories[bad[gone], j] = MISSING_VALUE
+            absent[bad[gone], len(features) + j] = True
+            bad, why = bad[~gone], why[~gone]
+        first = ~is_rejected[bad]
+        bad = bad[first]
+        reason[bad], column[bad], is_rejected[bad] = why[first], name, True
+    if directions and not categorical:  # (a category is a direction of its own)
         bad = np.flatnonzero(~is_rejected & ~x.any(axis=1))
         reason[bad], is_rejected[bad] = NO_DIRECTION, True
     weights = None
@@ -402,12 +470,17 @@ def check_chunk(
     if bad.size:  # (else every row is valid: no copies of the chunk's n x D values)
         index = pa.array(good)
         x, passthrough_columns = x[good], [c.take(index) for c in passthrough_columns]
+        categories = categories[good]
         weights = None if weights is None else weights[good]
     if good.size:
         weight = [] if weights is None else [pa.array(weights, pa.float64())]
+        text = [matrix_to_categories(categories)] if categorical else []
         valid = pa.RecordBatch.from_arrays(
-            [matrix_to_features(x)] + weight + passthrough_columns,
-            names=[features_column] + [WEIGHT_COLUMN] * len(weight) + passthrough.names,
+            [matrix_to_features(x)] + text + weight + passthrough_columns,
+            names=[features_column]
+            + [CATEGORIES_COLUMN] * len(text)
+            + [WEIGHT_COLUMN] * len(weight)
+            + passthrough.names,
         )
     return Checked(valid, rejected, n + len(chunk.unparsed), first_error, imputed)
 

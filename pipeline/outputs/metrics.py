@@ -4,9 +4,12 @@ A fit's metrics (`fit_metrics`):
   run_id          str, the run that wrote them (the `_SUCCESS` manifest names it too)
   k               int, the chosen K
   features        [str], the D features, in the model's order
+  categorical     [str], those of them that are categories (one-hot; their columns in
+                  centroids.csv are FEATURE=VALUE, each category's share of the cluster)
   rows_read, rows_valid, rows_rejected, files_rejected   int (`counts_metrics`)
   values_imputed  {feature: int} (with --missing impute) the valid rows whose value of
-                  the feature was missing and is the training mean
+                  the feature was missing and is the training mean (a category's:
+                  the category __missing__)
   rounds          int, Lloyd rounds over all rows; converged: bool
   inertia         float, sum of squared distances to the final centroids (standardized;
                   with distance cosine, the sum of 1 - cos)
@@ -59,6 +62,13 @@ def counts_metrics(counts: np.ndarray, features=None, missing: str = "reject") -
     return result
 
 
+def read_order(spec) -> list:
+    """The order of the readers' per-feature counts: the numeric features, then the
+    categorical ones (a spec without `categorical` has numeric features alone)."""
+    categorical = list(getattr(spec, "categorical", ()))
+    return [f for f in spec.features if f not in categorical] + categorical
+
+
 # metrics.json names at most this many reasons and files of rejected rows.
 TOP_REJECTED = 20
 # The key of the rest: pipeline.io.ingest.OTHER, the summary's (the layers keep
@@ -97,7 +107,8 @@ def fit_metrics(
         "run_id": run_id,
         "k": len(state.centroids),
         "features": list(spec.features),
-        **counts_metrics(counts, spec.features, spec.missing),
+        "categorical": list(getattr(spec, "categorical", ())),
+        **counts_metrics(counts, read_order(spec), spec.missing),
         "rounds": state.rounds,
         "converged": state.converged,
         "inertia": partials.inertia,

@@ -21,7 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.outputs import metrics, report, run_output
 from pipeline.outputs.run_output import RunOutput
 from transforms.beam import job_metrics
-from transforms.core.centroids import in_original_units
+from transforms.beam.kmeans import reported_centroids
+from transforms.core.centroids import Centroids
 from transforms.core.lloyd import RoundState
 from transforms.core.partials import Partials
 from transforms.core.sampling import Sample
@@ -168,21 +169,28 @@ def write_results(
     rejection summary (the rejected rows by reason and by file).
     """
     out = run.stage
-    standardizer = Standardizer(FileSystems.join(out, "transform_fn"), len(spec.features))
-    original = write_centroids(out, state.centroids, spec.features, standardizer)
+    layout = spec.layout
+    standardizer = Standardizer(
+        FileSystems.join(out, "transform_fn"), len(layout.numeric), len(layout.categorical)
+    )
+    reported = reported_centroids(state.centroids, standardizer, layout, spec.missing == "impute")
+    write_centroids(out, state.centroids, reported)
     result = metrics.fit_metrics(state, selection, partials, statistics, counts, spec, run.run_id)
     if rejections is not None:
         result.update(metrics.rejection_metrics(rejections))
     write_json(FileSystems.join(out, "metrics.json"), result)
     if state.merge_map is not None:
         write_json(FileSystems.join(out, "hierarchy.json"), metrics.hierarchy(state, spec.merge_to))
+    # The report draws the reported columns: those no training row fills are 0 in
+    # every row and centroid, so distances and projections are the same without them.
+    used = layout.used_columns(standardizer.vocabularies(), spec.missing == "impute")
     write_fit_report(
         out,
         result,
-        state,
-        original,
-        spec.features,
-        standardizer(sample.rows),
+        state._replace(centroids=np.asarray(state.centroids)[:, used]),
+        reported.original,
+        reported.features,
+        standardizer(sample.rows, sample.categories)[:, used],
         provenance=fit_provenance(spec, rejections),
         statistics=statistics,
     )
@@ -190,16 +198,15 @@ def write_results(
     return result
 
 
-def write_centroids(
-    out: str, centroids: np.ndarray, features: List[str], standardizer: Standardizer
-) -> np.ndarray:
-    """Write centroids.npy (float32 [K, D], standardized space) and centroids.csv
-    (cluster_id, then each feature in original units); return the latter, float64 [K, D]."""
+def write_centroids(out: str, centroids: np.ndarray, reported: Centroids) -> None:
+    """Write centroids.npy (float32 [K, D], the space the fit ran in: what the model holds)
+    and centroids.csv (cluster_id, then each reported column in original units: a
+    numeric feature's value, a category's share FEATURE=VALUE; `reported`)."""
     buffer = io.BytesIO()
     np.save(buffer, centroids.astype(np.float32), allow_pickle=False)
     _write_bytes(FileSystems.join(out, "centroids.npy"), buffer.getvalue())
 
-    original = in_original_units(centroids, *standardizer.mean_and_std())
+    original, features = reported.original, reported.features
     table = pa.table(
         [pa.array(np.arange(len(centroids), dtype=np.int64))]
         + [pa.array(original[:, j]) for j in range(original.shape[1])],
@@ -208,7 +215,6 @@ def write_centroids(
     buffer = io.BytesIO()
     pacsv.write_csv(table, buffer)
     _write_bytes(FileSystems.join(out, "centroids.csv"), buffer.getvalue())
-    return original
 
 
 def write_fit_report(
