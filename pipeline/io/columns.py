@@ -120,11 +120,25 @@ def unused_columns(
         elif pa.types.is_null(kind):
             why = "no values in the rows read"
         elif fmt == "csv":
-            why = "mostly not numbers in the rows sampled"
+            why = (
+                "mostly not numbers in the rows sampled; --features NAME clusters it as a category"
+            )
+        elif _is_categorical(kind):
+            why = f"{kind}: --features NAME clusters it as a category"
         else:
             why = f"non-numeric type {kind}"
         unused.append((field.name, why))
     return unused
+
+
+def _is_categorical(kind: pa.DataType) -> bool:
+    """Text or booleans: what --features takes as a category."""
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_dictionary(kind)
+    )
 
 
 def _names(names: List[str]) -> str:

@@ -81,7 +81,7 @@ def test_unused_columns_say_why(tmp_path):
     assert unused == [
         ("customer_id", "the --id_column"),
         ("visits", "not in --features"),
-        ("city", "non-numeric type string"),
+        ("city", "string: --features NAME clusters it as a category"),
         ("tags", "a list (--features NAME clusters its rows of one value)"),
     ]
     line = columns.columns_line(["record", "height"], unused)
@@ -101,7 +101,7 @@ def test_a_fit_logs_its_columns_and_warns_about_identifiers(tmp_path, caplog):
     lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pipeline.fit"]
     assert lines[0] == (
         logging.INFO,
-        "features (4): customer_id, record, height, visits; not used: city (non-numeric type string)",
+        "features (4): customer_id, record, height, visits; not used: city (string: --features NAME clusters it as a category)",
     )
     warnings = [m for level, m in lines if level == logging.WARNING]
     assert warnings == [
