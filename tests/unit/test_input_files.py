@@ -242,12 +242,14 @@ def test_a_list_column_of_width_l_is_l_features(tmp_path):
 
 
 def test_features_messages_name_the_input(tmp_path):
-    pq.write_table(pa.table({"x": [1.0], "name": ["a"]}), tmp_path / "a.parquet")
+    when = pa.array([1], pa.timestamp("s"))
+    pq.write_table(pa.table({"x": [1.0], "name": ["a"], "when": when}), tmp_path / "a.parquet")
     layout = input_layout(str(tmp_path / "*.parquet"))
     with pytest.raises(UserInputError, match=r"unknown feature 'zz': .*a\.parquet"):
         _features("x,zz", layout, None)
-    with pytest.raises(UserInputError, match="feature 'name' .* is not numeric"):
-        _features("x,name", layout, None)
+    with pytest.raises(UserInputError, match="feature 'when' .* is neither numbers nor text"):
+        _features("x,when", layout, None)
+    assert _features("x,name", layout, None) == ["x", "name"]  # text: a category
 
 
 # ----------------------------------------------------------------------------- CSV text
