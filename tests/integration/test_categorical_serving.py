@@ -208,11 +208,10 @@ def test_signatures_and_calls_agree_with_a_numpy_nearest_centroid(fitted):
     np.testing.assert_array_equal(as_bytes["distance"], as_int["distance"])
 
 
-def _slots(fit_output, row, color_slot: int, city_slot: int) -> np.ndarray:
+def _slots(mean_and_std, row, color_slot: int, city_slot: int) -> np.ndarray:
     """float64 [D]: a row's place by hand: its numbers (x - mean) / std, then one 1 in each
     categorical feature's M + 2 slots, at the given ones."""
-    standardizer = Standardizer(os.path.join(fit_output, "transform_fn"), 2, 2)
-    mean, std = standardizer.mean_and_std()
+    mean, std = mean_and_std
     z = np.zeros(2 + 2 * (M + 2))
     z[:2] = (np.array([row["a"], row["b"]]) - mean[:2]) / std[:2]
     z[2 + color_slot] = z[2 + (M + 2) + city_slot] = 1.0
@@ -230,7 +229,8 @@ def test_unseen_and_rare_values_are_other_and_missing_ones_are_missing(fitted):
     out, model_dir, *_ = fitted
     model = tf.saved_model.load(model_dir)
     c = model.centroids.numpy().astype(np.float64)
-    vocabularies = Standardizer(os.path.join(out, "transform_fn"), 2, 2).vocabularies()
+    standardizer = Standardizer(os.path.join(out, "transform_fn"), 2, 2)
+    vocabularies, mean_and_std = standardizer.vocabularies(), standardizer.mean_and_std()
     assert vocabularies[1] == ["0", "1", "2", "3"]  # the M most frequent codes
     other, missing = M, M + 1
     red = vocabularies[0].index("red")
@@ -242,7 +242,7 @@ def test_unseen_and_rare_values_are_other_and_missing_ones_are_missing(fitted):
         ({"a": -1.0, "b": 0.5, "color": "red"}, red, missing),  # absent
     ]
     for row, color_slot, city_slot in cases:
-        z = _slots(out, row, color_slot, city_slot)
+        z = _slots(mean_and_std, row, color_slot, city_slot)
         want = np.sqrt(((z[None] - c) ** 2).sum(axis=1))
         np.testing.assert_allclose(_all_distances(model, row), want, rtol=1e-5, atol=1e-5)
     # An empty bytes value is missing, as an absent one.
