@@ -345,7 +345,11 @@ class AssignClusters(beam.PTransform):
     [n, D] in the model's feature order (out: a dict a row, its values under
     "features"), or Arrow record batches with `FEATURES_COLUMN` (list<float64>) and
     passthrough columns (what pipeline's readers produce, validated; out: record
-    batches). A row with a feature missing, null, not a number, NaN or infinite:
+    batches). A model with categorical features takes their values too: by name
+    in dict rows and beam.Rows (text; a boolean or number as the fit read it;
+    missing, null or "" is missing), `CATEGORIES_COLUMN` (list<string>, in the
+    model's `categorical_features` order) in record batches; an array cannot hold
+    them, so its rows are rejected. A row with a feature missing, null, not a number, NaN or infinite:
     with `rejected=True` the output is {"scored": ..., "rejected": JSON lines
     {"reason", "row"}}, as the command's dead letter; without, it raises naming it.
 
