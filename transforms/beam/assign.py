@@ -6,7 +6,7 @@ Each worker loads the SavedModel once (`DoFn.setup`, shared by all threads of
 the process through `beam.utils.shared`), and scores rows in batches.
 """
 
-from typing import Optional, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
@@ -18,11 +18,18 @@ from transforms.beam.elements import (
     array_rows,
     batch_elements,
     rejection,
+    row_categories,
     row_matrix,
     split_kinds,
 )
 from transforms.beam.model_paths import resolve_model_dir
-from transforms.beam.shards import FEATURES_COLUMN, features_to_matrix
+from transforms.beam.shards import (
+    CATEGORIES_COLUMN,
+    FEATURES_COLUMN,
+    categories_to_matrix,
+    features_to_matrix,
+)
+from transforms.core.categorical import as_text
 from transforms.core.statistics import anomaly_threshold
 from transforms.step.buffers import CALL_BUDGET_BYTES
 from transforms.step.export import (
@@ -50,6 +57,38 @@ def output_column(name: str, values: np.ndarray) -> pa.Array:
     return list_column(values) if name in LIST_OUTPUTS else pa.array(values)
 
 
+def row_values(
+    rows: Sequence[dict], features: Sequence[str], categorical: Sequence[str], impute: bool
+) -> Tuple[np.ndarray, Optional[np.ndarray], List[Tuple[int, str]]]:
+    """Dict rows -> (float64 [n, D] their numeric features; object [n, C] their categorical
+    ones' text, None without any; [(index, reason)] of the rows that cannot be scored, a
+    numeric feature's reason first). An empty text is a missing value, as the model
+    takes it: a reason unless the model imputes."""
+    x, bad = row_matrix(rows, features, impute)
+    if not categorical:
+        return x, None, bad
+    values, bad_values = row_categories(rows, categorical, impute)
+    reasons = dict(bad_values)
+    if not impute:  # a row row_categories passed holds every value: "" is one given empty
+        for i, row in enumerate(rows):
+            if i in reasons or not isinstance(row, dict):
+                continue
+            empty = [name for j, name in enumerate(categorical) if values[i, j] == ""]
+            if empty:
+                reasons[i] = f"categorical feature {empty[0]!r} is empty"
+    reasons.update(bad)
+    return x, values, sorted(reasons.items())
+
+
+def as_strings(categories, n: int, n_categorical: int) -> np.ndarray:
+    """Categorical values [n, C] (str, bytes, booleans, numbers; None is missing) ->
+    object [n, C] of their text as the model takes it (core.categorical.as_text; None
+    is "", a missing value)."""
+    flat = np.asarray(categories, dtype=object).reshape(-1)
+    text = [("" if v is None else as_text(v)) for v in flat]
+    return np.array(text, dtype=object).reshape(n, n_categorical)
+
+
 class LoadedModel:
     """A SavedModel written by `export_model`, with its feature names (weak-referenceable).
 
@@ -61,6 +100,8 @@ class LoadedModel:
     nearest_distances), 0 to K; None: what the model serves, min(K, SERVED_NEAREST)
     (none for a model fitted before them).
     `outputs`: the names of the per-row outputs, in `OUTPUT_ORDER`.
+    `features`: the numeric feature names, in the model's order; `categorical`:
+    the categorical ones (none for a model without them, or fitted before them).
     """
 
     def __init__(
@@ -71,6 +112,8 @@ class LoadedModel:
         self.path = resolve_model_dir(model_dir)
         self.model = tf.saved_model.load(self.path)
         self.features = [f.decode() for f in self.model.feature_names.numpy()]
+        categorical = getattr(self.model, "categorical_features", None)
+        self.categorical = [] if categorical is None else [f.decode() for f in categorical.numpy()]
         # A model fitted before --missing existed rejects missing values.
         missing = getattr(self.model, "missing", None)
         self.missing = "reject" if missing is None else missing.numpy().decode()
@@ -96,7 +139,7 @@ class LoadedModel:
             self.threshold = anomaly_threshold(
                 self.model.tail.numpy(), self.model.tail_quantiles.numpy(), contamination
             )
-        names = set(self(np.zeros((0, len(self.features)))))
+        names = set(self(np.zeros((0, len(self.features))), np.zeros((0, len(self.categorical)))))
         self.outputs = [name for name in OUTPUT_ORDER if name in names]
         self.merged = "merged_cluster_id" in names
 
@@ -111,24 +154,46 @@ class LoadedModel:
         `identity`)."""
         return self.missing
 
-    def __call__(self, x: np.ndarray) -> dict:
-        """float64 [n, D] raw rows -> {cluster_id int64 [n], distance float32 [n]
-        (, normalized_distance float32 [n], merged_cluster_id int64 [n], is_anomaly
-        bool [n], nearest_cluster_ids int64 [n, top_n], nearest_distances float32
-        [n, top_n])} as NumPy arrays."""
+    def categorical_features(self) -> List[str]:
+        """The categorical feature names, in the model's order (a method, as `identity`)."""
+        return self.categorical
+
+    def __call__(self, x: np.ndarray, categories=None) -> dict:
+        """float64 [n, D] raw rows (the numeric features), and for a model with categorical
+        features their values [n, C] (text; bytes, booleans and numbers are taken as
+        core.categorical.as_text spells them; None or "" is missing) -> {cluster_id
+        int64 [n], distance float32 [n] (, normalized_distance float32 [n],
+        merged_cluster_id int64 [n], is_anomaly bool [n], nearest_cluster_ids int64
+        [n, top_n], nearest_distances float32 [n, top_n])} as NumPy arrays."""
+        import tensorflow as tf
+
         x = np.asarray(x, np.float64)
+        c = len(self.categorical)
+        if c and categories is None:
+            raise ValueError(
+                f"the model has categorical features {self.categorical}: give their values"
+            )
+        if not c and categories is not None and np.size(categories):
+            raise ValueError("the model has no categorical features: it takes numbers alone")
+        if c:
+            text = tf.constant(as_strings(categories, len(x), c), tf.string)
+        args = (lambda i, j: (x[i:j], text[i:j])) if c else (lambda i, j: (x[i:j],))
         if self.top_n:
             # In calls whose differences to the nearest [rows, top_n, D] and scores
             # [rows, K] stay within the step's budget (a top_n near a large K).
-            per_row = 4 * (self.k + self.top_n * len(self.features))
+            width = int(self.model.centroids.shape[1])
+            per_row = 4 * (self.k + self.top_n * width)
             step = max(1, CALL_BUDGET_BYTES // per_row)
             parts = [
-                self.model.assign_nearest(x[i : i + step], np.int32(self.top_n))
+                self.model.assign_nearest(*args(i, i + step), np.int32(self.top_n))
                 for i in range(0, max(len(x), 1), step)
             ]
             out = {name: np.concatenate([p[name].numpy() for p in parts]) for name in parts[0]}
         else:
-            out = {name: value.numpy() for name, value in self.model.assign_batch(x).items()}
+            out = {
+                name: value.numpy()
+                for name, value in self.model.assign_batch(*args(0, len(x))).items()
+            }
         if self.threshold is not None:
             out[IS_ANOMALY] = out[NORMALIZED_DISTANCE] > np.float32(self.threshold)
         return out
@@ -150,20 +215,44 @@ def training_statistics(model_dir: str) -> Optional[dict]:
     }
 
 
-def describe_model(model_dir: str, contamination: Optional[float] = None, top_n: int = 0):
-    """(the feature names a fitted model expects, in order; the names of its per-row
-    outputs, in `OUTPUT_ORDER`; what it does with a missing value, "reject" or "impute")."""
+class ModelDescription(tuple):
+    """What a fitted model expects and gives: unpacks as (features, outputs, missing), the
+    numeric feature names in order, its per-row outputs' names in `OUTPUT_ORDER`, and
+    what it does with a missing value ("reject" or "impute"); `categorical` is its
+    categorical feature names in order ([] for a model without them), which the rows
+    must carry too."""
+
+    def __new__(cls, features, outputs, missing, categorical=()):
+        description = super().__new__(cls, (list(features), list(outputs), missing))
+        description.categorical = list(categorical)
+        return description
+
+    def __getnewargs__(self):
+        return (*self, self.categorical)
+
+    features = property(lambda self: self[0])
+    outputs = property(lambda self: self[1])
+    missing = property(lambda self: self[2])
+
+
+def describe_model(
+    model_dir: str, contamination: Optional[float] = None, top_n: int = 0
+) -> ModelDescription:
+    """What `score` needs of a fitted model (`ModelDescription`)."""
     model = LoadedModel(model_dir, contamination, top_n)
-    return model.features, model.outputs, model.missing
+    return ModelDescription(model.features, model.outputs, model.missing, model.categorical)
 
 
 class _AssignFn(beam.DoFn):
-    """Lists from `batch_elements`: each record batch (`FEATURES_COLUMN` + passthrough) ->
-    passthrough + the outputs; the dict rows and beam.Rows -> dicts of their fields and
-    the outputs; each array [n, D] -> n such dicts {"features": [D values], ...}.
+    """Lists from `batch_elements`: each record batch (`FEATURES_COLUMN`, and for a model
+    with categorical features `CATEGORIES_COLUMN`, + passthrough) -> passthrough + the
+    outputs; the dict rows and beam.Rows -> dicts of their fields and the outputs; each
+    array [n, D] -> n such dicts {"features": [D values], ...}.
 
     A row that cannot be scored (a feature missing, null, not a number, NaN or
-    infinite) is emitted tagged REJECTED (`rejected`), else raises naming it.
+    infinite; a categorical one missing, null or empty unless the model imputes;
+    an array row, for a model with categorical features) is emitted tagged
+    REJECTED (`rejected`), else raises naming it.
     """
 
     def __init__(
@@ -195,12 +284,22 @@ class _AssignFn(beam.DoFn):
     def process(self, elements: list, model_dir: Optional[str] = None):
         if model_dir is not None and (self._model is None or self._model_dir != model_dir):
             self._model, self._model_dir = self._load(model_dir), model_dir
-        features = self._model.features
+        features, categorical = self._model.features, self._model.categorical
+        raw = (FEATURES_COLUMN, CATEGORIES_COLUMN) if categorical else (FEATURES_COLUMN,)
         batches, arrays, rows = split_kinds(elements)
         for batch in batches:
             x = features_to_matrix(batch.column(FEATURES_COLUMN), len(features), np.float64)
-            out = self._model(x)
-            keep = [n for n in batch.schema.names if n != FEATURES_COLUMN]
+            categories = None
+            if categorical:
+                if CATEGORIES_COLUMN not in batch.schema.names:
+                    raise ValueError(
+                        f"AssignClusters: the model has categorical features "
+                        f"{categorical}: a record batch holds their values in the column "
+                        f"{CATEGORIES_COLUMN!r} (list<string>), which this one lacks"
+                    )
+                categories = categories_to_matrix(batch.column(CATEGORIES_COLUMN), len(categorical))
+            out = self._model(x, categories)
+            keep = [n for n in batch.schema.names if n not in raw]
             added = [n for n in OUTPUT_ORDER if n in out]
             yield pa.RecordBatch.from_arrays(
                 [batch.column(n) for n in keep] + [output_column(n, out[n]) for n in added],
@@ -209,14 +308,17 @@ class _AssignFn(beam.DoFn):
         impute = self._model.missing == "impute"
         for array in arrays:
             x, bad = array_rows(array, len(features), impute)
+            if categorical:  # an array holds numbers alone
+                bad = [(i, "an array row has no categorical features") for i in range(len(x))]
             yield from self._scored(x, [{"features": list(map(float, r))} for r in x], bad)
         if rows:
-            x, bad = row_matrix(rows, features, impute)
-            yield from self._scored(x, rows, bad)
+            x, categories, bad = row_values(rows, features, categorical, impute)
+            yield from self._scored(x, rows, bad, categories)
 
-    def _scored(self, x: np.ndarray, rows: list, bad: list):
-        """Each row of `rows` (dicts, float64 `x` [n, D] their values) with its outputs,
-        but those in `bad` [(index, reason)]: rejected, or an error."""
+    def _scored(self, x: np.ndarray, rows: list, bad: list, categories=None):
+        """Each row of `rows` (dicts, float64 `x` [n, D] their values, `categories` object
+        [n, C] their categorical values if the model has any) with its outputs, but those
+        in `bad` [(index, reason)]: rejected, or an error."""
         for i, reason in bad:
             if not self._rejected:
                 raise ValueError(f"AssignClusters cannot score row {rows[i]!r}: {reason}")
@@ -224,7 +326,7 @@ class _AssignFn(beam.DoFn):
         keep = np.setdiff1d(np.arange(len(x)), [i for i, _ in bad])
         if not len(keep):
             return
-        out = self._model(x[keep])
+        out = self._model(x[keep], None if categories is None else categories[keep])
         for j, i in enumerate(keep):
             yield dict(rows[i], **{name: value[j].tolist() for name, value in out.items()})
 
@@ -243,7 +345,11 @@ class AssignClusters(beam.PTransform):
     [n, D] in the model's feature order (out: a dict a row, its values under
     "features"), or Arrow record batches with `FEATURES_COLUMN` (list<float64>) and
     passthrough columns (what pipeline's readers produce, validated; out: record
-    batches). A row with a feature missing, null, not a number, NaN or infinite:
+    batches). A model with categorical features takes their values too: by name
+    in dict rows and beam.Rows (text; a boolean or number as the fit read it;
+    missing, null or "" is missing), `CATEGORIES_COLUMN` (list<string>, in the
+    model's `categorical_features` order) in record batches; an array cannot hold
+    them, so its rows are rejected. A row with a feature missing, null, not a number, NaN or infinite:
     with `rejected=True` the output is {"scored": ..., "rejected": JSON lines
     {"reason", "row"}}, as the command's dead letter; without, it raises naming it.
 

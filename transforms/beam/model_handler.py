@@ -15,38 +15,50 @@ of a batch are all scored by one model, named by their `model_id`.
 
 Beam's stock `TFModelHandlerTensor(OUTPUT/model/1)` loads the same model too
 (see `transforms.step.export`): float [D] tensors in, the same outputs as
-scalar tensors.
+scalar tensors; not a model with categorical features, whose text one float
+tensor cannot carry: this handler takes them in dict rows.
 """
 
 import sys
-from typing import Any, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from transforms.beam.assign import LoadedModel
-from transforms.beam.elements import row_matrix
+from transforms.beam.assign import LoadedModel, row_values
 
 Example = Union[dict, beam.Row, np.ndarray]
 
 
 def _row_matrix(
-    batch: Sequence[Example], features: Sequence[str], impute: bool = False
-) -> np.ndarray:
-    """The examples of a batch -> float64 [n, D] raw values, columns in `features` order.
+    batch: Sequence[Example],
+    features: Sequence[str],
+    impute: bool = False,
+    categorical: Sequence[str] = (),
+) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The examples of a batch -> (float64 [n, D] raw values, columns in `features` order;
+    object [n, C] the `categorical` features' values, None without any).
 
     A dict or a beam.Row gives each feature by name (other fields are ignored; a
     vector column's features NAME[0]..NAME[L-1] come from its list NAME), read as
-    `AssignClusters` reads them (`elements.row_matrix`: with `impute`, a model
+    `AssignClusters` reads them (`assign.row_values`: with `impute`, a model
     fitted with --missing impute, a feature missing or None is NaN, imputed by the
-    model); a NumPy array is one row, float [D], already in the model's feature
-    order. A row that cannot be scored raises ValueError naming it and why.
+    model, and a categorical one missing, None or empty is __missing__); a NumPy
+    array is one row, float [D], already in the model's feature order (a model
+    with categorical features takes none: they are text). A row that cannot be
+    scored raises ValueError naming it and why.
     """
     x = np.empty((len(batch), len(features)), np.float64)
+    categories = np.full((len(batch), len(categorical)), "", dtype=object)
     rows, at = [], []
     for i, example in enumerate(batch):
         if isinstance(example, np.ndarray):
+            if categorical:
+                raise ValueError(
+                    f"a NumPy example has no categorical features: the model needs "
+                    f"{list(categorical)} too; give dict rows or beam.Rows"
+                )
             if example.shape != (len(features),):
                 raise ValueError(
                     f"a NumPy example must be one row of shape ({len(features)},) "
@@ -62,12 +74,14 @@ def _row_matrix(
                 f"got {type(example).__name__}"
             )
     if rows:
-        values, bad = row_matrix(rows, features, impute)
+        values, text, bad = row_values(rows, features, categorical, impute)
         if bad:
             i, reason = bad[0]
             raise ValueError(f"KMeansModelHandler cannot score row {rows[i]!r}: {reason}")
         x[at] = values
-    return x
+        if categorical:
+            categories[at] = text
+    return x, categories if categorical else None
 
 
 class KMeansModelHandler(ModelHandler[Example, PredictionResult, LoadedModel]):
@@ -75,7 +89,10 @@ class KMeansModelHandler(ModelHandler[Example, PredictionResult, LoadedModel]):
 
     Each example is a dict row or a `beam.Row` holding every feature of the
     model by name (other fields pass through untouched in `example`), or a
-    NumPy array float [D] in the model's feature order (`feature_names`).
+    NumPy array float [D] in the model's feature order (`feature_names`); a
+    model with categorical features takes dict rows and beam.Rows alone, each
+    categorical feature's value text (or a boolean or a number, read as the fit
+    read it).
     RunInference batches them (Beam's `BatchElements`; `min_batch_size`,
     `max_batch_size`, `max_batch_duration_secs` tune it) and each batch is one
     call of the SavedModel, in float64 as the fit read the values.
@@ -153,7 +170,8 @@ class KMeansModelHandler(ModelHandler[Example, PredictionResult, LoadedModel]):
             return []
         features, model_id = model.identity()  # a method: `model` may be a proxy
         impute = model.missing_values() == "impute"
-        outputs = model(_row_matrix(batch, features, impute))
+        categorical = model.categorical_features()
+        outputs = model(*_row_matrix(batch, features, impute, categorical))
         # Python scalars: JSON- and Beam-coder-friendly, and one dict per row.
         columns = {name: values.tolist() for name, values in outputs.items()}
         return [

@@ -6,12 +6,15 @@ languages can use it. A fit writes it in TF Serving's layout: version
 `MODEL_VERSION` under the model base path (OUTPUT/model/1/). Signatures:
 
   serving_default: examples, string [n] serialized tf.Example (one value per
-                   feature, in a float_list or an int64_list) -> cluster_id
+                   numeric feature, in a float_list or an int64_list; one value
+                   per categorical feature, in a bytes_list, or in an int64_list
+                   read as its decimal text) -> cluster_id
                    int64 [n], distance float32 [n], nearest_cluster_ids int64
                    [n, m] and nearest_distances float32 [n, m]: the m = min(K,
                    `SERVED_NEAREST`) nearest centroids, nearest first (ties: the
                    lowest id), in the units of distance
-  predict_raw:     one float32 [n] tensor per feature, by name -> the same outputs
+  predict_raw:     one float32 [n] tensor per numeric feature and one string [n]
+                   tensor per categorical feature, by name -> the same outputs
 
 distance is Euclidean, in standardized space, or for a model fitted with
 --distance cosine 1 - cos (the transform graph divides each scaled row by its
@@ -21,19 +24,33 @@ infinite value is an error (InvalidArgumentError), never a silent cluster;
 a model fitted with --missing impute takes a missing feature (absent from a
 tf.Example, NaN in a tensor) as its training mean, and refuses infinity.
 
+Categorical features (a fit's `categorical`; their names, in order, are the
+string [C] variable `categorical_features`, beside `feature_names`, the numeric
+ones): the transform graph one-hot encodes each over its vocabulary, a value
+outside it in the feature's __other__ slot. An empty string is a missing value,
+as is a feature absent from a tf.Example or holding no value: a model fitted
+with --missing impute puts it in the feature's __missing__ slot, any other
+refuses it (InvalidArgumentError naming the feature). A model without
+categorical features has no `categorical_features`.
+
 Besides the signatures, the loaded object is callable: `model(x)` with x
 float32 or float64 [n, D] (columns in `feature_names` order) returns the same
 outputs dict; `assign_batch(x)` (float64 [n, D]) is the same without the
 nearest centroids, `assign_nearest(x, m)` (float64 [n, D], int32 m in 1..K)
 the same with the m nearest, and `feature_names` is string [D]. Float64 input keeps raw values in float64 as
-the fit did (tf.Example carries float32).
+the fit did (tf.Example carries float32). With categorical features each takes
+their values too, string [n, C] in `categorical_features` order: `model(x,
+categories)`, `assign_batch(x, categories)`, `assign_nearest(x, categories, m)`
+(D is then the numeric features alone, and may be 0).
 
 Beam's stock `TFModelHandlerTensor` loads with `tf.keras.models.load_model`,
 which is Keras 3 in a fresh process and tf-keras (Keras 2) once tf.Transform
 has been imported (tensorflow_transform sets TF_USE_LEGACY_KERAS=1 when it is
 unset). Keras 3 refuses a SavedModel, so the directory also holds the same
 model as an unzipped Keras 3 model (`write_keras_view`); tf-keras loads the
-SavedModel itself and calls `model(x)` above.
+SavedModel itself and calls `model(x)` above. A model with categorical
+features has no Keras view: that handler passes one float tensor, which cannot
+carry their text; use `transforms.KMeansModelHandler` or the signatures.
 """
 
 from typing import List, Optional, Sequence, Tuple
@@ -87,11 +104,14 @@ def build_model_module(
 ):
     """A tf.Module with the two signatures' functions (see the module docstring).
 
-    `columns`: the input columns the D features come from, [(name, width)]: width
+    `features`: the D numeric feature names (the transform's `features` input,
+    in order). `columns`: the input columns they come from, [(name, width)]: width
     None for a scalar column (feature `name`), L for a vector column (the L
     features name[0]..name[L-1], transforms.core.vectors); default every feature
     a scalar column. tf.Example records and `predict_raw` take a vector column as
-    one feature of L values.
+    one feature of L values. `categorical`: the C categorical feature names (the
+    transform's `categories` input, in order); the centroids' columns are the
+    numeric features then the categorical ones' one-hot slots.
 
     With `merge_map` (int64 [K], fine cluster -> merged group) the outputs also
     hold merged_cluster_id (int64 [n]). With `statistics` (core.statistics.
@@ -101,13 +121,16 @@ def build_model_module(
     """
     import tensorflow as tf
 
-    from transforms.step.preprocessing import FEATURES
+    from transforms.step.preprocessing import CATEGORIES, FEATURES, MISSING_VALUE
 
-    if categorical:
-        raise NotImplementedError("categorical features in the SavedModel")
     columns = [(name, None) for name in features] if columns is None else list(columns)
     if sum(width or 1 for _, width in columns) != len(features):
         raise ValueError(f"columns {columns} do not hold the {len(features)} features")
+    categorical = list(categorical)
+    clash = sorted({name for name, _ in columns} & set(categorical))
+    if clash:
+        raise ValueError(f"features {clash} are both numeric and categorical")
+    d, c_count = len(features), len(categorical)
     served = min(len(centroids), SERVED_NEAREST)
 
     class KMeansModel(tf.Module):
@@ -118,6 +141,10 @@ def build_model_module(
                 np.asarray(centroids, np.float32), trainable=False, name="centroids"
             )
             self.feature_names = tf.Variable(features, trainable=False, name="feature_names")
+            if c_count:  # absent without any: a model without them is as it always was
+                self.categorical_features = tf.Variable(
+                    categorical, trainable=False, name="categorical_features"
+                )
             self.missing = tf.Variable(missing, trainable=False, name="missing")
             self.merge_map = (
                 None
@@ -144,11 +171,33 @@ def build_model_module(
                     statistics.threshold(contamination), dtype=tf.float32, trainable=False
                 )
 
-        def assign(self, columns, nearest=0):
-            """columns: float [n] per feature, in `features` order -> outputs dict;
-            with `nearest` (an int or an int32 scalar tensor, >= 1) the outputs also
-            hold the nearest centroids: ids int64 [n, m] and distances float32 [n, m]."""
-            x = tf.cast(tf.stack(columns, axis=1), tf.float64)
+        def categories_in(self, categories):
+            """string [n, C] as given -> as the transform takes them: an empty string is a
+            missing value, MISSING_VALUE with --missing impute, else an error naming
+            the feature."""
+            categories = tf.convert_to_tensor(categories, tf.string)
+            empty = tf.equal(categories, "")
+            if missing == "impute":
+                return tf.where(empty, tf.constant(MISSING_VALUE), categories)
+            checks = [
+                tf.debugging.Assert(
+                    tf.logical_not(tf.reduce_any(empty[:, j])),
+                    [f"shardmeans model: categorical feature {name} is missing (empty)"],
+                )
+                for j, name in enumerate(categorical)
+            ]
+            with tf.control_dependencies(checks):
+                return tf.identity(categories)
+
+        def assign(self, columns, nearest=0, categories=None):
+            """columns: float [n] per numeric feature, in `features` order (and with
+            categorical features `categories`, string [n, C]) -> outputs dict; with
+            `nearest` (an int or an int32 scalar tensor, >= 1) the outputs also hold
+            the nearest centroids: ids int64 [n, m] and distances float32 [n, m]."""
+            if columns:
+                x = tf.cast(tf.stack(columns, axis=1), tf.float64)
+            else:  # categorical features alone: the rows are as many as their values
+                x = tf.zeros([tf.shape(categories)[0], 0], tf.float64)
             if missing == "impute":  # NaN is a missing value, which the transform imputes
                 check = tf.debugging.assert_equal(
                     tf.reduce_any(tf.math.is_inf(x)),
@@ -161,7 +210,10 @@ def build_model_module(
                 x = tf.debugging.assert_all_finite(
                     x, "shardmeans model: a feature is NaN or infinite"
                 )
-            z = self.transform.transform_fn({FEATURES: tf.cast(x, tf.float64)})[FEATURES]
+            inputs = {FEATURES: tf.cast(x, tf.float64)}
+            if c_count:
+                inputs[CATEGORIES] = self.categories_in(categories)
+            z = self.transform.transform_fn(inputs)[FEATURES]
             c = self.centroids
             scores = tf.reduce_sum(c * c, axis=1)[tf.newaxis, :] - 2.0 * tf.matmul(
                 z, c, transpose_b=True
@@ -188,44 +240,78 @@ def build_model_module(
                 out[NEAREST_DISTANCES] = near_sq / 2.0 if distance == "cosine" else tf.sqrt(near_sq)
             return out
 
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, len(features)], tf.float64)], autograph=False
-        )  # no Python control flow on tensors: no conversion
-        def assign_batch(self, x):
-            return self.assign(tf.unstack(x, num=len(features), axis=1))
+        if c_count:
+            # The same functions with the categorical values as a second argument.
+            @tf.function(
+                input_signature=[
+                    tf.TensorSpec([None, d], tf.float64),
+                    tf.TensorSpec([None, c_count], tf.string),
+                ],
+                autograph=False,
+            )
+            def assign_batch(self, x, categories):
+                return self.assign(tf.unstack(x, num=d, axis=1), 0, categories)
 
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None, len(features)], tf.float64),
-                tf.TensorSpec([], tf.int32),
-            ],
-            autograph=False,
-        )
-        def assign_nearest(self, x, n):
-            return self.assign(tf.unstack(x, num=len(features), axis=1), n)
+            @tf.function(
+                input_signature=[
+                    tf.TensorSpec([None, d], tf.float64),
+                    tf.TensorSpec([None, c_count], tf.string),
+                    tf.TensorSpec([], tf.int32),
+                ],
+                autograph=False,
+            )
+            def assign_nearest(self, x, categories, n):
+                return self.assign(tf.unstack(x, num=d, axis=1), n, categories)
 
-        @tf.function(autograph=False)
-        def __call__(self, x):
-            """x: float32 or float64 [n, D], columns in `features` order -> outputs dict.
-            Traced for both dtypes below (a SavedModel keeps only traced calls)."""
-            return self.assign(tf.unstack(x, num=len(features), axis=1), served)
+            @tf.function(autograph=False)
+            def __call__(self, x, categories):
+                """x: float32 or float64 [n, D] in `features` order, categories string
+                [n, C] in `categorical` order -> outputs dict. Traced for both dtypes
+                below (a SavedModel keeps only traced calls)."""
+                return self.assign(tf.unstack(x, num=d, axis=1), served, categories)
+
+        else:
+
+            @tf.function(input_signature=[tf.TensorSpec([None, d], tf.float64)], autograph=False)
+            def assign_batch(self, x):  # autograph off: no Python control flow on tensors
+                return self.assign(tf.unstack(x, num=d, axis=1))
+
+            @tf.function(
+                input_signature=[tf.TensorSpec([None, d], tf.float64), tf.TensorSpec([], tf.int32)],
+                autograph=False,
+            )
+            def assign_nearest(self, x, n):
+                return self.assign(tf.unstack(x, num=d, axis=1), n)
+
+            @tf.function(autograph=False)
+            def __call__(self, x):
+                """x: float32 or float64 [n, D], columns in `features` order -> outputs dict.
+                Traced for both dtypes below (a SavedModel keeps only traced calls)."""
+                return self.assign(tf.unstack(x, num=d, axis=1), served)
 
         @tf.function(
             input_signature=[tf.TensorSpec([None], tf.string, name="examples")], autograph=False
         )
         def serve_examples(self, examples):
+            categories = None
+            if c_count:
+                categories = tf.stack(parse_categorical_examples(examples, categorical), axis=1)
             return self.assign(
                 parse_numeric_examples(examples, columns, allow_missing=missing == "impute"),
                 served,
+                categories,
             )
 
         @tf.function(
             input_signature=[
                 {
-                    name: tf.TensorSpec(
-                        [None] if width is None else [None, width], tf.float32, name=name
-                    )
-                    for name, width in columns
+                    **{
+                        name: tf.TensorSpec(
+                            [None] if width is None else [None, width], tf.float32, name=name
+                        )
+                        for name, width in columns
+                    },
+                    **{name: tf.TensorSpec([None], tf.string, name=name) for name in categorical},
                 }
             ],
             autograph=False,
@@ -235,12 +321,49 @@ def build_model_module(
             for name, width in columns:
                 value = inputs[name]
                 values += [value] if width is None else tf.unstack(value, num=width, axis=1)
-            return self.assign(values, served)
+            categories = None
+            if c_count:
+                categories = tf.stack([inputs[name] for name in categorical], axis=1)
+            return self.assign(values, served, categories)
 
     module = KMeansModel()
+    extra = [tf.TensorSpec([None, c_count], tf.string)] if c_count else []
     for dtype in (tf.float32, tf.float64):
-        module.__call__.get_concrete_function(tf.TensorSpec([None, len(features)], dtype))
+        module.__call__.get_concrete_function(tf.TensorSpec([None, d], dtype), *extra)
     return module
+
+
+def _fields(serialized, message: str, names, dtypes):
+    """`tf.io.decode_proto` of tensorflow.`message` records -> the named fields' values."""
+    import tensorflow as tf
+
+    return tf.io.decode_proto(serialized, f"tensorflow.{message}", names, dtypes).values
+
+
+def _pad(values):
+    """[..., c] -> [..., c + 1], b"" or 0 last: decode_proto refuses an input of no
+    element, which a batch of no record, or of records without features, would be."""
+    import tensorflow as tf
+
+    return tf.pad(values, [[0, 0]] * (values.shape.rank - 1) + [[0, 1]])
+
+
+def _single(values):
+    """[..., c] a non-repeated field (c is 0 when no record has it) -> [...]; b"" if absent."""
+    return _pad(values)[..., 0]
+
+
+def _feature_entries(examples):
+    """examples: string [n] serialized tf.Example -> (keys, values): string [n + 1, m + 1],
+    each record's feature names and their serialized tensorflow.Feature; the last row
+    (one empty record more, so that no input is empty) and the padding are b""."""
+    import tensorflow as tf
+
+    padded = tf.concat([examples, [b""]], axis=0)
+    body = _single(_fields(padded, "Example", ["features"], [tf.string])[0])  # [n + 1]
+    entries = _pad(_fields(body, "Features", ["feature"], [tf.string])[0])  # [n + 1, m + 1]
+    entry = _fields(entries, "Features.FeatureEntry", ["key", "value"], [tf.string, tf.string])
+    return _single(entry[0]), _single(entry[1])
 
 
 def parse_numeric_examples(
@@ -259,27 +382,10 @@ def parse_numeric_examples(
     """
     import tensorflow as tf
 
-    def fields(serialized, message, names, dtypes):
-        return tf.io.decode_proto(serialized, f"tensorflow.{message}", names, dtypes).values
-
-    def pad(values):
-        """[..., c] -> [..., c + 1], b"" or 0 last: decode_proto refuses an input of no
-        element, which a batch of no record, or of records without features, would be."""
-        return tf.pad(values, [[0, 0]] * (values.shape.rank - 1) + [[0, 1]])
-
-    def single(values):
-        """[..., c] a non-repeated field (c is 0 when no record has it) -> [...]; b"" if absent."""
-        return pad(values)[..., 0]
-
-    # One empty record more (dropped below), so that no input is empty.
-    padded = tf.concat([examples, [b""]], axis=0)
-    body = single(fields(padded, "Example", ["features"], [tf.string])[0])  # [n + 1]
-    entries = pad(fields(body, "Features", ["feature"], [tf.string])[0])  # [n + 1, m + 1]
-    entry = fields(entries, "Features.FeatureEntry", ["key", "value"], [tf.string, tf.string])
-    keys, values = single(entry[0]), single(entry[1])  # [n + 1, m + 1]; padding: b""
-    kinds = fields(values, "Feature", ["float_list", "int64_list"], [tf.string, tf.string])
-    floats = tf.io.decode_proto(single(kinds[0]), "tensorflow.FloatList", ["value"], [tf.float32])
-    ints = tf.io.decode_proto(single(kinds[1]), "tensorflow.Int64List", ["value"], [tf.int64])
+    keys, values = _feature_entries(examples)  # [n + 1, m + 1]; padding: b""
+    kinds = _fields(values, "Feature", ["float_list", "int64_list"], [tf.string, tf.string])
+    floats = tf.io.decode_proto(_single(kinds[0]), "tensorflow.FloatList", ["value"], [tf.float32])
+    ints = tf.io.decode_proto(_single(kinds[1]), "tensorflow.Int64List", ["value"], [tf.int64])
     # [n + 1, m + 1]: how many values each entry holds
     counts = floats.sizes[..., 0] + ints.sizes[..., 0]
 
@@ -316,6 +422,47 @@ def parse_numeric_examples(
     return parsed
 
 
+def parse_categorical_examples(examples, names: Sequence[str]):
+    """examples: string [n] serialized tf.Example -> one string [n] tensor per categorical
+    feature of `names`: its value, b"" when it holds none or is absent (a missing value,
+    which the model imputes or refuses).
+
+    A categorical feature holds at most one value: text in a bytes_list, or a
+    whole number in an int64_list, taken as its decimal text (a numeric code
+    declared categorical; the fit read it as text the same way). A float_list, or
+    more than one value, is an InvalidArgumentError naming the feature: a float's
+    text has no spelling that surely matches the training rows'.
+    """
+    import tensorflow as tf
+
+    keys, values = _feature_entries(examples)  # [n + 1, m + 1]; padding: b""
+    kinds = _fields(values, "Feature", ["bytes_list", "float_list", "int64_list"], [tf.string] * 3)
+    texts = tf.io.decode_proto(_single(kinds[0]), "tensorflow.BytesList", ["value"], [tf.string])
+    floats = tf.io.decode_proto(_single(kinds[1]), "tensorflow.FloatList", ["value"], [tf.float32])
+    ints = tf.io.decode_proto(_single(kinds[2]), "tensorflow.Int64List", ["value"], [tf.int64])
+    counts = texts.sizes[..., 0] + ints.sizes[..., 0]  # [n + 1, m + 1]
+    # Each entry's one value as text (b"" when it holds none).
+    number = tf.strings.as_string(_single(ints.values[0]))
+    entry = tf.where(ints.sizes[..., 0] > 0, number, _single(texts.values[0]))
+
+    parsed = []
+    for name in names:
+        here = tf.equal(keys, name)
+        count = tf.reduce_sum(tf.where(here, counts, 0), axis=1)[:-1]
+        n_floats = tf.reduce_sum(tf.where(here, floats.sizes[..., 0], 0), axis=1)[:-1]
+        check = tf.debugging.Assert(
+            tf.reduce_all(tf.logical_and(count <= 1, tf.equal(n_floats, 0))),
+            [
+                f"shardmeans model: categorical feature {name} must hold one value "
+                f"(bytes_list, or int64_list) in every tf.Example, or none"
+            ],
+        )
+        with tf.control_dependencies([check]):
+            value = tf.strings.reduce_join(tf.where(here, entry, b""), axis=1)[:-1]
+        parsed.append(value)
+    return parsed
+
+
 def export_model(
     model_dir: str,
     transform_savedmodel_dir: str,
@@ -331,7 +478,8 @@ def export_model(
 ) -> None:
     """Write the SavedModel of `centroids` float32 [K, D] (standardized space) to `model_dir`
     itself (a fit passes its version directory, OUTPUT/model/`MODEL_VERSION`); see
-    `build_model_module` for `statistics` and `contamination`."""
+    `build_model_module` for `statistics`, `contamination` and `categorical` (a model
+    with categorical features has no Keras view: see the module docstring)."""
     import tensorflow as tf
 
     module = build_model_module(
@@ -354,7 +502,8 @@ def export_model(
             "predict_raw": module.predict_raw.get_concrete_function(),
         },
     )
-    write_keras_view(model_dir, module, distance)
+    if not categorical:  # one float tensor cannot carry their text: no Keras view
+        write_keras_view(model_dir, module, distance)
 
 
 def _standardization(module, n_features: int, cosine: bool = False):
@@ -415,6 +564,8 @@ def write_keras_view(model_dir: str, module, distance: str = "euclidean") -> Non
     import keras
     import tensorflow as tf
 
+    if getattr(module, "categorical_features", None) is not None:
+        raise ValueError("a model with categorical features has no Keras view: it takes text")
     c = module.centroids.numpy().astype(np.float32)
     k, d = c.shape
     cosine = distance == "cosine"
