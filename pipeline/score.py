@@ -50,6 +50,8 @@ class ScoreSpec(NamedTuple):
     missing: str = "reject"  # the model's: "impute" reads a missing value as one to impute
     # The driver's record for the report (fit.driver_provenance), or None.
     provenance: Optional[dict] = None
+    # The model's categorical features (the last of `features`), read as text.
+    categorical: Tuple[str, ...] = ()
 
 
 def _model_dir(path: str) -> str:
@@ -114,14 +116,16 @@ def score_spec(options) -> ScoreSpec:
     parameters.BY_NAME["contamination"].check(contamination, "--")
     top_n = out.top_n
     parameters.BY_NAME["top_n"].check(top_n, "--")
-    features, outputs, missing = _describe(model_dir, contamination, top_n)
+    description = _describe(model_dir, contamination, top_n)
+    features, outputs, missing = description
+    categorical = tuple(description.categorical)
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)
     return ScoreSpec(
         absolute_path(inp.input),
         tuple(layout.files),
         is_template_run(options),
         layout.format,
-        features,
+        list(features) + list(categorical),
         layout.passthrough,
         inp.on_invalid,
         absolute_path(model_dir),
@@ -132,6 +136,7 @@ def score_spec(options) -> ScoreSpec:
         top_n,
         training_statistics(model_dir),
         missing=missing,
+        categorical=categorical,
     )
 
 

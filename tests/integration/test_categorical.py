@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from sklearn.cluster import KMeans
 
-from helpers import assignments, centroids, fit, metrics, rejected, write_shards
+from helpers import assignments, centroids, fit, metrics, rejected, score, write_shards
 
 N, M = 3000, 3  # rows; --max_categories
 CITIES, CITY_P = ["paris", "rome", "oslo", "lima", "kyiv"], [0.4, 0.25, 0.2, 0.1, 0.05]
@@ -53,10 +53,12 @@ VOCABULARIES = {
 }
 
 
-def _oracle_rows(table: pa.Table) -> np.ndarray:
-    """The oracle's space: a, b z-scored (ddof 0), then city, flag, code one-hot."""
+def _oracle_rows(table: pa.Table, training: pa.Table = None) -> np.ndarray:
+    """The oracle's space: a, b z-scored (ddof 0, with the `training` rows' statistics,
+    default the table's own), then city, flag, code one-hot."""
     x = np.stack([table[c].to_numpy() for c in ("a", "b")], axis=1)
-    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    t = x if training is None else np.stack([training[c].to_numpy() for c in ("a", "b")], 1)
+    z = (x - t.mean(axis=0)) / t.std(axis=0)
     city = table["city"].to_pylist()
     flag = ["true" if v else "false" for v in table["flag"].to_pylist()]
     code = [str(v) for v in table["code"].to_pylist()]
@@ -152,3 +154,25 @@ def test_missing_categories_are_rejected_by_default(tmp_path):
     lines = rejected(out)
     assert {(r["column"], r["reason"]) for r in lines} == {("city", "missing value")}
     assert m["categorical"] == ["city"]
+
+
+def test_score_reads_categories_as_the_fit_did(fitted, tmp_path):
+    out, table, _ = fitted
+    # The training rows, and rows with values the fit never saw (a city, a code).
+    unseen = _table(5, n=200).set_column(0, "id", pa.array(np.arange(N, N + 200)))
+    unseen = unseen.set_column(2, "city", pa.array(["atlantis"] * 200))
+    unseen = unseen.set_column(5, "code", pa.array([4] * 200))
+    pattern = write_shards(pa.concat_tables([table, unseen]), tmp_path / "in", "parquet", 2)
+    scored = tmp_path / "scored"
+    assert score(out, scored, "--input", pattern, "--id_column", "id") == 0
+    m = metrics(scored)
+    assert m["rows_valid"] == m["rows_read"] == N + 200
+    assert m["values_imputed"]["city"] == N // 97 + 1
+    labels = assignments(scored).column("cluster_id").to_numpy()
+    fit_labels = assignments(out).column("cluster_id").to_numpy()
+    np.testing.assert_array_equal(labels[:N], fit_labels)
+    # Unseen values are __other__, as rare values seen at training are.
+    z = _oracle_rows(unseen, training=table)
+    c = centroids(out)
+    expected = ((z[:, None, :] - c[None]) ** 2).sum(axis=2).argmin(axis=1)
+    np.testing.assert_array_equal(labels[N:], expected)

@@ -63,19 +63,12 @@ def row_values(
     """Dict rows -> (float64 [n, D] their numeric features; object [n, C] their categorical
     ones' text, None without any; [(index, reason)] of the rows that cannot be scored, a
     numeric feature's reason first). An empty text is a missing value, as the model
-    takes it: a reason unless the model imputes."""
+    takes it: a reason unless the model imputes (`row_categories`)."""
     x, bad = row_matrix(rows, features, impute)
     if not categorical:
         return x, None, bad
     values, bad_values = row_categories(rows, categorical, impute)
     reasons = dict(bad_values)
-    if not impute:  # a row row_categories passed holds every value: "" is one given empty
-        for i, row in enumerate(rows):
-            if i in reasons or not isinstance(row, dict):
-                continue
-            empty = [name for j, name in enumerate(categorical) if values[i, j] == ""]
-            if empty:
-                reasons[i] = f"categorical feature {empty[0]!r} is empty"
     reasons.update(bad)
     return x, values, sorted(reasons.items())
 

@@ -128,19 +128,23 @@ def row_categories(
             continue  # row_matrix rejects it
         for j, name in enumerate(categorical):
             value = row.get(name)
-            if value is None and impute:
+            text = value.strip() if isinstance(value, str) else value
+            # Empty text is no value, as the readers and the model take it.
+            if impute and (value is None or text == "" or text == b""):
                 values[i, j] = categorical_module.MISSING_VALUE
                 continue
             if name not in row:
                 why = f"feature {name!r} is missing"
             elif value is None:
                 why = f"feature {name!r} is null"
+            elif text == "" or text == b"":
+                why = f"categorical feature {name!r} is empty"
             elif isinstance(value, (float, np.floating)) and not math.isfinite(value):
                 why = f"categorical feature {name!r} is NaN or infinite"
             elif isinstance(value, (dict, list, tuple, np.ndarray)):
                 why = f"categorical feature {name!r} is not one value: {value!r}"
             else:
-                values[i, j] = categorical_module.as_text(value)
+                values[i, j] = categorical_module.as_text(text)
                 continue
             bad.append((i, why))
             break
