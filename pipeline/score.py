@@ -54,7 +54,7 @@ class ScoreSpec(NamedTuple):
     categorical: Tuple[str, ...] = ()
 
 
-def _model_dir(path: str) -> str:
+def finished_model_dir(path: str) -> str:
     """The SavedModel version directory that `--model PATH` names, once its fit has finished.
 
     PATH is a fit's output directory (its `_SUCCESS` must be there), the model
@@ -83,7 +83,10 @@ def _model_dir(path: str) -> str:
     return model_dir
 
 
-def _describe(model_dir: str, contamination: Optional[float], top_n: int):
+def model_description(model_dir: str, contamination: Optional[float], top_n: int):
+    """What `score` and `stream` need of the model (assign.describe_model: its features,
+    per-row outputs, missing values' rule and categorical features); a model that
+    cannot be loaded, or a --top_n beyond its K, is a UserInputError."""
     try:
         return describe_model(model_dir, contamination, top_n)
     except Exception as e:  # noqa: BLE001 -- any load failure is the model's, named below
@@ -111,12 +114,12 @@ def score_spec(options) -> ScoreSpec:
             "--weight_column is fit's: score assigns each row its nearest centroid, "
             "which a weight does not change"
         )
-    model_dir = _model_dir(absolute_path(model))
+    model_dir = finished_model_dir(absolute_path(model))
     contamination = options.view_as(AnomalyOptions).contamination
     parameters.BY_NAME["contamination"].check(contamination, "--")
     top_n = out.top_n
     parameters.BY_NAME["top_n"].check(top_n, "--")
-    description = _describe(model_dir, contamination, top_n)
+    description = model_description(model_dir, contamination, top_n)
     features, outputs, missing = description
     categorical = tuple(description.categorical)
     layout = input_layout(inp.input, inp.format, inp.id_column, inp.on_invalid)

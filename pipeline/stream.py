@@ -50,7 +50,7 @@ class StreamSpec(NamedTuple):
 def stream_spec(options) -> StreamSpec:
     """Check the stream options and the model (it loads): the job's spec, or UserInputError."""
     from pipeline.options import AnomalyOptions, ScoreOptions, StreamOptions
-    from pipeline.score import _describe, _model_dir
+    from pipeline.score import finished_model_dir, model_description
     from pipeline.workdir import absolute_path
 
     stream = options.view_as(StreamOptions)
@@ -65,8 +65,9 @@ def stream_spec(options) -> StreamSpec:
     if (stream.input_subscription is None) == (stream.input_topic is None):
         raise UserInputError("give one of --input_subscription and --input_topic")
     parameters.BY_NAME["contamination"].check(contamination, "--")
-    model_dir = _model_dir(absolute_path(model))
-    features, outputs, _ = _describe(model_dir, contamination, top_n=0)
+    model_dir = finished_model_dir(absolute_path(model))
+    description = model_description(model_dir, contamination, top_n=0)
+    features, outputs, _ = description
     return StreamSpec(
         stream.input_subscription,
         stream.input_topic,
@@ -79,7 +80,7 @@ def stream_spec(options) -> StreamSpec:
         stream.timestamp_field,
         absolute_path(model_dir),
         contamination,
-        features,
+        list(features) + list(description.categorical),
         tuple(outputs),
     )
 
