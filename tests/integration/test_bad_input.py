@@ -155,8 +155,8 @@ def small_parquet(tmp_path):
             ["unknown feature 'zz'", "a.parquet"],
         ),
         (
-            ["--input", "{pq}/*.parquet", "--k", 2, "--features", "x,name"],
-            ["feature 'name'", "not numeric"],
+            ["--input", "{pq}/*.parquet", "--k", 2, "--features", "x", "--categorical", "name"],
+            ["--categorical names 'name', not among the features (x)"],
         ),
         (["--input", "{pq}/*.parquet", "--k", 0], ["--k must be at least 1, got 0"]),
         (
