@@ -894,6 +894,8 @@ GOOD = {
     "contamination": ["0.01", "0.5", "1e-4", ".05"],
     "top_n": ["0", "3"],
     "missing": ["reject", "impute"],
+    "categorical": ["zip", "zip,store_code"],
+    "max_categories": ["1", "100"],
 }
 BAD = {
     "input": ["", "data/*.csv"],
@@ -923,6 +925,8 @@ BAD = {
     "contamination": ["-0.1", "x", ""],
     "top_n": ["-1", "x", "1.5"],
     "missing": ["mean", ""],
+    "categorical": ["", "a,,b"],
+    "max_categories": ["0", "-1", "x"],
 }
 
 
