@@ -205,3 +205,15 @@ def test_groups_that_differ_only_by_text_are_recovered_whatever_the_sharding(tmp
     assert adjusted_rand_score(truth, labels[0]) >= 0.99
     np.testing.assert_array_equal(labels[0], labels[1])
     np.testing.assert_allclose(centroids(fits[0]), centroids(fits[1]), atol=1e-6)
+
+
+def test_the_model_trims_values_as_the_readers_did(fitted):
+    out, _, _ = fitted
+    import tensorflow as tf
+
+    model = tf.saved_model.load(str(out / "model" / "1"))
+    x = tf.constant([[0.5, 100.0]] * 3, tf.float64)
+    plain = model(x, tf.constant([["paris", "true", "7"], ["", "false", "8"], ["rome"] * 3]))
+    padded = model(x, tf.constant([[" paris ", "true", "7"], ["  ", "false", "8"], ["rome"] * 3]))
+    for name in ("cluster_id", "distance"):
+        np.testing.assert_array_equal(plain[name].numpy(), padded[name].numpy())

@@ -172,10 +172,11 @@ def build_model_module(
                 )
 
         def categories_in(self, categories):
-            """string [n, C] as given -> as the transform takes them: an empty string is a
-            missing value, MISSING_VALUE with --missing impute, else an error naming
-            the feature."""
-            categories = tf.convert_to_tensor(categories, tf.string)
+            """string [n, C] as given -> as the transform takes them, trimmed: an empty
+            string is a missing value, MISSING_VALUE with --missing impute, else an
+            error naming the feature."""
+            # Trimmed, as the readers trim what the fit learned its vocabularies from.
+            categories = tf.strings.strip(tf.convert_to_tensor(categories, tf.string))
             empty = tf.equal(categories, "")
             if missing == "impute":
                 return tf.where(empty, tf.constant(MISSING_VALUE), categories)
