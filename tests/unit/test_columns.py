@@ -101,7 +101,8 @@ def test_a_fit_logs_its_columns_and_warns_about_identifiers(tmp_path, caplog):
     lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pipeline.fit"]
     assert lines[0] == (
         logging.INFO,
-        "features (4): customer_id, record, height, visits; not used: city (string: --features NAME clusters it as a category)",
+        "features (4): customer_id, record, height, visits; not used: city (string: "
+        "--features NAME clusters it as a category)",
     )
     warnings = [m for level, m in lines if level == logging.WARNING]
     assert warnings == [
