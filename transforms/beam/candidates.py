@@ -69,7 +69,9 @@ class InitialCandidates(beam.PTransform):
                 tol=self._tol,
                 spherical=self._spherical,
             )
-            | "Gather" >> beam.combiners.ToList()
+            # Without a default for an empty input (there is a start at least): the
+            # default would be a step and a runner stage of its own.
+            | "Gather" >> beam.combiners.ToList().without_defaults()
             | "Carry"
             >> beam.Map(_candidates, starts=self._starts, best_only=self._restarts_on == "sample")
         )
