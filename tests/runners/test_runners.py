@@ -209,6 +209,9 @@ def portable_services(tmp_path_factory):
 def test_portable_runner_gives_the_direct_runners_centroids(
     blobs, direct, portable_services, tmp_path
 ):
+    """The fit, waited for, and its lines. The score job on this runner: detached in
+    test_detach_submits_prints_the_job_and_returns, waited for through the script in
+    test_portable_script_end_to_end."""
     job_port, pool_port, logs = portable_services
     out = tmp_path / "out"
     proc = fit_subprocess(
@@ -241,35 +244,6 @@ def test_portable_runner_gives_the_direct_runners_centroids(
     # It really ran there: the job service ran the job, the pool started `python` workers.
     assert "with state DONE" in (logs / "job_service.log").read_text()
     assert "Starting worker with command ['python'" in (logs / "worker_pool.log").read_text()
-
-    # The score job too, unchanged: the same assignments as the fit's.
-    scored = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "score",
-            "--model",
-            str(out),
-            "--input",
-            blobs,
-            "--output",
-            str(tmp_path / "scored"),
-            "--id_column",
-            "id",
-            "--runner=PortableRunner",
-            f"--job_endpoint=localhost:{job_port}",
-            "--environment_type=EXTERNAL",
-            f"--environment_config=localhost:{pool_port}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert scored.returncode == 0, scored.stderr[-5000:]
-    ours, fitted = assignments(tmp_path / "scored"), assignments(out)
-    np.testing.assert_array_equal(ours.column("cluster_id"), fitted.column("cluster_id"))
 
 
 def _detached_line(proc, out, command: str) -> dict:
@@ -621,19 +595,6 @@ def test_local_script_from_a_fresh_clone(blobs, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert metrics(tmp_path / "out")["k"] == 2
-    # Any command, named first: score with the fit's model.
-    proc = subprocess.run(
-        [str(clone / "launch" / "local.sh"), "score", "--model", "out", "--input", blobs]
-        + ["--output", "scored", "--id_column", "id"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    assert metrics(tmp_path / "scored")["rows_valid"] == 2000
-    assert "drift" in metrics(tmp_path / "scored")
     # What every launcher would run: the clone's .venv, found beside launch/, and the
     # command named first (fit without one).
     python = str(clone / ".venv" / "bin" / "python")
