@@ -149,6 +149,25 @@ def run_check(name: str, *args, env=None, timeout=300) -> subprocess.CompletedPr
     )
 
 
+def keras_view_equals_the_model(model_dir, rows: np.ndarray) -> None:
+    """The model's Keras 3 view (what Beam's stock TFModelHandlerTensor loads where
+    tf.keras is Keras 3) gives the SavedModel's own outputs for float64 rows [n, D]: its
+    arithmetic is a second implementation. Loaded with `keras` itself, which is Keras 3
+    in this process too (tf.Transform routes only tf.keras to tf-keras); the stock
+    handler in a fresh process is tests/subprocess_checks/stock_tf_handler.py."""
+    import keras
+    import tensorflow as tf
+
+    x = tf.constant(rows.astype(np.float32))
+    expected = tf.saved_model.load(str(model_dir))(x)
+    view = keras.models.load_model(str(model_dir))(x)
+    assert set(view) == set(expected), (sorted(view), sorted(expected))
+    for name, value in view.items():
+        value, want = np.asarray(value), expected[name].numpy()
+        assert value.dtype == want.dtype, (name, value.dtype)
+        np.testing.assert_allclose(value, want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def metrics(output) -> dict:
     with open(os.path.join(output, "metrics.json")) as f:
         return json.load(f)

@@ -1,14 +1,13 @@
 """A corpus of bad input through both --on_invalid modes, and every clear error."""
 
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import ROOT, assignments, fit, metrics, rejected
+from helpers import assignments, fit, main, metrics, rejected
 
 GOOD = ["1,1.0,2.0", "2,1.5,2.5", "3,9.0,9.5", "4,9.5,9.0", "5,  2.5 ,1.0"]
 BAD = {  # row text -> (column, reason fragment)
@@ -86,14 +85,14 @@ def test_reject_mode_counts_and_reasons(corpus, tmp_path):
     assert sorted(ids) == sorted(int(g.split(",")[0]) for g in GOOD)
 
 
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _cli(capfd, *args) -> subprocess.CompletedProcess:
+    """`shardmeans ARGS` in this process: its status, and what it wrote on the file
+    descriptors 1 and 2 (capfd), whatever wrote it: Python's streams, a logging handler
+    or a library's C++ code."""
+    capfd.readouterr()
+    status = main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(args, status, out, err)
 
 
 def _assert_clear_error(proc, *fragments):
@@ -105,8 +104,9 @@ def _assert_clear_error(proc, *fragments):
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
-def test_fail_mode_names_file_row_and_column(corpus, tmp_path):
+def test_fail_mode_names_file_row_and_column(corpus, tmp_path, capfd):
     proc = _cli(
+        capfd,
         "fit",
         "--input",
         corpus,
@@ -179,11 +179,12 @@ def test_clear_errors(tmp_path, small_parquet, args, fragments, capsys):
         assert fragment in last, last
 
 
-def test_unreadable_file_is_named(tmp_path, small_parquet):
+def test_unreadable_file_is_named(tmp_path, small_parquet, capfd):
     (small_parquet / "b.parquet").write_bytes(b"this is not parquet")
     # the first file probes fine; the second fails while the job runs
     _assert_clear_error(
         _cli(
+            capfd,
             "fit",
             "--input",
             small_parquet / "*.parquet",
@@ -207,7 +208,7 @@ def test_nothing_valid_left(tmp_path, capsys):
     assert "no valid rows" in capsys.readouterr().err
 
 
-def test_existing_output_needs_overwrite(tmp_path, small_parquet):
+def test_existing_output_needs_overwrite(tmp_path, small_parquet, capfd):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
@@ -222,7 +223,7 @@ def test_existing_output_needs_overwrite(tmp_path, small_parquet):
         "--features",
         "x,y",
     ]
-    _assert_clear_error(_cli(*args), "exists and is not empty", "--overwrite")
+    _assert_clear_error(_cli(capfd, *args), "exists and is not empty", "--overwrite")
     assert (
         fit(out, *args[1:3], "--k", 2, "--features", "x,y", "--overwrite", "--max_rounds", 5) == 0
     )

@@ -1,4 +1,5 @@
-"""--merge_to (Ward merge of fine clusters) and report.html, through the fit job."""
+"""--merge_to (Ward merge of fine clusters) and report.html, through the fit job. A
+--merge_to above K is refused: tests/integration/test_model_choice.py."""
 
 import json
 import re
@@ -47,8 +48,12 @@ def test_ward_merge_recovers_the_blobs(tmp_path):
     fine = assignments(out).column("cluster_id").to_numpy()
     np.testing.assert_array_equal(np.array(hierarchy["fine_to_merged"])[fine], merged)
     assert sum(metrics(out)["merged_cluster_sizes"]) == 4000
-    # The plain four (inertia a table, not a figure, after one or two rounds) and the dendrogram.
+    # Every fit writes report.html: the plain four (inertia a table, not a figure, after
+    # one or two rounds), and here the dendrogram.
     assert _images(out) == (5 if metrics(out)["rounds"] <= 2 else 6)
+    html = (out / "report.html").read_text()
+    for title in ("Inertia by round", "Cluster sizes", "PCA projection", "Centroids by feature"):
+        assert title in html
 
     model = tf.saved_model.load(str(out / "model" / "1"))
     served = model.signatures["predict_raw"](
@@ -76,14 +81,3 @@ def test_ward_merge_recovers_the_blobs(tmp_path):
     np.testing.assert_array_equal(
         assignments(tmp_path / "scored").column("merged_cluster_id"), merged
     )
-
-
-def test_every_fit_writes_a_report(blob_parquet, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert fit(out, "--input", blob_parquet, "--k", 3, "--id_column", "id", "--max_rounds", 5) == 0
-    assert _images(out) == (4 if metrics(out)["rounds"] <= 2 else 5)
-    html = (out / "report.html").read_text()
-    for title in ("Inertia by round", "Cluster sizes", "PCA projection", "Centroids by feature"):
-        assert title in html
-    assert fit(out, "--input", blob_parquet, "--k", 3, "--merge_to", 9, "--overwrite") == 2
-    assert "--merge_to must be in 1..3" in capsys.readouterr().err

@@ -159,24 +159,7 @@ def test_sweep_picks_the_known_k(four_blobs, tmp_path, capsys, criterion):
     assert "K sweep" in html and "Candidates" in html and html.count(">chosen<") == 1
     images = 6 if m["rounds"] > 2 else 5  # one or two rounds: inertia a table, not a figure
     assert len(re.findall(r'<img src="data:image/png;base64,', html)) == images
-    scored = tmp_path / "scored"
-    assert (
-        main(
-            [
-                "score",
-                "--model",
-                str(out),
-                "--input",
-                pattern,
-                "--output",
-                str(scored),
-                "--id_column",
-                "id",
-            ]
-        )
-        == 0
-    )
-    np.testing.assert_array_equal(assignments(scored).column("cluster_id").to_numpy(), labels)
+    # The model is the chosen K's too: test_sweep_with_merge scores with a sweep's model.
 
 
 def test_sweep_with_merge(four_blobs, tmp_path):
@@ -205,6 +188,14 @@ def test_sweep_with_merge(four_blobs, tmp_path):
     assert m["n_init"] == 4 and len(m["restarts"]) == 8
     merged = assignments(out).column("merged_cluster_id").to_numpy()
     assert adjusted_rand_score(truth, merged) >= 0.99
+    # The model is the chosen K's: scoring with it gives the fit's assignments.
+    scored = tmp_path / "scored"
+    argv = ["score", "--model", str(out), "--input", pattern, "--output", str(scored)]
+    assert main([*argv, "--id_column", "id"]) == 0
+    for column in ("cluster_id", "merged_cluster_id"):
+        np.testing.assert_array_equal(
+            assignments(scored).column(column), assignments(out).column(column)
+        )
 
 
 @pytest.mark.parametrize(

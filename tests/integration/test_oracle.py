@@ -2,33 +2,48 @@
 
 import glob
 import os
-import sys
 
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from helpers import assignments, centroids, features_of, fit, metrics, rejected, run_check
+from helpers import (
+    assignments,
+    centroids,
+    features_of,
+    fit,
+    keras_view_equals_the_model,
+    metrics,
+    rejected,
+)
 
 
-def test_standardization_equals_standard_scaler(blob_table, blob_parquet, tmp_path):
-    out = tmp_path / "out"
-    assert (
-        fit(
-            out,
-            "--input",
-            blob_parquet,
-            "--k",
-            3,
-            "--id_column",
-            "id",
-            "--max_rounds",
-            1,
-            "--keep_standardized",
-        )
-        == 0
-    )
+@pytest.fixture(scope="module")
+def lloyd(blob_table, blob_parquet, tmp_path_factory):
+    """(fit(max_rounds) -> its output, the initial centroids, the z-scored rows): K=4 from
+    the same 4 z-scored rows, --tol 0, the standardized shards kept; each fit run once,
+    for every test that reads it."""
+    z = StandardScaler().fit_transform(features_of(blob_table))
+    init = z[np.random.default_rng(1).choice(len(z), 4, replace=False)].astype(np.float32)
+    base = tmp_path_factory.mktemp("lloyd")
+    np.save(base / "init.npy", init)
+    outputs = {}
+
+    def fitted(max_rounds):
+        if max_rounds not in outputs:
+            out = base / f"out{max_rounds}"
+            args = ["--input", blob_parquet, "--k", 4, "--id_column", "id", "--tol", 0]
+            args += ["--max_rounds", max_rounds, "--init", base / "init.npy"]
+            assert fit(out, *args, "--keep_standardized") == 0
+            outputs[max_rounds] = out
+        return outputs[max_rounds]
+
+    return fitted, init, z
+
+
+def test_standardization_equals_standard_scaler(blob_table, lloyd):
+    out = lloyd[0](1)
     # The kept shards hold the rows as read; the rounds standardize them as they load them.
     from transforms.beam.shards import iter_standardized
 
@@ -47,30 +62,11 @@ def test_standardization_equals_standard_scaler(blob_table, blob_parquet, tmp_pa
 
 
 @pytest.mark.parametrize("max_rounds", [1, 4, 50])
-def test_same_init_gives_sklearn_lloyd(blob_table, blob_parquet, tmp_path, max_rounds):
-    z = StandardScaler().fit_transform(features_of(blob_table))
-    init = z[np.random.default_rng(1).choice(len(z), 4, replace=False)].astype(np.float32)
-    np.save(tmp_path / "init.npy", init)
-    out = tmp_path / "out"
-    assert (
-        fit(
-            out,
-            "--input",
-            blob_parquet,
-            "--k",
-            4,
-            "--id_column",
-            "id",
-            "--tol",
-            0,
-            "--max_rounds",
-            max_rounds,
-            "--init",
-            tmp_path / "init.npy",
-        )
-        == 0
-    )
-
+def test_same_init_gives_sklearn_lloyd(lloyd, max_rounds):
+    """The centroids, inertia, rounds and labels of scikit-learn's Lloyd from the same
+    start; each row's distance is NumPy's to its nearest centroid."""
+    fitted, init, z = lloyd
+    out = fitted(max_rounds)
     km = KMeans(
         4, init=init.astype(np.float64), n_init=1, max_iter=max_rounds, tol=0, algorithm="lloyd"
     ).fit(z)
@@ -80,36 +76,15 @@ def test_same_init_gives_sklearn_lloyd(blob_table, blob_parquet, tmp_path, max_r
     assert m["rounds"] == km.n_iter_
     assert m["converged"] == (km.n_iter_ < max_rounds)
     assert m["max_rounds"] == max_rounds
-    labels = assignments(out).column("cluster_id").to_numpy()
+    table = assignments(out)
+    labels = table.column("cluster_id").to_numpy()
     np.testing.assert_array_equal(labels, km.labels_)
     assert m["cluster_sizes"] == np.bincount(km.labels_, minlength=4).tolist()
-
-
-def test_distances_are_numpy_nearest_centroid(blob_table, blob_parquet, tmp_path):
-    out = tmp_path / "out"
-    assert (
-        fit(
-            out,
-            "--input",
-            blob_parquet,
-            "--k",
-            5,
-            "--id_column",
-            "id",
-            "--seed",
-            7,
-            "--max_rounds",
-            30,
-        )
-        == 0
-    )
-    z = StandardScaler().fit_transform(features_of(blob_table))
     c = centroids(out).astype(np.float64)
     d = np.sqrt(((z[:, None, :] - c[None]) ** 2).sum(-1))
-    table = assignments(out)
-    np.testing.assert_array_equal(table.column("cluster_id").to_numpy(), d.argmin(1))
+    np.testing.assert_array_equal(labels, d.argmin(1))
     np.testing.assert_allclose(table.column("distance").to_numpy(), d.min(1), rtol=1e-4, atol=1e-5)
-    assert metrics(out)["inertia"] == pytest.approx((d.min(1) ** 2).sum(), rel=1e-5)
+    assert m["inertia"] == pytest.approx((d.min(1) ** 2).sum(), rel=1e-5)
 
 
 def test_unscaled_features_give_sklearn_lloyd_on_the_raw_rows(blob_table, blob_parquet, tmp_path):
@@ -180,12 +155,7 @@ def test_cosine_is_numpy_spherical_kmeans(blob_table, blob_parquet, tmp_path, st
     np.testing.assert_array_equal(served["cluster_id"].numpy(), labels[:500])
     np.testing.assert_allclose(served["distance"].numpy(), distance[:500], atol=1e-5)
     if standardize == "z_score":  # the Keras 3 view Beam's stock handler loads: cosine too
-        np.save(tmp_path / "rows.npy", x[:25])
-        env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin"}
-        env["HOME"] = os.environ.get("HOME", str(tmp_path))
-        args = (out / "model" / "1", tmp_path / "rows.npy", "keras3")
-        done = run_check("stock_tf_handler", *args, env=env)
-        assert done.stdout.strip().splitlines()[-1:] == ["ok"], done.stderr[-3000:]
+        keras_view_equals_the_model(out / "model" / "1", x[:25])
 
 
 def test_cosine_fit_with_defaults_recovers_directions(tmp_path):

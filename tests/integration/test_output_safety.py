@@ -6,12 +6,12 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
-import pyarrow as pa
 import pytest
 
 from pipeline.cli import main
@@ -34,6 +34,17 @@ from helpers import (
 def csv_input(tmp_path):
     """300 rows in 3 CSV files under tmp_path/in; returns the glob."""
     return write_shards(scaled_blobs(300, 3, 2, seed=1), tmp_path / "in", "csv")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished fit of rows like csv_input's, its standardized shards kept; a test that
+    changes it works on a copy."""
+    base = tmp_path_factory.mktemp("finished")
+    pattern = write_shards(scaled_blobs(300, 3, 2, seed=1), base / "in", "csv")
+    args = ("--input", pattern, "--id_column", "id", *FAST, "--keep_standardized")
+    assert fit(base / "out", *args) == 0
+    return base / "out"
 
 
 def _digests(pattern):
@@ -121,9 +132,9 @@ def test_two_workers_then_one_with_overwrite_keeps_every_row_once(csv_input, tmp
     assert metrics(out)["rows_valid"] == 300
 
 
-def test_a_failed_rerun_leaves_the_previous_output_intact(csv_input, tmp_path, capsys):
+def test_a_failed_rerun_leaves_the_previous_output_intact(finished, csv_input, tmp_path, capsys):
     out = tmp_path / "out"
-    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST) == 0
+    shutil.copytree(finished, out)
     good = _marker(out)
     before = _digests(str(out / "**" / "*"))
     # A bad row found while the job runs (not while the graph is built) fails the rerun.
@@ -179,7 +190,10 @@ def _wait_for(condition, proc, timeout=300):
 def test_concurrent_and_killed_runs(tmp_path, capsys):
     """A second run into an output being written is refused; a killed --overwrite rerun leaves
     the previous output as it was, and the next rerun takes over its lock and files."""
-    pattern = write_shards(scaled_blobs(200_000, 8, 4, seed=2), tmp_path / "in", "parquet")
+    # Rows enough that the slow runs, reading them again in each of 30 uncached rounds,
+    # are still running long after their shards appear, where they are killed.
+    rows = 40_000
+    pattern = write_shards(scaled_blobs(rows, 8, 4, seed=2), tmp_path / "in", "parquet")
     out = tmp_path / "out"
     lock = str(out) + run_output.LOCK_SUFFIX
     slow_flags = (
@@ -243,12 +257,12 @@ def test_concurrent_and_killed_runs(tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     _assert_complete(out)
-    assert f"run {metrics(out)['run_id']}:" in printed and metrics(out)["rows_valid"] == 200_000
+    assert f"run {metrics(out)['run_id']}:" in printed and metrics(out)["rows_valid"] == rows
 
 
-def test_score_refuses_an_unfinished_or_incomplete_model(csv_input, tmp_path, capsys):
+def test_score_refuses_an_unfinished_or_incomplete_model(finished, csv_input, tmp_path, capsys):
     out = tmp_path / "fit"
-    assert fit(out, "--input", csv_input, "--id_column", "id", *FAST) == 0
+    shutil.copytree(finished, out)
 
     def score(model, output):
         return main(
@@ -279,19 +293,11 @@ def test_score_refuses_an_unfinished_or_incomplete_model(csv_input, tmp_path, ca
     _assert_complete(tmp_path / "scored")
 
 
-def test_kept_shards_are_read_after_the_output_is_published(tmp_path):
-    out = tmp_path / "out"
-    pattern = write_shards(
-        pa.table({"id": list(range(40)), "x": [float(i % 7) for i in range(40)]}),
-        tmp_path / "in",
-        "parquet",
-        shards=2,
-    )
-    assert fit(out, "--input", pattern, "--id_column", "id", *FAST, "--keep_standardized") == 0
+def test_kept_shards_are_read_after_the_output_is_published(finished):
     from transforms.beam.shards import iter_standardized
 
-    paths = glob.glob(str(out / "_work" / "shards" / "*.arrow"))
-    assert paths and sum(len(z) for p in paths for _, z in iter_standardized(p, 1, 100)) == 40
+    paths = glob.glob(str(finished / "_work" / "shards" / "*.arrow"))
+    assert paths and sum(len(z) for p in paths for _, z in iter_standardized(p, 3, 100)) == 300
 
 
 def test_an_output_where_the_run_may_not_write_is_one_line(csv_input, tmp_path):

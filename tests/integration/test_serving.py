@@ -88,11 +88,12 @@ def test_the_fit_writes_tf_serving_layout(fitted):
     assert [f.decode() for f in model.feature_names.numpy()] == FEATURES
 
 
-@pytest.mark.parametrize("form", ["fit output", "base path", "version directory"])
-def test_score_takes_every_form_of_the_model(fitted, form, tmp_path):
+def test_score_takes_a_version_directory(fitted, tmp_path):
+    """The other forms of --model: a fit output (tests/integration/test_model.py), a base
+    path (below, and tests/integration/test_output_safety.py); which SavedModel each form
+    names is tests/unit/test_model_paths.py."""
     out, _, pattern = fitted
-    model = {"fit output": out, "base path": out / "model", "version directory": out / "model/1"}
-    argv = ["score", "--model", str(model[form]), "--input", pattern, "--id_column", "id"]
+    argv = ["score", "--model", str(out / "model" / "1"), "--input", pattern, "--id_column", "id"]
     assert main([*argv, "--output", str(tmp_path / "scored")]) == 0
     ours, theirs = assignments(tmp_path / "scored"), assignments(out)
     np.testing.assert_array_equal(ours.column("cluster_id"), theirs.column("cluster_id"))
@@ -115,6 +116,9 @@ def test_score_serves_the_highest_version_of_a_copied_base(fitted, tmp_path):
     ours, theirs = assignments(tmp_path / "scored"), assignments(out)
     np.testing.assert_array_equal(
         ours.column("cluster_id").to_numpy(), 2 - theirs.column("cluster_id").to_numpy()
+    )
+    assert json.loads((tmp_path / "scored" / "metrics.json").read_text())["model"] == str(
+        base / "2"
     )
     assert main([*argv, "--output", str(base / "3")]) == 2  # would be a version TF Serving loads
     assert not (base / "3").exists()

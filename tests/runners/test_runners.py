@@ -22,6 +22,7 @@ import sys
 import tarfile
 import time
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,72 +207,6 @@ def portable_services(tmp_path_factory):
             _stop(proc)
 
 
-def test_portable_runner_gives_the_direct_runners_centroids(
-    blobs, direct, portable_services, tmp_path
-):
-    job_port, pool_port, logs = portable_services
-    out = tmp_path / "out"
-    proc = fit_subprocess(
-        out,
-        "--input",
-        blobs,
-        *FIT_ARGS,
-        "--runner=PortableRunner",
-        f"--job_endpoint=localhost:{job_port}",
-        "--environment_type=EXTERNAL",
-        f"--environment_config=localhost:{pool_port}",
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    _same_as_direct(out, direct)
-    # The phases and rounds reach this console, from the job's metrics (pipeline.progress):
-    # Beam's local job service reports them once the job has ended.
-    rounds = metrics(out)["rounds"]
-    for line in (
-        "running on PortableRunner: reading and validating 3 files",
-        "reading and validating: 3 of 3 files, 2000 rows read, 2000 valid, 0 rejected (",
-        "analysing: done (tf.Transform), init sample of 2000 rows (",
-        "sampling and initialising: 4 starts on the init sample, 1 fitted over all rows (",
-        f"round {rounds} of 10: inertia ",
-        "final pass: 2000 rows assigned (",
-        "writing: centroids, metrics.json and report.html written; publishing (",
-    ):
-        assert f"progress: {line}" in proc.stderr, (line, proc.stderr[-5000:])
-    assert re.search(r"progress: round 1 of 10: .* elapsed, at most 9 rounds left", proc.stderr)
-    # It really ran there: the job service ran the job, the pool started `python` workers.
-    assert "with state DONE" in (logs / "job_service.log").read_text()
-    assert "Starting worker with command ['python'" in (logs / "worker_pool.log").read_text()
-
-    # The score job too, unchanged: the same assignments as the fit's.
-    scored = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            "score",
-            "--model",
-            str(out),
-            "--input",
-            blobs,
-            "--output",
-            str(tmp_path / "scored"),
-            "--id_column",
-            "id",
-            "--runner=PortableRunner",
-            f"--job_endpoint=localhost:{job_port}",
-            "--environment_type=EXTERNAL",
-            f"--environment_config=localhost:{pool_port}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert scored.returncode == 0, scored.stderr[-5000:]
-    ours, fitted = assignments(tmp_path / "scored"), assignments(out)
-    np.testing.assert_array_equal(ours.column("cluster_id"), fitted.column("cluster_id"))
-
-
 def _detached_line(proc, out, command: str) -> dict:
     """The one JSON line a detached run prints on stdout, checked against `out`."""
     lines = proc.stdout.strip().splitlines()
@@ -350,12 +285,15 @@ def test_detach_submits_prints_the_job_and_returns(blobs, direct, portable_servi
 
 
 def test_portable_script_end_to_end(blobs, direct, tmp_path):
-    """launch/portable.sh with relative paths: starts, runs, and stops both services."""
+    """launch/portable.sh with relative paths: starts both services, runs the fit there
+    (the DirectRunner's centroids, its phase and round lines on this console), and stops
+    them; then a score the same way. (--detach, on services started by hand: below.)"""
     os.symlink(os.path.dirname(blobs), tmp_path / "in")
     env = dict(
         os.environ,
         SHARDMEANS_PYTHON=sys.executable,
         PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p),
+        TMPDIR=str(tmp_path),
     )
     proc = subprocess.run(
         [
@@ -367,7 +305,7 @@ def test_portable_script_end_to_end(blobs, direct, tmp_path):
             *map(str, FIT_ARGS),
         ],
         cwd=tmp_path,
-        env=env,
+        env=dict(env, SHARDMEANS_KEEP_LOGS="1"),
         capture_output=True,
         text=True,
         timeout=400,
@@ -379,6 +317,27 @@ def test_portable_script_end_to_end(blobs, direct, tmp_path):
     )
     assert ports, proc.stderr[-3000:]
     assert not any(_listening(int(p)) for p in ports.groups()), "a service outlived the script"
+    # The phases and rounds reach this console, from the job's metrics (pipeline.progress):
+    # Beam's local job service reports them once the job has ended.
+    rounds = metrics(tmp_path / "out")["rounds"]
+    for line in (
+        "running on PortableRunner: reading and validating 3 files",
+        "reading and validating: 3 of 3 files, 2000 rows read, 2000 valid, 0 rejected (",
+        "analysing: done (tf.Transform), init sample of 2000 rows (",
+        "sampling and initialising: 4 starts on the init sample, 1 fitted over all rows (",
+        f"round {rounds} of 10: inertia ",
+        "final pass: 2000 rows assigned (",
+        "writing: centroids, metrics.json and report.html written; publishing (",
+    ):
+        assert f"progress: {line}" in proc.stderr, (line, proc.stderr[-5000:])
+    assert re.search(r"progress: round 1 of 10: .* elapsed, at most 9 rounds left", proc.stderr)
+    # It really ran there: the job service ran the job, the pool started `python` workers
+    # (their logs kept, SHARDMEANS_KEEP_LOGS).
+    (logs,) = glob.glob(str(tmp_path / "shardmeans-portable.*"))
+    assert f"service logs kept in {logs}" in proc.stderr
+    logs = Path(logs)
+    assert "with state DONE" in (logs / "job_service.log").read_text()
+    assert "Starting worker with command ['python'" in (logs / "worker_pool.log").read_text()
 
     # Any command, named first: score the fit's model there too.
     args = ["score", "--model", "out", "--input", "in/*.parquet", "--output", "scored"]
@@ -396,6 +355,7 @@ def test_portable_script_end_to_end(blobs, direct, tmp_path):
     np.testing.assert_array_equal(scored.column("cluster_id"), fitted.column("cluster_id"))
     assert str(scored.schema.field("nearest_cluster_ids").type) == "list<item: int64>"
     assert (tmp_path / "scored" / "report.html").exists()
+    assert glob.glob(str(tmp_path / "shardmeans-portable.*")) == [str(logs)], "left its work dir"
 
 
 def test_portable_script_refuses_a_python_without_the_job(tmp_path):
@@ -621,19 +581,6 @@ def test_local_script_from_a_fresh_clone(blobs, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert metrics(tmp_path / "out")["k"] == 2
-    # Any command, named first: score with the fit's model.
-    proc = subprocess.run(
-        [str(clone / "launch" / "local.sh"), "score", "--model", "out", "--input", blobs]
-        + ["--output", "scored", "--id_column", "id"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    assert metrics(tmp_path / "scored")["rows_valid"] == 2000
-    assert "drift" in metrics(tmp_path / "scored")
     # What every launcher would run: the clone's .venv, found beside launch/, and the
     # command named first (fit without one).
     python = str(clone / ".venv" / "bin" / "python")
