@@ -104,8 +104,9 @@ def test_same_weighted_centroids(weighted_reference, tmp_path, shards, extra):
 
 
 def test_imputed_and_vector_features_do_not_depend_on_sharding_batches_or_workers(tmp_path):
-    """--missing impute and an embedding column (#21's options): the same centroids from 3
-    shards, one worker, the default batch as from 5 shards, batches of 300, 2 workers."""
+    """--missing impute, an embedding column and a categorical one (#21's options): the same
+    centroids from 3 shards, one worker, the default batch as from 5 shards, batches of
+    300, 2 workers."""
     rng = np.random.default_rng(4)
     n, width = 3000, 6
     centers = rng.normal(0, 4, (K, width + 1)).astype(np.float32)
@@ -113,8 +114,11 @@ def test_imputed_and_vector_features_do_not_depend_on_sharding_batches_or_worker
     scalar = pa.array(x[:, 0].astype(np.float64), mask=rng.random(n) < 0.05)  # 5% null
     offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int32))
     vector = pa.ListArray.from_arrays(offsets, pa.array(x[:, 1:].reshape(-1)))
-    table = pa.table({"id": np.arange(n), "s": scalar, "v": vector})
-    args = ["--features", "s,v", "--missing", "impute", *FIT]
+    shop = [
+        None if u < 0.05 else str(v) for u, v in zip(rng.random(n), rng.choice(list("abcd"), n))
+    ]
+    table = pa.table({"id": np.arange(n), "s": scalar, "v": vector, "shop": pa.array(shop)})
+    args = ["--features", "s,v,shop", "--missing", "impute", "--max_categories", 3, *FIT]
     runs = []
     for shards, extra in (
         (3, []),
@@ -132,6 +136,7 @@ def test_imputed_and_vector_features_do_not_depend_on_sharding_batches_or_worker
         assert fit(tmp_path / f"out{shards}", "--input", pattern, *args, *extra) == 0
         runs.append(tmp_path / f"out{shards}")
     m = metrics(runs[0])
-    assert m["features"] == ["s"] + [f"v[{i}]" for i in range(width)]
+    assert m["features"] == ["s"] + [f"v[{i}]" for i in range(width)] + ["shop"]
     assert m["values_imputed"]["s"] == int(scalar.null_count) and m["rows_valid"] == n
+    assert m["values_imputed"]["shop"] == shop.count(None) > 0
     _same(runs[1], (None, centroids(runs[0]), m))
